@@ -1,0 +1,37 @@
+# Set-up and checks. `make demo` and `make test` work on a fresh clone: they create .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The real data sets live beside the repository; never copied into it.
+ifneq ($(wildcard ../shared/data),)
+export RNADIFF_DATA_DIR ?= $(abspath ../shared/data)
+endif
+
+.PHONY: install demo test lint format bench clean
+
+$(BIN)/rnadiff: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch is pinned to the CPU build on this machine's disk; an unpinned torch pulls a CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(BIN)/rnadiff
+
+install: $(BIN)/rnadiff
+
+demo: install
+	$(BIN)/rnadiff demo --out demo_output
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+format: install
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache

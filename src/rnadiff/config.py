@@ -1,0 +1,119 @@
+"""Frozen configuration dataclasses; the defaults are the recommended values.
+
+The whole :class:`ModelConfig` (and the :class:`TrainConfig` used) is stored in every checkpoint,
+so a saved model is rebuilt exactly as it was trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_type_hints
+
+from rnadiff.errors import InputError
+
+
+def _check_choices(obj: Any) -> None:
+    """Reject values of ``Literal[...]`` fields that are not among the choices."""
+    hints = get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        choices = get_args(hints[f.name])
+        if getattr(hints[f.name], "__origin__", None) is Literal and (
+            getattr(obj, f.name) not in choices
+        ):
+            raise InputError(f"{f.name}={getattr(obj, f.name)!r} is not one of {list(choices)}")
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        if not getattr(obj, name) > 0:
+            raise InputError(f"{name} must be positive, got {getattr(obj, name)!r}")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    input: Literal["auto", "counts", "lognorm"] = "auto"  # what X holds; auto detects and says so
+    target_sum: float = 1e4  # counts per cell after normalization, before log1p
+    n_top_genes: int | None = 2000  # highly variable genes kept (None: all genes)
+    scaling: Literal["zscore", "center"] = "zscore"  # per-gene scaling of log values for the model
+    min_std: float = 0.05  # floor of per-gene std, so near-constant genes are not blown up
+
+    def __post_init__(self):
+        _check_choices(self)
+        _positive(self, "target_sum", "min_std")
+        if self.n_top_genes is not None and self.n_top_genes < 1:
+            raise InputError(f"n_top_genes must be >= 1 or None, got {self.n_top_genes}")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    sigma_data: float = 1.0  # std of the scaled data (z-scored genes have 1)
+    sigma_min: float = 0.002  # smallest sampling noise level
+    sigma_max: float = 80.0  # largest noise level; far above the data's scale
+    rho: float = 7.0  # curvature of the sampling schedule (Karras et al. 2022, eq. 5)
+    p_mean: float = -1.2  # training noise levels: ln(sigma) ~ N(p_mean, p_std^2)
+    p_std: float = 1.2
+
+    def __post_init__(self):
+        _positive(self, "sigma_data", "sigma_min", "sigma_max", "rho", "p_std")
+        if self.sigma_min >= self.sigma_max:
+            raise InputError("sigma_min must be smaller than sigma_max")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    width: int = 512  # hidden width of the residual MLP
+    depth: int = 4  # residual blocks
+    emb_dim: int = 128  # width of the condition and noise-level embeddings
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        _positive(self, "width", "depth", "emb_dim")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    p_drop: float = 0.15  # per-covariate dropout in training, for classifier-free guidance
+
+    def __post_init__(self):
+        if not 0 <= self.p_drop < 1:
+            raise InputError(f"p_drop must be in [0, 1), got {self.p_drop}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        return cls(
+            preprocess=PreprocessConfig(**d["preprocess"]),
+            diffusion=DiffusionConfig(**d["diffusion"]),
+            network=NetworkConfig(**d["network"]),
+            p_drop=d["p_drop"],
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 4000  # optimizer steps in total (a resumed run continues up to this)
+    batch_size: int = 256
+    lr: float = 1e-3  # peak learning rate of AdamW
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100  # linear warm-up, then cosine decay to lr_min_ratio * lr
+    lr_min_ratio: float = 0.05
+    ema_decay: float = 0.999  # EMA of the weights, used for sampling
+    grad_clip: float = 1.0  # max global gradient norm
+    seed: int = 0
+    checkpoint_every: int = 1000  # steps between checkpoints when a checkpoint dir is given
+
+    def __post_init__(self):
+        _positive(self, "max_steps", "batch_size", "lr", "checkpoint_every", "grad_clip")
+        if not 0 <= self.ema_decay < 1:
+            raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

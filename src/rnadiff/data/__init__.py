@@ -1,0 +1,1 @@
+"""AnnData at the edges: validation, covariate registry, preprocessing, splits, dataset registry."""

@@ -1,0 +1,202 @@
+"""The covariate registry: which obs columns condition the model, and how each is encoded."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from rnadiff.data.validation import check_numeric_column, check_obs_columns
+from rnadiff.errors import InputError
+
+Role = Literal["perturbation", "cell_type", "batch", "categorical", "dose", "time", "continuous"]
+
+
+@dataclass(frozen=True)
+class Covariate:
+    """One conditioning covariate.
+
+    Attributes
+    ----------
+    key
+        The ``.obs`` column.
+    role
+        What it is; perturbations may be combinations of parts joined by ``sep``.
+    tokens
+        Vocabulary of a categorical covariate (the parts of combinations), in encoding order.
+    sep
+        Separator of combinations (``"A+B"``), or ``None`` for plain categories.
+    log
+        Continuous: ``log1p`` before standardizing (doses span orders of magnitude).
+    mean, std
+        Continuous: standardization fitted on training cells.
+    """
+
+    key: str
+    role: Role
+    tokens: tuple[str, ...] = ()
+    sep: str | None = None
+    log: bool = False
+    mean: float = 0.0
+    std: float = 1.0
+
+    @property
+    def categorical(self) -> bool:
+        return self.role in ("perturbation", "cell_type", "batch", "categorical")
+
+    def parts(self, value) -> list[str]:
+        """Split a value into its parts (a combination ``A+B`` into ``[A, B]``)."""
+        text = str(value)
+        if self.sep is None:
+            return [text]
+        return [p.strip() for p in text.split(self.sep) if p.strip()]
+
+
+@dataclass(frozen=True)
+class CovariateRegistry:
+    """All covariates of a model, with the control value of the perturbation."""
+
+    covariates: tuple[Covariate, ...]
+    perturbation_key: str | None = None
+    control: str | None = None
+
+    @classmethod
+    def fit(cls, obs: pd.DataFrame, setup: Mapping) -> CovariateRegistry:
+        """Build the registry from training cells and a setup dict (see ``setup_anndata``)."""
+        roles: list[tuple[str, Role]] = []
+        for name, role in (
+            ("perturbation_key", "perturbation"),
+            ("cell_type_key", "cell_type"),
+            ("batch_key", "batch"),
+            ("dose_key", "dose"),
+            ("time_key", "time"),
+        ):
+            if setup.get(name):
+                roles.append((setup[name], role))
+        roles += [(k, "categorical") for k in setup.get("categorical_keys", ())]
+        roles += [(k, "continuous") for k in setup.get("continuous_keys", ())]
+        keys = [k for k, _ in roles]
+        if len(set(keys)) != len(keys):
+            raise InputError(f"a column is registered twice: {keys}")
+        check_obs_columns(obs, keys)
+        covs = []
+        sep = setup.get("combination_sep") or None
+        for key, role in roles:
+            if role in ("dose", "time", "continuous"):
+                raw = check_numeric_column(obs, key)
+                log = role == "dose"
+                if log and (raw < 0).any():
+                    raise InputError(f"dose column {key!r} holds negative values")
+                v = np.log1p(raw) if log else raw
+                std = float(v.std()) or 1.0
+                covs.append(Covariate(key, role, log=log, mean=float(v.mean()), std=std))
+            else:
+                cov = Covariate(key, role, sep=sep if role == "perturbation" else None)
+                values = pd.unique(obs[key].astype(str))
+                tokens = sorted({p for v in values for p in cov.parts(v)})
+                covs.append(dataclasses.replace(cov, tokens=tuple(tokens)))
+        control = setup.get("control")
+        pkey = setup.get("perturbation_key")
+        if pkey is not None and control is not None:
+            present = set(obs[pkey].astype(str))
+            if str(control) not in present:
+                raise InputError(
+                    f"control value {control!r} does not occur in column {pkey!r}; "
+                    f"values are e.g. {sorted(present)[:10]}"
+                )
+        return cls(
+            tuple(covs), perturbation_key=pkey, control=None if control is None else str(control)
+        )
+
+    @property
+    def keys(self) -> list[str]:
+        return [c.key for c in self.covariates]
+
+    def __getitem__(self, key: str) -> Covariate:
+        for cov in self.covariates:
+            if cov.key == key:
+                return cov
+        raise InputError(f"{key!r} is not a covariate of this model; covariates: {self.keys}")
+
+    def encode(self, obs: pd.DataFrame, *, allow_missing: bool = False) -> dict[str, np.ndarray]:
+        """Encode the covariates of each row of ``obs`` as model condition arrays.
+
+        Categorical covariates become multi-hot float32 ``(n, n_tokens)`` matrices, continuous ones
+        standardized float32 vectors. With ``allow_missing``, absent columns and missing values
+        (None/NaN) become the null value (zero row, NaN), i.e. "unspecified".
+        """
+        out = {}
+        n = len(obs)
+        for cov in self.covariates:
+            if cov.key not in obs.columns:
+                if not allow_missing:
+                    raise InputError(f"column {cov.key!r} (a covariate of the model) is missing")
+                column = pd.Series([None] * n, index=obs.index, dtype=object)
+            else:
+                column = obs[cov.key]
+            missing = column.isna().to_numpy()
+            if missing.any() and not allow_missing:
+                raise InputError(f"column {cov.key!r} has {int(missing.sum())} missing values")
+            if cov.categorical:
+                out[cov.key] = self._encode_categorical(cov, column, missing)
+            else:
+                v = np.full(n, np.nan)
+                if (~missing).any():
+                    raw = check_numeric_column(pd.DataFrame({cov.key: column[~missing]}), cov.key)
+                    v[~missing] = ((np.log1p(raw) if cov.log else raw) - cov.mean) / cov.std
+                out[cov.key] = v.astype(np.float32)
+        return out
+
+    def _encode_categorical(self, cov: Covariate, column: pd.Series, missing: np.ndarray):
+        index = {t: i for i, t in enumerate(cov.tokens)}
+        codes, uniques = pd.factorize(column.astype(str))
+        rows = np.zeros((len(uniques), len(cov.tokens)), dtype=np.float32)
+        for u, value in enumerate(uniques):
+            parts = cov.parts(value)
+            unknown = [p for p in parts if p not in index]
+            if unknown and not missing[codes == u].all():
+                what = "perturbation" if cov.role == "perturbation" else "value"
+                raise InputError(
+                    f"unknown {what} {unknown[0]!r} in column {cov.key!r}; the model knows "
+                    f"{len(cov.tokens)}: {list(cov.tokens)[:20]}"
+                )
+            for p in parts:
+                if p in index:
+                    rows[u, index[p]] = 1.0
+        encoded = rows[codes]
+        encoded[missing] = 0.0
+        return encoded
+
+    def to_dict(self) -> dict:
+        return {
+            "covariates": [dataclasses.asdict(c) for c in self.covariates],
+            "perturbation_key": self.perturbation_key,
+            "control": self.control,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> CovariateRegistry:
+        covs = tuple(Covariate(**{**c, "tokens": tuple(c["tokens"])}) for c in d["covariates"])
+        return cls(covs, perturbation_key=d["perturbation_key"], control=d["control"])
+
+
+def conditions_frame(
+    conditions: Mapping | Sequence[Mapping] | pd.DataFrame, registry: CovariateRegistry
+) -> pd.DataFrame:
+    """Turn user conditions (a dict, a list of dicts or a DataFrame) into a checked DataFrame."""
+    if isinstance(conditions, pd.DataFrame):
+        frame = conditions.reset_index(drop=True)
+    elif isinstance(conditions, Mapping):
+        frame = pd.DataFrame([dict(conditions)])
+    else:
+        frame = pd.DataFrame([dict(c) for c in conditions])
+    if frame.empty:
+        raise InputError("no conditions given")
+    extra = [c for c in frame.columns if c not in registry.keys]
+    if extra:
+        raise InputError(f"unknown covariates {extra}; the model's covariates are {registry.keys}")
+    return frame

@@ -1,0 +1,535 @@
+"""``RNADiffusion``: the user-facing model bound to AnnData (scvi-tools style API)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from rnadiff import __version__
+from rnadiff.config import ModelConfig, TrainConfig
+from rnadiff.data.covariates import CovariateRegistry, conditions_frame
+from rnadiff.data.preprocessing import (
+    PreprocessState,
+    fit_preprocessing,
+    log_expression,
+    scale,
+    unscale,
+)
+from rnadiff.data.validation import check_genes
+from rnadiff.diffusion import karras_sigmas
+from rnadiff.errors import InputError
+from rnadiff.models import Denoiser
+from rnadiff.sampling import SAMPLERS, classifier_free_guidance, encode
+from rnadiff.training import Trainer, load_checkpoint, make_ema, save_checkpoint
+
+logger = logging.getLogger("rnadiff")
+
+SETUP_KEY = "rnadiff_setup"
+Guidance = float | Mapping[str, float]
+
+
+class RNADiffusion:
+    """A conditional score-based diffusion model of single-cell expression profiles.
+
+    Parameters
+    ----------
+    adata
+        Training cells, registered with :meth:`setup_anndata`. The model reads ``adata`` and
+        never modifies it.
+    config
+        Model configuration (preprocessing, diffusion, network); defaults are recommended.
+
+    Examples
+    --------
+    >>> RNADiffusion.setup_anndata(adata, perturbation_key="condition", control="ctrl",
+    ...                            cell_type_key="cell_type")
+    >>> model = RNADiffusion(adata)
+    >>> model.train(max_steps=2000)
+    >>> cells = model.generate({"condition": "stim", "cell_type": "B cells"}, n_cells=200)
+    >>> pred = model.predict(ctrl_b_cells, perturbation="stim")
+    """
+
+    def __init__(self, adata: ad.AnnData, *, config: ModelConfig | None = None):
+        if SETUP_KEY not in adata.uns:
+            raise InputError("call RNADiffusion.setup_anndata(adata, ...) before creating a model")
+        setup = dict(adata.uns[SETUP_KEY])
+        registry = CovariateRegistry.fit(adata.obs, setup)
+        config = config or ModelConfig()
+        state = fit_preprocessing(adata, config=config.preprocess, layer=setup.get("layer"))
+        logger.info(
+            "rnadiff: %d cells, %d genes; input %s",
+            adata.n_obs,
+            len(state.genes),
+            state.description,
+        )
+        self._init(config, setup, registry, state)
+        self.adata = adata
+
+    def _init(self, config, setup, registry, state) -> None:
+        self.config, self.setup, self.registry, self.preprocess = config, setup, registry, state
+        self.denoiser = Denoiser(
+            len(state.genes),
+            categorical={c.key: len(c.tokens) for c in registry.covariates if c.categorical},
+            continuous=[c.key for c in registry.covariates if not c.categorical],
+            config=config.network,
+            sigma_data=config.diffusion.sigma_data,
+        )
+        self.ema = make_ema(self.denoiser)
+        self.train_config: TrainConfig | None = None
+        self._trainer_state: tuple[dict, dict] | None = None
+        self.step, self.history, self.adata = 0, [], None
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def setup_anndata(
+        adata: ad.AnnData,
+        *,
+        perturbation_key: str | None = None,
+        control: str | None = None,
+        cell_type_key: str | None = None,
+        batch_key: str | None = None,
+        categorical_keys: Sequence[str] = (),
+        dose_key: str | None = None,
+        time_key: str | None = None,
+        continuous_keys: Sequence[str] = (),
+        combination_sep: str = "+",
+        layer: str | None = None,
+    ) -> None:
+        """Register which ``.obs`` columns condition the model, and where expression lives.
+
+        Parameters
+        ----------
+        adata
+            Cells x genes; raw counts or log-normalized values in ``X`` (or ``layer``).
+        perturbation_key
+            Column of the perturbation (drug, CRISPR target, stimulus); combinations are
+            written ``A+B`` (see ``combination_sep``).
+        control
+            The value of ``perturbation_key`` that marks unperturbed cells.
+        cell_type_key, batch_key
+            Columns of the cell type and the batch.
+        categorical_keys
+            Other categorical covariates.
+        dose_key, time_key
+            Continuous covariates: dose (``log1p``-transformed) and time.
+        continuous_keys
+            Other continuous covariates.
+        combination_sep
+            Separator of combination perturbations.
+        layer
+            Layer holding the expression values instead of ``X``.
+
+        Returns
+        -------
+        None
+            Writes only ``adata.uns['rnadiff_setup']`` (a dict of the arguments); ``X``,
+            ``obs``, ``var`` and layers are left as they are.
+        """
+        setup = {
+            "perturbation_key": perturbation_key,
+            "control": control,
+            "cell_type_key": cell_type_key,
+            "batch_key": batch_key,
+            "categorical_keys": list(categorical_keys),
+            "dose_key": dose_key,
+            "time_key": time_key,
+            "continuous_keys": list(continuous_keys),
+            "combination_sep": combination_sep,
+            "layer": layer,
+        }
+        if control is not None and perturbation_key is None:
+            raise InputError("control given without perturbation_key")
+        if layer is not None and layer not in adata.layers:
+            raise InputError(f"layer {layer!r} not found; layers: {list(adata.layers.keys())}")
+        CovariateRegistry.fit(adata.obs, setup)  # validates columns, values and the control
+        adata.uns[SETUP_KEY] = setup
+
+    # ---------------------------------------------------------------- training
+    def train(
+        self,
+        *,
+        max_steps: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        seed: int | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+        config: TrainConfig | None = None,
+        progress: bool = True,
+    ) -> RNADiffusion:
+        """Train (or continue training) the denoiser on the model's cells.
+
+        Parameters
+        ----------
+        max_steps, batch_size, lr, seed, checkpoint_every
+            Override the corresponding fields of ``config``.
+        checkpoint_dir
+            Save a checkpoint here every ``checkpoint_every`` steps and at the end; a run
+            interrupted later continues with ``RNADiffusion.load(checkpoint_dir, adata=adata)``
+            followed by ``train()``.
+        config
+            Training configuration; default: the one of the previous run, else ``TrainConfig()``.
+        progress
+            Show a progress bar.
+
+        Returns
+        -------
+        RNADiffusion
+            ``self``, trained; losses are in ``self.history``.
+        """
+        if self.adata is None:
+            raise InputError("this model has no training data; load it with adata=...")
+        base = config or self.train_config or TrainConfig()
+        overrides = {
+            k: v
+            for k, v in dict(
+                max_steps=max_steps,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+                checkpoint_every=checkpoint_every,
+            ).items()
+            if v is not None
+        }
+        cfg = TrainConfig(**{**base.to_dict(), **overrides})
+        x = torch.from_numpy(self._model_space(self.adata))
+        cond = self._cond(self.adata.obs)
+        trainer = Trainer(
+            self.denoiser,
+            config=cfg,
+            diffusion=self.config.diffusion,
+            p_drop=self.config.p_drop,
+            ema=self.ema,
+        )
+        if self._trainer_state is not None:
+            trainer.load_state(*self._trainer_state)
+        self.train_config = cfg
+
+        def checkpoint(t: Trainer) -> None:
+            self.step, self.history = t.step, t.history
+            self._trainer_state = t.state_tensors()
+            self.save(checkpoint_dir)
+
+        trainer.fit(
+            x, cond, on_checkpoint=checkpoint if checkpoint_dir else None, progress=progress
+        )
+        self.step, self.history = trainer.step, trainer.history
+        self._trainer_state = trainer.state_tensors()
+        return self
+
+    # -------------------------------------------------------------- generation
+    def generate(
+        self,
+        conditions: Mapping | Sequence[Mapping] | pd.DataFrame,
+        *,
+        n_cells: int = 100,
+        sampler: str = "heun",
+        steps: int = 32,
+        guidance: Guidance = 1.0,
+        seed: int = 0,
+        batch_size: int = 2048,
+        progress: bool = True,
+    ) -> ad.AnnData:
+        """Generate cells under each condition.
+
+        Parameters
+        ----------
+        conditions
+            One condition (``{"perturbation": "stim", "cell_type": "B cells"}``), a list of
+            them or a DataFrame with one row per condition; covariates left out are
+            unspecified (generated unconditionally in them). Combinations such as ``"A+B"``
+            may be new, as long as each part is known.
+        n_cells
+            Cells per condition.
+        sampler
+            ``"euler"``, ``"heun"`` or ``"dpmpp_2m"``.
+        steps
+            Noise levels of the sampler.
+        guidance
+            Classifier-free guidance: a joint scale (1: conditional) or ``{covariate: scale}``.
+        seed
+            Seed of the initial noise; the same seed gives the same cells.
+        batch_size
+            Cells per denoiser call.
+        progress
+            Show a progress bar.
+
+        Returns
+        -------
+        AnnData
+            ``X``: generated log-normalized expression of the model's genes; ``obs``: the
+            condition of each cell and ``rnadiff_condition`` (its index in ``conditions``);
+            ``uns['rnadiff']``: the sampling settings.
+        """
+        frame = conditions_frame(conditions, self.registry)
+        if n_cells < 1:
+            raise InputError(f"n_cells must be at least 1, got {n_cells}")
+        obs = frame.loc[frame.index.repeat(n_cells)].reset_index(names="rnadiff_condition")
+        cond = self._cond(obs, allow_missing=True)
+        gen = torch.Generator().manual_seed(seed)
+        sigmas = self._sigmas(steps)
+        x = torch.randn(len(obs), len(self.preprocess.genes), generator=gen) * float(sigmas[0])
+        z = self._run(sampler, x, sigmas, cond, guidance, gen, batch_size, progress, "generating")
+        return self._to_anndata(
+            z,
+            obs,
+            {
+                "method": "generate",
+                "sampler": sampler,
+                "steps": steps,
+                "guidance": _jsonable(guidance),
+                "seed": seed,
+            },
+        )
+
+    def predict(
+        self,
+        source: ad.AnnData,
+        *,
+        perturbation: str | None = None,
+        target: Mapping[str, object] | None = None,
+        method: Literal["counterfactual", "generate"] = "counterfactual",
+        sampler: str = "heun",
+        steps: int = 32,
+        guidance: Guidance = 1.0,
+        encode_sigma: float | None = None,
+        seed: int = 0,
+        batch_size: int = 2048,
+        progress: bool = True,
+    ) -> ad.AnnData:
+        """Predict how each source cell would look under a target condition.
+
+        Parameters
+        ----------
+        source
+            Cells to perturb (e.g. control cells of one cell type), with the registered
+            covariate columns in ``obs`` and the model's genes; left unmodified.
+        perturbation
+            Shorthand for ``target={perturbation_key: perturbation}``.
+        target
+            Covariates to change, e.g. ``{"condition": "stim"}``; others keep the source's.
+        method
+            ``"counterfactual"``: encode each cell to noise with the probability-flow ODE
+            under its own condition, decode under the target (the cell's identity is kept);
+            ``"generate"``: sample new cells under each cell's target condition.
+        sampler, steps, guidance, seed, batch_size, progress
+            As in :meth:`generate`; ``guidance`` applies to decoding.
+        encode_sigma
+            Counterfactual only: noise level the cells are encoded to (default ``sigma_max``,
+            a full inversion); lower values keep more of the source cell.
+
+        Returns
+        -------
+        AnnData
+            One predicted cell per source cell, same ``obs_names``; ``X``: predicted
+            log-normalized expression; ``obs``: the source's covariates with the target
+            applied and ``rnadiff_source_<key>`` for each changed covariate;
+            ``uns['rnadiff']``: the settings.
+        """
+        changes = dict(target or {})
+        if perturbation is not None:
+            if self.registry.perturbation_key is None:
+                raise InputError("the model has no perturbation covariate")
+            changes[self.registry.perturbation_key] = perturbation
+        if not changes:
+            raise InputError("give a perturbation or a target to predict")
+        for key in changes:
+            self.registry[key]  # raises on unknown covariates
+        if method not in ("counterfactual", "generate"):
+            raise InputError(f"method must be 'counterfactual' or 'generate', got {method!r}")
+        obs_src = source.obs[[k for k in self.registry.keys if k in source.obs]].copy()
+        cond_src = self._cond(obs_src)
+        obs_tgt = obs_src.copy()
+        for key, value in changes.items():
+            obs_tgt[f"rnadiff_source_{key}"] = obs_tgt[key]
+            obs_tgt[key] = (
+                pd.Categorical([value] * len(obs_tgt)) if isinstance(value, str) else value
+            )
+        cond_tgt = self._cond(obs_tgt)
+        gen = torch.Generator().manual_seed(seed)
+        sigma_max = float(encode_sigma or self.config.diffusion.sigma_max)
+        sigmas = self._sigmas(steps, sigma_max=sigma_max)
+        if method == "counterfactual":
+            z0 = torch.from_numpy(self._model_space(source))
+            x = self._encode(z0, sigmas, cond_src, batch_size, progress)
+        else:
+            x = torch.randn(source.n_obs, len(self.preprocess.genes), generator=gen) * sigma_max
+        z = self._run(
+            sampler, x, sigmas, cond_tgt, guidance, gen, batch_size, progress, "predicting"
+        )
+        info = {
+            "method": method,
+            "sampler": sampler,
+            "steps": steps,
+            "seed": seed,
+            "guidance": _jsonable(guidance),
+            "encode_sigma": sigma_max,
+            "target": {k: str(v) for k, v in changes.items()},
+        }
+        out = self._to_anndata(z, obs_tgt, info)
+        out.obs_names = source.obs_names.copy()
+        return out
+
+    # ----------------------------------------------------------------- helpers
+    def _model_space(self, adata: ad.AnnData) -> np.ndarray:
+        return scale(
+            log_expression(adata, self.preprocess, layer=self.setup.get("layer")), self.preprocess
+        )
+
+    def _cond(self, obs: pd.DataFrame, *, allow_missing: bool = False) -> dict[str, torch.Tensor]:
+        return {
+            k: torch.from_numpy(v)
+            for k, v in self.registry.encode(obs, allow_missing=allow_missing).items()
+        }
+
+    def _sigmas(self, steps: int, *, sigma_max: float | None = None) -> torch.Tensor:
+        d = self.config.diffusion
+        if steps < 1:
+            raise InputError(f"steps must be at least 1, got {steps}")
+        return karras_sigmas(
+            steps, sigma_min=d.sigma_min, sigma_max=sigma_max or d.sigma_max, rho=d.rho
+        )
+
+    def _guided(self, guidance: Guidance):
+        if isinstance(guidance, Mapping):
+            for key in guidance:
+                self.registry[key]
+        return classifier_free_guidance(self.ema, guidance)
+
+    @staticmethod
+    def _batches(n: int, batch_size: int):
+        return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+    def _run(self, sampler, x, sigmas, cond, guidance, gen, batch_size, progress, desc):
+        if sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
+        fn, denoiser = SAMPLERS[sampler], self._guided(guidance)
+        out = []
+        batches = self._batches(x.shape[0], batch_size)
+        for b in batches:
+            c = {k: v[b] for k, v in cond.items()}
+            out.append(
+                fn(
+                    denoiser,
+                    x[b],
+                    sigmas,
+                    cond=c,
+                    generator=gen,
+                    progress=progress and len(batches) == 1,
+                )
+            )
+        return torch.cat(out).numpy()
+
+    def _encode(self, z0, sigmas, cond, batch_size, progress):
+        out = []
+        for b in self._batches(z0.shape[0], batch_size):
+            c = {k: v[b] for k, v in cond.items()}
+            out.append(encode(self.ema, z0[b], sigmas, cond=c, progress=progress))
+        return torch.cat(out)
+
+    def _to_anndata(self, z: np.ndarray, obs: pd.DataFrame, info: dict) -> ad.AnnData:
+        obs = obs.copy()
+        obs.index = obs.index.astype(str)
+        for col in obs.columns:
+            if obs[col].dtype == object:
+                obs[col] = obs[col].astype("category")
+        var = pd.DataFrame(index=pd.Index(self.preprocess.genes, name=None))
+        out = ad.AnnData(X=unscale(z, self.preprocess), obs=obs, var=var)
+        out.uns["rnadiff"] = {
+            **info,
+            "rnadiff_version": __version__,
+            "input": self.preprocess.description,
+        }
+        return out
+
+    @property
+    def genes(self) -> list[str]:
+        """The model's genes, in the order of generated profiles."""
+        return list(self.preprocess.genes)
+
+    def __repr__(self) -> str:
+        covs = ", ".join(
+            f"{c.key} ({c.role}, {len(c.tokens) or 'continuous'})" for c in self.registry.covariates
+        )
+        return (
+            f"RNADiffusion({len(self.preprocess.genes)} genes; covariates: {covs or 'none'}; "
+            f"trained {self.step} steps)"
+        )
+
+    # --------------------------------------------------------------- save/load
+    def save(self, path: str | os.PathLike) -> None:
+        """Save to a folder: ``config.json`` + safetensors, atomically (no pickle)."""
+        meta = {
+            "rnadiff_version": __version__,
+            "model_config": self.config.to_dict(),
+            "train_config": self.train_config.to_dict() if self.train_config else None,
+            "setup": self.setup,
+            "registry": self.registry.to_dict(),
+            "preprocess": self.preprocess.to_json(),
+            "step": self.step,
+            "history": self.history,
+        }
+        weights = {f"model.{k}": v for k, v in self.denoiser.state_dict().items()}
+        weights |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()}
+        weights["preprocess.mean"] = torch.from_numpy(self.preprocess.mean)
+        weights["preprocess.std"] = torch.from_numpy(self.preprocess.std)
+        tensors = {"weights": weights}
+        if self._trainer_state is not None:
+            meta["trainer"], tensors["trainer"] = self._trainer_state
+        save_checkpoint(path, meta, tensors)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, adata: ad.AnnData | None = None) -> RNADiffusion:
+        """Load a saved model; pass ``adata`` (the training cells) to continue training.
+
+        Parameters
+        ----------
+        path
+            Folder written by :meth:`save` or by training with a ``checkpoint_dir``.
+        adata
+            Training data to bind; its genes and covariates must match the model's.
+
+        Returns
+        -------
+        RNADiffusion
+        """
+        meta, tensors = load_checkpoint(path)
+        weights = tensors["weights"]
+        state = PreprocessState.from_json(
+            meta["preprocess"],
+            weights["preprocess.mean"].numpy(),
+            weights["preprocess.std"].numpy(),
+        )
+        model = cls.__new__(cls)
+        model._init(
+            ModelConfig.from_dict(meta["model_config"]),
+            meta["setup"],
+            CovariateRegistry.from_dict(meta["registry"]),
+            state,
+        )
+        model.denoiser.load_state_dict(
+            {k[6:]: v for k, v in weights.items() if k.startswith("model.")}
+        )
+        model.ema.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("ema.")})
+        model.denoiser.eval()
+        model.step, model.history = meta["step"], meta["history"]
+        if meta.get("train_config"):
+            model.train_config = TrainConfig(**meta["train_config"])
+        if "trainer" in tensors:
+            model._trainer_state = (meta["trainer"], tensors["trainer"])
+        if adata is not None:
+            check_genes(adata.var_names, state.genes, what="adata")
+            model.registry.encode(adata.obs)  # same covariate columns, known values
+            model.adata = adata
+        return model
+
+
+def _jsonable(guidance: Guidance):
+    return dict(guidance) if isinstance(guidance, Mapping) else float(guidance)

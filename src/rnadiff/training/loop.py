@@ -1,0 +1,163 @@
+"""The training loop: the only place that owns an optimizer.
+
+Every random draw of step ``s`` comes from generators seeded by ``(seed, s)``, so a run resumed
+from a checkpoint continues exactly as the uninterrupted run would have. Under ``torchrun`` with an
+initialized process group, the model is wrapped in DistributedDataParallel and each rank trains on
+its own slice of every global minibatch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from rnadiff.conditioning import random_drop
+from rnadiff.config import DiffusionConfig, TrainConfig
+from rnadiff.diffusion import denoising_loss, sample_training_sigmas
+from rnadiff.training.checkpoint import optimizer_from_tensors, optimizer_to_tensors
+from rnadiff.training.ema import make_ema, update_ema
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``lr_min_ratio * lr`` at ``max_steps``."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    span = max(config.max_steps - config.warmup_steps, 1)
+    progress = min((step - config.warmup_steps) / span, 1.0)
+    floor = config.lr_min_ratio
+    return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _seeded(seed: int, *salt: int) -> torch.Generator:
+    value = seed
+    for s in salt:
+        value = (value * 1_000_003 + s) % (2**63 - 1)
+    return torch.Generator().manual_seed(value)
+
+
+def batch_indices(
+    step: int, n: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1
+) -> torch.Tensor:
+    """Indices of this rank's share of the global minibatch of ``step``.
+
+    Epochs are random permutations of the ``n`` cells; a global batch never straddles two
+    epochs, so every cell is seen once per epoch.
+    """
+    batch_size = min(batch_size, n)
+    per_epoch = n // batch_size
+    epoch, offset = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=_seeded(seed, 1, epoch))
+    batch = perm[offset * batch_size : (offset + 1) * batch_size]
+    return batch.tensor_split(world_size)[rank]
+
+
+class Trainer:
+    """Trains a denoiser with AdamW, EMA, warm-up + cosine LR and gradient clipping.
+
+    Parameters
+    ----------
+    denoiser
+        ``denoiser(x, sigma, cond) -> x0_hat``, an ``nn.Module``.
+    config
+        Optimization settings.
+    diffusion
+        Noise-level distribution and ``sigma_data``.
+    p_drop
+        Probability of nulling each covariate of each cell (classifier-free guidance).
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        *,
+        config: TrainConfig,
+        diffusion: DiffusionConfig,
+        p_drop: float,
+        ema: nn.Module | None = None,
+    ):
+        self.model = denoiser
+        self.config, self.diffusion, self.p_drop = config, diffusion, p_drop
+        self.ema = ema if ema is not None else make_ema(denoiser)
+        self.optimizer = torch.optim.AdamW(
+            denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.step = 0
+        self.history: list[dict] = []
+
+    def state_tensors(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        meta, tensors = optimizer_to_tensors(self.optimizer)
+        return {"optimizer": meta, "step": self.step, "history": self.history}, tensors
+
+    def load_state(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.optimizer.load_state_dict(optimizer_from_tensors(meta["optimizer"], tensors))
+        self.step, self.history = meta["step"], list(meta["history"])
+
+    def fit(
+        self,
+        x: torch.Tensor,
+        cond: dict[str, torch.Tensor],
+        *,
+        on_checkpoint: Callable[[Trainer], None] | None = None,
+        progress: bool = True,
+        log_every: int = 50,
+    ) -> list[dict]:
+        """Train from ``self.step`` up to ``config.max_steps`` on cells ``x`` with ``cond``."""
+        cfg = self.config
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        net = nn.parallel.DistributedDataParallel(self.model) if distributed else self.model
+        self.model.train()
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            disable=not progress or rank != 0,
+            desc="training",
+            unit="step",
+        )
+        running, count = 0.0, 0
+        while self.step < cfg.max_steps:
+            idx = batch_indices(
+                self.step, x.shape[0], cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world
+            )
+            gen = _seeded(cfg.seed, 2, self.step, rank)
+            x0 = x[idx]
+            batch_cond = random_drop(
+                {k: v[idx] for k, v in cond.items()}, self.p_drop, generator=gen
+            )
+            sigma = sample_training_sigmas(
+                len(idx), p_mean=self.diffusion.p_mean, p_std=self.diffusion.p_std, generator=gen
+            )
+            noise = torch.randn(x0.shape, generator=gen)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(self.step, cfg)
+            with torch.random.fork_rng(devices=[]):  # dropout draws, seeded per step
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+                loss = denoising_loss(
+                    net, x0, sigma, noise, cond=batch_cond, sigma_data=self.diffusion.sigma_data
+                ).mean()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            update_ema(self.ema, self.model, decay=cfg.ema_decay, step=self.step)
+            self.step += 1
+            running, count = running + loss.item(), count + 1
+            if count == log_every or self.step == cfg.max_steps:
+                self.history.append({"step": self.step, "loss": running / count})
+                bar.set_postfix(loss=f"{running / count:.4f}")
+                running, count = 0.0, 0
+            bar.update(1)
+            if (
+                on_checkpoint is not None
+                and rank == 0
+                and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps)
+            ):
+                on_checkpoint(self)
+        bar.close()
+        self.model.eval()
+        return self.history
