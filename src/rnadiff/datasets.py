@@ -1,4 +1,4 @@
-"""The dataset registry: ``rnadiff.datasets.load("kang2018_ifnb")`` (see ``rnadiff.data.datasets``)."""
+"""The dataset registry, e.g. ``rnadiff.datasets.load("kang2018_ifnb")``."""
 
 from rnadiff.data.datasets import REGISTRY, DatasetInfo, fetch, list_datasets, load, load_smiles
 
