@@ -59,7 +59,7 @@ class RNADiffusion:
     def __init__(self, adata: ad.AnnData, *, config: ModelConfig | None = None):
         if SETUP_KEY not in adata.uns:
             raise InputError("call RNADiffusion.setup_anndata(adata, ...) before creating a model")
-        setup = dict(adata.uns[SETUP_KEY])
+        setup = _plain(adata.uns[SETUP_KEY])  # h5ad round trips turn lists into arrays
         registry = CovariateRegistry.fit(adata.obs, setup)
         config = config or ModelConfig()
         state = fit_preprocessing(adata, config=config.preprocess, layer=setup.get("layer"))
@@ -269,6 +269,7 @@ class RNADiffusion:
             ``uns['rnadiff']``: the sampling settings.
         """
         frame = conditions_frame(conditions, self.registry)
+        self._check_sampling(sampler, guidance)
         if n_cells < 1:
             raise InputError(f"n_cells must be at least 1, got {n_cells}")
         obs = frame.loc[frame.index.repeat(n_cells)].reset_index(names="rnadiff_condition")
@@ -344,6 +345,7 @@ class RNADiffusion:
             self.registry[key]  # raises on unknown covariates
         if method not in ("counterfactual", "generate"):
             raise InputError(f"method must be 'counterfactual' or 'generate', got {method!r}")
+        self._check_sampling(sampler, guidance)
         obs_src = source.obs[[k for k in self.registry.keys if k in source.obs]].copy()
         cond_src = self._cond(obs_src)
         obs_tgt = obs_src.copy()
@@ -397,20 +399,20 @@ class RNADiffusion:
             steps, sigma_min=d.sigma_min, sigma_max=sigma_max or d.sigma_max, rho=d.rho
         )
 
-    def _guided(self, guidance: Guidance):
+    def _check_sampling(self, sampler: str, guidance: Guidance) -> None:
+        if sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
         if isinstance(guidance, Mapping):
             for key in guidance:
-                self.registry[key]
-        return classifier_free_guidance(self.ema, guidance)
+                self.registry[key]  # raises on unknown covariates
 
     @staticmethod
     def _batches(n: int, batch_size: int):
         return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
     def _run(self, sampler, x, sigmas, cond, guidance, gen, batch_size, progress, desc):
-        if sampler not in SAMPLERS:
-            raise InputError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
-        fn, denoiser = SAMPLERS[sampler], self._guided(guidance)
+        self._check_sampling(sampler, guidance)
+        fn, denoiser = SAMPLERS[sampler], classifier_free_guidance(self.ema, guidance)
         out = []
         batches = self._batches(x.shape[0], batch_size)
         for b in batches:
@@ -529,6 +531,17 @@ class RNADiffusion:
             model.registry.encode(adata.obs)  # same covariate columns, known values
             model.adata = adata
         return model
+
+
+def _plain(value):
+    """JSON-friendly copy of a setup read back from ``.uns`` (arrays -> lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray | list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _jsonable(guidance: Guidance):

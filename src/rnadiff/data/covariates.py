@@ -30,6 +30,8 @@ class Covariate:
         Vocabulary of a categorical covariate (the parts of combinations), in encoding order.
     sep
         Separator of combinations (``"A+B"``), or ``None`` for plain categories.
+    control
+        Perturbation: the control value, the identity of combinations (``"A+ctrl"`` is ``A``).
     log
         Continuous: ``log1p`` before standardizing (doses span orders of magnitude).
     mean, std
@@ -43,6 +45,7 @@ class Covariate:
     log: bool = False
     mean: float = 0.0
     std: float = 1.0
+    control: str | None = None
 
     @property
     def categorical(self) -> bool:
@@ -53,7 +56,9 @@ class Covariate:
         text = str(value)
         if self.sep is None:
             return [text]
-        return [p.strip() for p in text.split(self.sep) if p.strip()]
+        parts = [p.strip() for p in text.split(self.sep) if p.strip()]
+        non_control = [p for p in parts if p != self.control]
+        return non_control or parts[:1]
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ class CovariateRegistry:
         check_obs_columns(obs, keys)
         covs = []
         sep = setup.get("combination_sep") or None
+        control = setup.get("control")
+        control = None if control is None else str(control)
         for key, role in roles:
             if role in ("dose", "time", "continuous"):
                 raw = check_numeric_column(obs, key)
@@ -95,11 +102,13 @@ class CovariateRegistry:
                 std = float(v.std()) or 1.0
                 covs.append(Covariate(key, role, log=log, mean=float(v.mean()), std=std))
             else:
-                cov = Covariate(key, role, sep=sep if role == "perturbation" else None)
+                is_pert = role == "perturbation"
+                cov = Covariate(
+                    key, role, sep=sep if is_pert else None, control=control if is_pert else None
+                )
                 values = pd.unique(obs[key].astype(str))
                 tokens = sorted({p for v in values for p in cov.parts(v)})
                 covs.append(dataclasses.replace(cov, tokens=tuple(tokens)))
-        control = setup.get("control")
         pkey = setup.get("perturbation_key")
         if pkey is not None and control is not None:
             present = set(obs[pkey].astype(str))
@@ -147,6 +156,8 @@ class CovariateRegistry:
                 v = np.full(n, np.nan)
                 if (~missing).any():
                     raw = check_numeric_column(pd.DataFrame({cov.key: column[~missing]}), cov.key)
+                    if cov.log and (raw < 0).any():
+                        raise InputError(f"dose column {cov.key!r} holds negative values")
                     v[~missing] = ((np.log1p(raw) if cov.log else raw) - cov.mean) / cov.std
                 out[cov.key] = v.astype(np.float32)
         return out

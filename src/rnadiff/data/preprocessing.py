@@ -183,6 +183,7 @@ def log_expression(adata: ad.AnnData, state: PreprocessState, *, layer: str | No
     """Log-normalized values of the model's genes for new cells, as in training."""
     X = _matrix(adata, layer)
     check_matrix(X, what="adata.X" if layer is None else f"adata.layers[{layer!r}]")
+    check_unique_names(adata.var_names, what="gene names (var_names)")
     check_genes(adata.var_names, state.genes, what="the data")
     if state.input_type != "lognorm" and detect_input_type(X) == "lognorm":
         raise InputError(

@@ -49,7 +49,7 @@ def classifier_free_guidance(denoiser: Denoiser, scale: float | Mapping[str, flo
     def guided_joint(x, sigma, cond):
         if w == 1.0:
             return denoiser(x, sigma, cond)
-        uncond = denoiser(x, sigma, drop_covariates(cond, list(cond)))
+        uncond = denoiser(x, sigma, drop_covariates(cond, list(cond or {})))
         if w == 0.0:
             return uncond
         return uncond + w * (denoiser(x, sigma, cond) - uncond)

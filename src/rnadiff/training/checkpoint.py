@@ -40,9 +40,14 @@ def save_checkpoint(
             os.fsync(fh.fileno())
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old)  # replaces the fresh empty folder
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, path)  # put the previous checkpoint back
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -56,8 +61,11 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, dict[str, 
     meta_file = path / META
     if not meta_file.is_file():
         raise InputError(f"{path} is not an rnadiff checkpoint (no {META})")
-    with open(meta_file) as fh:
-        meta = json.load(fh)
+    try:
+        with open(meta_file) as fh:
+            meta = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{meta_file} is corrupt (not JSON): {err}") from None
     if meta.get("format") != FORMAT:
         raise InputError(
             f"{meta_file} is not an rnadiff checkpoint (format {meta.get('format')!r})"

@@ -45,8 +45,9 @@ def batch_indices(
 ) -> torch.Tensor:
     """Indices of this rank's share of the global minibatch of ``step``.
 
-    Epochs are random permutations of the ``n`` cells; a global batch never straddles two
-    epochs, so every cell is seen once per epoch.
+    Epochs are random permutations of the ``n`` cells cut into ``n // batch_size`` full
+    batches; the ``n % batch_size`` cells left over are dropped for that epoch only (a new
+    permutation follows), so every cell is seen at most once per epoch.
     """
     batch_size = min(batch_size, n)
     per_epoch = n // batch_size
@@ -147,7 +148,7 @@ class Trainer:
             update_ema(self.ema, self.model, decay=cfg.ema_decay, step=self.step)
             self.step += 1
             running, count = running + loss.item(), count + 1
-            if count == log_every or self.step == cfg.max_steps:
+            if self.step % log_every == 0 or self.step == cfg.max_steps:
                 self.history.append({"step": self.step, "loss": running / count})
                 bar.set_postfix(loss=f"{running / count:.4f}")
                 running, count = 0.0, 0

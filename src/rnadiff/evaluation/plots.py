@@ -1,0 +1,69 @@
+"""Plots (PNG) of predictions against real data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+
+def plot_mean_change(
+    predicted_change: Mapping[str, np.ndarray],
+    real_change: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    highlight: np.ndarray | None = None,
+    title: str = "",
+) -> None:
+    """Scatter of predicted vs real change of gene means from control, one panel per method.
+
+    Parameters
+    ----------
+    predicted_change
+        ``{method: mean(predicted) - mean(control)}`` per gene.
+    real_change
+        ``mean(real perturbed) - mean(control)`` per gene.
+    path
+        Output PNG.
+    highlight
+        Indices of genes drawn in color (e.g. the top DE genes of the real response).
+    title
+        Figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(predicted_change)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.8), squeeze=False, sharey=True)
+    lim = float(np.abs(real_change).max()) * 1.1
+    for ax, (name, change) in zip(axes[0], predicted_change.items(), strict=True):
+        lim = max(lim, float(np.abs(change).max()) * 1.1)
+        ax.scatter(real_change, change, s=4, c="0.6", lw=0, label="all genes")
+        if highlight is not None:
+            ax.scatter(
+                real_change[highlight],
+                change[highlight],
+                s=6,
+                c="C3",
+                lw=0,
+                label="top-100 DE genes",
+            )
+        r = np.corrcoef(change, real_change)[0, 1] if change.std() > 0 else float("nan")
+        ax.set_title(f"{name}\nPearson r = {r:.3f}", fontsize=9)
+        ax.set_xlabel("real change of mean (log)")
+    for ax in axes[0]:
+        ax.plot([-lim, lim], [-lim, lim], c="k", lw=0.6, ls="--")
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.axhline(0, c="0.85", lw=0.5)
+        ax.axvline(0, c="0.85", lw=0.5)
+    axes[0][0].set_ylabel("predicted change of mean (log)")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)

@@ -1,0 +1,119 @@
+"""The EDM-preconditioned denoiser network ``D(x, sigma, cond) -> x0_hat``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rnadiff.config import NetworkConfig
+from rnadiff.diffusion import edm_scalings
+from rnadiff.models import Denoiser
+
+N, GENES = 10, 6
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny networks: thread start-up costs more than it saves, and is slow on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _denoiser(sigma_data=1.0, depth=2, seed=0):
+    torch.manual_seed(seed)
+    return Denoiser(
+        GENES,
+        categorical={"pert": 3, "cell_type": 2},
+        continuous=["dose"],
+        config=NetworkConfig(width=16, depth=depth, emb_dim=8),
+        sigma_data=sigma_data,
+    )
+
+
+def _inputs(seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    pert = torch.zeros(N, 3)
+    pert[torch.arange(N), torch.arange(N) % 3] = 1.0
+    pert[0] = 0.0  # one dropped (null) perturbation
+    cell_type = torch.zeros(N, 2)
+    cell_type[torch.arange(N), torch.arange(N) % 2] = 1.0
+    cell_type[2] = 0.0  # one dropped (null) cell type
+    dose = torch.randn(N, generator=gen)
+    dose[1] = math.nan  # one dropped dose
+    cond = {"pert": pert, "cell_type": cell_type, "dose": dose}
+    x = torch.randn(N, GENES, generator=gen)
+    sigma = torch.logspace(-2, 1.5, N)
+    return x, sigma, cond
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_output_shape_and_dtype(depth):
+    x, sigma, cond = _inputs()
+    out = _denoiser(depth=depth)(x, sigma, cond)
+    assert out.shape == (N, GENES)
+    assert out.dtype == x.dtype
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("sigma_data", [0.5, 1.0, 2.0])
+def test_at_initialization_the_denoiser_is_c_skip_times_x(sigma_data):
+    x, sigma, cond = _inputs()
+    out = _denoiser(sigma_data=sigma_data)(x, sigma, cond)
+    c_skip, _, _, _ = edm_scalings(sigma, sigma_data)
+    assert torch.equal(out, c_skip[:, None] * x)
+
+
+def test_denoiser_does_not_modify_its_inputs():
+    x, sigma, cond = _inputs()
+    before = (x.clone(), sigma.clone(), {k: v.clone() for k, v in cond.items()})
+    model = _denoiser()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model(x, sigma, cond)
+    assert torch.equal(x, before[0])
+    assert torch.equal(sigma, before[1])
+    for k, v in cond.items():
+        torch.testing.assert_close(v, before[2][k], rtol=0, atol=0, equal_nan=True)
+
+
+def test_each_cell_is_denoised_independently_of_the_batch():
+    model = _denoiser()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.eval()
+    x, sigma, cond = _inputs()
+    full = model(x, sigma, cond)
+    part = model(x[3:6], sigma[3:6], {k: v[3:6] for k, v in cond.items()})
+    torch.testing.assert_close(part, full[3:6])
+
+
+def test_gradients_reach_the_condition_encoder():
+    model = _denoiser()
+    x, sigma, cond = _inputs()
+    target = torch.randn(N, GENES, generator=torch.Generator().manual_seed(2))
+
+    # At initialization the zero output layer blocks the gradients to everything before it
+    # (adaLN-Zero), but the graph must still connect every condition-encoder parameter.
+    loss = (model(x, sigma, cond) - target).pow(2).mean()
+    loss.backward()
+    for name, p in model.cond_encoder.named_parameters():
+        assert p.grad is not None, f"{name} is not connected to the loss"
+
+    # After one optimizer step the output layer is non-zero and the condition encoder learns.
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt.step()
+    opt.zero_grad()
+    before = {n: p.detach().clone() for n, p in model.cond_encoder.named_parameters()}
+    for _ in range(2):
+        loss = (model(x, sigma, cond) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for name, p in model.cond_encoder.named_parameters():
+        assert not torch.equal(p.detach(), before[name]), f"{name} was not updated"
