@@ -1,0 +1,195 @@
+"""The command line on a small slice of the real Kang data: train, resume, generate, predict."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from rnadiff import RNADiffusion
+from rnadiff.cli import app
+
+DATA = Path(os.environ.get("RNADIFF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data"))
+KANG = DATA / "kang2018_ifnb_pbmc_counts.h5ad"
+runner = CliRunner()
+TINY = ["--width", "32", "--depth", "1", "--n-top-genes", "60", "--batch-size", "32", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def kang_file(tmp_path_factory):
+    if not KANG.is_file():
+        pytest.skip(f"real data not found at {KANG}")
+    adata = ad.read_h5ad(KANG)
+    rng = np.random.default_rng(0)
+    adata = adata[np.sort(rng.choice(adata.n_obs, 200, replace=False))].copy()
+    path = tmp_path_factory.mktemp("cli") / "kang.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def model_dir(kang_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "model"
+    text = invoke(
+        "train",
+        "--data",
+        kang_file,
+        "--out",
+        out,
+        "--perturbation-key",
+        "group_id",
+        "--control",
+        "ctrl",
+        "--cell-type-key",
+        "cluster_id",
+        "--max-steps",
+        "10",
+        "--checkpoint-every",
+        "5",
+        *TINY,
+    )
+    assert "raw counts" in text  # the detected input is stated
+    assert (out / "config.json").is_file() and (out / "weights.safetensors").is_file()
+    return out
+
+
+def test_train_then_resume_continues_from_the_checkpoint(model_dir, kang_file):
+    assert RNADiffusion.load(model_dir).step == 10
+    text = invoke(
+        "train", "--data", kang_file, "--out", model_dir, "--max-steps", "14", "--resume", "--quiet"
+    )
+    assert "resuming from step 10" in text
+    assert RNADiffusion.load(model_dir).step == 14
+
+
+def test_generate_writes_cells_with_conditions(model_dir, tmp_path):
+    out = tmp_path / "gen.h5ad"
+    text = invoke(
+        "generate",
+        "--model",
+        model_dir,
+        "--condition",
+        "group_id=stim",
+        "--condition",
+        "cluster_id=B cells",
+        "--n",
+        "7",
+        "--steps",
+        "4",
+        "--guidance",
+        "group_id=2",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert "wrote 7 cells" in text
+    gen = ad.read_h5ad(out)
+    assert gen.n_obs == 7
+    assert set(gen.obs["group_id"]) == {"stim"} and set(gen.obs["cluster_id"]) == {"B cells"}
+    assert gen.uns["rnadiff"]["guidance"] == {"group_id": 2.0}
+
+
+def test_generate_from_a_csv_of_conditions(model_dir, tmp_path):
+    csv = tmp_path / "conds.csv"
+    pd.DataFrame({"group_id": ["ctrl", "stim"], "cluster_id": ["B cells", "CD4 T cells"]}).to_csv(
+        csv, index=False
+    )
+    out = tmp_path / "gen.h5ad"
+    invoke(
+        "generate",
+        "--model",
+        model_dir,
+        "--conditions-csv",
+        csv,
+        "--n",
+        "3",
+        "--steps",
+        "3",
+        "--out",
+        out,
+        "--quiet",
+    )
+    gen = ad.read_h5ad(out)
+    assert list(gen.obs["group_id"]) == ["ctrl"] * 3 + ["stim"] * 3
+
+
+def test_predict_with_where_filters(model_dir, kang_file, tmp_path):
+    out = tmp_path / "pred.h5ad"
+    invoke(
+        "predict",
+        "--model",
+        model_dir,
+        "--source",
+        kang_file,
+        "--where",
+        "group_id=ctrl",
+        "--where",
+        "cluster_id=B cells",
+        "--perturbation",
+        "stim",
+        "--steps",
+        "4",
+        "--out",
+        out,
+        "--quiet",
+    )
+    pred = ad.read_h5ad(out)
+    src = ad.read_h5ad(kang_file)
+    expected = src.obs_names[(src.obs.group_id == "ctrl") & (src.obs.cluster_id == "B cells")]
+    assert list(pred.obs_names) == list(expected)
+    assert set(pred.obs["group_id"]) == {"stim"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--condition", "group_id=nonsense"], "unknown perturbation 'nonsense'"),
+        (["--condition", "donor=1"], "unknown covariates ['donor']"),
+        (["--condition", "group_id"], "KEY=VALUE"),
+        (["--sampler", "ddim"], "unknown sampler 'ddim'"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(model_dir, tmp_path, args, message):
+    cmd = [
+        sys.executable,
+        "-m",
+        "rnadiff.cli",
+        "generate",
+        "--model",
+        str(model_dir),
+        "--out",
+        str(tmp_path / "x.h5ad"),
+        "--n",
+        "2",
+        "--quiet",
+        *args,
+    ]
+    if "--condition" not in args:
+        cmd += ["--condition", "group_id=stim"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.h5ad").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "generate", "predict", "demo"])
+def test_help_explains_every_option(command):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    options = [line for line in result.output.splitlines() if line.strip("│ ").startswith("--")]
+    assert options
+    for line in options:
+        # each option line carries a description after its type
+        assert len(line.strip("│ ").split()) > 2, line
