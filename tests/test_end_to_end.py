@@ -97,3 +97,24 @@ def test_same_seed_same_cells_different_seed_different_cells(trained):
     c = model.generate(cond, n_cells=10, steps=6, seed=4, progress=False).X
     assert np.array_equal(a, b)
     assert not np.allclose(a, c)
+
+
+def test_compose_auto_applies_only_to_unseen_combinations(kang, trained):
+    model, _ = trained
+    obs = __import__("pandas").DataFrame(
+        {
+            "group_id": ["stim", "stim", "ctrl", "stim"],
+            "cluster_id": [HOLDOUT, "B cells", HOLDOUT, None],
+        }
+    )
+    assert model._compose_mask(obs, "auto").tolist() == [True, False, False, False]
+    assert model._compose_mask(obs, "always").tolist() == [True, True, False, False]
+    assert not model._compose_mask(obs, "never").any()
+    source = kang[((kang.obs.cluster_id == HOLDOUT) & (kang.obs.group_id == "ctrl")).to_numpy()]
+    composed = model.predict(source[:20], perturbation="stim", steps=6, progress=False)
+    joint = model.predict(
+        source[:20], perturbation="stim", steps=6, compose="never", progress=False
+    )
+    assert composed.uns["rnadiff"]["composed_cells"] == 20
+    assert joint.uns["rnadiff"]["composed_cells"] == 0
+    assert not np.allclose(composed.X, joint.X)

@@ -33,6 +33,17 @@ GuidanceOpt = Annotated[
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+ComposeOpt = Annotated[
+    str,
+    typer.Option(
+        help="How a perturbation reaches a context (cell type, ...) where it was never measured: "
+        "auto (for unseen combinations, the control in that context plus the perturbation's "
+        "effect learned across contexts; seen ones use the joint condition), always, or never."
+    ),
+]
+ComposeScale = Annotated[
+    float, typer.Option(help="Multiplier of the transferred perturbation effect (--compose).")
+]
 
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
@@ -198,6 +209,8 @@ def generate(
     sampler: Sampler = "heun",
     steps: Steps = 32,
     guidance: GuidanceOpt = "1",
+    compose: ComposeOpt = "auto",
+    compose_scale: ComposeScale = 1.5,
     seed: Seed = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -218,6 +231,8 @@ def generate(
         sampler=sampler,
         steps=steps,
         guidance=_guidance(guidance),
+        compose=compose,
+        compose_scale=compose_scale,
         seed=seed,
         progress=not quiet,
     )
@@ -261,6 +276,8 @@ def predict(
     sampler: Sampler = "heun",
     steps: Steps = 32,
     guidance: GuidanceOpt = "1",
+    compose: ComposeOpt = "auto",
+    compose_scale: ComposeScale = 1.5,
     seed: Seed = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -284,6 +301,8 @@ def predict(
         sampler=sampler,
         steps=steps,
         guidance=_guidance(guidance),
+        compose=compose,
+        compose_scale=compose_scale,
         encode_sigma=encode_sigma,
         seed=seed,
         progress=not quiet,
@@ -300,9 +319,11 @@ def demo(
     holdout: Annotated[
         str, typer.Option(help="Cell type whose stimulated cells are held out.")
     ] = "CD14+ Monocytes",
-    max_steps: Annotated[int, typer.Option(help="Training steps.")] = 2500,
+    max_steps: Annotated[int, typer.Option(help="Training steps.")] = 2000,
     steps: Steps = 32,
     guidance: GuidanceOpt = "1",
+    compose: ComposeOpt = "auto",
+    compose_scale: ComposeScale = 1.5,
     data: Annotated[
         Path | None,
         typer.Option(help="Kang 2018 .h5ad (default: the dataset registry, RNADIFF_DATA_DIR)."),
@@ -320,6 +341,8 @@ def demo(
         max_steps=max_steps,
         steps=steps,
         guidance=_guidance(guidance),
+        compose=compose,
+        compose_scale=compose_scale,
         seed=seed,
         data_path=data,
         progress=not quiet,

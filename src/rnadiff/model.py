@@ -26,13 +26,14 @@ from rnadiff.data.validation import check_genes
 from rnadiff.diffusion import karras_sigmas
 from rnadiff.errors import InputError
 from rnadiff.models import Denoiser
-from rnadiff.sampling import SAMPLERS, classifier_free_guidance, encode
+from rnadiff.sampling import SAMPLERS, classifier_free_guidance, compositional_guidance, encode
 from rnadiff.training import Trainer, load_checkpoint, make_ema, save_checkpoint
 
 logger = logging.getLogger("rnadiff")
 
 SETUP_KEY = "rnadiff_setup"
 Guidance = float | Mapping[str, float]
+Compose = Literal["auto", "always", "never"]
 
 
 class RNADiffusion:
@@ -70,6 +71,7 @@ class RNADiffusion:
             state.description,
         )
         self._init(config, setup, registry, state)
+        self.seen = self._condition_keys(adata.obs)
         self.adata = adata
 
     def _init(self, config, setup, registry, state) -> None:
@@ -85,6 +87,7 @@ class RNADiffusion:
         self.train_config: TrainConfig | None = None
         self._trainer_state: tuple[dict, dict] | None = None
         self.step, self.history, self.adata = 0, [], None
+        self.seen: set[tuple[str, ...]] = set()
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -233,6 +236,8 @@ class RNADiffusion:
         sampler: str = "heun",
         steps: int = 32,
         guidance: Guidance = 1.0,
+        compose: Compose = "auto",
+        compose_scale: float = 1.5,
         seed: int = 0,
         batch_size: int = 2048,
         progress: bool = True,
@@ -254,6 +259,15 @@ class RNADiffusion:
             Noise levels of the sampler.
         guidance
             Classifier-free guidance: a joint scale (1: conditional) or ``{covariate: scale}``.
+        compose
+            How a perturbation reaches a context (cell type, batch, ...) it was never
+            measured in. ``"auto"``: for such combinations only, the control in that context
+            plus the perturbation's effect marginalized over contexts, times ``compose_scale``
+            (:func:`rnadiff.sampling.compositional_guidance`); combinations seen in training use
+            the joint conditional. ``"always"`` / ``"never"``: for every / no cell.
+        compose_scale
+            Multiplier of the transferred effect. 1.5 was chosen on Kang 2018 held-out
+            B cells, CD4 T cells and FCGR3A+ monocytes (see the README).
         seed
             Seed of the initial noise; the same seed gives the same cells.
         batch_size
@@ -277,7 +291,18 @@ class RNADiffusion:
         gen = torch.Generator().manual_seed(seed)
         sigmas = self._sigmas(steps)
         x = torch.randn(len(obs), len(self.preprocess.genes), generator=gen) * float(sigmas[0])
-        z = self._run(sampler, x, sigmas, cond, guidance, gen, batch_size, progress, "generating")
+        mask = self._compose_mask(obs, compose)
+        z = self._run(
+            sampler,
+            x,
+            sigmas,
+            cond,
+            guidance,
+            gen,
+            batch_size,
+            progress,
+            compose=(mask, compose_scale),
+        )
         return self._to_anndata(
             z,
             obs,
@@ -286,6 +311,8 @@ class RNADiffusion:
                 "sampler": sampler,
                 "steps": steps,
                 "guidance": _jsonable(guidance),
+                "composed_cells": int(mask.sum()),
+                "compose_scale": compose_scale,
                 "seed": seed,
             },
         )
@@ -300,6 +327,8 @@ class RNADiffusion:
         sampler: str = "heun",
         steps: int = 32,
         guidance: Guidance = 1.0,
+        compose: Compose = "auto",
+        compose_scale: float = 1.5,
         encode_sigma: float | None = None,
         seed: int = 0,
         batch_size: int = 2048,
@@ -320,8 +349,8 @@ class RNADiffusion:
             ``"counterfactual"``: encode each cell to noise with the probability-flow ODE
             under its own condition, decode under the target (the cell's identity is kept);
             ``"generate"``: sample new cells under each cell's target condition.
-        sampler, steps, guidance, seed, batch_size, progress
-            As in :meth:`generate`; ``guidance`` applies to decoding.
+        sampler, steps, guidance, compose, compose_scale, seed, batch_size, progress
+            As in :meth:`generate`; ``guidance`` and ``compose`` apply to decoding.
         encode_sigma
             Counterfactual only: noise level the cells are encoded to (default ``sigma_max``,
             a full inversion); lower values keep more of the source cell.
@@ -363,8 +392,17 @@ class RNADiffusion:
             x = self._encode(z0, sigmas, cond_src, batch_size, progress)
         else:
             x = torch.randn(source.n_obs, len(self.preprocess.genes), generator=gen) * sigma_max
+        mask = self._compose_mask(obs_tgt, compose)
         z = self._run(
-            sampler, x, sigmas, cond_tgt, guidance, gen, batch_size, progress, "predicting"
+            sampler,
+            x,
+            sigmas,
+            cond_tgt,
+            guidance,
+            gen,
+            batch_size,
+            progress,
+            compose=(mask, compose_scale),
         )
         info = {
             "method": method,
@@ -372,6 +410,8 @@ class RNADiffusion:
             "steps": steps,
             "seed": seed,
             "guidance": _jsonable(guidance),
+            "composed_cells": int(mask.sum()),
+            "compose_scale": compose_scale,
             "encode_sigma": sigma_max,
             "target": {k: str(v) for k, v in changes.items()},
         }
@@ -410,16 +450,26 @@ class RNADiffusion:
     def _batches(n: int, batch_size: int):
         return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
-    def _run(self, sampler, x, sigmas, cond, guidance, gen, batch_size, progress, desc):
+    def _run(self, sampler, x, sigmas, cond, guidance, gen, batch_size, progress, *, compose):
         self._check_sampling(sampler, guidance)
         fn, denoiser = SAMPLERS[sampler], classifier_free_guidance(self.ema, guidance)
+        mask, compose_scale = compose
         out = []
         batches = self._batches(x.shape[0], batch_size)
         for b in batches:
             c = {k: v[b] for k, v in cond.items()}
+            step_denoiser = denoiser
+            if mask[b].any():
+                step_denoiser = compositional_guidance(
+                    denoiser,
+                    key=self.registry.perturbation_key,
+                    reference=self._control_row(),
+                    scale=compose_scale,
+                    where=torch.from_numpy(mask[b]),
+                )
             out.append(
                 fn(
-                    denoiser,
+                    step_denoiser,
                     x[b],
                     sigmas,
                     cond=c,
@@ -428,6 +478,44 @@ class RNADiffusion:
                 )
             )
         return torch.cat(out).numpy()
+
+    def _condition_rows(self, obs: pd.DataFrame) -> list[tuple]:
+        """Each row's categorical condition as a tuple (combination parts sorted; None: unset)."""
+        cats = [c for c in self.registry.covariates if c.categorical]
+        if not cats or any(c.key not in obs for c in cats):
+            return [()] * len(obs)
+
+        def canonical(cov, value):
+            return "+".join(sorted(cov.parts(value))) if pd.notna(value) else None
+
+        columns = [[canonical(c, v) for v in obs[c.key]] for c in cats]
+        return list(zip(*columns, strict=True))
+
+    def _condition_keys(self, obs: pd.DataFrame) -> set[tuple]:
+        return set(self._condition_rows(obs)) - {()}
+
+    def _compose_mask(self, obs: pd.DataFrame, compose: Compose) -> np.ndarray:
+        """Which cells get compositional guidance: a perturbation in a given context that was
+        never seen in training (``"auto"``), every perturbed cell in a context (``"always"``)."""
+        if compose not in ("auto", "always", "never"):
+            raise InputError(f"compose must be 'auto', 'always' or 'never', got {compose!r}")
+        n = len(obs)
+        pkey, control = self.registry.perturbation_key, self.registry.control
+        others = [c.key for c in self.registry.covariates if c.categorical and c.key != pkey]
+        if compose == "never" or control is None or pkey not in obs or not others:
+            return np.zeros(n, dtype=bool)
+        has_effect = (obs[pkey].notna() & (obs[pkey].astype(str) != control)).to_numpy()
+        in_context = obs.reindex(columns=others).notna().all(axis=1).to_numpy()
+        if compose == "always":
+            return has_effect & in_context
+        unseen = np.array([row not in self.seen for row in self._condition_rows(obs)])
+        return has_effect & in_context & unseen
+
+    def _control_row(self) -> torch.Tensor:
+        frame = pd.DataFrame({self.registry.perturbation_key: [self.registry.control]})
+        return torch.from_numpy(
+            self.registry.encode(frame, allow_missing=True)[self.registry.perturbation_key]
+        )
 
     def _encode(self, z0, sigmas, cond, batch_size, progress):
         out = []
@@ -477,6 +565,7 @@ class RNADiffusion:
             "preprocess": self.preprocess.to_json(),
             "step": self.step,
             "history": self.history,
+            "seen_conditions": sorted(list(row) for row in self.seen),
         }
         weights = {f"model.{k}": v for k, v in self.denoiser.state_dict().items()}
         weights |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()}
@@ -522,6 +611,7 @@ class RNADiffusion:
         model.ema.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("ema.")})
         model.denoiser.eval()
         model.step, model.history = meta["step"], meta["history"]
+        model.seen = {tuple(row) for row in meta.get("seen_conditions", [])}
         if meta.get("train_config"):
             model.train_config = TrainConfig(**meta["train_config"])
         if "trainer" in tensors:

@@ -32,7 +32,9 @@ def run_demo(
     holdout: str = "CD14+ Monocytes",
     max_steps: int = 2000,
     steps: int = 32,
-    guidance: float = 1.0,
+    guidance: float | dict[str, float] = 1.0,
+    compose: str = "auto",
+    compose_scale: float = 1.5,
     seed: int = 0,
     data_path: str | Path | None = None,
     progress: bool = True,
@@ -51,7 +53,9 @@ def run_demo(
     steps
         Sampler steps.
     guidance
-        Classifier-free guidance scale for both predictions.
+        Classifier-free guidance for both predictions (see ``RNADiffusion.generate``).
+    compose, compose_scale
+        Compositional transfer of the perturbation effect (see ``RNADiffusion.generate``).
     seed
         Seed of training and sampling.
     data_path
@@ -87,19 +91,18 @@ def run_demo(
     source = adata[is_type & ~is_stim]
     real = adata[is_type & is_stim]
     t0 = time.perf_counter()
-    pred_cf = model.predict(
-        source, perturbation=STIM, steps=steps, guidance=guidance, seed=seed, progress=progress
-    )
-    cf_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pred_gen = model.generate(
-        {PERT: STIM, CELL: holdout},
-        n_cells=real.n_obs,
+    sampling = dict(
         steps=steps,
         guidance=guidance,
+        compose=compose,
+        compose_scale=compose_scale,
         seed=seed,
         progress=progress,
     )
+    pred_cf = model.predict(source, perturbation=STIM, **sampling)
+    cf_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred_gen = model.generate({PERT: STIM, CELL: holdout}, n_cells=real.n_obs, **sampling)
     gen_s = time.perf_counter() - t0
     pred_cf.write_h5ad(out / "predicted_counterfactual.h5ad")
     pred_gen.write_h5ad(out / "predicted_generated.h5ad")
@@ -144,6 +147,8 @@ def run_demo(
         "seed": seed,
         "sampler_steps": steps,
         "guidance": guidance,
+        "compose": compose,
+        "compose_scale": compose_scale,
         "n_source": source.n_obs,
         "n_real": real.n_obs,
     }

@@ -1,16 +1,32 @@
 """Metrics of predicted perturbation responses: pure functions on arrays (cells x genes).
 
-All expression inputs are log-normalized values of the same genes in the same order.
+All expression inputs are log-normalized values of the same genes in the same order. Mean and
+DE metrics live here; distances between populations (E-distance, MMD, kNN AUC) and the PCA
+space they are computed in live in :mod:`rnadiff.evaluation.distances`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Literal
+
 import numpy as np
 from scipy import stats
 
+from rnadiff.evaluation.distances import (
+    PCASpace,
+    _dense,
+    energy_distance,
+    fit_pca,
+    knn_auc,
+    median_bandwidths,
+    mmd_rbf,
+    project,
+)
+
 
 def _mean(x) -> np.ndarray:
-    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
+    x = _dense(x)
     return x.mean(axis=0) if x.ndim == 2 else x
 
 
@@ -28,6 +44,18 @@ def r2_mean(pred, real) -> float:
     return float(1 - ((r - p) ** 2).sum() / ss_tot)
 
 
+def mse_mean(pred, real) -> float:
+    """Mean squared error of the predicted gene means, ``mean_g (pred_g - real_g)^2``.
+
+    Inputs are cell matrices or mean vectors. Unlike :func:`r2_mean` it is not scaled by the
+    spread of the real means, so it stays defined when all genes have the same mean.
+    """
+    p, r = _mean(pred), _mean(real)
+    if p.shape != r.shape:
+        raise ValueError(f"pred has {p.shape} gene means, real {r.shape}")
+    return float(((p - r) ** 2).mean())
+
+
 def pearson_delta(pred, real, control) -> float:
     """Pearson correlation of predicted and real change of gene means from the real control."""
     c = _mean(control)
@@ -43,10 +71,7 @@ def wilcoxon_scores(group, reference) -> np.ndarray:
     Positive: higher in ``group``. Ranking genes by ``|z|`` is how scanpy's
     ``rank_genes_groups(method="wilcoxon")`` orders differentially expressed genes.
     """
-    a = np.asarray(group.toarray() if hasattr(group, "toarray") else group, dtype=np.float64)
-    b = np.asarray(
-        reference.toarray() if hasattr(reference, "toarray") else reference, dtype=np.float64
-    )
+    a, b = _dense(group), _dense(reference)
     n1, n2 = a.shape[0], b.shape[0]
     ranks = stats.rankdata(np.vstack([a, b]), axis=0)
     u = ranks[:n1].sum(axis=0) - n1 * (n1 + 1) / 2
@@ -70,10 +95,40 @@ def top_de_genes(group, reference, n: int) -> np.ndarray:
     return np.argsort(-np.abs(z), kind="stable")[:n]
 
 
-def response_metrics(pred, real, control, *, top_n: tuple[int, ...] = (100,)) -> dict[str, float]:
+def response_metrics(
+    pred,
+    real,
+    control,
+    *,
+    top_n: tuple[int, ...] = (100,),
+    distributional: bool = False,
+    pca: PCASpace | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
     """R² of means and Pearson delta on all genes and on the top-N DE genes of the real response.
 
     The DE genes come from real perturbed vs real control cells only, never from predictions.
+
+    Parameters
+    ----------
+    pred, real, control
+        Predicted, real perturbed and real control cells (cells x genes).
+    top_n
+        Sizes of the DE gene sets: keys ``r2_mean_top{n}`` and ``pearson_delta_top{n}``.
+        The benchmark's names ``r2_mean_top20``, ``r2_mean_top100`` and
+        ``pearson_delta_top100`` need ``top_n=(20, 100)``.
+    distributional
+        Also return :func:`population_metrics` (``mse_mean``, ``edistance``, ``mmd``,
+        ``de_overlap_top20``, ``de_overlap_top100``, ``direction_agreement_top100``,
+        ``knn_auc``); ``pred`` must then hold cells, not a mean vector.
+    pca, seed
+        Passed to :func:`population_metrics` when ``distributional``.
+
+    Returns
+    -------
+    dict
+        ``r2_mean_all``, ``pearson_delta_all``, ``r2_mean_top{n}``, ``pearson_delta_top{n}``,
+        and the population metrics when asked for.
     """
     out = {
         "r2_mean_all": r2_mean(pred, real),
@@ -85,4 +140,163 @@ def response_metrics(pred, real, control, *, top_n: tuple[int, ...] = (100,)) ->
         p, r, c = _mean(pred)[g], _mean(real)[g], _mean(control)[g]
         out[f"r2_mean_top{n}"] = r2_mean(p, r)
         out[f"pearson_delta_top{n}"] = pearson_delta(p, r, c)
+    if distributional:
+        out |= population_metrics(pred, real, control, pca=pca, seed=seed)
+    return out
+
+
+def de_overlap(pred, real, control, *, n: int = 100) -> float:
+    """Fraction of the real top-``n`` DE genes that are also among the predicted top-``n``.
+
+    Both sets are ranked by :func:`top_de_genes` against the same real control cells:
+    ``|top_n(pred vs control) & top_n(real vs control)| / n`` (``n`` capped at the number of
+    genes). 1.0 for ``pred`` equal to ``real``. ``pred`` must hold cells (a Wilcoxon test
+    needs them). The "common DEGs" of scPerturBench and the DE overlap of cell-eval (Virtual
+    Cell Challenge) are of this form.
+    """
+    real_top = top_de_genes(real, control, n)
+    pred_top = top_de_genes(pred, control, n)
+    return _overlap(pred_top, real_top)
+
+
+def _overlap(pred_top: np.ndarray, real_top: np.ndarray) -> float:
+    return len(np.intersect1d(pred_top, real_top)) / len(real_top)
+
+
+def direction_agreement(pred, real, control, *, n: int = 100) -> float:
+    """Fraction of the real top-``n`` DE genes whose predicted change has the real sign.
+
+    The changes are ``mean(pred) - mean(control)`` and ``mean(real) - mean(control)``, both
+    from the real control; a gene agrees when the two signs are equal (a zero change only
+    agrees with a zero change). ``pred`` may be cells or a mean vector.
+    """
+    return _direction_agreement(pred, real, control, top_de_genes(real, control, n))
+
+
+def _direction_agreement(pred, real, control, genes: np.ndarray) -> float:
+    c = _mean(control)[genes]
+    dp, dr = _mean(pred)[genes] - c, _mean(real)[genes] - c
+    return float(np.mean(np.sign(dp) == np.sign(dr)))
+
+
+def discrimination_score(
+    pred_by_condition: Mapping[str, object],
+    real_by_condition: Mapping[str, object],
+    control,
+    *,
+    metric: Literal["l1", "l2"] = "l1",
+) -> tuple[dict[str, float], float]:
+    """How well each predicted response singles out its own real condition among all real ones.
+
+    After the perturbation discrimination score of cell-eval (Virtual Cell Challenge, Roohani
+    et al. 2025). For each predicted condition ``k``: the distance (L1 or Euclidean) from its
+    mean change ``mean(pred_k) - mean(control)`` to every real mean change
+    ``mean(real_j) - mean(control)``, all from the same real control; ``r_k`` is the number
+    of other real conditions strictly closer than real ``k`` plus half of those exactly as
+    close; the score is ``1 - r_k / (N - 1)`` with ``N`` real conditions. 1.0: real ``k`` is the
+    closest; 0.0: it is the farthest. (cell-eval reports ``1 - r_k / N``, whose worst is
+    ``1 / N``.)
+
+    Parameters
+    ----------
+    pred_by_condition
+        Predicted cells (or mean vectors) per condition; every key must be in
+        ``real_by_condition``.
+    real_by_condition
+        Real cells (or mean vectors) per condition, at least two conditions: the candidates.
+    control
+        Real control cells shared by all conditions.
+    metric
+        ``"l1"`` (cell-eval's default) or ``"l2"``.
+
+    Returns
+    -------
+    tuple
+        The score per predicted condition, and their mean.
+    """
+    names = list(real_by_condition)
+    if len(names) < 2:
+        raise ValueError("discrimination needs at least two real conditions")
+    unknown = set(pred_by_condition) - set(names)
+    if unknown:
+        raise ValueError(f"predicted conditions without real cells: {sorted(unknown)}")
+    if not pred_by_condition:
+        raise ValueError("no predicted conditions")
+    if metric not in ("l1", "l2"):
+        raise ValueError(f"metric must be 'l1' or 'l2', got {metric!r}")
+    c = _mean(control)
+    real_change = np.stack([_mean(real_by_condition[k]) - c for k in names])
+    scores = {}
+    for k, pred in pred_by_condition.items():
+        diff = real_change - (_mean(pred) - c)
+        d = np.abs(diff).sum(1) if metric == "l1" else np.sqrt((diff**2).sum(1))
+        own = names.index(k)
+        others = np.delete(d, own)
+        rank = (others < d[own]).sum() + 0.5 * (others == d[own]).sum()
+        scores[k] = float(1 - rank / (len(names) - 1))
+    return scores, float(np.mean(list(scores.values())))
+
+
+def population_metrics(
+    pred,
+    real,
+    control,
+    *,
+    pca: PCASpace | None = None,
+    de_top_n: tuple[int, ...] = (20, 100),
+    direction_top_n: int = 100,
+    knn_k: int = 10,
+    max_cells: int = 5000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Metrics that compare predicted and real cells as populations, not only their means.
+
+    Parameters
+    ----------
+    pred, real, control
+        Predicted, real perturbed and real control cells (cells x genes, at least 2 each).
+    pca
+        Space of the population distances. Default: :func:`fit_pca` (50 axes) on the real
+        perturbed and real control cells, never on predictions.
+    de_top_n
+        Sizes of the DE overlaps: keys ``de_overlap_top{n}``.
+    direction_top_n
+        Size of the DE set of ``direction_agreement_top{n}``.
+    knn_k
+        Neighbours of :func:`knn_auc`.
+    max_cells
+        Cells per population at most for the PCA-space distances (a seeded subsample).
+    seed
+        Seed of the subsampling.
+
+    Returns
+    -------
+    dict
+        ``mse_mean`` (gene space); ``edistance`` (:func:`energy_distance`), ``mmd``
+        (:func:`mmd_rbf`, bandwidths from the real cells' median distance) and ``knn_auc``
+        (:func:`knn_auc`) in the PCA space; ``de_overlap_top{n}`` and
+        ``direction_agreement_top{n}`` on the real top DE genes.
+    """
+    pred_c, real_c, ctrl_c = _dense(pred), _dense(real), _dense(control)
+    for name, a in (("pred", pred_c), ("real", real_c), ("control", ctrl_c)):
+        if a.ndim != 2 or a.shape[0] < 2:
+            raise ValueError(f"{name} must hold at least 2 cells, got shape {a.shape}")
+    out = {"mse_mean": mse_mean(pred_c, real_c)}
+
+    if pca is None:
+        pca = fit_pca(np.vstack([real_c, ctrl_c]), n_components=50, seed=seed)
+    rng = np.random.default_rng(seed)
+    zp, zr = (project(a[rng.permutation(len(a))[:max_cells]], pca) for a in (pred_c, real_c))
+    out["edistance"] = energy_distance(zp, zr)
+    out["mmd"] = mmd_rbf(zp, zr, bandwidths=median_bandwidths(zr))
+
+    n_max = max(*de_top_n, direction_top_n)
+    real_top = top_de_genes(real_c, ctrl_c, n_max)  # stable order: [:n] is the top-n
+    pred_top = top_de_genes(pred_c, ctrl_c, max(de_top_n))
+    for n in de_top_n:
+        out[f"de_overlap_top{n}"] = _overlap(pred_top[:n], real_top[:n])
+    out[f"direction_agreement_top{direction_top_n}"] = _direction_agreement(
+        pred_c, real_c, ctrl_c, real_top[:direction_top_n]
+    )
+    out["knn_auc"] = knn_auc(zr, zp, k=knn_k, max_cells=max_cells, seed=seed)
     return out

@@ -64,7 +64,10 @@ class ResidualMLP(nn.Module):
         nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        emb = F.silu(emb)
+        # The embedding enters every modulation linearly (no activation in between): covariate
+        # embeddings are summed, so each covariate shifts the modulations additively. Measured
+        # on Kang 2018 (held-out stimulated CD14+ monocytes), this generalizes to unseen
+        # perturbation x cell type combinations better than SiLU(emb) as in DiT.
         h = self.proj_in(x)
         for block in self.blocks:
             h = block(h, emb)
