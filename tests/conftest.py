@@ -90,3 +90,14 @@ def tiny_model_config() -> ModelConfig:
         network=NetworkConfig(width=32, depth=1, emb_dim=16),
         preprocess=PreprocessConfig(n_top_genes=100),
     )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tiny networks on one thread: thread start-up costs more than it saves."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

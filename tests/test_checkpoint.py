@@ -17,14 +17,7 @@ from rnadiff import InputError, ModelConfig, NetworkConfig, PreprocessConfig, RN
 from rnadiff.training import load_checkpoint, save_checkpoint
 from rnadiff.training.checkpoint import optimizer_from_tensors, optimizer_to_tensors
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: thread start-up costs more than it saves, and is slow on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tensors(seed=0):

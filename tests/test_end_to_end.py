@@ -5,6 +5,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, TrainConfig
@@ -99,22 +100,30 @@ def test_same_seed_same_cells_different_seed_different_cells(trained):
     assert not np.allclose(a, c)
 
 
-def test_compose_auto_applies_only_to_unseen_combinations(kang, trained):
+def test_transfer_applies_only_to_unseen_combinations(kang, trained):
     model, _ = trained
-    obs = __import__("pandas").DataFrame(
+    obs = pd.DataFrame(
         {
             "group_id": ["stim", "stim", "ctrl", "stim"],
             "cluster_id": [HOLDOUT, "B cells", HOLDOUT, None],
         }
     )
-    assert model._compose_mask(obs, "auto").tolist() == [True, False, False, False]
-    assert model._compose_mask(obs, "always").tolist() == [True, True, False, False]
-    assert not model._compose_mask(obs, "never").any()
+    assert model._transfer_mask(obs, "guide").tolist() == [True, False, False, False]
+    assert model._transfer_mask(obs, "compose").tolist() == [True, False, False, False]
+    assert not model._transfer_mask(obs, "none").any()
     source = kang[((kang.obs.cluster_id == HOLDOUT) & (kang.obs.group_id == "ctrl")).to_numpy()]
-    composed = model.predict(source[:20], perturbation="stim", steps=6, progress=False)
-    joint = model.predict(
-        source[:20], perturbation="stim", steps=6, compose="never", progress=False
-    )
-    assert composed.uns["rnadiff"]["composed_cells"] == 20
-    assert joint.uns["rnadiff"]["composed_cells"] == 0
-    assert not np.allclose(composed.X, joint.X)
+    preds = {
+        mode: model.predict(
+            source[:20], perturbation="stim", steps=6, transfer=mode, progress=False
+        )
+        for mode in ("guide", "compose", "none")
+    }
+    assert preds["guide"].uns["rnadiff"]["transferred_cells"] == 20
+    assert preds["none"].uns["rnadiff"]["transferred_cells"] == 0
+    assert not np.allclose(preds["guide"].X, preds["none"].X)
+    assert not np.allclose(preds["compose"].X, preds["none"].X)
+    # seen combinations are left to the joint conditional whatever the transfer mode
+    b_cells = kang[((kang.obs.cluster_id == "B cells") & (kang.obs.group_id == "ctrl")).to_numpy()]
+    a = model.predict(b_cells[:10], perturbation="stim", steps=6, transfer="guide", progress=False)
+    b = model.predict(b_cells[:10], perturbation="stim", steps=6, transfer="none", progress=False)
+    assert np.array_equal(a.X, b.X)

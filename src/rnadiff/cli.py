@@ -33,16 +33,18 @@ GuidanceOpt = Annotated[
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
-ComposeOpt = Annotated[
+TransferOpt = Annotated[
     str,
     typer.Option(
-        help="How a perturbation reaches a context (cell type, ...) where it was never measured: "
-        "auto (for unseen combinations, the control in that context plus the perturbation's "
-        "effect learned across contexts; seen ones use the joint condition), always, or never."
+        help="How a perturbation reaches a context (cell type, ...) where it was never measured "
+        "(seen combinations always use the joint condition): guide (guidance on the "
+        "perturbation, scale 3 by default), compose (control in that context plus the "
+        "perturbation's effect learned across contexts, scale 1.5), or none."
     ),
 ]
-ComposeScale = Annotated[
-    float, typer.Option(help="Multiplier of the transferred perturbation effect (--compose).")
+TransferScale = Annotated[
+    float | None,
+    typer.Option(help="Strength of --transfer (default: 3 for guide, 1.5 for compose)."),
 ]
 
 
@@ -209,8 +211,8 @@ def generate(
     sampler: Sampler = "heun",
     steps: Steps = 32,
     guidance: GuidanceOpt = "1",
-    compose: ComposeOpt = "auto",
-    compose_scale: ComposeScale = 1.5,
+    transfer: TransferOpt = "guide",
+    transfer_scale: TransferScale = None,
     seed: Seed = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -231,8 +233,8 @@ def generate(
         sampler=sampler,
         steps=steps,
         guidance=_guidance(guidance),
-        compose=compose,
-        compose_scale=compose_scale,
+        transfer=transfer,
+        transfer_scale=transfer_scale,
         seed=seed,
         progress=not quiet,
     )
@@ -276,8 +278,8 @@ def predict(
     sampler: Sampler = "heun",
     steps: Steps = 32,
     guidance: GuidanceOpt = "1",
-    compose: ComposeOpt = "auto",
-    compose_scale: ComposeScale = 1.5,
+    transfer: TransferOpt = "guide",
+    transfer_scale: TransferScale = None,
     seed: Seed = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -301,8 +303,8 @@ def predict(
         sampler=sampler,
         steps=steps,
         guidance=_guidance(guidance),
-        compose=compose,
-        compose_scale=compose_scale,
+        transfer=transfer,
+        transfer_scale=transfer_scale,
         encode_sigma=encode_sigma,
         seed=seed,
         progress=not quiet,
@@ -322,8 +324,8 @@ def demo(
     max_steps: Annotated[int, typer.Option(help="Training steps.")] = 2000,
     steps: Steps = 32,
     guidance: GuidanceOpt = "1",
-    compose: ComposeOpt = "auto",
-    compose_scale: ComposeScale = 1.5,
+    transfer: TransferOpt = "guide",
+    transfer_scale: TransferScale = None,
     data: Annotated[
         Path | None,
         typer.Option(help="Kang 2018 .h5ad (default: the dataset registry, RNADIFF_DATA_DIR)."),
@@ -341,8 +343,8 @@ def demo(
         max_steps=max_steps,
         steps=steps,
         guidance=_guidance(guidance),
-        compose=compose,
-        compose_scale=compose_scale,
+        transfer=transfer,
+        transfer_scale=transfer_scale,
         seed=seed,
         data_path=data,
         progress=not quiet,

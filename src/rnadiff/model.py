@@ -33,7 +33,8 @@ logger = logging.getLogger("rnadiff")
 
 SETUP_KEY = "rnadiff_setup"
 Guidance = float | Mapping[str, float]
-Compose = Literal["auto", "always", "never"]
+Transfer = Literal["guide", "compose", "none"]
+TRANSFER_SCALES = {"guide": 3.0, "compose": 1.5}  # chosen on Kang 2018 folds, see README
 
 
 class RNADiffusion:
@@ -236,8 +237,8 @@ class RNADiffusion:
         sampler: str = "heun",
         steps: int = 32,
         guidance: Guidance = 1.0,
-        compose: Compose = "auto",
-        compose_scale: float = 1.5,
+        transfer: Transfer = "guide",
+        transfer_scale: float | None = None,
         seed: int = 0,
         batch_size: int = 2048,
         progress: bool = True,
@@ -259,15 +260,17 @@ class RNADiffusion:
             Noise levels of the sampler.
         guidance
             Classifier-free guidance: a joint scale (1: conditional) or ``{covariate: scale}``.
-        compose
-            How a perturbation reaches a context (cell type, batch, ...) it was never
-            measured in. ``"auto"``: for such combinations only, the control in that context
-            plus the perturbation's effect marginalized over contexts, times ``compose_scale``
-            (:func:`rnadiff.sampling.compositional_guidance`); combinations seen in training use
-            the joint conditional. ``"always"`` / ``"never"``: for every / no cell.
-        compose_scale
-            Multiplier of the transferred effect. 1.5 was chosen on Kang 2018 held-out
-            B cells, CD4 T cells and FCGR3A+ monocytes (see the README).
+        transfer
+            How a perturbation reaches a context (cell type, batch, ...) where it was never
+            measured; cells whose combination of categorical covariates occurred in training
+            always use the joint conditional. ``"guide"``: classifier-free guidance on the
+            perturbation with scale ``transfer_scale`` (default 3), which counters the joint
+            conditional's shrinkage of unseen effects toward what that context showed in
+            training. ``"compose"``: the control in that context plus the perturbation's effect
+            marginalized over contexts, times ``transfer_scale`` (default 1.5;
+            :func:`rnadiff.sampling.compositional_guidance`). ``"none"``: the joint conditional.
+        transfer_scale
+            Strength of the transfer; ``None``: the default of the chosen ``transfer``.
         seed
             Seed of the initial noise; the same seed gives the same cells.
         batch_size
@@ -291,7 +294,7 @@ class RNADiffusion:
         gen = torch.Generator().manual_seed(seed)
         sigmas = self._sigmas(steps)
         x = torch.randn(len(obs), len(self.preprocess.genes), generator=gen) * float(sigmas[0])
-        mask = self._compose_mask(obs, compose)
+        mask = self._transfer_mask(obs, transfer)
         z = self._run(
             sampler,
             x,
@@ -301,7 +304,7 @@ class RNADiffusion:
             gen,
             batch_size,
             progress,
-            compose=(mask, compose_scale),
+            transfer=(mask, transfer, transfer_scale),
         )
         return self._to_anndata(
             z,
@@ -311,8 +314,9 @@ class RNADiffusion:
                 "sampler": sampler,
                 "steps": steps,
                 "guidance": _jsonable(guidance),
-                "composed_cells": int(mask.sum()),
-                "compose_scale": compose_scale,
+                "transfer": transfer,
+                "transferred_cells": int(mask.sum()),
+                "transfer_scale": transfer_scale or TRANSFER_SCALES.get(transfer),
                 "seed": seed,
             },
         )
@@ -327,8 +331,8 @@ class RNADiffusion:
         sampler: str = "heun",
         steps: int = 32,
         guidance: Guidance = 1.0,
-        compose: Compose = "auto",
-        compose_scale: float = 1.5,
+        transfer: Transfer = "guide",
+        transfer_scale: float | None = None,
         encode_sigma: float | None = None,
         seed: int = 0,
         batch_size: int = 2048,
@@ -349,8 +353,8 @@ class RNADiffusion:
             ``"counterfactual"``: encode each cell to noise with the probability-flow ODE
             under its own condition, decode under the target (the cell's identity is kept);
             ``"generate"``: sample new cells under each cell's target condition.
-        sampler, steps, guidance, compose, compose_scale, seed, batch_size, progress
-            As in :meth:`generate`; ``guidance`` and ``compose`` apply to decoding.
+        sampler, steps, guidance, transfer, transfer_scale, seed, batch_size, progress
+            As in :meth:`generate`; ``guidance`` and ``transfer`` apply to decoding.
         encode_sigma
             Counterfactual only: noise level the cells are encoded to (default ``sigma_max``,
             a full inversion); lower values keep more of the source cell.
@@ -392,7 +396,7 @@ class RNADiffusion:
             x = self._encode(z0, sigmas, cond_src, batch_size, progress)
         else:
             x = torch.randn(source.n_obs, len(self.preprocess.genes), generator=gen) * sigma_max
-        mask = self._compose_mask(obs_tgt, compose)
+        mask = self._transfer_mask(obs_tgt, transfer)
         z = self._run(
             sampler,
             x,
@@ -402,7 +406,7 @@ class RNADiffusion:
             gen,
             batch_size,
             progress,
-            compose=(mask, compose_scale),
+            transfer=(mask, transfer, transfer_scale),
         )
         info = {
             "method": method,
@@ -410,8 +414,9 @@ class RNADiffusion:
             "steps": steps,
             "seed": seed,
             "guidance": _jsonable(guidance),
-            "composed_cells": int(mask.sum()),
-            "compose_scale": compose_scale,
+            "transfer": transfer,
+            "transferred_cells": int(mask.sum()),
+            "transfer_scale": transfer_scale or TRANSFER_SCALES.get(transfer),
             "encode_sigma": sigma_max,
             "target": {k: str(v) for k, v in changes.items()},
         }
@@ -450,22 +455,29 @@ class RNADiffusion:
     def _batches(n: int, batch_size: int):
         return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
-    def _run(self, sampler, x, sigmas, cond, guidance, gen, batch_size, progress, *, compose):
+    def _run(self, sampler, x, sigmas, cond, guidance, gen, batch_size, progress, *, transfer):
         self._check_sampling(sampler, guidance)
         fn, denoiser = SAMPLERS[sampler], classifier_free_guidance(self.ema, guidance)
-        mask, compose_scale = compose
+        mask, mode, scale_ = transfer
+        scale_ = scale_ or TRANSFER_SCALES.get(mode)
         out = []
         batches = self._batches(x.shape[0], batch_size)
         for b in batches:
             c = {k: v[b] for k, v in cond.items()}
             step_denoiser = denoiser
-            if mask[b].any():
+            where = torch.from_numpy(mask[b])
+            if mode == "guide" and where.any():
+                weights = torch.where(where, torch.tensor(float(scale_)), torch.tensor(1.0))
+                step_denoiser = classifier_free_guidance(
+                    denoiser, {self.registry.perturbation_key: weights}
+                )
+            elif mode == "compose" and where.any():
                 step_denoiser = compositional_guidance(
                     denoiser,
                     key=self.registry.perturbation_key,
                     reference=self._control_row(),
-                    scale=compose_scale,
-                    where=torch.from_numpy(mask[b]),
+                    scale=scale_,
+                    where=where,
                 )
             out.append(
                 fn(
@@ -494,20 +506,18 @@ class RNADiffusion:
     def _condition_keys(self, obs: pd.DataFrame) -> set[tuple]:
         return set(self._condition_rows(obs)) - {()}
 
-    def _compose_mask(self, obs: pd.DataFrame, compose: Compose) -> np.ndarray:
-        """Which cells get compositional guidance: a perturbation in a given context that was
-        never seen in training (``"auto"``), every perturbed cell in a context (``"always"``)."""
-        if compose not in ("auto", "always", "never"):
-            raise InputError(f"compose must be 'auto', 'always' or 'never', got {compose!r}")
+    def _transfer_mask(self, obs: pd.DataFrame, transfer: Transfer) -> np.ndarray:
+        """Cells with a perturbation in a context (all other categorical covariates given)
+        whose combination never occurred in training."""
+        if transfer not in ("guide", "compose", "none"):
+            raise InputError(f"transfer must be 'guide', 'compose' or 'none', got {transfer!r}")
         n = len(obs)
         pkey, control = self.registry.perturbation_key, self.registry.control
         others = [c.key for c in self.registry.covariates if c.categorical and c.key != pkey]
-        if compose == "never" or control is None or pkey not in obs or not others:
+        if transfer == "none" or control is None or pkey not in obs or not others:
             return np.zeros(n, dtype=bool)
         has_effect = (obs[pkey].notna() & (obs[pkey].astype(str) != control)).to_numpy()
         in_context = obs.reindex(columns=others).notna().all(axis=1).to_numpy()
-        if compose == "always":
-            return has_effect & in_context
         unseen = np.array([row not in self.seen for row in self._condition_rows(obs)])
         return has_effect & in_context & unseen
 

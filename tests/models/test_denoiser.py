@@ -14,13 +14,7 @@ from rnadiff.models import Denoiser
 N, GENES = 10, 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: thread start-up costs more than it saves, and is slow on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _denoiser(sigma_data=1.0, depth=2, seed=0):

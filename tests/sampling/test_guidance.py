@@ -14,13 +14,7 @@ N, GENES = 12, 7
 KEYS = ("pert", "cell_type", "dose")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: thread start-up costs more than it saves, and is slow on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +187,13 @@ def test_compositional_guidance_only_where_asked():
     joint = nonadditive(x, sigma, cond)
     torch.testing.assert_close(out[1], joint[1])
     assert not torch.allclose(out[0], joint[0])
+
+
+def test_per_cell_guidance_weights():
+    d = _additive_denoiser()
+    cond = {"pert": torch.eye(3)[[1, 2]], "cell_type": torch.eye(2)[[0, 1]]}
+    x, sigma = torch.randn(2, 2), torch.ones(2)
+    per_cell = classifier_free_guidance(d, {"pert": torch.tensor([1.0, 3.0])})(x, sigma, cond)
+    uniform = classifier_free_guidance(d, {"pert": 3.0})(x, sigma, cond)
+    torch.testing.assert_close(per_cell[0], d(x, sigma, cond)[0])  # weight 1: conditional
+    torch.testing.assert_close(per_cell[1], uniform[1])

@@ -33,8 +33,8 @@ def run_demo(
     max_steps: int = 2000,
     steps: int = 32,
     guidance: float | dict[str, float] = 1.0,
-    compose: str = "auto",
-    compose_scale: float = 1.5,
+    transfer: str = "guide",
+    transfer_scale: float | None = None,
     seed: int = 0,
     data_path: str | Path | None = None,
     progress: bool = True,
@@ -54,8 +54,8 @@ def run_demo(
         Sampler steps.
     guidance
         Classifier-free guidance for both predictions (see ``RNADiffusion.generate``).
-    compose, compose_scale
-        Compositional transfer of the perturbation effect (see ``RNADiffusion.generate``).
+    transfer, transfer_scale
+        How the perturbation reaches the held-out cell type (see ``RNADiffusion.generate``).
     seed
         Seed of training and sampling.
     data_path
@@ -94,8 +94,8 @@ def run_demo(
     sampling = dict(
         steps=steps,
         guidance=guidance,
-        compose=compose,
-        compose_scale=compose_scale,
+        transfer=transfer,
+        transfer_scale=transfer_scale,
         seed=seed,
         progress=progress,
     )
@@ -147,8 +147,8 @@ def run_demo(
         "seed": seed,
         "sampler_steps": steps,
         "guidance": guidance,
-        "compose": compose,
-        "compose_scale": compose_scale,
+        "transfer": transfer,
+        "transfer_scale": transfer_scale,
         "n_source": source.n_obs,
         "n_real": real.n_obs,
     }

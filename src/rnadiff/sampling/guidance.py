@@ -11,7 +11,9 @@ from rnadiff.conditioning.nulls import drop_covariates
 Denoiser = Callable[[torch.Tensor, torch.Tensor, dict | None], torch.Tensor]
 
 
-def classifier_free_guidance(denoiser: Denoiser, scale: float | Mapping[str, float]) -> Denoiser:
+def classifier_free_guidance(
+    denoiser: Denoiser, scale: float | Mapping[str, float | torch.Tensor]
+) -> Denoiser:
     """Classifier-free guidance (Ho & Salimans 2022, eq. 6) in denoised-estimate form.
 
     Parameters
@@ -23,7 +25,8 @@ def classifier_free_guidance(denoiser: Denoiser, scale: float | Mapping[str, flo
         ``D = D(null) + w * (D(c) - D(null))``; 1 is the conditional and 0 the unconditional
         denoiser. A mapping ``{covariate: w}`` guides each named covariate on its own:
         ``D = D(c) + sum_k (w_k - 1) * (D(c) - D(c without k))``; ``w_k = 1`` leaves covariate ``k``
-        as it is, ``0`` drops it, ``> 1`` strengthens it.
+        as it is, ``0`` drops it, ``> 1`` strengthens it. A weight may also be a tensor
+        ``(n_cells,)``, one scale per cell.
 
     Returns
     -------
@@ -31,14 +34,20 @@ def classifier_free_guidance(denoiser: Denoiser, scale: float | Mapping[str, flo
         ``guided(x, sigma, cond) -> x0_hat``.
     """
     if isinstance(scale, Mapping):
-        weights = {k: float(w) for k, w in scale.items() if float(w) != 1.0}
+        weights = {
+            k: w if torch.is_tensor(w) else float(w)
+            for k, w in scale.items()
+            if torch.is_tensor(w) or float(w) != 1.0
+        }
 
         def guided(x, sigma, cond):
             out = denoiser(x, sigma, cond)
-            if not weights:
-                return out
             result = out
             for key, w in weights.items():
+                if torch.is_tensor(w):
+                    if bool((w == 1).all()):
+                        continue
+                    w = w.to(out.dtype)[:, None]
                 result = result + (w - 1) * (out - denoiser(x, sigma, drop_covariates(cond, [key])))
             return result
 
