@@ -23,15 +23,19 @@ demo: install
 	$(BIN)/rnadiff demo --out demo_output
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 test: lint
 	$(BIN)/python -m pytest -q
 
 format: install
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+# Full-size runs (not part of the tests): results go to benchmarks/results/.
+bench: install
+	$(BIN)/python benchmarks/kang_transfer.py --out benchmarks/results/kang_transfer.csv
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache

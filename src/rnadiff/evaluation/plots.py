@@ -51,8 +51,11 @@ def plot_mean_change(
                 lw=0,
                 label="top-100 DE genes",
             )
-        r = np.corrcoef(change, real_change)[0, 1] if change.std() > 0 else float("nan")
-        ax.set_title(f"{name}\nPearson r = {r:.3f}", fontsize=9)
+        if change.std() > 0:
+            r = f"{np.corrcoef(change, real_change)[0, 1]:.3f}"
+        else:
+            r = "undefined (no change)"
+        ax.set_title(f"{name}\nPearson r = {r}", fontsize=9)
         ax.set_xlabel("real change of mean (log)")
     for ax in axes[0]:
         ax.plot([-lim, lim], [-lim, lim], c="k", lw=0.6, ls="--")
