@@ -1,8 +1,8 @@
 """rnadiff: perturbation-aware, property-conditioned diffusion models of single-cell expression."""
 
-__version__ = "0.1.0"
-
 from rnadiff import datasets
+from rnadiff._logging import configure_logger as _configure_logger
+from rnadiff._version import __version__
 from rnadiff.config import (
     DiffusionConfig,
     ModelConfig,
@@ -12,6 +12,8 @@ from rnadiff.config import (
 )
 from rnadiff.errors import DatasetError, InputError, RNADiffError
 from rnadiff.model import RNADiffusion
+
+_configure_logger()
 
 __all__ = [
     "DatasetError",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from pathlib import Path
@@ -182,7 +181,6 @@ def train(
             network=NetworkConfig(width=width, depth=depth),
         )
         model = RNADiffusion(adata, config=config)
-        typer.echo(f"input: {model.preprocess.description}")
         model.train(config=train_cfg, checkpoint_dir=out, progress=not quiet)
     model.save(out)
     last = model.history[-1]["loss"] if model.history else float("nan")
@@ -364,7 +362,6 @@ def demo(
 
 def main() -> None:
     """Console entry point: user errors become one clear line and exit code 2."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         app()
     except RNADiffError as err:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rnadiff import __version__
+from rnadiff._version import __version__
 from rnadiff.config import ModelConfig, TrainConfig
 from rnadiff.data.covariates import CovariateRegistry, conditions_frame
 from rnadiff.data.preprocessing import (
@@ -65,12 +65,7 @@ class RNADiffusion:
         registry = CovariateRegistry.fit(adata.obs, setup)
         config = config or ModelConfig()
         state = fit_preprocessing(adata, config=config.preprocess, layer=setup.get("layer"))
-        logger.info(
-            "rnadiff: %d cells, %d genes; input %s",
-            adata.n_obs,
-            len(state.genes),
-            state.description,
-        )
+        logger.info("rnadiff: model of %d cells x %d genes", adata.n_obs, len(state.genes))
         self._init(config, setup, registry, state)
         self.seen = self._condition_keys(adata.obs)
         self.adata = adata
@@ -559,8 +554,9 @@ class RNADiffusion:
             f"{c.key} ({c.role}, {len(c.tokens) or 'continuous'})" for c in self.registry.covariates
         )
         return (
-            f"RNADiffusion({len(self.preprocess.genes)} genes; covariates: {covs or 'none'}; "
-            f"trained {self.step} steps)"
+            f"RNADiffusion({len(self.preprocess.genes)} genes; "
+            f"input: {self.preprocess.description}; "
+            f"covariates: {covs or 'none'}; trained {self.step} steps)"
         )
 
     # --------------------------------------------------------------- save/load
