@@ -193,3 +193,71 @@ def test_help_explains_every_option(command):
     for line in options:
         # each option line carries a description after its type
         assert len(line.strip("│ ").split()) > 2, line
+
+
+def test_evaluate_scores_a_perfect_prediction_as_perfect(kang_file, tmp_path):
+    from rnadiff.data.preprocessing import detect_input_type, log_normalized_matrix
+
+    real = ad.read_h5ad(kang_file)
+    stim = real[(real.obs.group_id == "stim").to_numpy()]
+    perfect = ad.AnnData(
+        X=log_normalized_matrix(stim.X, detect_input_type(stim.X), 1e4),
+        obs=stim.obs.copy(),
+        var=pd.DataFrame(index=stim.var_names),
+    )
+    pred_file = tmp_path / "perfect.h5ad"
+    perfect.write_h5ad(pred_file)
+    out = tmp_path / "metrics.csv"
+    text = invoke(
+        "evaluate",
+        "--pred",
+        pred_file,
+        "--real",
+        kang_file,
+        "--real-where",
+        "group_id=stim",
+        "--control-where",
+        "group_id=ctrl",
+        "--out",
+        out,
+    )
+    assert "predicted vs" in text
+    metrics = pd.read_csv(out, index_col="metric")["value"]
+    assert metrics["r2_mean_all"] == pytest.approx(1.0)
+    assert metrics["pearson_delta_top100"] == pytest.approx(1.0)
+    assert metrics["de_overlap_top20"] == pytest.approx(1.0)
+    from rnadiff.evaluation.score import score
+
+    ctrl = real[(real.obs.group_id == "ctrl").to_numpy()]
+    unchanged = score(ctrl, stim, ctrl)  # "no change" is far from the real stimulated cells
+    # identical populations: -2 m / n (m: mean distance, n cells), small next to a real change
+    assert abs(metrics["edistance"]) < 0.15 * unchanged["edistance"]
+    assert metrics["knn_auc"] < unchanged["knn_auc"]
+
+
+def test_evaluate_tells_when_genes_do_not_match(kang_file, tmp_path):
+    rng = np.random.default_rng(0)
+    pred = ad.AnnData(
+        X=rng.random((5, 10), dtype=np.float32),
+        var=pd.DataFrame(index=[f"NOTAGENE{i}" for i in range(10)]),
+    )
+    pred_file = tmp_path / "bad.h5ad"
+    pred.write_h5ad(pred_file)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnadiff.cli",
+            "evaluate",
+            "--pred",
+            str(pred_file),
+            "--real",
+            str(kang_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "genes do not match" in proc.stderr and "NOTAGENE" in proc.stderr
+    assert "Traceback" not in proc.stderr

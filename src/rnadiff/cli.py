@@ -77,6 +77,17 @@ def _read(path: Path) -> ad.AnnData:
         raise RNADiffError(f"cannot read {path} as .h5ad: {err}") from None
 
 
+def _subset(adata: ad.AnnData, where: list[str] | None, option: str, path: Path) -> ad.AnnData:
+    """Cells whose obs column KEY equals VALUE for every KEY=VALUE of ``where``."""
+    for key, value in _pairs(where, option).items():
+        if key not in adata.obs:
+            raise RNADiffError(f"{option}: column {key!r} not in {path}")
+        adata = adata[(adata.obs[key].astype(str) == value).to_numpy()]
+        if adata.n_obs == 0:
+            raise RNADiffError(f"{option} {key}={value}: no cells of {path} left")
+    return adata
+
+
 def _write(adata: ad.AnnData, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(path)
@@ -286,12 +297,7 @@ def predict(
 
     m = RNADiffusion.load(model)
     src = _read(source)
-    for key, value in _pairs(where, "--where").items():
-        if key not in src.obs:
-            raise RNADiffError(f"--where: column {key!r} not in {source}")
-        src = src[src.obs[key].astype(str) == value]
-        if src.n_obs == 0:
-            raise RNADiffError(f"--where {key}={value}: no source cells left")
+    src = _subset(src, where, "--where", source)
     t0 = time.perf_counter()
     pred = m.predict(
         src,
@@ -309,6 +315,56 @@ def predict(
     )
     _write(pred, out)
     _summary(pred, m.registry.keys, out, time.perf_counter() - t0)
+
+
+@app.command()
+def evaluate(
+    pred: Annotated[
+        Path, typer.Option(help="Predicted cells (.h5ad, log-normalized); its genes are scored.")
+    ],
+    real: Annotated[
+        Path,
+        typer.Option(
+            help="Real cells (.h5ad, counts or log-normalized) holding the perturbed population."
+        ),
+    ],
+    control: Annotated[
+        Path | None,
+        typer.Option(
+            help="Real control cells (.h5ad); default: the --real file (select them with --control-where)."
+        ),
+    ] = None,
+    real_where: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=VALUE: real perturbed cells are those whose obs column KEY equals VALUE (repeatable)."
+        ),
+    ] = None,
+    control_where: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=VALUE: real control cells are those whose obs column KEY equals VALUE (repeatable)."
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the metrics to this CSV.")] = None,
+    seed: Seed = 0,
+) -> None:
+    """Score predicted cells against real ones: R² of means, Pearson delta, E-distance, MMD, ..."""
+    from rnadiff.evaluation.score import score
+
+    predicted = _read(pred)
+    real_cells = _subset(_read(real), real_where, "--real-where", real)
+    control_file = control or real
+    control_cells = _subset(_read(control_file), control_where, "--control-where", control_file)
+    metrics = score(predicted, real_cells, control_cells, seed=seed)
+    typer.echo(
+        f"{predicted.n_obs} predicted vs {real_cells.n_obs} real cells "
+        f"({control_cells.n_obs} control) on {predicted.n_vars} genes"
+    )
+    typer.echo(metrics.to_string(float_format=lambda v: f"{v:.4f}"))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        metrics.rename_axis("metric").to_csv(out)
 
 
 @app.command()

@@ -299,7 +299,7 @@ class RNADiffusion:
             gen,
             batch_size,
             progress,
-            transfer=(mask, transfer, transfer_scale),
+            transfer=(mask, transfer, _transfer_scale(transfer, transfer_scale)),
         )
         return self._to_anndata(
             z,
@@ -311,7 +311,7 @@ class RNADiffusion:
                 "guidance": _jsonable(guidance),
                 "transfer": transfer,
                 "transferred_cells": int(mask.sum()),
-                "transfer_scale": transfer_scale or TRANSFER_SCALES.get(transfer),
+                "transfer_scale": _transfer_scale(transfer, transfer_scale),
                 "seed": seed,
             },
         )
@@ -401,7 +401,7 @@ class RNADiffusion:
             gen,
             batch_size,
             progress,
-            transfer=(mask, transfer, transfer_scale),
+            transfer=(mask, transfer, _transfer_scale(transfer, transfer_scale)),
         )
         info = {
             "method": method,
@@ -411,7 +411,7 @@ class RNADiffusion:
             "guidance": _jsonable(guidance),
             "transfer": transfer,
             "transferred_cells": int(mask.sum()),
-            "transfer_scale": transfer_scale or TRANSFER_SCALES.get(transfer),
+            "transfer_scale": _transfer_scale(transfer, transfer_scale),
             "encode_sigma": sigma_max,
             "target": {k: str(v) for k, v in changes.items()},
         }
@@ -454,7 +454,6 @@ class RNADiffusion:
         self._check_sampling(sampler, guidance)
         fn, denoiser = SAMPLERS[sampler], classifier_free_guidance(self.ema, guidance)
         mask, mode, scale_ = transfer
-        scale_ = scale_ or TRANSFER_SCALES.get(mode)
         out = []
         batches = self._batches(x.shape[0], batch_size)
         for b in batches:
@@ -627,6 +626,10 @@ class RNADiffusion:
             model.registry.encode(adata.obs)  # same covariate columns, known values
             model.adata = adata
         return model
+
+
+def _transfer_scale(transfer: Transfer, scale: float | None) -> float | None:
+    return TRANSFER_SCALES.get(transfer) if scale is None else float(scale)
 
 
 def _plain(value):

@@ -52,7 +52,7 @@ def describe_input(input_type: InputType, target_sum: float) -> str:
     }[input_type]
 
 
-def _log_normalize(X, input_type: InputType, target_sum: float, columns=None) -> np.ndarray:
+def log_normalized_matrix(X, input_type: InputType, target_sum: float, columns=None) -> np.ndarray:
     """Dense float32 log1p(normalized) values of ``columns`` (size factors use all genes)."""
     if input_type == "lognorm":
         sub = X if columns is None else X[:, columns]
@@ -159,7 +159,7 @@ def fit_preprocessing(
     if config.input == "lognorm" and detected == "normalized":
         raise InputError(f"input='lognorm' but {what} has values up to 30 or more; is it logged?")
     logger.info("rnadiff: %s holds %s", what, describe_input(input_type, config.target_sum))
-    log_x = _log_normalize(X, input_type, config.target_sum)
+    log_x = log_normalized_matrix(X, input_type, config.target_sum)
     n_top = config.n_top_genes or log_x.shape[1]
     idx = highly_variable_genes(log_x, n_top)
     sel = log_x[:, idx]
@@ -199,7 +199,7 @@ def log_expression(adata: ad.AnnData, state: PreprocessState, *, layer: str | No
             state.n_input_genes,
         )
     columns = adata.var_names.get_indexer(list(state.genes))
-    return _log_normalize(X, state.input_type, state.target_sum, columns)
+    return log_normalized_matrix(X, state.input_type, state.target_sum, columns)
 
 
 def scale(log_x: np.ndarray, state: PreprocessState) -> np.ndarray:
