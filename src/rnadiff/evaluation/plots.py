@@ -70,3 +70,43 @@ def plot_mean_change(
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def plot_fold_bars(rows, path: str | os.PathLike, *, metrics: list[str]) -> None:
+    """Bars of each method's metric per fold (mean over seeds, error bar: sd).
+
+    Parameters
+    ----------
+    rows
+        Tidy benchmark rows with columns ``fold, method, metric, value``.
+    path
+        Output PNG.
+    metrics
+        One panel per metric.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = sorted(set(rows["method"]))
+    folds = sorted(set(rows["fold"]))
+    fig, axes = plt.subplots(
+        len(metrics), 1, figsize=(1.6 * len(folds) + 4, 2.6 * len(metrics)), squeeze=False
+    )
+    width = 0.8 / max(len(methods), 1)
+    for ax, metric in zip(axes[:, 0], metrics, strict=True):
+        sub = rows[rows["metric"] == metric]
+        stats = sub.groupby(["fold", "method"])["value"].agg(["mean", "std"])
+        for i, method in enumerate(methods):
+            means = [stats["mean"].get((f, method), np.nan) for f in folds]
+            sds = [stats["std"].get((f, method), 0.0) for f in folds]
+            x = np.arange(len(folds)) + i * width
+            ax.bar(x, means, width, yerr=np.nan_to_num(sds), label=method, capsize=2)
+        ax.set_xticks(np.arange(len(folds)) + width * (len(methods) - 1) / 2)
+        ax.set_xticklabels(folds, fontsize=8)
+        ax.set_ylabel(metric, fontsize=8)
+    axes[0, 0].legend(fontsize=7, ncol=3, loc="lower left", bbox_to_anchor=(0, 1.02))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,194 @@
+"""The benchmark: rnadiff, baselines and peer tools on held-out real data.
+
+    RNADIFF_DATA_DIR=../shared/data .venv/bin/python benchmarks/run.py [--tasks kang_loo_celltype]
+        [--seeds 3] [--max-steps 2000] [--peers scgen,cpa,squidiff] [--out benchmarks/results]
+
+Writes ``folds.csv`` (one row per task, fold, seed, evaluation, method and metric),
+``summary.csv`` (``task,method,metric,mean,sd,n``), ``summary.md``, ``timings.csv`` and PNG plots.
+Peers run in their own virtual environments (``benchmarks/peers/install.sh``); a peer that is not
+installed or fails is reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from rnadiff import datasets
+from rnadiff.data import splits
+from rnadiff.evaluation.benchmark import (
+    BenchConfig,
+    Predictions,
+    Prepared,
+    peer_inputs,
+    run_split,
+    summarize,
+)
+from rnadiff.evaluation.plots import plot_fold_bars
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADLINE = [
+    "pearson_delta_top100",
+    "r2_mean_top100",
+    "r2_mean_all",
+    "edistance",
+    "mmd",
+    "knn_auc",
+    "discrimination",
+]
+
+
+def task_splits(task: str, seed: int):
+    if task == "kang_loo_celltype":
+        return splits.kang_loo_celltype(datasets.load("kang2018_ifnb"), seed=seed)
+    if task in ("papalexi_seen", "papalexi_unseen"):
+        data = splits.papalexi_clean(datasets.load("papalexi2021"))
+        return getattr(splits, task)(data, seed=seed)
+    if task == "hsmm_time":
+        return splits.hsmm_time(datasets.load("trapnell2014_hsmm"), seed=seed)
+    raise SystemExit(f"unknown task {task!r}")
+
+
+def peer_runner(name: str, budget: str):
+    """A function running peer ``name`` in its own venv on a split (Kang-style contract)."""
+    python = ROOT / ".peers" / name / "bin" / "python"
+    script = ROOT / "benchmarks" / "peers" / f"run_{name}.py"
+    if not python.exists() or not script.exists():
+        return None
+
+    def run(split: splits.Split, prep: Prepared) -> tuple[Predictions, dict]:
+        out: Predictions = {}
+        timing = {"train_s": 0.0, "predict_s": 0.0}
+        setup = split.setup
+        for ev in split.evaluations:
+            with tempfile.TemporaryDirectory() as tmp:
+                files = {k: Path(tmp) / f"{k}.h5ad" for k in ("train", "source", "pred")}
+                for k, a in peer_inputs(split, ev, prep).items():
+                    if k in files:
+                        a.write_h5ad(files[k])
+                cmd = [
+                    str(python),
+                    str(script),
+                    "--train",
+                    str(files["train"]),
+                    "--source",
+                    str(files["source"]),
+                    "--out",
+                    str(files["pred"]),
+                    "--perturbation-key",
+                    setup["perturbation_key"],
+                    "--control",
+                    setup["control"],
+                    "--target",
+                    str(ev.target[setup["perturbation_key"]]),
+                    "--cell-type-key",
+                    setup["cell_type_key"],
+                    "--seed",
+                    str(split.seed),
+                    "--budget",
+                    budget,
+                ]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError((proc.stderr.strip().splitlines() or ["failed"])[-1])
+                pred = ad.read_h5ad(files["pred"])
+                genes = list(prep.state.genes)
+                x = pred[:, genes].X
+                out[ev.name] = {name: np.asarray(x.toarray() if hasattr(x, "toarray") else x)}
+                info = pred.uns.get("peer", {})
+                timing["train_s"] += float(info.get("train_s", 0.0))
+                timing["predict_s"] += float(info.get("predict_s", 0.0))
+                timing["version"] = str(info.get("version", "?"))
+        return out, timing
+
+    return run
+
+
+def markdown(summary: pd.DataFrame) -> str:
+    lines = []
+    for task, frame in summary.groupby("task"):
+        frame = frame[frame.metric.isin(HEADLINE)]
+        cells = frame.assign(
+            v=frame["mean"].map("{:.3f}".format) + " ± " + frame["sd"].map("{:.3f}".format)
+        )
+        table = cells.pivot(index="method", columns="metric", values="v")
+        table = table[[m for m in HEADLINE if m in table.columns]].fillna("n/a")
+        lines += [
+            f"### {task}",
+            "",
+            "| method | " + " | ".join(table.columns) + " |",
+            "|---" * (len(table.columns) + 1) + "|",
+        ]
+        lines += [f"| {m} | " + " | ".join(row) + " |" for m, row in table.iterrows()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="rnadiff benchmark")
+    parser.add_argument(
+        "--tasks", default="kang_loo_celltype,papalexi_seen,papalexi_unseen,hsmm_time"
+    )
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--max-steps", type=int, default=2000)
+    parser.add_argument("--peers", default="scgen,cpa,squidiff")
+    parser.add_argument("--peer-budget", default="quick", choices=["quick", "full"])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    config = BenchConfig(max_steps=args.max_steps)
+    args.out.mkdir(parents=True, exist_ok=True)
+    peers = {}
+    for name in filter(None, args.peers.split(",")):
+        runner = peer_runner(name, args.peer_budget)
+        if runner is None:
+            print(f"peer {name}: not installed (benchmarks/peers/install.sh {name}); skipped")
+        else:
+            peers[name] = runner
+    all_rows, all_times = [], []
+    t_start = time.perf_counter()
+    for task in args.tasks.split(","):
+        for seed in range(args.seeds):
+            for split in task_splits(task, seed):
+                t0 = time.perf_counter()
+                task_peers = peers if task == "kang_loo_celltype" else {}
+                rows, times = run_split(split, config, peers=task_peers)
+                all_rows.append(rows)
+                all_times.append(times)
+                print(
+                    f"{task} {split.fold} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True
+                )
+                pd.concat(all_rows).to_csv(args.out / "folds.csv", index=False)
+                pd.concat(all_times).to_csv(args.out / "timings.csv", index=False)
+    rows = pd.concat(all_rows)
+    summary = summarize(rows)
+    summary.to_csv(args.out / "summary.csv", index=False)
+    (args.out / "summary.md").write_text(markdown(summary))
+    if "kang_loo_celltype" in set(rows.task):
+        plot_fold_bars(
+            rows[rows.task == "kang_loo_celltype"],
+            args.out / "kang_folds.png",
+            metrics=["pearson_delta_top100", "r2_mean_top100", "edistance"],
+        )
+    meta = {
+        "seeds": args.seeds,
+        "max_steps": args.max_steps,
+        "peers": sorted(peers),
+        "peer_budget": args.peer_budget,
+        "wall_s": time.perf_counter() - t_start,
+        "python": sys.version.split()[0],
+    }
+    (args.out / "run.json").write_text(json.dumps(meta, indent=1))
+    print(markdown(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""The benchmark: every method on the same splits and genes, scored by the same metrics.
+
+Each split is preprocessed once from its training cells (highly variable genes, size
+factors); baselines and peers receive exactly those genes, rnadiff preprocesses its own
+training cells with the same settings (and so selects the same genes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from rnadiff.config import ModelConfig, PreprocessConfig, TrainConfig
+from rnadiff.data.preprocessing import PreprocessState, fit_preprocessing, log_expression
+from rnadiff.data.splits import Evaluation, Split
+from rnadiff.evaluation.baselines import (
+    additive_baseline,
+    control_baseline,
+    linear_baseline,
+    train_mean_baseline,
+)
+from rnadiff.evaluation.metrics import discrimination_score, response_metrics
+from rnadiff.model import RNADiffusion
+
+Predictions = dict[str, dict[str, np.ndarray]]  # evaluation -> method -> cells x genes
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    max_steps: int = 2000  # rnadiff training steps per split
+    sampler_steps: int = 32
+    n_top_genes: int = 2000
+    distributional: bool = True  # E-distance, MMD, kNN AUC, DE overlap (slower)
+
+
+@dataclass
+class Prepared:
+    """A split's shared preprocessing and log-normalized populations."""
+
+    state: PreprocessState
+    train: np.ndarray
+    evaluations: dict[str, dict[str, np.ndarray]]  # name -> source/real/control
+
+
+def prepare(split: Split, config: BenchConfig) -> Prepared:
+    state = fit_preprocessing(split.train, config=PreprocessConfig(n_top_genes=config.n_top_genes))
+    pops = {
+        ev.name: {
+            "source": log_expression(ev.source, state),
+            "real": log_expression(ev.real, state),
+            "control": log_expression(ev.control, state),
+        }
+        for ev in split.evaluations
+    }
+    return Prepared(state, log_expression(split.train, state), pops)
+
+
+def _group_means(x: np.ndarray, obs: pd.DataFrame, keys: list[str]) -> dict[tuple, np.ndarray]:
+    groups = obs[keys].astype(str).agg("\x1f".join, axis=1).to_numpy()
+    return {tuple(g.split("\x1f")): x[groups == g].mean(axis=0) for g in np.unique(groups)}
+
+
+def baseline_predictions(split: Split, prep: Prepared) -> Predictions:
+    """Control, additive, linear (ridge) and train-mean baselines for every evaluation.
+
+    A baseline that cannot predict a target (e.g. a perturbation never seen in training) is
+    left out of that evaluation and reported as missing.
+    """
+    obs = split.train.obs
+    pkey, control = split.setup.get("perturbation_key"), split.setup.get("control")
+    ctx_key = split.setup.get("cell_type_key")
+    out: Predictions = {}
+    for ev in split.evaluations:
+        src, n_real = prep.evaluations[ev.name]["source"], ev.real.n_obs
+        preds = {"baseline: control": control_baseline(src)}
+        if pkey is not None:
+            target = str(ev.target[pkey])
+            keys = [pkey, ctx_key] if ctx_key else [pkey]
+            means = _group_means(prep.train, obs, keys)
+            contexts = {k[1:] for k in means}
+            shifts = [
+                means[(target, *c)] - means[(control, *c)]
+                for c in sorted(contexts)
+                if (target, *c) in means and (control, *c) in means
+            ]
+            if shifts:
+                preds["baseline: additive"] = additive_baseline(src, shifts)
+                bulks = {(p, c[0] if c else "train"): m for (p, *c), m in means.items()}
+                context = str(ev.condition.get(ctx_key, "held-out")) if ctx_key else "held-out"
+                preds["baseline: linear (ridge)"] = linear_baseline(
+                    src, bulks, target=(target, context), control=control
+                )
+            perturbed = obs[pkey].astype(str).to_numpy() != control
+            preds["baseline: train mean"] = train_mean_baseline(
+                prep.train[perturbed], n_real, seed=split.seed
+            )
+        else:  # a continuous target (time): interpolate the training means linearly
+            ((tkey, value),) = ev.target.items()
+            t = pd.to_numeric(obs[tkey]).to_numpy()
+            points = np.array(sorted(set(t)))
+            lo, hi = points[points < value].max(), points[points > value].min()
+            mean_at = {p: prep.train[t == p].mean(axis=0) for p in (lo, hi)}
+            interp = mean_at[lo] + (value - lo) / (hi - lo) * (mean_at[hi] - mean_at[lo])
+            preds["baseline: additive"] = additive_baseline(src, [interp - src.mean(axis=0)])
+            preds["baseline: train mean"] = train_mean_baseline(prep.train, n_real, seed=split.seed)
+        out[ev.name] = preds
+    return out
+
+
+def rnadiff_predictions(
+    split: Split, config: BenchConfig, *, progress: bool = False
+) -> tuple[Predictions, dict[str, float]]:
+    """Train rnadiff on the split and predict every evaluation (counterfactual, generation)."""
+    train = split.train.copy()
+    RNADiffusion.setup_anndata(train, **split.setup)
+    model = RNADiffusion(
+        train, config=ModelConfig(preprocess=PreprocessConfig(n_top_genes=config.n_top_genes))
+    )
+    t0 = time.perf_counter()
+    model.train(config=TrainConfig(max_steps=config.max_steps, seed=split.seed), progress=progress)
+    timing = {"train_s": time.perf_counter() - t0, "predict_s": 0.0}
+    out: Predictions = {}
+    kw = dict(steps=config.sampler_steps, seed=split.seed, progress=False)
+    for ev in split.evaluations:
+        t0 = time.perf_counter()
+        try:
+            cf = model.predict(ev.source, target=ev.target, **kw).X
+            gen = model.generate(ev.condition, n_cells=ev.real.n_obs, **kw).X
+        except ValueError:  # e.g. a perturbation the model never saw: it says it cannot
+            out[ev.name] = {}
+            continue
+        timing["predict_s"] += time.perf_counter() - t0
+        out[ev.name] = {"rnadiff (counterfactual)": cf, "rnadiff (generation)": gen}
+    return out, timing
+
+
+def score_split(
+    split: Split, prep: Prepared, predictions: Predictions, config: BenchConfig
+) -> pd.DataFrame:
+    """Tidy rows ``task, fold, seed, evaluation, method, metric, value``."""
+    rows = []
+    for ev in split.evaluations:
+        pops = prep.evaluations[ev.name]
+        for method, pred in predictions.get(ev.name, {}).items():
+            metrics = response_metrics(
+                pred,
+                pops["real"],
+                pops["control"],
+                top_n=(20, 100),
+                distributional=config.distributional,
+                seed=split.seed,
+            )
+            rows += [_row(split, ev, method, k, v) for k, v in metrics.items()]
+    if len(split.evaluations) > 1:  # which real condition does each prediction look like?
+        methods = {m for preds in predictions.values() for m in preds}
+        real = {ev.name: prep.evaluations[ev.name]["real"] for ev in split.evaluations}
+        control = prep.evaluations[split.evaluations[0].name]["control"]
+        for method in sorted(methods):
+            pred = {e: p[method] for e, p in predictions.items() if method in p}
+            if len(pred) == len(real):
+                per, _ = discrimination_score(pred, real, control)
+                for ev in split.evaluations:
+                    rows.append(_row(split, ev, method, "discrimination", per[ev.name]))
+    return pd.DataFrame(rows)
+
+
+def _row(split: Split, ev: Evaluation, method: str, metric: str, value: float) -> dict:
+    return {
+        "task": split.task,
+        "fold": split.fold,
+        "seed": split.seed,
+        "evaluation": ev.name,
+        "method": method,
+        "metric": metric,
+        "value": float(value),
+    }
+
+
+def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+    """``task, method, metric, mean, sd, n`` over folds, seeds and evaluations."""
+    grouped = rows.groupby(["task", "method", "metric"])["value"]
+    out = grouped.agg(mean="mean", sd="std", n="count").reset_index()
+    return out.fillna({"sd": 0.0})
+
+
+def run_split(
+    split: Split,
+    config: BenchConfig,
+    *,
+    peers: dict[str, Callable[[Split, Prepared], tuple[Predictions, dict]]] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All methods on one split: (tidy metric rows, timings)."""
+    prep = prepare(split, config)
+    predictions = baseline_predictions(split, prep)
+    timings = []
+    ours, timing = rnadiff_predictions(split, config)
+    timings.append({"method": "rnadiff", **timing})
+    for name, run in (peers or {}).items():
+        try:
+            theirs, timing = run(split, prep)
+        except RuntimeError as err:  # reported, not dropped
+            log(f"{split.task}/{split.fold}: {name} gave no usable prediction: {err}")
+            timings.append({"method": name, "error": str(err)})
+            continue
+        timings.append({"method": name, **timing})
+        for ev_name, preds in theirs.items():
+            predictions.setdefault(ev_name, {}).update(preds)
+    for ev_name, preds in ours.items():
+        predictions.setdefault(ev_name, {}).update(preds)
+    rows = score_split(split, prep, predictions, config)
+    times = pd.DataFrame(timings).assign(task=split.task, fold=split.fold, seed=split.seed)
+    return rows, times
+
+
+def peer_inputs(split: Split, ev: Evaluation, prep: Prepared) -> dict[str, ad.AnnData]:
+    """The files a peer gets: counts in ``layers['counts']``, log-normalized ``X``, same genes."""
+    genes = list(prep.state.genes)
+
+    def pack(adata: ad.AnnData, logx: np.ndarray) -> ad.AnnData:
+        out = ad.AnnData(X=logx, obs=adata.obs.copy(), var=pd.DataFrame(index=genes))
+        counts = adata[:, genes].X
+        out.layers["counts"] = counts.toarray() if hasattr(counts, "toarray") else counts
+        return out
+
+    pops = prep.evaluations[ev.name]
+    return {
+        "train": pack(split.train, prep.train),
+        "source": pack(ev.source, pops["source"]),
+        "real": pack(ev.real, pops["real"]),
+    }
