@@ -1,0 +1,138 @@
+"""The benchmark pieces on small slices of the real data: splits, baselines, scoring, summary."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from rnadiff.data import splits
+from rnadiff.evaluation.benchmark import (
+    BenchConfig,
+    baseline_predictions,
+    prepare,
+    run_split,
+    summarize,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_kang_splits_hold_out_exactly_one_stimulated_cell_type(kang_small):
+    folds = list(splits.kang_loo_celltype(kang_small, seed=1))
+    assert [f.fold for f in folds] == sorted(set(kang_small.obs.cluster_id))
+    for split in folds:
+        (ev,) = split.evaluations
+        held = set(ev.real.obs_names)
+        assert not held & set(split.train.obs_names)
+        assert set(ev.real.obs.group_id) == {"stim"} and set(ev.real.obs.cluster_id) == {ev.name}
+        assert set(ev.source.obs.group_id) == {"ctrl"}
+        assert split.train.n_obs + ev.real.n_obs == kang_small.n_obs
+        assert split.seed == 1
+
+
+def _papalexi_like(kang_small):
+    """Kang cells relabelled as knock-outs: enough to check the split logic."""
+    adata = kang_small.copy()
+    labels = np.where(adata.obs.group_id == "ctrl", "non-targeting", adata.obs.cluster_id)
+    adata.obs["top_grna_target"] = pd.Categorical(labels)
+    adata.obs["bio_rep"] = pd.Categorical(["rep_1"] * adata.n_obs)
+    adata.obs["top_grna_frac"] = 0.9
+    return adata
+
+
+def test_papalexi_seen_split_is_seeded_and_disjoint(kang_small):
+    adata = _papalexi_like(kang_small)
+    (a,) = splits.papalexi_seen(adata, seed=0)
+    (b,) = splits.papalexi_seen(adata, seed=0)
+    (c,) = splits.papalexi_seen(adata, seed=1)
+    assert list(a.train.obs_names) == list(b.train.obs_names)
+    assert list(a.train.obs_names) != list(c.train.obs_names)
+    assert len(a.evaluations) == 5  # every knock-out
+    for ev in a.evaluations:
+        assert not set(ev.real.obs_names) & set(a.train.obs_names)
+        assert not set(ev.source.obs_names) & set(a.train.obs_names)
+        assert ev.name in set(a.train.obs.top_grna_target)  # seen in training
+
+
+def test_papalexi_unseen_leaves_the_knock_out_out_entirely(kang_small):
+    adata = _papalexi_like(kang_small)
+    for split in splits.papalexi_unseen(adata, seed=0, n=2):
+        (ev,) = split.evaluations
+        assert ev.name not in set(split.train.obs.top_grna_target)
+
+
+def test_baselines_on_a_kang_fold(kang_small):
+    split = next(iter(splits.kang_loo_celltype(kang_small)))
+    config = BenchConfig(n_top_genes=100)
+    prep = prepare(split, config)
+    (ev,) = split.evaluations
+    preds = baseline_predictions(split, prep)[ev.name]
+    assert set(preds) == {
+        "baseline: control",
+        "baseline: additive",
+        "baseline: linear (ridge)",
+        "baseline: train mean",
+    }
+    src = prep.evaluations[ev.name]["source"]
+    np.testing.assert_allclose(preds["baseline: control"], src)
+    # the additive shift is the mean over the other cell types of their stim - ctrl change
+    train, obs = prep.train, split.train.obs
+    shifts = []
+    for ct in sorted(set(obs.cluster_id) - {ev.name}):
+        m = (obs.cluster_id == ct).to_numpy()
+        stim, ctrl = (
+            m & (obs.group_id == "stim").to_numpy(),
+            m & (obs.group_id == "ctrl").to_numpy(),
+        )
+        shifts.append(train[stim].mean(0) - train[ctrl].mean(0))
+    expected = np.clip(src + np.mean(shifts, axis=0), 0, None)
+    np.testing.assert_allclose(preds["baseline: additive"], expected, rtol=1e-5, atol=1e-6)
+    assert preds["baseline: train mean"].shape == (ev.real.n_obs, len(prep.state.genes))
+
+
+def test_unseen_knock_out_is_reported_as_not_predictable(kang_small):
+    adata = _papalexi_like(kang_small)
+    split = next(iter(splits.papalexi_unseen(adata, seed=0, n=1)))
+    prep = prepare(split, BenchConfig(n_top_genes=100))
+    (ev,) = split.evaluations
+    preds = baseline_predictions(split, prep)[ev.name]
+    assert "baseline: additive" not in preds and "baseline: linear (ridge)" not in preds
+    assert "baseline: train mean" in preds
+
+
+def test_run_split_scores_every_method_and_summarizes(kang_small):
+    split = next(iter(splits.kang_loo_celltype(kang_small)))
+    config = BenchConfig(max_steps=5, sampler_steps=3, n_top_genes=60)
+    rows, times = run_split(split, config, log=lambda _: None)
+    methods = set(rows.method)
+    assert {"rnadiff (counterfactual)", "rnadiff (generation)", "baseline: additive"} <= methods
+    for metric in ["pearson_delta_top100", "r2_mean_top20", "edistance", "mmd", "knn_auc"]:
+        assert metric in set(rows.metric)
+    assert times.loc[times.method == "rnadiff", "train_s"].iloc[0] > 0
+    summary = summarize(rows)
+    assert list(summary.columns) == ["task", "method", "metric", "mean", "sd", "n"]
+    ours = summary[summary.method.str.startswith("rnadiff")]
+    assert (ours.n == 1).all()  # one fold, one seed
+    assert (summary.n <= 1).all()  # undefined values (the control's Pearson delta) are not counted
+
+
+def test_time_course_split_and_interpolation_baseline():
+    rng = np.random.default_rng(0)
+    hours = np.repeat([0, 24, 48, 72], 30)
+    base = rng.poisson(5, size=(120, 40)).astype(np.float32)
+    base[:, 0] += hours / 4  # a gene rising with time
+    adata = ad.AnnData(
+        X=base,
+        obs=pd.DataFrame(
+            {"Hours": hours, "Media": np.where(hours == 0, "GM", "DM")},
+            index=[f"c{i}" for i in range(120)],
+        ),
+        var=pd.DataFrame(index=[f"g{i}" for i in range(40)]),
+    )
+    (split,) = splits.hsmm_time(adata)
+    (ev,) = split.evaluations
+    assert 48 not in set(split.train.obs.Hours)
+    assert set(ev.source.obs.Hours) == {24} and ev.condition == {"Hours": 48, "Media": "DM"}
+    prep = prepare(split, BenchConfig(n_top_genes=40))
+    preds = baseline_predictions(split, prep)[ev.name]
+    assert "baseline: additive" in preds
