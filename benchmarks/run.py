@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=2000)
     parser.add_argument("--peers", default="scgen,cpa,squidiff")
     parser.add_argument("--peer-budget", default="quick", choices=["quick", "full"])
+    parser.add_argument("--no-rnadiff", action="store_true", help="baselines and peers only")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     config = BenchConfig(max_steps=args.max_steps)
@@ -160,7 +161,9 @@ def main() -> None:
             for split in task_splits(task, seed):
                 t0 = time.perf_counter()
                 task_peers = peers if task == "kang_loo_celltype" else {}
-                rows, times = run_split(split, config, peers=task_peers)
+                rows, times = run_split(
+                    split, config, peers=task_peers, with_rnadiff=not args.no_rnadiff
+                )
                 all_rows.append(rows)
                 all_times.append(times)
                 print(

@@ -20,7 +20,11 @@ app = typer.Typer(
 
 Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives the same numbers.")]
 Sampler = Annotated[
-    str, typer.Option(help="Sampler: heun (2nd order), euler, or dpmpp_2m (DPM-Solver++ 2M).")
+    str,
+    typer.Option(
+        help="Sampler: dpmpp_2m (DPM-Solver++ 2M, one network call per step), heun (2nd order, "
+        "two calls per step) or euler."
+    ),
 ]
 Steps = Annotated[int, typer.Option(help="Noise levels of the sampler (more: slower, finer).")]
 GuidanceOpt = Annotated[
@@ -217,8 +221,8 @@ def generate(
         ),
     ] = None,
     n: Annotated[int, typer.Option(help="Cells per condition.")] = 100,
-    sampler: Sampler = "heun",
-    steps: Steps = 32,
+    sampler: Sampler = "dpmpp_2m",
+    steps: Steps = 20,
     guidance: GuidanceOpt = "1",
     transfer: TransferOpt = "guide",
     transfer_scale: TransferScale = None,
@@ -284,8 +288,8 @@ def predict(
             help="Counterfactual: noise level cells are encoded to (default: the maximum; lower keeps more of the cell)."
         ),
     ] = None,
-    sampler: Sampler = "heun",
-    steps: Steps = 32,
+    sampler: Sampler = "dpmpp_2m",
+    steps: Steps = 20,
     guidance: GuidanceOpt = "1",
     transfer: TransferOpt = "guide",
     transfer_scale: TransferScale = None,
@@ -376,7 +380,7 @@ def demo(
         str, typer.Option(help="Cell type whose stimulated cells are held out.")
     ] = "CD14+ Monocytes",
     max_steps: Annotated[int, typer.Option(help="Training steps.")] = 2000,
-    steps: Steps = 32,
+    steps: Steps = 20,
     guidance: GuidanceOpt = "1",
     transfer: TransferOpt = "guide",
     transfer_scale: TransferScale = None,

@@ -229,8 +229,8 @@ class RNADiffusion:
         conditions: Mapping | Sequence[Mapping] | pd.DataFrame,
         *,
         n_cells: int = 100,
-        sampler: str = "heun",
-        steps: int = 32,
+        sampler: str = "dpmpp_2m",
+        steps: int = 20,
         guidance: Guidance = 1.0,
         transfer: Transfer = "guide",
         transfer_scale: float | None = None,
@@ -250,7 +250,9 @@ class RNADiffusion:
         n_cells
             Cells per condition.
         sampler
-            ``"euler"``, ``"heun"`` or ``"dpmpp_2m"``.
+            ``"dpmpp_2m"`` (DPM-Solver++(2M), one network call per step), ``"heun"`` or
+            ``"euler"``. On Kang 2018 (held-out CD14+ monocytes) DPM-Solver++ with 20 steps
+            scored as Heun with 32 steps (63 calls) at a third of the time.
         steps
             Noise levels of the sampler.
         guidance
@@ -323,8 +325,8 @@ class RNADiffusion:
         perturbation: str | None = None,
         target: Mapping[str, object] | None = None,
         method: Literal["counterfactual", "generate"] = "counterfactual",
-        sampler: str = "heun",
-        steps: int = 32,
+        sampler: str = "dpmpp_2m",
+        steps: int = 20,
         guidance: Guidance = 1.0,
         transfer: Transfer = "guide",
         transfer_scale: float | None = None,

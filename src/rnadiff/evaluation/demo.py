@@ -31,7 +31,7 @@ def run_demo(
     *,
     holdout: str = "CD14+ Monocytes",
     max_steps: int = 2000,
-    steps: int = 32,
+    steps: int = 20,
     guidance: float | dict[str, float] = 1.0,
     transfer: str = "guide",
     transfer_scale: float | None = None,
