@@ -8,7 +8,7 @@ ifneq ($(wildcard ../shared/data),)
 export RNADIFF_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench peers clean
 
 $(BIN)/rnadiff: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,13 @@ format: install
 	$(BIN)/ruff check --fix src tests benchmarks
 
 # Full-size runs (not part of the tests): results go to benchmarks/results/.
+# Peers (scGen, CPA, Squidiff) take part when installed with `make peers`.
 bench: install
+	$(BIN)/python benchmarks/run.py --out benchmarks/results
 	$(BIN)/python benchmarks/kang_transfer.py --out benchmarks/results/kang_transfer.csv
+
+peers:
+	bash benchmarks/peers/install.sh all
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache
