@@ -25,6 +25,12 @@ key_packages() {
   esac
 }
 
+# pip install, without the local index's "Location ... is ignored" warnings
+quiet_pip() {
+  local py="$1"; shift
+  "$py" -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
 install_peer() {
   local peer="$1" venv="$PEERS_DIR/$1"
   if [ -f "$venv/.installed" ]; then
@@ -36,7 +42,7 @@ install_peer() {
   rm -rf "$venv"
   mkdir -p "$PEERS_DIR"
   "$PYTHON" -m venv "$venv"
-  local pip=("$venv/bin/python" -m pip install --quiet)
+  local pip=(quiet_pip "$venv/bin/python")
   "${pip[@]}" --upgrade pip wheel
   case "$peer" in
     scgen)

@@ -13,7 +13,8 @@ obs keeps ``group_id`` (ctrl/stim), ``cluster_id`` (cell type) and ``sample_id``
 
 Run with the main venv::
 
-    RNADIFF_DATA_DIR=../shared/data .venv/bin/python benchmarks/peers/make_kang_split.py /tmp/kang_cd14
+    export RNADIFF_DATA_DIR=../shared/data
+    .venv/bin/python benchmarks/peers/make_kang_split.py /tmp/kang_cd14
     .venv/bin/python benchmarks/peers/make_kang_split.py /tmp/kang_b --held-out "B cells"
 """
 
@@ -47,10 +48,15 @@ def log_normalize(counts) -> np.ndarray:
 def _clean(a: ad.AnnData) -> ad.AnnData:
     counts = sp.csr_matrix(a.X, dtype=np.float32)
     obs = pd.DataFrame(
-        {k: a.obs[k].astype(str).astype("category") for k in (CELL_TYPE_KEY, "sample_id", PERTURBATION_KEY)},
+        {
+            k: a.obs[k].astype(str).astype("category")
+            for k in (CELL_TYPE_KEY, "sample_id", PERTURBATION_KEY)
+        },
         index=a.obs_names.astype(str),
     )
-    var = pd.DataFrame({k: a.var[k].astype(str) for k in a.var.columns}, index=a.var_names.astype(str))
+    var = pd.DataFrame(
+        {k: a.var[k].astype(str) for k in a.var.columns}, index=a.var_names.astype(str)
+    )
     return ad.AnnData(X=log_normalize(counts), obs=obs, var=var, layers={"counts": counts})
 
 
