@@ -127,3 +127,23 @@ def test_transfer_applies_only_to_unseen_combinations(kang, trained):
     a = model.predict(b_cells[:10], perturbation="stim", steps=6, transfer="guide", progress=False)
     b = model.predict(b_cells[:10], perturbation="stim", steps=6, transfer="none", progress=False)
     assert np.array_equal(a.X, b.X)
+
+
+def test_initial_weights_depend_on_the_seed_only(kang):
+    import torch
+
+    train = kang[:100].copy()
+    RNADiffusion.setup_anndata(
+        train, perturbation_key="group_id", control="ctrl", cell_type_key="cluster_id"
+    )
+    config = ModelConfig(
+        preprocess=PreprocessConfig(n_top_genes=50),
+        network=NetworkConfig(width=16, depth=1, emb_dim=8),
+    )
+    a = RNADiffusion(train, config=config, seed=5)
+    torch.rand(1000)  # the global RNG moves on: it must not matter
+    b = RNADiffusion(train, config=config, seed=5)
+    c = RNADiffusion(train, config=config, seed=6)
+    wa, wb, wc = (m.denoiser.state_dict() for m in (a, b, c))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)

@@ -47,6 +47,8 @@ class RNADiffusion:
         never modifies it.
     config
         Model configuration (preprocessing, diffusion, network); defaults are recommended.
+    seed
+        Seed of the initial weights (training has its own seed in ``TrainConfig``).
 
     Examples
     --------
@@ -58,7 +60,7 @@ class RNADiffusion:
     >>> pred = model.predict(ctrl_b_cells, perturbation="stim")
     """
 
-    def __init__(self, adata: ad.AnnData, *, config: ModelConfig | None = None):
+    def __init__(self, adata: ad.AnnData, *, config: ModelConfig | None = None, seed: int = 0):
         if SETUP_KEY not in adata.uns:
             raise InputError("call RNADiffusion.setup_anndata(adata, ...) before creating a model")
         setup = _plain(adata.uns[SETUP_KEY])  # h5ad round trips turn lists into arrays
@@ -66,7 +68,11 @@ class RNADiffusion:
         config = config or ModelConfig()
         state = fit_preprocessing(adata, config=config.preprocess, layer=setup.get("layer"))
         logger.info("rnadiff: model of %d cells x %d genes", adata.n_obs, len(state.genes))
-        self._init(config, setup, registry, state)
+        # The initial weights come from their own seeded generator, not from whatever the
+        # global torch RNG went through before: the same seed gives the same model.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self._init(config, setup, registry, state)
         self.seen = self._condition_keys(adata.obs)
         self.adata = adata
 

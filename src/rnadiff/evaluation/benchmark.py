@@ -119,7 +119,9 @@ def rnadiff_predictions(
     train = split.train.copy()
     RNADiffusion.setup_anndata(train, **split.setup)
     model = RNADiffusion(
-        train, config=ModelConfig(preprocess=PreprocessConfig(n_top_genes=config.n_top_genes))
+        train,
+        config=ModelConfig(preprocess=PreprocessConfig(n_top_genes=config.n_top_genes)),
+        seed=split.seed,
     )
     t0 = time.perf_counter()
     model.train(config=TrainConfig(max_steps=config.max_steps, seed=split.seed), progress=progress)

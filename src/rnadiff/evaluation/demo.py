@@ -81,7 +81,7 @@ def run_demo(
     is_stim = (adata.obs[PERT] == STIM).to_numpy()
     train = adata[~(is_type & is_stim)].copy()
     RNADiffusion.setup_anndata(train, perturbation_key=PERT, control=CTRL, cell_type_key=CELL)
-    model = RNADiffusion(train, config=model_config)
+    model = RNADiffusion(train, config=model_config, seed=seed)
 
     t0 = time.perf_counter()
     model.train(config=TrainConfig(max_steps=max_steps, seed=seed), progress=progress)
