@@ -24,16 +24,6 @@ from rnadiff.evaluation.metrics import (
 )
 
 
-@pytest.fixture
-def populations():
-    rng = np.random.default_rng(0)
-    control = rng.gamma(2.0, 0.5, size=(300, 40))
-    shift = np.zeros(40)
-    shift[:5] = [2.0, -1.0, 1.5, 0.8, -0.6]
-    real = rng.gamma(2.0, 0.5, size=(250, 40)) + shift
-    return control, real, shift
-
-
 def test_r2_identical_is_one_and_mean_prediction_is_zero(populations):
     _, real, _ = populations
     assert r2_mean(real, real) == pytest.approx(1.0)
