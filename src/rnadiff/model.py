@@ -459,7 +459,6 @@ class RNADiffusion:
         return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
     def _run(self, sampler, x, sigmas, cond, guidance, gen, batch_size, progress, *, transfer):
-        self._check_sampling(sampler, guidance)
         fn, denoiser = SAMPLERS[sampler], classifier_free_guidance(self.ema, guidance)
         mask, mode, scale_ = transfer
         out = []

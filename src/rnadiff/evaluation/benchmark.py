@@ -49,14 +49,16 @@ class Prepared:
 
 def prepare(split: Split, config: BenchConfig) -> Prepared:
     state = fit_preprocessing(split.train, config=PreprocessConfig(n_top_genes=config.n_top_genes))
-    pops = {
-        ev.name: {
-            "source": log_expression(ev.source, state),
+    pops = {}
+    for ev in split.evaluations:
+        source = log_expression(ev.source, state)
+        # the control is usually the source itself (Kang, HSMM): normalize it once
+        control = source if ev.control is ev.source else log_expression(ev.control, state)
+        pops[ev.name] = {
+            "source": source,
             "real": log_expression(ev.real, state),
-            "control": log_expression(ev.control, state),
+            "control": control,
         }
-        for ev in split.evaluations
-    }
     return Prepared(state, log_expression(split.train, state), pops)
 
 
