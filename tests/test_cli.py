@@ -184,7 +184,7 @@ def test_user_errors_are_one_line_with_exit_code_2(model_dir, tmp_path, args, me
     assert not (tmp_path / "x.h5ad").exists()
 
 
-@pytest.mark.parametrize("command", ["train", "generate", "predict", "demo"])
+@pytest.mark.parametrize("command", ["train", "generate", "predict", "demo", "design", "rank"])
 def test_help_explains_every_option(command):
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
@@ -260,4 +260,88 @@ def test_evaluate_tells_when_genes_do_not_match(kang_file, tmp_path):
     )
     assert proc.returncode == 2
     assert "genes do not match" in proc.stderr and "NOTAGENE" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _some_genes(model_dir, n=2):
+    return RNADiffusion.load(model_dir).genes[:n]
+
+
+def test_design_writes_cells_a_summary_and_a_plot(model_dir, kang_file, tmp_path):
+    genes = _some_genes(model_dir)
+    out, png = tmp_path / "designed.h5ad", tmp_path / "design.png"
+    text = invoke(
+        "design",
+        "--model",
+        model_dir,
+        "--out",
+        out,
+        "--up",
+        ",".join(genes),
+        "--condition",
+        "cluster_id=B cells",
+        "--n",
+        "30",
+        "--reference",
+        kang_file,
+        "--reference-where",
+        "group_id=ctrl",
+        "--realism-reference",
+        kang_file,
+        "--plot",
+        png,
+        "--quiet",
+    )
+    assert "meet it:" in text and "realism, median" in text
+    designed = ad.read_h5ad(out)
+    assert designed.n_obs == 30 and {"meets_spec", "realism"} <= set(designed.obs)
+    assert png.stat().st_size > 1000
+
+
+def test_rank_prints_a_table_and_writes_csv_and_plot(model_dir, kang_file, tmp_path):
+    csv, png = tmp_path / "rank.csv", tmp_path / "rank.png"
+    text = invoke(
+        "rank",
+        "--model",
+        model_dir,
+        "--target",
+        kang_file,
+        "--target-where",
+        "group_id=stim",
+        "--n",
+        "10",
+        "--out",
+        csv,
+        "--plot",
+        png,
+        "--quiet",
+    )
+    assert "ranked 2 candidates" in text
+    table = pd.read_csv(csv)
+    assert sorted(table["perturbation"]) == ["ctrl", "stim"] and table["rank"].tolist() == [1, 2]
+    assert png.stat().st_size > 1000
+    genes = _some_genes(model_dir, 1)
+    text = invoke("rank", "--model", model_dir, "--down", genes[0], "--n", "10", "--quiet")
+    assert "success_rate" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["design", "--up", "NOT_A_GENE"], "not among the model's"),
+        (["design"], "give marker genes"),
+        (["rank"], "give either --target cells or marker genes"),
+        (["rank", "--up", "X", "--candidates", "aspirin"], "aspirin"),
+    ],
+)
+def test_design_and_rank_errors_are_one_line(model_dir, tmp_path, args, message):
+    cmd = [sys.executable, "-m", "rnadiff.cli", args[0], "--model", str(model_dir), "--quiet"]
+    if args[0] == "design":
+        cmd += ["--out", str(tmp_path / "x.h5ad"), "--n", "2"]
+    if args[-1] == "aspirin":
+        gene = _some_genes(model_dir, 1)[0]
+        args = [args[0], "--up", gene, *args[3:]]
+    proc = subprocess.run(cmd + args[1:], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
     assert "Traceback" not in proc.stderr

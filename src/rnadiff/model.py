@@ -23,6 +23,7 @@ from rnadiff.data.preprocessing import (
     unscale,
 )
 from rnadiff.data.validation import check_genes
+from rnadiff.design.phenotype import Phenotype
 from rnadiff.diffusion import karras_sigmas
 from rnadiff.errors import InputError
 from rnadiff.models import Denoiser
@@ -427,7 +428,209 @@ class RNADiffusion:
         out.obs_names = source.obs_names.copy()
         return out
 
+    # ------------------------------------------------------ design and ranking
+    def design(
+        self,
+        phenotype: Phenotype | Sequence[Phenotype],
+        *,
+        conditions: Mapping | Sequence[Mapping] | pd.DataFrame | None = None,
+        n_cells: int = 100,
+        scale: float = 1.0,
+        through_denoiser: bool = False,
+        guide_sigma_min: float = 0.0,
+        langevin_steps: int = 0,
+        snr: float = 0.1,
+        guidance: Guidance = 1.0,
+        transfer: Transfer = "guide",
+        transfer_scale: float | None = None,
+        sampler: str = "dpmpp_2m",
+        steps: int = 20,
+        reference: ad.AnnData | None = None,
+        realism_reference: ad.AnnData | None = None,
+        seed: int = 0,
+        batch_size: int = 2048,
+        progress: bool = True,
+    ) -> ad.AnnData:
+        """Generate cells that meet a phenotype, by gradient guidance of the sampler.
+
+        Parameters
+        ----------
+        phenotype
+            A :class:`rnadiff.design.Markers`, :class:`~rnadiff.design.Signature` or
+            :class:`~rnadiff.design.CellState`, a weighted sum (``2 * markers + state``) or a
+            list of terms (equal weights).
+        conditions
+            Covariates to condition on (classifier-free guidance applies), e.g.
+            ``{"cell_type": "CD14+ Monocytes"}``; ``None``: unconditional.
+        n_cells
+            Cells per condition.
+        scale
+            Step of the gradient guidance: 1 moves each denoised estimate onto the
+            specification (for one term), smaller values go part of the way, 0 is unguided.
+        through_denoiser
+            Differentiate the objective through the network with respect to the noisy sample
+            (diffusion posterior sampling): slower, follows the data manifold more closely.
+        guide_sigma_min
+            Guide only at noise levels at or above this (the last steps then refine the cells
+            without guidance).
+        langevin_steps
+            Langevin corrector steps after each sampler step (0: none); uses a
+            DPM-Solver++(2M) predictor.
+        snr
+            Signal-to-noise ratio of the Langevin steps.
+        guidance, transfer, transfer_scale, sampler, steps, seed, batch_size, progress
+            As in :meth:`generate`.
+        reference
+            Reference cells for relative specifications (marker fold changes); default: cells
+            generated without phenotype guidance under the same conditions and seed.
+        realism_reference
+            Real cells the realism score compares with; default: the model's training cells
+            (when the model has them).
+
+        Returns
+        -------
+        AnnData
+            Designed cells (log-normalized). ``obs``: the conditions, ``objective`` (minus half
+            the squared distance to the specification; 0 = met with margin),
+            ``distance_to_spec`` (log units), ``meets_spec`` (every term's threshold met),
+            ``meets_term<i>`` for combined specifications, and ``realism`` (distance to the
+            nearest real cell over the median real-to-real nearest-neighbour distance, in a
+            PCA space of real cells: about 1 for realistic cells). ``uns['rnadiff_design']``:
+            success rate, median realism, and both for the unguided cells from the same noise.
+        """
+        from rnadiff.design.workflow import design
+
+        return design(
+            self,
+            phenotype,
+            conditions=conditions,
+            n_cells=n_cells,
+            scale=scale,
+            through_denoiser=through_denoiser,
+            guide_sigma_min=guide_sigma_min,
+            langevin_steps=langevin_steps,
+            snr=snr,
+            guidance=guidance,
+            transfer=transfer,
+            transfer_scale=transfer_scale,
+            sampler=sampler,
+            steps=steps,
+            reference=reference,
+            realism_reference=realism_reference,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+        )
+
+    def rank_perturbations(
+        self,
+        target: Phenotype | Sequence[Phenotype] | ad.AnnData,
+        *,
+        candidates: Sequence[str] | None = None,
+        context: Mapping[str, object] | None = None,
+        pairs: bool = False,
+        reference: ad.AnnData | None = None,
+        n_cells: int = 200,
+        max_target_cells: int = 500,
+        n_noise_levels: int = 16,
+        n_draws: int = 2,
+        steps: int = 20,
+        design_scale: float = 1.0,
+        seed: int = 0,
+        batch_size: int = 2048,
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """Rank candidate perturbations by how well they would produce a target phenotype.
+
+        Two scores, and a combined rank (mean of the two ranks; ties go to the likelihood):
+
+        * ``phenotype_score`` (generation): cells generated under each candidate in the
+          context. For target cells, the cosine similarity of the candidate's predicted mean
+          change (vs the generated control; 0 for the control itself) and the target's change
+          (vs the reference); for a phenotype specification, the mean objective (and
+          ``success_rate``, the fraction of cells meeting it).
+        * ``likelihood_score`` (diffusion classifier): the target cells' conditional
+          denoising error, averaged over noise levels spread like the training noise, under
+          the control minus under the candidate (higher: the candidate explains the cells
+          better). For a specification, the target cells are designed ones that meet it.
+          ``vote_share``: fraction of target cells whose lowest error is this candidate.
+
+        Parameters
+        ----------
+        target
+            Target cells (AnnData with the model's genes; their registered covariates other
+            than the perturbation are used as their context), or a phenotype specification.
+        candidates
+            Perturbations to rank; default: every perturbation the model knows (and the
+            control).
+        context
+            Other covariates for every candidate, e.g. ``{"cell_type": "B cells"}``.
+        pairs
+            Also rank every pair ``A+B`` of the (non-control) candidates.
+        reference
+            Real reference cells (e.g. controls in the context): the target's change is taken
+            from them, and marker thresholds refer to them; default: generated control cells.
+        n_cells
+            Generated cells per candidate.
+        max_target_cells
+            Target cells scored (a seeded subset beyond this).
+        n_noise_levels, n_draws
+            Noise levels and noise draws per level of the likelihood score.
+        steps
+            Sampler steps for generation.
+        design_scale
+            Guidance step of the designed cells (specification targets).
+        seed, batch_size, progress
+            As in :meth:`generate`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per candidate, best first: ``perturbation``, ``phenotype_score``,
+            (``success_rate``), ``denoising_error``, ``likelihood_score``, ``vote_share``,
+            ``rank_phenotype_score``, ``rank_likelihood_score``, ``mean_rank``, ``rank``;
+            settings in ``.attrs['rnadiff_rank']``.
+        """
+        from rnadiff.design.workflow import rank_perturbations
+
+        return rank_perturbations(
+            self,
+            target,
+            candidates=candidates,
+            context=context,
+            pairs=pairs,
+            reference=reference,
+            n_cells=n_cells,
+            max_target_cells=max_target_cells,
+            n_noise_levels=n_noise_levels,
+            n_draws=n_draws,
+            steps=steps,
+            design_scale=design_scale,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+        )
+
+    def log_expression(self, adata: ad.AnnData) -> np.ndarray:
+        """Log-normalized expression of the model's genes for ``adata`` (cells x genes).
+
+        Raw counts or log-normalized cells are normalized as the training cells were; cells
+        rnadiff generated (``uns['rnadiff']``) are taken as they are.
+        """
+        check_genes(adata.var_names, self.preprocess.genes, what="the data")
+        if "rnadiff" in adata.uns:
+            x = adata[:, self.genes].X
+            return np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
+        layer = self.setup.get("layer")
+        return log_expression(
+            adata, self.preprocess, layer=layer if layer in adata.layers else None
+        )
+
     # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def _transfer_scale(transfer: Transfer, scale: float | None) -> float | None:
+        return _transfer_scale(transfer, scale)
+
     def _model_space(self, adata: ad.AnnData) -> np.ndarray:
         return scale(
             log_expression(adata, self.preprocess, layer=self.setup.get("layer")), self.preprocess
@@ -458,8 +661,13 @@ class RNADiffusion:
     def _batches(n: int, batch_size: int):
         return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
-    def _run(self, sampler, x, sigmas, cond, guidance, gen, batch_size, progress, *, transfer):
-        fn, denoiser = SAMPLERS[sampler], classifier_free_guidance(self.ema, guidance)
+    def _run(
+        self, sampler, x, sigmas, cond, guidance, gen, batch_size, progress, *, transfer, wrap=None
+    ):
+        """Sample in batches; ``sampler`` is a name of ``SAMPLERS`` or a sampler function, and
+        ``wrap`` an optional outermost denoiser wrapper (e.g. gradient guidance)."""
+        fn = SAMPLERS[sampler] if isinstance(sampler, str) else sampler
+        denoiser = classifier_free_guidance(self.ema, guidance)
         mask, mode, scale_ = transfer
         out = []
         batches = self._batches(x.shape[0], batch_size)
@@ -480,6 +688,8 @@ class RNADiffusion:
                     scale=scale_,
                     where=where,
                 )
+            if wrap is not None:
+                step_denoiser = wrap(step_denoiser)
             out.append(
                 fn(
                     step_denoiser,

@@ -201,11 +201,13 @@ def conditions_frame(
     """Turn user conditions (a dict, a list of dicts or a DataFrame) into a checked DataFrame."""
     if isinstance(conditions, pd.DataFrame):
         frame = conditions.reset_index(drop=True)
+    elif isinstance(conditions, Mapping) and not conditions:
+        return pd.DataFrame(index=pd.RangeIndex(1))  # one condition: everything unspecified
     elif isinstance(conditions, Mapping):
         frame = pd.DataFrame([dict(conditions)])
     else:
         frame = pd.DataFrame([dict(c) for c in conditions])
-    if frame.empty:
+    if len(frame) == 0:
         raise InputError("no conditions given")
     extra = [c for c in frame.columns if c not in registry.keys]
     if extra:

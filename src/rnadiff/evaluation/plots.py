@@ -110,3 +110,85 @@ def plot_fold_bars(rows, path: str | os.PathLike, *, metrics: list[str]) -> None
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_design(designed, path: str | os.PathLike, *, title: str = "") -> None:
+    """Designed cells: distance to the specification vs realism, colored by success.
+
+    Parameters
+    ----------
+    designed
+        AnnData returned by :meth:`rnadiff.RNADiffusion.design` (``obs`` holds
+        ``distance_to_spec``, ``realism`` and ``meets_spec``).
+    path
+        Output PNG.
+    title
+        Figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    obs = designed.obs
+    ok = obs["meets_spec"].to_numpy(dtype=bool)
+    realism = obs["realism"].to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for mask, color, label in ((ok, "tab:green", "meets"), (~ok, "tab:red", "misses")):
+        ax.scatter(
+            realism[mask],
+            obs["distance_to_spec"].to_numpy()[mask],
+            s=8,
+            alpha=0.6,
+            color=color,
+            label=f"{label} ({int(mask.sum())})",
+        )
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--", label="real-to-real median")
+    ax.axvline(1.2, color="grey", lw=0.8, ls=":", label="1.2x")
+    ax.set_xlabel("realism (nearest real cell / real-to-real distance)")
+    ax.set_ylabel("distance to specification (log units)")
+    ax.set_title(title or "designed cells")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_ranking(
+    ranked, path: str | os.PathLike, *, top: int = 20, highlight=(), title: str = ""
+) -> None:
+    """Bar charts of the best-ranked candidates: likelihood and generation scores.
+
+    Parameters
+    ----------
+    ranked
+        DataFrame returned by :meth:`rnadiff.RNADiffusion.rank_perturbations`.
+    path
+        Output PNG.
+    top
+        Candidates shown (best combined rank first).
+    highlight
+        Candidates drawn in a different color (e.g. the expected ones).
+    title
+        Figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    head = ranked.sort_values("rank").head(top).iloc[::-1]
+    colors = ["tab:orange" if p in set(highlight) else "tab:blue" for p in head["perturbation"]]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.3 * len(head) + 1.5), sharey=True)
+    for ax, col, label in (
+        (axes[0], "likelihood_score", "likelihood score (error under control - under candidate)"),
+        (axes[1], "phenotype_score", "generation score (higher: closer to the phenotype)"),
+    ):
+        ax.barh(head["perturbation"].astype(str), head[col], color=colors)
+        ax.set_xlabel(label, fontsize=8)
+        ax.axvline(0, color="grey", lw=0.8)
+    axes[0].set_ylabel("candidate (best combined rank on top)")
+    fig.suptitle(title or "perturbations ranked for the target phenotype")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

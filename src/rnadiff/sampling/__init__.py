@@ -1,15 +1,29 @@
 """Samplers (pure functions sharing one signature) and guidance (denoiser wrappers)."""
 
-from rnadiff.sampling.guidance import classifier_free_guidance, compositional_guidance
+from rnadiff.sampling.guidance import (
+    classifier_free_guidance,
+    compositional_guidance,
+    gradient_guidance,
+)
 from rnadiff.sampling.inversion import encode
-from rnadiff.sampling.samplers import SAMPLERS, sample_dpmpp_2m, sample_euler, sample_heun
+from rnadiff.sampling.samplers import (
+    SAMPLERS,
+    langevin_corrector,
+    sample_dpmpp_2m,
+    sample_euler,
+    sample_heun,
+    sample_langevin,
+)
 
 __all__ = [
     "SAMPLERS",
     "classifier_free_guidance",
     "compositional_guidance",
     "encode",
+    "gradient_guidance",
+    "langevin_corrector",
     "sample_dpmpp_2m",
     "sample_euler",
     "sample_heun",
+    "sample_langevin",
 ]

@@ -1,0 +1,364 @@
+"""Inverse design and perturbation ranking on a trained model (AnnData in, AnnData/DataFrame out).
+
+The public entry points are :meth:`rnadiff.RNADiffusion.design` and
+:meth:`rnadiff.RNADiffusion.rank_perturbations`, which document every argument.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from rnadiff.data.covariates import conditions_frame
+from rnadiff.data.preprocessing import scale as to_model_space
+from rnadiff.design.phenotype import BoundPhenotype, Phenotype, as_phenotype
+from rnadiff.design.ranking import (
+    combine_ranks,
+    cosine,
+    denoising_errors,
+    training_noise_levels,
+)
+from rnadiff.errors import InputError
+from rnadiff.evaluation.realism import nearest_neighbor_ratio
+from rnadiff.sampling import SAMPLERS, gradient_guidance, sample_langevin
+
+if TYPE_CHECKING:
+    from rnadiff.model import RNADiffusion
+
+logger = logging.getLogger("rnadiff")
+
+
+def _frame(model: RNADiffusion, conditions) -> pd.DataFrame:
+    return conditions_frame({} if conditions is None else conditions, model.registry)
+
+
+def _log(model: RNADiffusion, adata: ad.AnnData, what: str) -> np.ndarray:
+    if not isinstance(adata, ad.AnnData):
+        raise InputError(f"{what} must be an AnnData, got {type(adata).__name__}")
+    if adata.n_obs == 0:
+        raise InputError(f"{what} has no cells")
+    try:
+        return model.log_expression(adata)
+    except InputError as err:
+        raise InputError(f"{what}: {err}") from None
+
+
+def _realism_reference(model: RNADiffusion, realism_reference: ad.AnnData | None):
+    if realism_reference is not None:
+        return _log(model, realism_reference, "realism_reference")
+    if model.adata is not None:
+        return model.log_expression(model.adata)
+    return None
+
+
+def design(
+    model: RNADiffusion,
+    phenotype: Phenotype | Sequence[Phenotype],
+    *,
+    conditions=None,
+    n_cells: int = 100,
+    scale: float = 1.0,
+    through_denoiser: bool = False,
+    guide_sigma_min: float = 0.0,
+    langevin_steps: int = 0,
+    snr: float = 0.1,
+    guidance=1.0,
+    transfer="guide",
+    transfer_scale: float | None = None,
+    sampler: str = "dpmpp_2m",
+    steps: int = 20,
+    reference: ad.AnnData | None = None,
+    realism_reference: ad.AnnData | None = None,
+    seed: int = 0,
+    batch_size: int = 2048,
+    progress: bool = True,
+    _reference_log: np.ndarray | None = None,
+) -> ad.AnnData:
+    """See :meth:`rnadiff.RNADiffusion.design`."""
+    spec = as_phenotype(phenotype)
+    if n_cells < 1:
+        raise InputError(f"n_cells must be at least 1, got {n_cells}")
+    if not np.isfinite(scale) or scale < 0:
+        raise InputError(f"scale must be a non-negative number, got {scale}")
+    if langevin_steps < 0:
+        raise InputError(f"langevin_steps must be >= 0, got {langevin_steps}")
+    frame = _frame(model, conditions)
+    model._check_sampling(sampler, guidance)
+    kw = dict(
+        guidance=guidance,
+        transfer=transfer,
+        transfer_scale=transfer_scale,
+        sampler=sampler,
+        steps=steps,
+        seed=seed,
+        batch_size=batch_size,
+        progress=False,
+    )
+    # Unguided cells from the same initial noise: the comparison, and the default reference.
+    unguided = model.generate(frame, n_cells=n_cells, **kw)
+    if _reference_log is not None:
+        ref_log = _reference_log
+    elif reference is not None:
+        ref_log = _log(model, reference, "reference")
+    else:
+        ref_log = unguided.X
+    bound = spec.bind(
+        model.genes, reference=ref_log, to_log=lambda a: _log(model, a, "phenotype cells")
+    )
+    mean = torch.as_tensor(model.preprocess.mean, dtype=torch.float32)
+    std = torch.as_tensor(model.preprocess.std, dtype=torch.float32)
+
+    def objective(z: torch.Tensor) -> torch.Tensor:
+        return bound.objective(z * std + mean)
+
+    wrap = functools.partial(
+        gradient_guidance,
+        objective=objective,
+        scale=float(scale),
+        precondition=1.0 / std**2,  # a unit step in log space, whatever the gene's scale
+        through_denoiser=through_denoiser,
+        sigma_min=guide_sigma_min,
+    )
+    fn = (
+        functools.partial(sample_langevin, n_corrector=langevin_steps, snr=snr)
+        if langevin_steps
+        else SAMPLERS[sampler]
+    )
+    obs = frame.loc[frame.index.repeat(n_cells)].reset_index(names="rnadiff_condition")
+    cond = model._cond(obs, allow_missing=True)
+    gen = torch.Generator().manual_seed(seed)
+    sigmas = model._sigmas(steps)
+    x = torch.randn(len(obs), len(model.genes), generator=gen) * float(sigmas[0])
+    mask = model._transfer_mask(obs, transfer)
+    t_scale = model._transfer_scale(transfer, transfer_scale)
+    z = model._run(
+        fn,
+        x,
+        sigmas,
+        cond,
+        guidance,
+        gen,
+        batch_size,
+        progress,
+        transfer=(mask, transfer, t_scale),
+        wrap=wrap,
+    )
+    out = model._to_anndata(
+        z,
+        obs,
+        {
+            "method": "design",
+            "sampler": "langevin" if langevin_steps else sampler,
+            "steps": steps,
+            "seed": seed,
+            "guidance": guidance if isinstance(guidance, float | int) else dict(guidance),
+            "transfer": transfer,
+        },
+    )
+    summary = _score_design(out, unguided, bound, model, realism_reference, seed)
+    summary.update(
+        phenotype=bound.description,
+        scale=float(scale),
+        through_denoiser=bool(through_denoiser),
+        langevin_steps=int(langevin_steps),
+        snr=float(snr),
+        guide_sigma_min=float(guide_sigma_min),
+        reference="given" if reference is not None else "unguided samples",
+    )
+    out.uns["rnadiff_design"] = summary
+    return out
+
+
+def _score_design(out, unguided, bound: BoundPhenotype, model, realism_reference, seed) -> dict:
+    x, x0 = np.asarray(out.X), np.asarray(unguided.X)
+    out.obs["objective"] = bound.values(x)
+    out.obs["distance_to_spec"] = bound.distance(x)
+    out.obs["meets_spec"] = bound.meets(x)
+    for i, (_, _, part) in enumerate(bound.parts):
+        out.obs[f"meets_term{i}"] = part.meets(x)
+    summary = {
+        "n_cells": int(out.n_obs),
+        "success_rate": float(out.obs["meets_spec"].mean()),
+        "unguided_success_rate": float(bound.meets(x0).mean()),
+        "objective_mean": float(out.obs["objective"].mean()),
+        "unguided_objective_mean": float(bound.values(x0).mean()),
+    }
+    real = _realism_reference(model, realism_reference)
+    if real is None:
+        logger.warning(
+            "rnadiff: no real cells to score realism against (load the model with adata=... or "
+            "pass realism_reference); 'realism' is NaN"
+        )
+        out.obs["realism"] = np.nan
+        summary["realism_median"] = float("nan")
+        return summary
+    both = np.vstack([x, x0])
+    ratios, ref_dist = nearest_neighbor_ratio(both, real, seed=seed)
+    out.obs["realism"] = ratios[: len(x)]
+    summary.update(
+        realism_median=float(np.median(ratios[: len(x)])),
+        unguided_realism_median=float(np.median(ratios[len(x) :])),
+        realism_reference_distance=ref_dist,
+    )
+    return summary
+
+
+def rank_perturbations(
+    model: RNADiffusion,
+    target: Phenotype | Sequence[Phenotype] | ad.AnnData,
+    *,
+    candidates: Sequence[str] | None = None,
+    context: Mapping[str, object] | None = None,
+    pairs: bool = False,
+    reference: ad.AnnData | None = None,
+    n_cells: int = 200,
+    max_target_cells: int = 500,
+    n_noise_levels: int = 16,
+    n_draws: int = 2,
+    steps: int = 20,
+    design_scale: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 2048,
+    progress: bool = True,
+    cache: dict | None = None,
+) -> pd.DataFrame:
+    """See :meth:`rnadiff.RNADiffusion.rank_perturbations`.
+
+    ``cache``: a dict that keeps the cells generated per candidate between calls with the
+    same candidates, context and settings (ranking many targets against one model).
+    """
+    reg = model.registry
+    pkey, control = reg.perturbation_key, reg.control
+    if pkey is None:
+        raise InputError("the model has no perturbation covariate to rank")
+    context = dict(context or {})
+    if pkey in context:
+        raise InputError(f"context must not set the perturbation ({pkey!r}); it is ranked")
+    for key in context:
+        reg[key]  # raises on unknown covariates
+    names = _candidates(model, candidates, pairs)
+    rows = pd.DataFrame([{pkey: c, **context} for c in names])
+    reg.encode(rows, allow_missing=True)  # unknown perturbations/values raise here
+    is_cells = isinstance(target, ad.AnnData)
+    spec = None if is_cells else as_phenotype(target)
+    gen_kw = dict(steps=steps, seed=seed, batch_size=batch_size, progress=False)
+
+    # (a) generation: cells under each candidate, scored against the phenotype
+    ctrl_row = pd.DataFrame([{pkey: control, **context}])
+    all_rows = pd.concat([rows, ctrl_row], ignore_index=True)
+    key = (tuple(names), tuple((k, str(v)) for k, v in context.items()), n_cells, steps, seed)
+    if cache is not None and key in cache:
+        generated = cache[key]
+    else:
+        generated = model.generate(all_rows, n_cells=n_cells, **gen_kw)
+        if cache is not None:
+            cache[key] = generated
+    codes = generated.obs["rnadiff_condition"].to_numpy()
+    x_gen = np.asarray(generated.X)
+    gen_ctrl = x_gen[codes == len(names)]
+    ref_log = _log(model, reference, "reference") if reference is not None else gen_ctrl
+    table = pd.DataFrame({"perturbation": names})
+    if is_cells:
+        target_log = _log(model, target, "target")
+        target_change = target_log.mean(axis=0) - ref_log.mean(axis=0)
+        table["phenotype_score"] = [
+            cosine(x_gen[codes == k].mean(axis=0) - gen_ctrl.mean(axis=0), target_change)
+            for k in range(len(names))
+        ]
+    else:
+        bound = spec.bind(
+            model.genes, reference=ref_log, to_log=lambda a: _log(model, a, "phenotype cells")
+        )
+        table["phenotype_score"] = [
+            bound.values(x_gen[codes == k]).mean() for k in range(len(names))
+        ]
+        table["success_rate"] = [bound.meets(x_gen[codes == k]).mean() for k in range(len(names))]
+
+    # (b) likelihood: denoising error of the target cells under each candidate
+    if is_cells:
+        cells, cells_obs = target_log, target.obs
+    else:
+        designed = design(
+            model,
+            spec,
+            conditions=context or None,
+            n_cells=n_cells,
+            scale=design_scale,
+            seed=seed,
+            progress=False,
+            realism_reference=None if model.adata is not None else reference,
+            _reference_log=ref_log,
+            **{k: v for k, v in gen_kw.items() if k not in ("seed", "progress")},
+        )
+        ok = designed.obs["meets_spec"].to_numpy()
+        if not ok.any():
+            logger.warning("rnadiff: no designed cell meets the phenotype; scoring all of them")
+            ok[:] = True
+        cells, cells_obs = np.asarray(designed.X)[ok], designed.obs[ok]
+    rng = np.random.default_rng(seed)
+    if cells.shape[0] > max_target_cells:
+        keep = np.sort(rng.choice(cells.shape[0], size=max_target_cells, replace=False))
+        cells, cells_obs = cells[keep], cells_obs.iloc[keep]
+    z = torch.from_numpy(to_model_space(cells, model.preprocess))
+    own = cells_obs[[k for k in reg.keys if k in cells_obs.columns and k != pkey]]
+    conds = []
+    for c in [*names, control]:
+        obs = own.copy().reset_index(drop=True)
+        for key, value in {**context, pkey: c}.items():
+            obs[key] = value
+        conds.append(model._cond(obs, allow_missing=True))
+    d = model.config.diffusion
+    errors = denoising_errors(
+        model.ema,
+        z,
+        conds,
+        training_noise_levels(n_noise_levels, p_mean=d.p_mean, p_std=d.p_std),
+        n_draws=n_draws,
+        sigma_data=d.sigma_data,
+        generator=torch.Generator().manual_seed(seed),
+        batch_size=batch_size,
+    )
+    cand_err, ctrl_err = errors[: len(names)], errors[len(names)]
+    table["denoising_error"] = cand_err.mean(axis=1)
+    table["likelihood_score"] = (ctrl_err - cand_err).mean(axis=1)
+    votes = np.bincount(cand_err.argmin(axis=0), minlength=len(names))
+    table["vote_share"] = votes / cand_err.shape[1]
+    ranked = combine_ranks(table, {"likelihood_score": True, "phenotype_score": True})
+    ranked.attrs["rnadiff_rank"] = {
+        "target": "cells" if is_cells else bound.description,
+        "n_target_cells": int(cells.shape[0]),
+        "context": {k: str(v) for k, v in context.items()},
+        "n_cells": n_cells,
+        "n_noise_levels": n_noise_levels,
+        "n_draws": n_draws,
+        "seed": seed,
+    }
+    return ranked
+
+
+def _candidates(model: RNADiffusion, candidates: Sequence[str] | None, pairs: bool) -> list[str]:
+    cov = model.registry[model.registry.perturbation_key]
+    if candidates is None:
+        names = list(cov.tokens)
+    else:
+        names = [str(c) for c in candidates]
+        if not names:
+            raise InputError("no candidate perturbations given")
+        unknown = [p for c in names for p in cov.parts(c) if p not in cov.tokens]
+        if unknown:
+            raise InputError(
+                f"unknown perturbation {unknown[0]!r}; the model knows {len(cov.tokens)}: "
+                f"{list(cov.tokens)[:20]}"
+            )
+    if pairs:
+        singles = [n for n in names if n != model.registry.control and "+" not in n]
+        names += [f"{a}+{b}" for a, b in itertools.combinations(sorted(singles), 2)]
+    return list(dict.fromkeys(names))

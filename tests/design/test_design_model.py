@@ -1,0 +1,143 @@
+"""design() and rank_perturbations() on a small model of the real Kang 2018 data."""
+
+import os
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, TrainConfig
+from rnadiff.design import CellState, Markers
+from rnadiff.errors import InputError
+
+DATA = Path(os.environ.get("RNADIFF_DATA_DIR", Path(__file__).resolve().parents[3] / "shared/data"))
+KANG = DATA / "kang2018_ifnb_pbmc_counts.h5ad"
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def kang():
+    if not KANG.is_file():
+        pytest.skip(f"real data not found at {KANG}")
+    adata = ad.read_h5ad(KANG)
+    rng = np.random.default_rng(0)
+    keep = []
+    for _, idx in adata.obs.groupby(["cluster_id", "group_id"], observed=True).indices.items():
+        keep.extend(rng.choice(idx, size=min(len(idx), 60), replace=False))
+    return adata[np.sort(keep)].copy()
+
+
+@pytest.fixture(scope="module")
+def model(kang):
+    train = kang.copy()
+    RNADiffusion.setup_anndata(
+        train, perturbation_key="group_id", control="ctrl", cell_type_key="cluster_id"
+    )
+    config = ModelConfig(
+        preprocess=PreprocessConfig(n_top_genes=200),
+        network=NetworkConfig(width=128, depth=2, emb_dim=32),
+    )
+    m = RNADiffusion(train, config=config, seed=0)
+    m.train(config=TrainConfig(max_steps=400, batch_size=128, lr=2e-3, seed=0), progress=False)
+    return m
+
+
+def isg(model):
+    genes = [g for g in ("ISG15", "IFIT1", "IFI6", "IFIT3", "MX1", "ISG20") if g in model.genes]
+    assert len(genes) >= 2
+    return genes[:3]
+
+
+def test_design_meets_markers_that_unguided_cells_miss(model, kang):
+    ctrl = kang[(kang.obs.group_id == "ctrl").to_numpy()]
+    before = kang.copy()
+    spec = Markers(up=tuple(isg(model)))
+    out = model.design(
+        spec, conditions={"cluster_id": "B cells"}, n_cells=60, reference=ctrl, progress=False
+    )
+    info = out.uns["rnadiff_design"]
+    assert out.n_obs == 60 and list(out.var_names) == model.genes
+    assert set(out.obs["cluster_id"]) == {"B cells"}
+    for col in ("objective", "distance_to_spec", "meets_spec", "realism"):
+        assert col in out.obs
+    assert info["success_rate"] >= 0.9
+    assert info["success_rate"] > info["unguided_success_rate"] + 0.3
+    assert out.obs["meets_spec"].mean() == info["success_rate"]
+    assert np.isfinite(out.obs["realism"]).all() and info["realism_median"] < 2
+    # the reference given by the user is left as it was
+    assert np.array_equal(kang.X.toarray(), before.X.toarray())
+
+
+def test_scale_zero_is_plain_generation_and_seeds_reproduce(model):
+    spec = Markers(up=tuple(isg(model)))
+    cond = {"cluster_id": "CD4 T cells", "group_id": "ctrl"}
+    plain = model.generate(cond, n_cells=20, seed=3, progress=False)
+    unguided = model.design(spec, conditions=cond, n_cells=20, scale=0, seed=3, progress=False)
+    assert np.allclose(unguided.X, plain.X, atol=1e-6)
+    a = model.design(spec, conditions=cond, n_cells=20, seed=4, langevin_steps=1, progress=False)
+    b = model.design(spec, conditions=cond, n_cells=20, seed=4, langevin_steps=1, progress=False)
+    assert np.array_equal(a.X, b.X)
+
+
+def test_design_combines_markers_with_a_cell_state(model, kang):
+    state = CellState(kang, label_key="group_id", state="stim")
+    spec = Markers(up=tuple(isg(model)[:1])) + state
+    out = model.design(spec, n_cells=40, through_denoiser=True, progress=False)
+    assert {"meets_term0", "meets_term1"} <= set(out.obs.columns)
+    assert out.obs["meets_spec"].equals(out.obs["meets_term0"] & out.obs["meets_term1"])
+    assert out.uns["rnadiff_design"]["success_rate"] > 0.5
+
+
+def test_design_errors_are_specific(model):
+    with pytest.raises(InputError, match="not among the model's"):
+        model.design(Markers(up=("NOT_A_GENE",)), n_cells=5, progress=False)
+    with pytest.raises(InputError, match="empty"):
+        model.design([], n_cells=5, progress=False)
+    with pytest.raises(InputError, match="unknown covariates"):
+        model.design(Markers(up=tuple(isg(model))), conditions={"donor": "1"}, progress=False)
+    with pytest.raises(InputError, match="scale"):
+        model.design(Markers(up=tuple(isg(model))), scale=-1, progress=False)
+
+
+def test_likelihood_ranks_the_true_condition_first(model, kang):
+    stim = kang[((kang.obs.group_id == "stim") & (kang.obs.cluster_id == "B cells")).to_numpy()]
+    ranked = model.rank_perturbations(stim, n_cells=30, n_noise_levels=8, progress=False)
+    assert set(ranked["perturbation"]) == {"ctrl", "stim"}
+    assert ranked["rank"].tolist() == [1, 2]
+    by = ranked.set_index("perturbation")
+    assert by.loc["stim", "likelihood_score"] > 0 == by.loc["ctrl", "likelihood_score"]
+    assert by.loc["stim", "rank"] == 1 and by.loc["stim", "vote_share"] > 0.5
+    ctrl = kang[((kang.obs.group_id == "ctrl") & (kang.obs.cluster_id == "B cells")).to_numpy()]
+    assert model.rank_perturbations(ctrl, n_cells=30, progress=False).iloc[0]["perturbation"] == (
+        "ctrl"
+    )
+
+
+def test_marker_targets_rank_the_stimulus_for_interferon_genes(model):
+    ranked = model.rank_perturbations(
+        Markers(up=tuple(isg(model))),
+        context={"cluster_id": "CD14+ Monocytes"},
+        n_cells=40,
+        progress=False,
+    )
+    assert ranked.iloc[0]["perturbation"] == "stim"
+    assert "success_rate" in ranked and ranked.attrs["rnadiff_rank"]["context"]
+
+
+def test_rank_errors_are_specific(model, kang):
+    with pytest.raises(InputError, match="unknown perturbation 'aspirin'"):
+        model.rank_perturbations(kang, candidates=["aspirin"], progress=False)
+    with pytest.raises(InputError, match="must not set the perturbation"):
+        model.rank_perturbations(kang, context={"group_id": "stim"}, progress=False)
+    with pytest.raises(InputError, match="not a covariate"):
+        model.rank_perturbations(kang, context={"donor": "1"}, progress=False)
+    with pytest.raises(InputError, match="genes do not match"):
+        model.rank_perturbations(kang[:, :50], n_cells=5, progress=False)
+
+
+def test_pairs_add_every_combination(model, kang):
+    from rnadiff.design.workflow import _candidates
+
+    assert _candidates(model, ["ctrl", "stim"], pairs=True) == ["ctrl", "stim"]
+    assert _candidates(model, None, pairs=False) == ["ctrl", "stim"]
