@@ -25,6 +25,7 @@ import pandas as pd
 
 from rnadiff import datasets
 from rnadiff.data import splits
+from rnadiff.evaluation import design_tasks
 from rnadiff.evaluation.benchmark import (
     BenchConfig,
     Predictions,
@@ -33,7 +34,8 @@ from rnadiff.evaluation.benchmark import (
     run_split,
     summarize,
 )
-from rnadiff.evaluation.plots import plot_fold_bars
+from rnadiff.evaluation.metrics import top_de_genes
+from rnadiff.evaluation.plots import plot_fold_bars, plot_mean_change, plot_umap
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLINE = [
@@ -44,7 +46,23 @@ HEADLINE = [
     "mmd",
     "knn_auc",
     "discrimination",
+    "top1",
+    "top5",
+    "mrr",
+    "rank",
+    "success_rate",
+    "realism_ratio",
+    "pearson_delta",
 ]
+
+
+# design and ranking tasks run on the model trained for their parent task
+EXTRA_TASKS = {
+    "papalexi_rank": ("papalexi_seen", design_tasks.papalexi_rank_rows),
+    "papalexi_marker_rank": ("papalexi_seen", design_tasks.papalexi_marker_rows),
+    "kang_design": ("kang_loo_celltype", design_tasks.kang_design_rows),
+}
+BASE_TASKS = ["kang_loo_celltype", "papalexi_seen", "papalexi_unseen", "hsmm_time"]
 
 
 def task_splits(task: str, seed: int):
@@ -113,6 +131,34 @@ def peer_runner(name: str, budget: str):
     return run
 
 
+def plots_for(out: Path):
+    """Plots of the first seed's predictions: UMAP and predicted vs real mean change."""
+
+    def on_predictions(split: splits.Split, prep: Prepared, predictions: Predictions) -> None:
+        if split.seed != 0 or split.task not in ("kang_loo_celltype", "hsmm_time"):
+            return
+        for ev in split.evaluations:
+            pops, preds = prep.evaluations[ev.name], predictions.get(ev.name, {})
+            methods = {m: x for m, x in preds.items() if m != "baseline: control"}
+            name = f"{split.task}_{str(split.fold).replace(' ', '_').replace('+', '')}"
+            plot_umap(
+                {"real target": pops["real"], "real control": pops["control"]},
+                methods,
+                out / f"umap_{name}.png",
+                title=f"{split.task}: {ev.name} (seed 0)",
+            )
+            control = pops["control"].mean(axis=0)
+            plot_mean_change(
+                {m: x.mean(axis=0) - control for m, x in methods.items()},
+                pops["real"].mean(axis=0) - control,
+                out / f"mean_change_{name}.png",
+                highlight=top_de_genes(pops["real"], pops["control"], 100),
+                title=f"{split.task}: {ev.name} (seed 0)",
+            )
+
+    return on_predictions
+
+
 def markdown(summary: pd.DataFrame) -> str:
     lines = []
     for task, frame in summary.groupby("task"):
@@ -136,7 +182,9 @@ def markdown(summary: pd.DataFrame) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="rnadiff benchmark")
     parser.add_argument(
-        "--tasks", default="kang_loo_celltype,papalexi_seen,papalexi_unseen,hsmm_time"
+        "--tasks",
+        default=",".join(BASE_TASKS + list(EXTRA_TASKS)),
+        help="comma-separated; design/ranking tasks also run their parent task",
     )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-steps", type=int, default=2000)
@@ -156,13 +204,30 @@ def main() -> None:
             peers[name] = runner
     all_rows, all_times = [], []
     t_start = time.perf_counter()
-    for task in args.tasks.split(","):
+    requested = [t for t in args.tasks.split(",") if t]
+    unknown = [t for t in requested if t not in BASE_TASKS and t not in EXTRA_TASKS]
+    if unknown:
+        raise SystemExit(f"unknown tasks {unknown}; choose from {BASE_TASKS + list(EXTRA_TASKS)}")
+    base = [
+        t
+        for t in BASE_TASKS
+        if t in requested or any(EXTRA_TASKS[e][0] == t for e in requested if e in EXTRA_TASKS)
+    ]
+    for task in base:
+        extras = [
+            fn for e, (parent, fn) in EXTRA_TASKS.items() if parent == task and e in requested
+        ]
         for seed in range(args.seeds):
             for split in task_splits(task, seed):
                 t0 = time.perf_counter()
                 task_peers = peers if task == "kang_loo_celltype" else {}
                 rows, times = run_split(
-                    split, config, peers=task_peers, with_rnadiff=not args.no_rnadiff
+                    split,
+                    config,
+                    peers=task_peers,
+                    with_rnadiff=not args.no_rnadiff,
+                    extras=extras,
+                    on_predictions=plots_for(args.out),
                 )
                 all_rows.append(rows)
                 all_times.append(times)

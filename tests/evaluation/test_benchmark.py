@@ -136,3 +136,45 @@ def test_time_course_split_and_interpolation_baseline():
     prep = prepare(split, BenchConfig(n_top_genes=40))
     preds = baseline_predictions(split, prep)[ev.name]
     assert "baseline: additive" in preds
+
+
+def test_design_and_ranking_tasks_give_tidy_rows(kang_small):
+    from rnadiff.evaluation import design_tasks
+
+    config = BenchConfig(max_steps=30, sampler_steps=3, n_top_genes=150)
+    kang_split = next(iter(splits.kang_loo_celltype(kang_small)))
+    rows, times = run_split(
+        kang_split, config, extras=[design_tasks.kang_design_rows], log=lambda _: None
+    )
+    design = rows[rows.task == "kang_design"]
+    assert set(design.method) == {
+        "rnadiff design (markers)",
+        "rnadiff unguided control",
+        "real stimulated (reference)",
+    }
+    assert {"success_rate", "realism_ratio", "edistance", "pearson_delta"} <= set(design.metric)
+    assert "rnadiff: kang_design_rows" in set(times.method)
+
+    adata = _papalexi_like(kang_small)
+    # "+" separates combinations: knock-out names must not contain it
+    adata.obs["top_grna_target"] = adata.obs["top_grna_target"].astype(str).str.replace("+", "")
+    (split,) = splits.papalexi_seen(adata, seed=0)
+    kos = tuple(sorted(set(adata.obs.top_grna_target) - {"non-targeting"}))
+
+    def marker_rows(split, prep, model):
+        return design_tasks.papalexi_marker_rows(split, prep, model, n_cells=20, expected=kos)
+
+    def rank_rows(split, prep, model):
+        return design_tasks.papalexi_rank_rows(split, prep, model, n_cells=20, n_noise_levels=2)
+
+    rows, _ = run_split(split, config, extras=[rank_rows, marker_rows], log=lambda _: None)
+    ranks = rows[(rows.task == "papalexi_rank") & (rows.metric == "rank")]
+    assert set(ranks.evaluation) == set(kos)
+    assert ranks.value.between(1, len(kos) + 1).all()
+    # cell types differ strongly: the pseudobulk baseline finds every one of them
+    base = ranks[ranks.method == "baseline: pseudobulk cosine"]
+    assert (base.value == 1).all()
+    random = rows[(rows.task == "papalexi_rank") & (rows.method == "baseline: random")]
+    assert random[random.metric == "top1"].value.iloc[0] == pytest.approx(1 / 6)
+    markers = rows[rows.task == "papalexi_marker_rank"]
+    assert set(markers.evaluation) == set(kos) and {"rank", "top5"} == set(markers.metric)

@@ -7,6 +7,7 @@ training cells with the same settings (and so selects the same genes).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,10 +33,25 @@ Predictions = dict[str, dict[str, np.ndarray]]  # evaluation -> method -> cells 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    max_steps: int = 2000  # rnadiff training steps per split
+    """What the benchmark trains and how: rnadiff's defaults unless changed here."""
+
+    max_steps: int | None = None  # rnadiff training steps per split (None: TrainConfig's)
     sampler_steps: int = 20  # DPM-Solver++(2M), the default sampler
     n_top_genes: int = 2000
     distributional: bool = True  # E-distance, MMD, kNN AUC, DE overlap (slower)
+    model: ModelConfig | None = None  # None: ModelConfig() with n_top_genes
+    train: TrainConfig | None = None  # None: TrainConfig() (max_steps and seed set per split)
+
+    def model_config(self) -> ModelConfig:
+        base = self.model or ModelConfig()
+        return dataclasses.replace(
+            base, preprocess=dataclasses.replace(base.preprocess, n_top_genes=self.n_top_genes)
+        )
+
+    def train_config(self, seed: int) -> TrainConfig:
+        base = self.train or TrainConfig()
+        steps = self.max_steps if self.max_steps is not None else base.max_steps
+        return dataclasses.replace(base, max_steps=steps, seed=seed)
 
 
 @dataclass
@@ -116,17 +132,13 @@ def baseline_predictions(split: Split, prep: Prepared) -> Predictions:
 
 def rnadiff_predictions(
     split: Split, config: BenchConfig, *, progress: bool = False
-) -> tuple[Predictions, dict[str, float]]:
+) -> tuple[Predictions, dict[str, float], RNADiffusion]:
     """Train rnadiff on the split and predict every evaluation (counterfactual, generation)."""
     train = split.train.copy()
     RNADiffusion.setup_anndata(train, **split.setup)
-    model = RNADiffusion(
-        train,
-        config=ModelConfig(preprocess=PreprocessConfig(n_top_genes=config.n_top_genes)),
-        seed=split.seed,
-    )
+    model = RNADiffusion(train, config=config.model_config(), seed=split.seed)
     t0 = time.perf_counter()
-    model.train(config=TrainConfig(max_steps=config.max_steps, seed=split.seed), progress=progress)
+    model.train(config=config.train_config(split.seed), progress=progress)
     timing = {"train_s": time.perf_counter() - t0, "predict_s": 0.0}
     out: Predictions = {}
     kw = dict(steps=config.sampler_steps, seed=split.seed, progress=False)
@@ -140,7 +152,7 @@ def rnadiff_predictions(
             continue
         timing["predict_s"] += time.perf_counter() - t0
         out[ev.name] = {"rnadiff (counterfactual)": cf, "rnadiff (generation)": gen}
-    return out, timing
+    return out, timing, model
 
 
 def score_split(
@@ -198,15 +210,28 @@ def run_split(
     *,
     peers: dict[str, Callable[[Split, Prepared], tuple[Predictions, dict]]] | None = None,
     with_rnadiff: bool = True,
+    extras: list[Callable[[Split, Prepared, RNADiffusion], list[dict]]] = (),
+    on_predictions: Callable[[Split, Prepared, Predictions], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """All methods on one split: (tidy metric rows, timings)."""
+    """All methods on one split: (tidy metric rows, timings).
+
+    ``extras``: further tasks run on the trained rnadiff model (e.g. design and ranking,
+    :mod:`rnadiff.evaluation.design_tasks`), each returning tidy rows; ``on_predictions``
+    receives every method's predicted cells (for plots).
+    """
     prep = prepare(split, config)
     predictions = baseline_predictions(split, prep)
-    timings, ours = [], {}
+    timings, ours, extra_rows = [], {}, []
     if with_rnadiff:
-        ours, timing = rnadiff_predictions(split, config)
+        ours, timing, model = rnadiff_predictions(split, config)
         timings.append({"method": "rnadiff", **timing})
+        for task in extras:
+            t0 = time.perf_counter()
+            extra_rows += task(split, prep, model)
+            timings.append(
+                {"method": f"rnadiff: {task.__name__}", "predict_s": time.perf_counter() - t0}
+            )
     for name, run in (peers or {}).items():
         try:
             theirs, timing = run(split, prep)
@@ -219,7 +244,9 @@ def run_split(
             predictions.setdefault(ev_name, {}).update(preds)
     for ev_name, preds in ours.items():
         predictions.setdefault(ev_name, {}).update(preds)
-    rows = score_split(split, prep, predictions, config)
+    if on_predictions is not None:  # e.g. plots of the predicted cells
+        on_predictions(split, prep, predictions)
+    rows = pd.concat([score_split(split, prep, predictions, config), pd.DataFrame(extra_rows)])
     times = pd.DataFrame(timings).assign(task=split.task, fold=split.fold, seed=split.seed)
     return rows, times
 

@@ -192,3 +192,86 @@ def plot_ranking(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_umap(
+    real: Mapping[str, np.ndarray],
+    predicted: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    *,
+    max_cells: int = 1000,
+    seed: int = 0,
+    title: str = "",
+) -> str:
+    """UMAP of real and predicted cells: one panel per method over the real cells.
+
+    The embedding is fitted once on all cells together (PCA on the real cells first, 30
+    axes). Uses ``umap-learn`` when installed (it comes with scanpy); otherwise the first two
+    principal axes, and the axis labels say so.
+
+    Parameters
+    ----------
+    real
+        ``{label: cells x genes}`` of real populations, e.g. ``{"real stim": ..., "real
+        control": ...}``; drawn in every panel.
+    predicted
+        ``{method: cells x genes}``, one panel each.
+    path
+        Output PNG.
+    max_cells
+        Cells per population (a seeded subset beyond this).
+    seed
+        Seed of the subsets and of UMAP.
+    title
+        Figure title.
+
+    Returns
+    -------
+    str
+        ``"umap"`` or ``"pca"``: the embedding used.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rnadiff.evaluation.distances import fit_pca, project
+
+    rng = np.random.default_rng(seed)
+
+    def sub(x):
+        x = np.asarray(x)
+        return x[np.sort(rng.choice(len(x), max_cells, replace=False))] if len(x) > max_cells else x
+
+    pops = {k: sub(v) for k, v in {**real, **predicted}.items()}
+    pca = fit_pca(np.vstack([pops[k] for k in real]), n_components=30, seed=seed)
+    stacked = project(np.vstack(list(pops.values())), pca)
+    try:
+        import umap
+
+        emb = umap.UMAP(random_state=seed, n_neighbors=15, min_dist=0.3).fit_transform(stacked)
+        kind = "umap"
+    except ImportError:
+        emb, kind = stacked[:, :2], "pca"
+    bounds = np.cumsum([0] + [len(v) for v in pops.values()])
+    coords = {k: emb[bounds[i] : bounds[i + 1]] for i, k in enumerate(pops)}
+    n = max(len(predicted), 1)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.6), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for ax, method in zip(axes[0], predicted or {"": None}, strict=False):
+        for i, label in enumerate(real):
+            c = coords[label]
+            ax.scatter(c[:, 0], c[:, 1], s=3, alpha=0.35, color=colors(i), label=label)
+        if method:
+            c = coords[method]
+            ax.scatter(c[:, 0], c[:, 1], s=3, alpha=0.6, color="black", label="predicted")
+        ax.set_title(method, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"{kind.upper()} 1", fontsize=8)
+    axes[0][0].legend(fontsize=7, markerscale=3, loc="best")
+    fig.suptitle(title or "real and predicted cells")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return kind
