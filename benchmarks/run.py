@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import anndata as ad
@@ -131,6 +134,28 @@ def peer_runner(name: str, budget: str):
     return run
 
 
+def run_job(task, seed, index, *, requested, peers, budget, config, out, with_rnadiff):
+    """One split of one task and seed, in a worker process (one thread)."""
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    split = list(task_splits(task, seed))[index]
+    runners = {}
+    if task == "kang_loo_celltype":
+        runners = {name: peer_runner(name, budget) for name in peers}
+    extras = [fn for e, (parent, fn) in EXTRA_TASKS.items() if parent == task and e in requested]
+    rows, times = run_split(
+        split,
+        config,
+        peers={k: v for k, v in runners.items() if v is not None},
+        with_rnadiff=with_rnadiff,
+        extras=extras,
+        on_predictions=plots_for(out),
+    )
+    return rows, times, split.fold, time.perf_counter() - t0
+
+
 def plots_for(out: Path):
     """Plots of the first seed's predictions: UMAP and predicted vs real mean change."""
 
@@ -180,6 +205,8 @@ def markdown(summary: pd.DataFrame) -> str:
 
 
 def main() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the workers and peers
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
     parser = argparse.ArgumentParser(description="rnadiff benchmark")
     parser.add_argument(
         "--tasks",
@@ -187,11 +214,16 @@ def main() -> None:
         help="comma-separated; design/ranking tasks also run their parent task",
     )
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--max-steps", type=int, default=2000)
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="training steps (default: TrainConfig)"
+    )
     parser.add_argument("--peers", default="scgen,cpa,squidiff")
     parser.add_argument("--peer-budget", default="quick", choices=["quick", "full"])
     parser.add_argument("--no-rnadiff", action="store_true", help="baselines and peers only")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="splits run at once, one thread each (2 cores: 2)"
+    )
     args = parser.parse_args()
     config = BenchConfig(max_steps=args.max_steps)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -202,7 +234,6 @@ def main() -> None:
             print(f"peer {name}: not installed (benchmarks/peers/install.sh {name}); skipped")
         else:
             peers[name] = runner
-    all_rows, all_times = [], []
     t_start = time.perf_counter()
     requested = [t for t in args.tasks.split(",") if t]
     unknown = [t for t in requested if t not in BASE_TASKS and t not in EXTRA_TASKS]
@@ -213,29 +244,32 @@ def main() -> None:
         for t in BASE_TASKS
         if t in requested or any(EXTRA_TASKS[e][0] == t for e in requested if e in EXTRA_TASKS)
     ]
-    for task in base:
-        extras = [
-            fn for e, (parent, fn) in EXTRA_TASKS.items() if parent == task and e in requested
-        ]
-        for seed in range(args.seeds):
-            for split in task_splits(task, seed):
-                t0 = time.perf_counter()
-                task_peers = peers if task == "kang_loo_celltype" else {}
-                rows, times = run_split(
-                    split,
-                    config,
-                    peers=task_peers,
-                    with_rnadiff=not args.no_rnadiff,
-                    extras=extras,
-                    on_predictions=plots_for(args.out),
-                )
-                all_rows.append(rows)
-                all_times.append(times)
-                print(
-                    f"{task} {split.fold} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True
-                )
-                pd.concat(all_rows).to_csv(args.out / "folds.csv", index=False)
-                pd.concat(all_times).to_csv(args.out / "timings.csv", index=False)
+    jobs = [
+        (task, seed, i)
+        for task in base  # Kang first: its folds also run the peers, the longest jobs
+        for seed in range(args.seeds)
+        for i in range(len(list(task_splits(task, 0))))
+    ]
+    common = dict(
+        requested=requested,
+        peers=sorted(peers),
+        budget=args.peer_budget,
+        config=config,
+        out=args.out,
+        with_rnadiff=not args.no_rnadiff,
+    )
+    all_rows, all_times = [], []
+    print(f"{len(jobs)} jobs on {args.jobs} worker(s), one thread each", flush=True)
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(run_job, *job, **common): job for job in jobs}
+        for future in as_completed(futures):
+            task, seed, _ = futures[future]
+            rows, times, fold, seconds = future.result()
+            all_rows.append(rows)
+            all_times.append(times)
+            print(f"{task} {fold} seed {seed}: {seconds:.0f} s", flush=True)
+            pd.concat(all_rows).to_csv(args.out / "folds.csv", index=False)
+            pd.concat(all_times).to_csv(args.out / "timings.csv", index=False)
     rows = pd.concat(all_rows)
     summary = summarize(rows)
     summary.to_csv(args.out / "summary.csv", index=False)
@@ -249,6 +283,8 @@ def main() -> None:
     meta = {
         "seeds": args.seeds,
         "max_steps": args.max_steps,
+        "jobs": args.jobs,
+        "bench_config": repr(config),
         "peers": sorted(peers),
         "peer_budget": args.peer_budget,
         "wall_s": time.perf_counter() - t_start,

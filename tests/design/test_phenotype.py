@@ -81,12 +81,16 @@ def test_unknown_genes_are_named_with_a_case_hint():
         Markers(up=("A",)).bind(GENES, reference=None)
 
 
-def test_signature_vector_objective_is_half_the_mean_squared_difference():
+def test_signature_vector_objective_is_half_the_squared_distance():
     bound = Signature(pd.Series({"A": 1.0, "C": 0.0}), tolerance=0.5).bind(GENES, reference=None)
-    x = np.array([[1.0, 9, 0.0, 9], [2.0, 9, 1.0, 9]])
-    assert np.allclose(bound.values(x), [0.0, -0.5 * (1 + 1) / 2])
-    assert np.allclose(bound.distance(x), [0.0, 1.0])  # RMS over the signature's genes
-    assert bound.meets(x).tolist() == [True, False]
+    x = np.array([[1.0, 9, 0.0, 9], [2.0, 9, 1.0, 9], [1.6, 9, 0.0, 9]])
+    assert np.allclose(bound.values(x), [0.0, -0.5 * (1 + 1), -0.5 * 0.36])
+    assert np.allclose(bound.distance(x), [0.0, np.sqrt(2), 0.6])
+    # met when the RMS difference over the signature's genes is within the tolerance
+    assert bound.meets(x).tolist() == [True, False, True]
+    xt = torch.tensor(x[1:2], dtype=torch.float32, requires_grad=True)
+    (grad,) = torch.autograd.grad(bound.objective(xt).sum(), xt)
+    assert bound.values((xt + grad).detach().numpy())[0] == pytest.approx(0, abs=1e-6)
     with pytest.raises(InputError, match="tolerance"):
         Signature({"A": 1.0}).bind(GENES, reference=None)
     with pytest.raises(InputError, match="empty"):

@@ -10,8 +10,10 @@ from rnadiff.evaluation.benchmark import (
     BenchConfig,
     baseline_predictions,
     prepare,
+    rnadiff_predictions,
     run_split,
     summarize,
+    unpredictable,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -98,6 +100,12 @@ def test_unseen_knock_out_is_reported_as_not_predictable(kang_small):
     preds = baseline_predictions(split, prep)[ev.name]
     assert "baseline: additive" not in preds and "baseline: linear (ridge)" not in preds
     assert "baseline: train mean" in preds
+    # rnadiff says it cannot, without training a model it could not use
+    assert unpredictable(split) == [ev.name]
+    out, timing, model = rnadiff_predictions(split, BenchConfig(max_steps=5))
+    assert out == {} and model is None and "never seen in training" in timing["note"]
+    kang_split = next(iter(splits.kang_loo_celltype(kang_small)))
+    assert unpredictable(kang_split) == []
 
 
 def test_run_split_scores_every_method_and_summarizes(kang_small):

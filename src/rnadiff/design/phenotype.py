@@ -241,8 +241,9 @@ class Signature(Phenotype):
         idx_t, n = torch.as_tensor(idx), len(idx)
 
         def objective(x: torch.Tensor) -> torch.Tensor:
-            # scaled so that the distance is the RMS difference over the signature's genes
-            return -0.5 * (x[:, idx_t] - target).pow(2).sum(dim=1) / n
+            # minus half the squared distance over the signature's genes: a unit step lands
+            # on the target (the check below uses the RMS difference, comparable across sizes)
+            return -0.5 * (x[:, idx_t] - target).pow(2).sum(dim=1)
 
         def meets(x: np.ndarray) -> np.ndarray:
             return np.sqrt(((x[:, idx] - values) ** 2).mean(axis=1)) <= tolerance

@@ -130,10 +130,32 @@ def baseline_predictions(split: Split, prep: Prepared) -> Predictions:
     return out
 
 
+def unpredictable(split: Split) -> list[str]:
+    """Evaluations whose target perturbation (or a part of it) never occurs in training."""
+    key, sep = split.setup.get("perturbation_key"), split.setup.get("combination_sep", "+")
+    if key is None:
+        return []
+    seen = {p for v in split.train.obs[key].astype(str).unique() for p in v.split(sep)}
+    return [
+        ev.name
+        for ev in split.evaluations
+        if key in ev.target and not set(str(ev.target[key]).split(sep)) <= seen
+    ]
+
+
 def rnadiff_predictions(
     split: Split, config: BenchConfig, *, progress: bool = False
-) -> tuple[Predictions, dict[str, float], RNADiffusion]:
-    """Train rnadiff on the split and predict every evaluation (counterfactual, generation)."""
+) -> tuple[Predictions, dict, RNADiffusion | None]:
+    """Train rnadiff on the split and predict every evaluation (counterfactual, generation).
+
+    When no evaluation can be predicted (every target perturbation is absent from training,
+    and rnadiff has no prior about perturbations it never saw), nothing is trained: the
+    timing says so and the model is ``None``.
+    """
+    missing = unpredictable(split)
+    if missing and len(missing) == len(split.evaluations):
+        note = f"cannot predict perturbations never seen in training: {missing}"
+        return {}, {"train_s": 0.0, "predict_s": 0.0, "note": note}, None
     train = split.train.copy()
     RNADiffusion.setup_anndata(train, **split.setup)
     model = RNADiffusion(train, config=config.model_config(), seed=split.seed)
@@ -226,7 +248,9 @@ def run_split(
     if with_rnadiff:
         ours, timing, model = rnadiff_predictions(split, config)
         timings.append({"method": "rnadiff", **timing})
-        for task in extras:
+        if model is None:
+            log(f"{split.task}/{split.fold}: rnadiff {timing['note']}")
+        for task in extras if model is not None else ():
             t0 = time.perf_counter()
             extra_rows += task(split, prep, model)
             timings.append(
