@@ -40,9 +40,9 @@ TransferOpt = Annotated[
     str,
     typer.Option(
         help="How a perturbation reaches a context (cell type, ...) where it was never measured "
-        "(seen combinations always use the joint condition): guide (guidance on the "
-        "perturbation, scale 3 by default), compose (control in that context plus the "
-        "perturbation's effect learned across contexts, scale 1.5), or none."
+        "(seen combinations always use the joint condition): compose (default: control in "
+        "that context plus the perturbation's effect learned across contexts, scale 1.5), "
+        "guide (guidance on the perturbation, scale 3), or none."
     ),
 ]
 TransferScale = Annotated[
@@ -140,16 +140,16 @@ def train(
     ] = 2000,
     max_steps: Annotated[
         int, typer.Option(help="Total optimizer steps (a resumed run continues up to this).")
-    ] = 4000,
-    batch_size: Annotated[int, typer.Option(help="Cells per minibatch.")] = 256,
+    ] = 1200,
+    batch_size: Annotated[int, typer.Option(help="Cells per minibatch.")] = 128,
     lr: Annotated[
         float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")
-    ] = 1e-3,
+    ] = 2e-3,
     checkpoint_every: Annotated[
         int, typer.Option(help="Steps between checkpoints in --out.")
     ] = 1000,
-    width: Annotated[int, typer.Option(help="Hidden width of the denoiser network.")] = 512,
-    depth: Annotated[int, typer.Option(help="Residual blocks of the denoiser network.")] = 4,
+    width: Annotated[int, typer.Option(help="Hidden width of the denoiser network.")] = 256,
+    depth: Annotated[int, typer.Option(help="Residual blocks of the denoiser network.")] = 3,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue training from the checkpoint in --out.")
     ] = False,
@@ -195,7 +195,7 @@ def train(
             preprocess=PreprocessConfig(input=input, n_top_genes=n_top_genes or None),
             network=NetworkConfig(width=width, depth=depth),
         )
-        model = RNADiffusion(adata, config=config)
+        model = RNADiffusion(adata, config=config, seed=seed)
         model.train(config=train_cfg, checkpoint_dir=out, progress=not quiet)
     model.save(out)
     last = model.history[-1]["loss"] if model.history else float("nan")
@@ -224,7 +224,7 @@ def generate(
     sampler: Sampler = "dpmpp_2m",
     steps: Steps = 20,
     guidance: GuidanceOpt = "1",
-    transfer: TransferOpt = "guide",
+    transfer: TransferOpt = "compose",
     transfer_scale: TransferScale = None,
     seed: Seed = 0,
     quiet: Quiet = False,
@@ -291,7 +291,7 @@ def predict(
     sampler: Sampler = "dpmpp_2m",
     steps: Steps = 20,
     guidance: GuidanceOpt = "1",
-    transfer: TransferOpt = "guide",
+    transfer: TransferOpt = "compose",
     transfer_scale: TransferScale = None,
     seed: Seed = 0,
     quiet: Quiet = False,
@@ -597,10 +597,10 @@ def demo(
     holdout: Annotated[
         str, typer.Option(help="Cell type whose stimulated cells are held out.")
     ] = "CD14+ Monocytes",
-    max_steps: Annotated[int, typer.Option(help="Training steps.")] = 2000,
+    max_steps: Annotated[int, typer.Option(help="Training steps.")] = 1200,
     steps: Steps = 20,
     guidance: GuidanceOpt = "1",
-    transfer: TransferOpt = "guide",
+    transfer: TransferOpt = "compose",
     transfer_scale: TransferScale = None,
     data: Annotated[
         Path | None,

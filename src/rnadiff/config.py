@@ -62,8 +62,8 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    width: int = 512  # hidden width of the residual MLP
-    depth: int = 4  # residual blocks
+    width: int = 256  # hidden width of the residual MLP
+    depth: int = 3  # residual blocks
     emb_dim: int = 128  # width of the condition and noise-level embeddings
     dropout: float = 0.0
 
@@ -99,13 +99,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_steps: int = 4000  # optimizer steps in total (a resumed run continues up to this)
-    batch_size: int = 256
-    lr: float = 1e-3  # peak learning rate of AdamW
+    max_steps: int = 1200  # optimizer steps in total (a resumed run continues up to this)
+    batch_size: int = 128
+    lr: float = 2e-3  # peak learning rate of AdamW
     weight_decay: float = 1e-4
-    warmup_steps: int = 100  # linear warm-up, then cosine decay to lr_min_ratio * lr
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to lr_min_ratio * lr
     lr_min_ratio: float = 0.05
-    ema_decay: float = 0.999  # EMA of the weights, used for sampling
+    ema_decay: float = 0.995  # EMA of the weights, used for sampling
     grad_clip: float = 1.0  # max global gradient norm
     seed: int = 0
     checkpoint_every: int = 1000  # steps between checkpoints when a checkpoint dir is given

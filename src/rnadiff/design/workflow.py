@@ -71,7 +71,7 @@ def design(
     langevin_steps: int = 0,
     snr: float = 0.1,
     guidance=1.0,
-    transfer="guide",
+    transfer="compose",
     transfer_scale: float | None = None,
     sampler: str = "dpmpp_2m",
     steps: int = 20,
