@@ -37,7 +37,6 @@ format: install
 # Peers (scGen, CPA, Squidiff) take part when installed with `make peers`.
 bench: install
 	$(BIN)/python benchmarks/run.py --out benchmarks/results
-	$(BIN)/python benchmarks/kang_transfer.py --out benchmarks/results/kang_transfer.csv
 
 peers:
 	bash benchmarks/peers/install.sh all
