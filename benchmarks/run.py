@@ -184,7 +184,9 @@ def plots_for(out: Path):
     return on_predictions
 
 
-def markdown(summary: pd.DataFrame) -> str:
+def markdown(summary: pd.DataFrame, timings: pd.DataFrame | None = None) -> str:
+    """Mean ± sd per method and headline metric, per task; notes of methods that could not run
+    and training / prediction time per method."""
     lines = []
     for task, frame in summary.groupby("task"):
         frame = frame[frame.metric.isin(HEADLINE)]
@@ -201,7 +203,26 @@ def markdown(summary: pd.DataFrame) -> str:
         ]
         lines += [f"| {m} | " + " | ".join(row) + " |" for m, row in table.iterrows()]
         lines.append("")
+        if timings is not None and "task" in timings:
+            lines += _notes(timings[timings.task == task])
     return "\n".join(lines)
+
+
+def _notes(times: pd.DataFrame) -> list[str]:
+    out = []
+    for column in ("note", "error"):
+        if column in times:
+            for (method, text), group in times.dropna(subset=[column]).groupby(["method", column]):
+                out.append(f"- {method}: {text} ({len(group)} splits)")
+    ran = times[times.get("train_s", pd.Series(dtype=float)).fillna(0) > 0]
+    if len(ran):
+        per = ran.groupby("method")[["train_s", "predict_s"]].mean()
+        for method, row in per.iterrows():
+            out.append(
+                f"- time, {method}: train {row.train_s:.0f} s, predict {row.predict_s:.1f} s "
+                "per split (mean)"
+            )
+    return [*out, ""] if out else []
 
 
 def main() -> None:
@@ -221,6 +242,13 @@ def main() -> None:
     parser.add_argument("--peer-budget", default="quick", choices=["quick", "full"])
     parser.add_argument("--no-rnadiff", action="store_true", help="baselines and peers only")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--reuse-peers",
+        type=Path,
+        default=None,
+        help="take the peers' rows and timings from this earlier results folder (same splits, "
+        "seeds and budget) instead of running them again",
+    )
     parser.add_argument(
         "--jobs", type=int, default=2, help="splits run at once, one thread each (2 cores: 2)"
     )
@@ -259,6 +287,14 @@ def main() -> None:
         with_rnadiff=not args.no_rnadiff,
     )
     all_rows, all_times = [], []
+    if args.reuse_peers is not None:  # peers' rows of an earlier run on the same splits
+        old_rows = pd.read_csv(args.reuse_peers / "folds.csv")
+        old_times = pd.read_csv(args.reuse_peers / "timings.csv")
+        names = set(args.peers.split(",")) - {""}
+        all_rows.append(old_rows[old_rows.method.isin(names) & old_rows.task.isin(base)])
+        all_times.append(old_times[old_times.method.isin(names) & old_times.task.isin(base)])
+        common["peers"] = []
+        print(f"reusing {sorted(names)} from {args.reuse_peers}", flush=True)
     print(f"{len(jobs)} jobs on {args.jobs} worker(s), one thread each", flush=True)
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = {pool.submit(run_job, *job, **common): job for job in jobs}
@@ -273,7 +309,8 @@ def main() -> None:
     rows = pd.concat(all_rows)
     summary = summarize(rows)
     summary.to_csv(args.out / "summary.csv", index=False)
-    (args.out / "summary.md").write_text(markdown(summary))
+    times = pd.concat(all_times)
+    (args.out / "summary.md").write_text(markdown(summary, times))
     if "kang_loo_celltype" in set(rows.task):
         plot_fold_bars(
             rows[rows.task == "kang_loo_celltype"],
@@ -287,11 +324,12 @@ def main() -> None:
         "bench_config": repr(config),
         "peers": sorted(peers),
         "peer_budget": args.peer_budget,
+        "reused_peers_from": str(args.reuse_peers) if args.reuse_peers else None,
         "wall_s": time.perf_counter() - t_start,
         "python": sys.version.split()[0],
     }
     (args.out / "run.json").write_text(json.dumps(meta, indent=1))
-    print(markdown(summary))
+    print(markdown(summary, times))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,23 @@ def _kang_small_session() -> ad.AnnData:
     return sub[:, genes].copy()
 
 
+@pytest.fixture(scope="session")
+def kang_per_group():
+    """``kang_per_group(n)``: Kang 2018 with at most ``n`` seeded cells per cell type x
+    condition and every gene (a new AnnData on each call)."""
+
+    def make(n: int) -> ad.AnnData:
+        adata = ad.read_h5ad(real_data_file(KANG_FILE))
+        rng = np.random.default_rng(0)
+        keep = []
+        groups = adata.obs.groupby(["cluster_id", "group_id"], observed=True).indices
+        for idx in groups.values():
+            keep.extend(rng.choice(idx, size=min(len(idx), n), replace=False))
+        return adata[np.sort(keep)].copy()
+
+    return make
+
+
 @pytest.fixture
 def kang_small(_kang_small_session) -> ad.AnnData:
     """400 Kang 2018 PBMCs (40 per cell type x ctrl/stim) x 300 genes; X raw counts (sparse).

@@ -1,9 +1,5 @@
 """From a slice of the real Kang 2018 data to a trained model, predictions and metrics."""
 
-import os
-from pathlib import Path
-
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,21 +8,12 @@ from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, 
 from rnadiff.data.preprocessing import log_expression
 from rnadiff.evaluation.metrics import response_metrics
 
-DATA = Path(os.environ.get("RNADIFF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data"))
-KANG = DATA / "kang2018_ifnb_pbmc_counts.h5ad"
 HOLDOUT = "CD14+ Monocytes"
 
 
 @pytest.fixture(scope="module")
-def kang():
-    if not KANG.is_file():
-        pytest.skip(f"real data not found at {KANG}")
-    adata = ad.read_h5ad(KANG)
-    rng = np.random.default_rng(0)
-    keep = []
-    for _, idx in adata.obs.groupby(["cluster_id", "group_id"], observed=True).indices.items():
-        keep.extend(rng.choice(idx, size=min(len(idx), 80), replace=False))
-    return adata[np.sort(keep)].copy()
+def kang(kang_per_group):
+    return kang_per_group(80)
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,15 @@ TransferOpt = Annotated[
         "guide (guidance on the perturbation, scale 3), or none."
     ),
 ]
+GenePrior = Annotated[
+    bool,
+    typer.Option(
+        "--gene-prior",
+        help="Allow a perturbation never seen in training if its target is one of the model's "
+        "genes: it is represented by the seen perturbations of the genes whose expression "
+        "co-varies most with it (the mix is logged and stored in .uns).",
+    ),
+]
 TransferScale = Annotated[
     float | None,
     typer.Option(help="Strength of --transfer (default: 3 for guide, 1.5 for compose)."),
@@ -226,6 +235,7 @@ def generate(
     guidance: GuidanceOpt = "1",
     transfer: TransferOpt = "compose",
     transfer_scale: TransferScale = None,
+    gene_prior: GenePrior = False,
     seed: Seed = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -248,6 +258,7 @@ def generate(
         guidance=_guidance(guidance),
         transfer=transfer,
         transfer_scale=transfer_scale,
+        prior=gene_prior,
         seed=seed,
         progress=not quiet,
     )
@@ -293,6 +304,7 @@ def predict(
     guidance: GuidanceOpt = "1",
     transfer: TransferOpt = "compose",
     transfer_scale: TransferScale = None,
+    gene_prior: GenePrior = False,
     seed: Seed = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -314,6 +326,7 @@ def predict(
         transfer=transfer,
         transfer_scale=transfer_scale,
         encode_sigma=encode_sigma,
+        prior=gene_prior,
         seed=seed,
         progress=not quiet,
     )

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from rnadiff._version import __version__
+from rnadiff.conditioning.prior import expression_prior, gene_vectors
 from rnadiff.config import ModelConfig, TrainConfig
 from rnadiff.data.covariates import CovariateRegistry, conditions_frame
 from rnadiff.data.preprocessing import (
@@ -76,6 +77,7 @@ class RNADiffusion:
             self._init(config, setup, registry, state)
         self.seen = self._condition_keys(adata.obs)
         self.adata = adata
+        self.gene_vectors = self._gene_vectors(adata, seed)
 
     def _init(self, config, setup, registry, state) -> None:
         self.config, self.setup, self.registry, self.preprocess = config, setup, registry, state
@@ -91,6 +93,8 @@ class RNADiffusion:
         self._trainer_state: tuple[dict, dict] | None = None
         self.step, self.history, self.adata = 0, [], None
         self.seen: set[tuple[str, ...]] = set()
+        self.gene_vectors: np.ndarray | None = None  # expression prior of unseen perturbations
+        self._last_prior: dict[str, dict[str, float]] = {}
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -241,6 +245,7 @@ class RNADiffusion:
         guidance: Guidance = 1.0,
         transfer: Transfer = "compose",
         transfer_scale: float | None = None,
+        prior: bool = False,
         seed: int = 0,
         batch_size: int = 2048,
         progress: bool = True,
@@ -276,6 +281,11 @@ class RNADiffusion:
             ``transfer_scale`` (default 3). ``"none"``: the joint conditional.
         transfer_scale
             Strength of the transfer; ``None``: the default of the chosen ``transfer``.
+        prior
+            Allow perturbations never seen in training whose target is one of the model's
+            genes: each is represented by a mix of the seen perturbations of the genes whose
+            expression co-varies most with it (:mod:`rnadiff.conditioning.prior`); the mix is
+            logged and stored in ``uns['rnadiff']['perturbation_prior']``.
         seed
             Seed of the initial noise; the same seed gives the same cells.
         batch_size
@@ -295,7 +305,8 @@ class RNADiffusion:
         if n_cells < 1:
             raise InputError(f"n_cells must be at least 1, got {n_cells}")
         obs = frame.loc[frame.index.repeat(n_cells)].reset_index(names="rnadiff_condition")
-        cond = self._cond(obs, allow_missing=True)
+        cond = self._cond(obs, allow_missing=True, prior=prior)
+        used_prior = dict(self._last_prior)
         gen = torch.Generator().manual_seed(seed)
         sigmas = self._sigmas(steps)
         x = torch.randn(len(obs), len(self.preprocess.genes), generator=gen) * float(sigmas[0])
@@ -322,6 +333,7 @@ class RNADiffusion:
                 "transfer": transfer,
                 "transferred_cells": int(mask.sum()),
                 "transfer_scale": _transfer_scale(transfer, transfer_scale),
+                "perturbation_prior": used_prior,
                 "seed": seed,
             },
         )
@@ -339,6 +351,7 @@ class RNADiffusion:
         transfer: Transfer = "compose",
         transfer_scale: float | None = None,
         encode_sigma: float | None = None,
+        prior: bool = False,
         seed: int = 0,
         batch_size: int = 2048,
         progress: bool = True,
@@ -358,7 +371,7 @@ class RNADiffusion:
             ``"counterfactual"``: encode each cell to noise with the probability-flow ODE
             under its own condition, decode under the target (the cell's identity is kept);
             ``"generate"``: sample new cells under each cell's target condition.
-        sampler, steps, guidance, transfer, transfer_scale, seed, batch_size, progress
+        sampler, steps, guidance, transfer, transfer_scale, prior, seed, batch_size, progress
             As in :meth:`generate`; ``guidance`` and ``transfer`` apply to decoding.
         encode_sigma
             Counterfactual only: noise level the cells are encoded to (default ``sigma_max``,
@@ -392,7 +405,8 @@ class RNADiffusion:
             obs_tgt[key] = (
                 pd.Categorical([value] * len(obs_tgt)) if isinstance(value, str) else value
             )
-        cond_tgt = self._cond(obs_tgt)
+        cond_tgt = self._cond(obs_tgt, prior=prior)
+        used_prior = dict(self._last_prior)
         gen = torch.Generator().manual_seed(seed)
         sigma_max = float(encode_sigma or self.config.diffusion.sigma_max)
         sigmas = self._sigmas(steps, sigma_max=sigma_max)
@@ -423,6 +437,7 @@ class RNADiffusion:
             "transferred_cells": int(mask.sum()),
             "transfer_scale": _transfer_scale(transfer, transfer_scale),
             "encode_sigma": sigma_max,
+            "perturbation_prior": used_prior,
             "target": {k: str(v) for k, v in changes.items()},
         }
         out = self._to_anndata(z, obs_tgt, info)
@@ -637,11 +652,65 @@ class RNADiffusion:
             log_expression(adata, self.preprocess, layer=self.setup.get("layer")), self.preprocess
         )
 
-    def _cond(self, obs: pd.DataFrame, *, allow_missing: bool = False) -> dict[str, torch.Tensor]:
+    def _cond(
+        self, obs: pd.DataFrame, *, allow_missing: bool = False, prior: bool = False
+    ) -> dict[str, torch.Tensor]:
+        soft = self._prior_map(obs, use=prior)
         return {
             k: torch.from_numpy(v)
-            for k, v in self.registry.encode(obs, allow_missing=allow_missing).items()
+            for k, v in self.registry.encode(obs, allow_missing=allow_missing, soft=soft).items()
         }
+
+    def _gene_vectors(self, adata: ad.AnnData, seed: int, max_cells: int = 5000) -> np.ndarray:
+        x = self._model_space(adata)
+        if x.shape[0] > max_cells:
+            rng = np.random.default_rng(seed)
+            x = x[np.sort(rng.choice(x.shape[0], max_cells, replace=False))]
+        return gene_vectors(x)
+
+    def _prior_map(self, obs: pd.DataFrame, *, use: bool) -> dict | None:
+        """Soft encodings of perturbations never seen in training that are the model's genes."""
+        pkey = self.registry.perturbation_key
+        self._last_prior = {}
+        if pkey is None or pkey not in obs:
+            return None
+        cov = self.registry[pkey]
+        values = obs[pkey].dropna().astype(str).unique()
+        unseen = sorted({p for v in values for p in cov.parts(v)} - set(cov.tokens))
+        if not unseen:
+            return None
+        genes = set(self.preprocess.genes)
+        if not use:
+            as_genes = [p for p in unseen if p in genes]
+            if as_genes:
+                raise InputError(
+                    f"unknown perturbation {as_genes[0]!r} in column {pkey!r}: never seen in "
+                    "training, but it is one of the model's genes; pass prior=True "
+                    "(--gene-prior) to predict it from the perturbations of the seen genes "
+                    "whose expression co-varies with it"
+                )
+            return None  # the registry names the unknown value
+        if self.gene_vectors is None:
+            raise InputError("this model has no gene expression prior (saved by an older version)")
+        candidates = {t: t for t in cov.tokens if t != self.registry.control}
+        for p in unseen:
+            if p not in genes:
+                raise InputError(
+                    f"no prior for perturbation {p!r}: it was never seen in training and is not "
+                    "one of the model's genes, so its expression cannot stand in for it"
+                )
+            weights = expression_prior(p, candidates, self.preprocess.genes, self.gene_vectors)
+            if not weights:
+                raise InputError(
+                    f"no prior for perturbation {p!r}: no seen perturbation targets a model gene"
+                )
+            self._last_prior[p] = weights
+            logger.info(
+                "rnadiff: %r was never seen in training; expression prior: %s",
+                p,
+                " + ".join(f"{w:.2f} x {t}" for t, w in weights.items()),
+            )
+        return {pkey: dict(self._last_prior)}
 
     def _sigmas(self, steps: int, *, sigma_max: float | None = None) -> torch.Tensor:
         d = self.config.diffusion
@@ -794,6 +863,8 @@ class RNADiffusion:
         weights |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()}
         weights["preprocess.mean"] = torch.from_numpy(self.preprocess.mean)
         weights["preprocess.std"] = torch.from_numpy(self.preprocess.std)
+        if self.gene_vectors is not None:
+            weights["prior.gene_vectors"] = torch.from_numpy(self.gene_vectors)
         tensors = {"weights": weights}
         if self._trainer_state is not None:
             meta["trainer"], tensors["trainer"] = self._trainer_state
@@ -835,6 +906,8 @@ class RNADiffusion:
         model.denoiser.eval()
         model.step, model.history = meta["step"], meta["history"]
         model.seen = {tuple(row) for row in meta.get("seen_conditions", [])}
+        if "prior.gene_vectors" in weights:
+            model.gene_vectors = weights["prior.gene_vectors"].numpy()
         if meta.get("train_config"):
             model.train_config = TrainConfig(**meta["train_config"])
         if "trainer" in tensors:

@@ -1,9 +1,5 @@
 """design() and rank_perturbations() on a small model of the real Kang 2018 data."""
 
-import os
-from pathlib import Path
-
-import anndata as ad
 import numpy as np
 import pytest
 
@@ -11,21 +7,12 @@ from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, 
 from rnadiff.design import CellState, Markers
 from rnadiff.errors import InputError
 
-DATA = Path(os.environ.get("RNADIFF_DATA_DIR", Path(__file__).resolve().parents[3] / "shared/data"))
-KANG = DATA / "kang2018_ifnb_pbmc_counts.h5ad"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def kang():
-    if not KANG.is_file():
-        pytest.skip(f"real data not found at {KANG}")
-    adata = ad.read_h5ad(KANG)
-    rng = np.random.default_rng(0)
-    keep = []
-    for _, idx in adata.obs.groupby(["cluster_id", "group_id"], observed=True).indices.items():
-        keep.extend(rng.choice(idx, size=min(len(idx), 60), replace=False))
-    return adata[np.sort(keep)].copy()
+def kang(kang_per_group):
+    return kang_per_group(60)
 
 
 @pytest.fixture(scope="module")

@@ -131,12 +131,20 @@ class CovariateRegistry:
                 return cov
         raise InputError(f"{key!r} is not a covariate of this model; covariates: {self.keys}")
 
-    def encode(self, obs: pd.DataFrame, *, allow_missing: bool = False) -> dict[str, np.ndarray]:
+    def encode(
+        self,
+        obs: pd.DataFrame,
+        *,
+        allow_missing: bool = False,
+        soft: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+    ) -> dict[str, np.ndarray]:
         """Encode the covariates of each row of ``obs`` as model condition arrays.
 
         Categorical covariates become multi-hot float32 ``(n, n_tokens)`` matrices, continuous ones
         standardized float32 vectors. With ``allow_missing``, absent columns and missing values
-        (None/NaN) become the null value (zero row, NaN), i.e. "unspecified".
+        (None/NaN) become the null value (zero row, NaN), i.e. "unspecified". ``soft``:
+        ``{covariate: {unseen token: {known token: weight}}}`` encodes an unseen token as a
+        weighted mix of known ones (see :mod:`rnadiff.conditioning.prior`).
         """
         out = {}
         n = len(obs)
@@ -151,7 +159,9 @@ class CovariateRegistry:
             if missing.any() and not allow_missing:
                 raise InputError(f"column {cov.key!r} has {int(missing.sum())} missing values")
             if cov.categorical:
-                out[cov.key] = self._encode_categorical(cov, column, missing)
+                out[cov.key] = self._encode_categorical(
+                    cov, column, missing, (soft or {}).get(cov.key)
+                )
             else:
                 v = np.full(n, np.nan)
                 if (~missing).any():
@@ -162,22 +172,32 @@ class CovariateRegistry:
                 out[cov.key] = v.astype(np.float32)
         return out
 
-    def _encode_categorical(self, cov: Covariate, column: pd.Series, missing: np.ndarray):
+    def _encode_categorical(
+        self,
+        cov: Covariate,
+        column: pd.Series,
+        missing: np.ndarray,
+        soft: Mapping[str, Mapping[str, float]] | None = None,
+    ):
         index = {t: i for i, t in enumerate(cov.tokens)}
+        soft = soft or {}
         codes, uniques = pd.factorize(column.astype(str))
         rows = np.zeros((len(uniques), len(cov.tokens)), dtype=np.float32)
         for u, value in enumerate(uniques):
             parts = cov.parts(value)
-            unknown = [p for p in parts if p not in index]
+            for p in parts:  # an unseen token standing for a mix of known ones (a prior)
+                for known, w in soft.get(p, {}).items():
+                    rows[u, index[known]] += w
+            unknown = [p for p in parts if p not in index and p not in soft]
             if unknown and not missing[codes == u].all():
                 what = "perturbation" if cov.role == "perturbation" else "value"
                 raise InputError(
                     f"unknown {what} {unknown[0]!r} in column {cov.key!r}; the model knows "
                     f"{len(cov.tokens)}: {list(cov.tokens)[:20]}"
                 )
-            for p in parts:
+            for p in dict.fromkeys(parts):  # each known part once, added to any prior mix
                 if p in index:
-                    rows[u, index[p]] = 1.0
+                    rows[u, index[p]] += 1.0
         encoded = rows[codes]
         encoded[missing] = 0.0
         return encoded

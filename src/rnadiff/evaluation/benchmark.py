@@ -130,16 +130,19 @@ def baseline_predictions(split: Split, prep: Prepared) -> Predictions:
     return out
 
 
-def unpredictable(split: Split) -> list[str]:
-    """Evaluations whose target perturbation (or a part of it) never occurs in training."""
+def unpredictable(split: Split, *, gene_prior: bool = True) -> list[str]:
+    """Evaluations whose target perturbation (or a part of it) never occurs in training and,
+    with ``gene_prior``, is not a gene of the training data either (no expression prior)."""
     key, sep = split.setup.get("perturbation_key"), split.setup.get("combination_sep", "+")
     if key is None:
         return []
-    seen = {p for v in split.train.obs[key].astype(str).unique() for p in v.split(sep)}
+    known = {p for v in split.train.obs[key].astype(str).unique() for p in v.split(sep)}
+    if gene_prior:
+        known |= set(split.train.var_names)
     return [
         ev.name
         for ev in split.evaluations
-        if key in ev.target and not set(str(ev.target[key]).split(sep)) <= seen
+        if key in ev.target and not set(str(ev.target[key]).split(sep)) <= known
     ]
 
 
@@ -148,13 +151,16 @@ def rnadiff_predictions(
 ) -> tuple[Predictions, dict, RNADiffusion | None]:
     """Train rnadiff on the split and predict every evaluation (counterfactual, generation).
 
-    When no evaluation can be predicted (every target perturbation is absent from training,
-    and rnadiff has no prior about perturbations it never saw), nothing is trained: the
-    timing says so and the model is ``None``.
+    Perturbations never seen in training are predicted with the gene expression prior
+    (``prior=True``) when their target is one of the model's genes. When no evaluation can be
+    predicted, nothing is trained: the timing says so and the model is ``None``.
     """
     missing = unpredictable(split)
     if missing and len(missing) == len(split.evaluations):
-        note = f"cannot predict perturbations never seen in training: {missing}"
+        note = (
+            f"cannot predict perturbations never seen in training that are not genes of the "
+            f"data (no expression prior): {missing}"
+        )
         return {}, {"train_s": 0.0, "predict_s": 0.0, "note": note}, None
     train = split.train.copy()
     RNADiffusion.setup_anndata(train, **split.setup)
@@ -163,7 +169,8 @@ def rnadiff_predictions(
     model.train(config=config.train_config(split.seed), progress=progress)
     timing = {"train_s": time.perf_counter() - t0, "predict_s": 0.0}
     out: Predictions = {}
-    kw = dict(steps=config.sampler_steps, seed=split.seed, progress=False)
+    # perturbations never seen in training are predicted from the expression prior
+    kw = dict(steps=config.sampler_steps, seed=split.seed, progress=False, prior=True)
     for ev in split.evaluations:
         t0 = time.perf_counter()
         try:

@@ -99,14 +99,16 @@ def sample_dpmpp_2m(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     progress: bool = False,
+    corrector: Callable[[torch.Tensor, float], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M), a 2nd-order multistep solver: one denoiser call per step.
 
     Lu et al. 2022 ("DPM-Solver++"), Algorithm 2, in the sigma parametrisation with
-    ``t = -log(sigma)``.
+    ``t = -log(sigma)``. ``corrector(x, sigma) -> x``, if given, runs after every step that
+    ends above noise level 0 (see :func:`sample_langevin`).
     """
     old_denoised, h_last = None, None
-    for i in _steps(sigmas, progress, "dpmpp_2m"):
+    for i in _steps(sigmas, progress, "dpmpp_2m" if corrector is None else "predictor-corrector"):
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = _denoise(denoiser, x, s, cond)
         if s_next == 0:
@@ -119,6 +121,8 @@ def sample_dpmpp_2m(
                 d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
             x = (s_next / s) * x - math.expm1(-h) * d
             h_last = h
+            if corrector is not None:
+                x = corrector(x, s_next)
         old_denoised = denoised
         if callback is not None:
             callback({"i": i, "x": x, "sigma": s, "denoised": denoised})
@@ -167,34 +171,22 @@ def sample_langevin(
 ) -> torch.Tensor:
     """Predictor-corrector: a DPM-Solver++(2M) step, then ``n_corrector`` Langevin steps at
     the new noise level (none at the last, noise-free level)."""
-    old_denoised, h_last = None, None
-    for i in _steps(sigmas, progress, "langevin"):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = _denoise(denoiser, x, s, cond)
-        if s_next == 0:
-            x = denoised
-        else:
-            h = math.log(s) - math.log(s_next)
-            d = denoised
-            if old_denoised is not None:
-                r = h_last / h
-                d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-            x = (s_next / s) * x - math.expm1(-h) * d
-            h_last = h
-            if n_corrector > 0:
-                x = langevin_corrector(
-                    denoiser,
-                    x,
-                    s_next,
-                    cond=cond,
-                    generator=generator,
-                    n_steps=n_corrector,
-                    snr=snr,
-                )
-        old_denoised = denoised
-        if callback is not None:
-            callback({"i": i, "x": x, "sigma": s, "denoised": denoised})
-    return x
+
+    def corrector(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        return langevin_corrector(
+            denoiser, x, sigma, cond=cond, generator=generator, n_steps=n_corrector, snr=snr
+        )
+
+    return sample_dpmpp_2m(
+        denoiser,
+        x,
+        sigmas,
+        cond=cond,
+        generator=generator,
+        callback=callback,
+        progress=progress,
+        corrector=corrector if n_corrector > 0 else None,
+    )
 
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
