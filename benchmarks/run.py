@@ -243,6 +243,11 @@ def main() -> None:
     parser.add_argument("--no-rnadiff", action="store_true", help="baselines and peers only")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument(
+        "--update",
+        action="store_true",
+        help="re-run only --tasks and keep every other task's rows already in --out",
+    )
+    parser.add_argument(
         "--reuse-peers",
         type=Path,
         default=None,
@@ -287,6 +292,13 @@ def main() -> None:
         with_rnadiff=not args.no_rnadiff,
     )
     all_rows, all_times = [], []
+    if args.update:  # keep the other tasks' results of the earlier run in --out
+        ran = set(base) | {e for e in EXTRA_TASKS if EXTRA_TASKS[e][0] in base}
+        old_rows = pd.read_csv(args.out / "folds.csv")
+        old_times = pd.read_csv(args.out / "timings.csv")
+        all_rows.append(old_rows[~old_rows.task.isin(ran)])
+        all_times.append(old_times[~old_times.task.isin(base)])
+        print(f"updating {sorted(ran)} in {args.out}", flush=True)
     if args.reuse_peers is not None:  # peers' rows of an earlier run on the same splits
         old_rows = pd.read_csv(args.reuse_peers / "folds.csv")
         old_times = pd.read_csv(args.reuse_peers / "timings.csv")
@@ -325,10 +337,16 @@ def main() -> None:
         "peers": sorted(peers),
         "peer_budget": args.peer_budget,
         "reused_peers_from": str(args.reuse_peers) if args.reuse_peers else None,
+        "updated_tasks": base if args.update else None,
         "wall_s": time.perf_counter() - t_start,
         "python": sys.version.split()[0],
     }
-    (args.out / "run.json").write_text(json.dumps(meta, indent=1))
+    previous = args.out / "run.json"
+    if args.update and previous.is_file():  # the first run's settings stay; updates are added
+        first = json.loads(previous.read_text())
+        first.setdefault("updates", []).append(meta)
+        meta = first
+    previous.write_text(json.dumps(meta, indent=1))
     print(markdown(summary, times))
 
 
