@@ -8,6 +8,7 @@ import torch
 from rnadiff.design import (
     combine_ranks,
     denoising_errors,
+    log_uniform_levels,
     random_ranking_metrics,
     ranking_metrics,
     training_noise_levels,
@@ -20,6 +21,13 @@ def test_noise_levels_sit_at_quantiles_of_the_training_distribution():
     assert float(s[2]) == pytest.approx(np.exp(-1.2), rel=1e-5)  # the median
     with pytest.raises(ValueError):
         training_noise_levels(0, p_mean=0, p_std=1)
+
+
+def test_log_uniform_levels_span_the_range_geometrically():
+    s = log_uniform_levels(3, 1.0, 4.0)
+    assert torch.allclose(s, torch.tensor([1.0, 2.0, 4.0]))
+    with pytest.raises(ValueError):
+        log_uniform_levels(2, 0.0, 1.0)
 
 
 def class_denoiser(means: torch.Tensor, std: float):

@@ -18,6 +18,7 @@ from rnadiff.design.phenotype import (
 from rnadiff.design.ranking import (
     combine_ranks,
     denoising_errors,
+    log_uniform_levels,
     random_ranking_metrics,
     ranking_metrics,
     training_noise_levels,
@@ -34,6 +35,7 @@ __all__ = [
     "combine_ranks",
     "denoising_errors",
     "fit_logistic",
+    "log_uniform_levels",
     "random_ranking_metrics",
     "ranking_metrics",
     "training_noise_levels",

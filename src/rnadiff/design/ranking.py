@@ -23,6 +23,13 @@ def training_noise_levels(n: int, *, p_mean: float, p_std: float) -> torch.Tenso
     return torch.as_tensor(np.exp(p_mean + p_std * stats.norm.ppf(u)), dtype=torch.float32)
 
 
+def log_uniform_levels(n: int, lo: float, hi: float) -> torch.Tensor:
+    """``n`` noise levels evenly spaced in ``log sigma`` from ``lo`` to ``hi``."""
+    if n < 1 or not 0 < lo <= hi:
+        raise ValueError(f"need n >= 1 and 0 < lo <= hi, got {n}, {lo}, {hi}")
+    return torch.as_tensor(np.geomspace(lo, hi, n), dtype=torch.float32)
+
+
 @torch.no_grad()
 def denoising_errors(
     denoiser: Denoiser,

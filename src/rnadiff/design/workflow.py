@@ -24,7 +24,7 @@ from rnadiff.design.ranking import (
     combine_ranks,
     cosine,
     denoising_errors,
-    training_noise_levels,
+    log_uniform_levels,
 )
 from rnadiff.errors import InputError
 from rnadiff.evaluation.realism import nearest_neighbor_ratio
@@ -223,6 +223,7 @@ def rank_perturbations(
     max_target_cells: int = 200,
     n_noise_levels: int = 12,
     n_draws: int = 2,
+    noise_range: tuple[float, float] = (0.75, 3.0),
     steps: int = 20,
     design_scale: float = 1.0,
     seed: int = 0,
@@ -316,11 +317,12 @@ def rank_perturbations(
             obs[key] = value
         conds.append(model._cond(obs, allow_missing=True))
     d = model.config.diffusion
+    lo, hi = noise_range
     errors = denoising_errors(
         model.ema,
         z,
         conds,
-        training_noise_levels(n_noise_levels, p_mean=d.p_mean, p_std=d.p_std),
+        log_uniform_levels(n_noise_levels, lo * d.sigma_data, hi * d.sigma_data),
         n_draws=n_draws,
         sigma_data=d.sigma_data,
         generator=torch.Generator().manual_seed(seed),
@@ -331,7 +333,14 @@ def rank_perturbations(
     table["likelihood_score"] = (ctrl_err - cand_err).mean(axis=1)
     votes = np.bincount(cand_err.argmin(axis=0), minlength=len(names))
     table["vote_share"] = votes / cand_err.shape[1]
-    ranked = combine_ranks(table, {"likelihood_score": True, "phenotype_score": True})
+    # ties go to the direct score: the likelihood of target cells, the generation score of a
+    # specification (its likelihood is computed on designed cells, one step removed)
+    order = (
+        ["likelihood_score", "phenotype_score"]
+        if is_cells
+        else ["phenotype_score", "likelihood_score"]
+    )
+    ranked = combine_ranks(table, dict.fromkeys(order, True))
     ranked.attrs["rnadiff_rank"] = {
         "target": "cells" if is_cells else bound.description,
         "n_target_cells": int(cells.shape[0]),
