@@ -260,13 +260,12 @@ def main() -> None:
     args = parser.parse_args()
     config = BenchConfig(max_steps=args.max_steps)
     args.out.mkdir(parents=True, exist_ok=True)
-    peers = {}
+    peers = []  # installed peers; each worker builds its own runners
     for name in filter(None, args.peers.split(",")):
-        runner = peer_runner(name, args.peer_budget)
-        if runner is None:
+        if peer_runner(name, args.peer_budget) is None:
             print(f"peer {name}: not installed (benchmarks/peers/install.sh {name}); skipped")
         else:
-            peers[name] = runner
+            peers.append(name)
     t_start = time.perf_counter()
     requested = [t for t in args.tasks.split(",") if t]
     unknown = [t for t in requested if t not in BASE_TASKS and t not in EXTRA_TASKS]

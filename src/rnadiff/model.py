@@ -94,7 +94,6 @@ class RNADiffusion:
         self.step, self.history, self.adata = 0, [], None
         self.seen: set[tuple[str, ...]] = set()
         self.gene_vectors: np.ndarray | None = None  # expression prior of unseen perturbations
-        self._last_prior: dict[str, dict[str, float]] = {}
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -304,9 +303,57 @@ class RNADiffusion:
         self._check_sampling(sampler, guidance)
         if n_cells < 1:
             raise InputError(f"n_cells must be at least 1, got {n_cells}")
+        soft = self._prior_map(frame, use=True) if prior else None
+        z, obs, mask = self._sample(
+            frame,
+            n_cells,
+            sampler=sampler,
+            steps=steps,
+            guidance=guidance,
+            transfer=transfer,
+            transfer_scale=transfer_scale,
+            soft=soft,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        return self._to_anndata(
+            z,
+            obs,
+            {
+                "method": "generate",
+                "sampler": sampler,
+                "steps": steps,
+                "guidance": _jsonable(guidance),
+                "transfer": transfer,
+                "transferred_cells": int(mask.sum()),
+                "transfer_scale": _transfer_scale(transfer, transfer_scale),
+                "perturbation_prior": self._used_prior(soft),
+                "seed": seed,
+            },
+        )
+
+    def _sample(
+        self,
+        frame: pd.DataFrame,
+        n_cells: int,
+        *,
+        sampler,
+        steps: int,
+        guidance: Guidance,
+        transfer: Transfer,
+        transfer_scale: float | None,
+        seed: int,
+        batch_size: int,
+        progress: bool,
+        soft: dict | None = None,
+        wrap=None,
+    ) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+        """``n_cells`` per row of ``frame`` from seeded noise: (model-space cells, obs,
+        transfer mask). ``generate`` and ``design`` share it, so the same seed starts both
+        from the same noise."""
         obs = frame.loc[frame.index.repeat(n_cells)].reset_index(names="rnadiff_condition")
-        cond = self._cond(obs, allow_missing=True, prior=prior)
-        used_prior = dict(self._last_prior)
+        cond = self._cond(obs, allow_missing=True, soft=soft)
         gen = torch.Generator().manual_seed(seed)
         sigmas = self._sigmas(steps)
         x = torch.randn(len(obs), len(self.preprocess.genes), generator=gen) * float(sigmas[0])
@@ -321,22 +368,9 @@ class RNADiffusion:
             batch_size,
             progress,
             transfer=(mask, transfer, _transfer_scale(transfer, transfer_scale)),
+            wrap=wrap,
         )
-        return self._to_anndata(
-            z,
-            obs,
-            {
-                "method": "generate",
-                "sampler": sampler,
-                "steps": steps,
-                "guidance": _jsonable(guidance),
-                "transfer": transfer,
-                "transferred_cells": int(mask.sum()),
-                "transfer_scale": _transfer_scale(transfer, transfer_scale),
-                "perturbation_prior": used_prior,
-                "seed": seed,
-            },
-        )
+        return z, obs, mask
 
     def predict(
         self,
@@ -405,8 +439,8 @@ class RNADiffusion:
             obs_tgt[key] = (
                 pd.Categorical([value] * len(obs_tgt)) if isinstance(value, str) else value
             )
-        cond_tgt = self._cond(obs_tgt, prior=prior)
-        used_prior = dict(self._last_prior)
+        soft = self._prior_map(obs_tgt, use=True) if prior else None
+        cond_tgt = self._cond(obs_tgt, soft=soft)
         gen = torch.Generator().manual_seed(seed)
         sigma_max = float(encode_sigma or self.config.diffusion.sigma_max)
         sigmas = self._sigmas(steps, sigma_max=sigma_max)
@@ -437,7 +471,7 @@ class RNADiffusion:
             "transferred_cells": int(mask.sum()),
             "transfer_scale": _transfer_scale(transfer, transfer_scale),
             "encode_sigma": sigma_max,
-            "perturbation_prior": used_prior,
+            "perturbation_prior": self._used_prior(soft),
             "target": {k: str(v) for k, v in changes.items()},
         }
         out = self._to_anndata(z, obs_tgt, info)
@@ -654,19 +688,18 @@ class RNADiffusion:
         )
 
     # ----------------------------------------------------------------- helpers
-    @staticmethod
-    def _transfer_scale(transfer: Transfer, scale: float | None) -> float | None:
-        return _transfer_scale(transfer, scale)
-
     def _model_space(self, adata: ad.AnnData) -> np.ndarray:
         return scale(
             log_expression(adata, self.preprocess, layer=self.setup.get("layer")), self.preprocess
         )
 
     def _cond(
-        self, obs: pd.DataFrame, *, allow_missing: bool = False, prior: bool = False
+        self, obs: pd.DataFrame, *, allow_missing: bool = False, soft: dict | None = None
     ) -> dict[str, torch.Tensor]:
-        soft = self._prior_map(obs, use=prior)
+        """Condition tensors; ``soft``: the expression prior of unseen perturbations
+        (:meth:`_prior_map`); without it, an unseen perturbation is an error."""
+        if soft is None:
+            self._prior_map(obs, use=False)  # names the prior when it would help
         return {
             k: torch.from_numpy(v)
             for k, v in self.registry.encode(obs, allow_missing=allow_missing, soft=soft).items()
@@ -682,7 +715,6 @@ class RNADiffusion:
     def _prior_map(self, obs: pd.DataFrame, *, use: bool) -> dict | None:
         """Soft encodings of perturbations never seen in training that are the model's genes."""
         pkey = self.registry.perturbation_key
-        self._last_prior = {}
         if pkey is None or pkey not in obs:
             return None
         cov = self.registry[pkey]
@@ -704,6 +736,7 @@ class RNADiffusion:
         if self.gene_vectors is None:
             raise InputError("this model has no gene expression prior (saved by an older version)")
         candidates = {t: t for t in cov.tokens if t != self.registry.control}
+        mixes = {}
         for p in unseen:
             if p not in genes:
                 raise InputError(
@@ -715,13 +748,16 @@ class RNADiffusion:
                 raise InputError(
                     f"no prior for perturbation {p!r}: no seen perturbation targets a model gene"
                 )
-            self._last_prior[p] = weights
+            mixes[p] = weights
             logger.info(
                 "rnadiff: %r was never seen in training; expression prior: %s",
                 p,
                 " + ".join(f"{w:.2f} x {t}" for t, w in weights.items()),
             )
-        return {pkey: dict(self._last_prior)}
+        return {pkey: mixes}
+
+    def _used_prior(self, soft: dict | None) -> dict[str, dict[str, float]]:
+        return dict((soft or {}).get(self.registry.perturbation_key, {}))
 
     def _sigmas(self, steps: int, *, sigma_max: float | None = None) -> torch.Tensor:
         d = self.config.diffusion

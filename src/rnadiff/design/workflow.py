@@ -28,7 +28,7 @@ from rnadiff.design.ranking import (
 )
 from rnadiff.errors import InputError
 from rnadiff.evaluation.realism import nearest_neighbor_ratio
-from rnadiff.sampling import SAMPLERS, gradient_guidance, sample_langevin
+from rnadiff.sampling import gradient_guidance, sample_langevin
 
 if TYPE_CHECKING:
     from rnadiff.model import RNADiffusion
@@ -49,14 +49,6 @@ def _log(model: RNADiffusion, adata: ad.AnnData, what: str) -> np.ndarray:
         return model.log_expression(adata)
     except InputError as err:
         raise InputError(f"{what}: {err}") from None
-
-
-def _realism_reference(model: RNADiffusion, realism_reference: ad.AnnData | None):
-    if realism_reference is not None:
-        return _log(model, realism_reference, "realism_reference")
-    if model.adata is not None:
-        return model.log_expression(model.adata)
-    return None
 
 
 def design(
@@ -80,9 +72,14 @@ def design(
     seed: int = 0,
     batch_size: int = 2048,
     progress: bool = True,
-    _reference_log: np.ndarray | None = None,
+    _bound: BoundPhenotype | None = None,
+    _realism: bool = True,
 ) -> ad.AnnData:
-    """See :meth:`rnadiff.RNADiffusion.design`."""
+    """See :meth:`rnadiff.RNADiffusion.design`.
+
+    ``_bound``: the specification already bound (ranking binds it once, against its own
+    reference); ``_realism=False`` skips the realism score (ranking does not use it).
+    """
     spec = as_phenotype(phenotype)
     if n_cells < 1:
         raise InputError(f"n_cells must be at least 1, got {n_cells}")
@@ -104,15 +101,13 @@ def design(
     )
     # Unguided cells from the same initial noise: the comparison, and the default reference.
     unguided = model.generate(frame, n_cells=n_cells, **kw)
-    if _reference_log is not None:
-        ref_log = _reference_log
-    elif reference is not None:
-        ref_log = _log(model, reference, "reference")
+    if _bound is not None:
+        bound = _bound
     else:
-        ref_log = unguided.X
-    bound = spec.bind(
-        model.genes, reference=ref_log, to_log=lambda a: _log(model, a, "phenotype cells")
-    )
+        ref_log = _log(model, reference, "reference") if reference is not None else unguided.X
+        bound = spec.bind(
+            model.genes, reference=ref_log, to_log=lambda a: _log(model, a, "phenotype cells")
+        )
     mean = torch.as_tensor(model.preprocess.mean, dtype=torch.float32)
     std = torch.as_tensor(model.preprocess.std, dtype=torch.float32)
 
@@ -130,25 +125,19 @@ def design(
     fn = (
         functools.partial(sample_langevin, n_corrector=langevin_steps, snr=snr)
         if langevin_steps
-        else SAMPLERS[sampler]
+        else sampler
     )
-    obs = frame.loc[frame.index.repeat(n_cells)].reset_index(names="rnadiff_condition")
-    cond = model._cond(obs, allow_missing=True)
-    gen = torch.Generator().manual_seed(seed)
-    sigmas = model._sigmas(steps)
-    x = torch.randn(len(obs), len(model.genes), generator=gen) * float(sigmas[0])
-    mask = model._transfer_mask(obs, transfer)
-    t_scale = model._transfer_scale(transfer, transfer_scale)
-    z = model._run(
-        fn,
-        x,
-        sigmas,
-        cond,
-        guidance,
-        gen,
-        batch_size,
-        progress,
-        transfer=(mask, transfer, t_scale),
+    z, obs, _ = model._sample(
+        frame,
+        n_cells,
+        sampler=fn,
+        steps=steps,
+        guidance=guidance,
+        transfer=transfer,
+        transfer_scale=transfer_scale,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
         wrap=wrap,
     )
     out = model._to_anndata(
@@ -163,7 +152,9 @@ def design(
             "transfer": transfer,
         },
     )
-    summary = _score_design(out, unguided, bound, model, realism_reference, seed)
+    summary = _score_design(out, unguided, bound)
+    if _realism:
+        summary.update(_score_realism(out, unguided, model, realism_reference, seed))
     summary.update(
         phenotype=bound.description,
         scale=float(scale),
@@ -177,38 +168,50 @@ def design(
     return out
 
 
-def _score_design(out, unguided, bound: BoundPhenotype, model, realism_reference, seed) -> dict:
+def _score_design(out: ad.AnnData, unguided: ad.AnnData, bound: BoundPhenotype) -> dict:
+    """Per-cell objective and success in ``out.obs``; the summary with the unguided cells'."""
     x, x0 = np.asarray(out.X), np.asarray(unguided.X)
     out.obs["objective"] = bound.values(x)
     out.obs["distance_to_spec"] = bound.distance(x)
     out.obs["meets_spec"] = bound.meets(x)
     for i, (_, _, part) in enumerate(bound.parts):
         out.obs[f"meets_term{i}"] = part.meets(x)
-    summary = {
+    return {
         "n_cells": int(out.n_obs),
         "success_rate": float(out.obs["meets_spec"].mean()),
         "unguided_success_rate": float(bound.meets(x0).mean()),
         "objective_mean": float(out.obs["objective"].mean()),
         "unguided_objective_mean": float(bound.values(x0).mean()),
     }
-    real = _realism_reference(model, realism_reference)
-    if real is None:
+
+
+def _score_realism(out, unguided, model, realism_reference, seed, max_real: int = 5000) -> dict:
+    """``out.obs['realism']`` against real cells (given, else the model's training cells)."""
+    if realism_reference is not None:
+        real = _log(model, realism_reference, "realism_reference")
+    elif model.adata is not None:
+        cells = model.adata
+        if cells.n_obs > max_real:  # normalize only the cells the score uses
+            rng = np.random.default_rng(seed)
+            cells = cells[np.sort(rng.choice(cells.n_obs, max_real, replace=False))]
+        real = model.log_expression(cells)
+    else:
         logger.warning(
             "rnadiff: no real cells to score realism against (load the model with adata=... or "
             "pass realism_reference); 'realism' is NaN"
         )
         out.obs["realism"] = np.nan
-        summary["realism_median"] = float("nan")
-        return summary
-    both = np.vstack([x, x0])
-    ratios, ref_dist = nearest_neighbor_ratio(both, real, seed=seed)
-    out.obs["realism"] = ratios[: len(x)]
-    summary.update(
-        realism_median=float(np.median(ratios[: len(x)])),
-        unguided_realism_median=float(np.median(ratios[len(x) :])),
-        realism_reference_distance=ref_dist,
+        return {"realism_median": float("nan")}
+    x = np.asarray(out.X)
+    ratios, ref_dist = nearest_neighbor_ratio(
+        np.vstack([x, np.asarray(unguided.X)]), real, max_real=max_real, seed=seed
     )
-    return summary
+    out.obs["realism"] = ratios[: len(x)]
+    return {
+        "realism_median": float(np.median(ratios[: len(x)])),
+        "unguided_realism_median": float(np.median(ratios[len(x) :])),
+        "realism_reference_distance": ref_dist,
+    }
 
 
 def rank_perturbations(
@@ -255,13 +258,13 @@ def rank_perturbations(
     # (a) generation: cells under each candidate, scored against the phenotype
     ctrl_row = pd.DataFrame([{pkey: control, **context}])
     all_rows = pd.concat([rows, ctrl_row], ignore_index=True)
-    key = (tuple(names), tuple((k, str(v)) for k, v in context.items()), n_cells, steps, seed)
-    if cache is not None and key in cache:
-        generated = cache[key]
+    cache_key = (tuple(names), tuple((k, str(v)) for k, v in context.items()), n_cells, steps, seed)
+    if cache is not None and cache_key in cache:
+        generated = cache[cache_key]
     else:
         generated = model.generate(all_rows, n_cells=n_cells, **gen_kw)
         if cache is not None:
-            cache[key] = generated
+            cache[cache_key] = generated
     codes = generated.obs["rnadiff_condition"].to_numpy()
     x_gen = np.asarray(generated.X)
     gen_ctrl = x_gen[codes == len(names)]
@@ -295,8 +298,8 @@ def rank_perturbations(
             scale=design_scale,
             seed=seed,
             progress=False,
-            realism_reference=None if model.adata is not None else reference,
-            _reference_log=ref_log,
+            _bound=bound,
+            _realism=False,
             **{k: v for k, v in gen_kw.items() if k not in ("seed", "progress")},
         )
         ok = designed.obs["meets_spec"].to_numpy()
@@ -313,8 +316,8 @@ def rank_perturbations(
     conds = []
     for c in [*names, control]:
         obs = own.copy().reset_index(drop=True)
-        for key, value in {**context, pkey: c}.items():
-            obs[key] = value
+        for k, value in {**context, pkey: c}.items():
+            obs[k] = value
         conds.append(model._cond(obs, allow_missing=True))
     d = model.config.diffusion
     lo, hi = noise_range

@@ -48,6 +48,11 @@ def _row(task, split, evaluation, method, metric, value) -> dict:
     }
 
 
+def _model_order(prep, model: RNADiffusion) -> np.ndarray:
+    """Columns of the shared preprocessing's populations in the model's gene order."""
+    return pd.Index(prep.state.genes).get_indexer(model.genes)
+
+
 def _means(prep, obs: pd.DataFrame, key: str) -> dict[str, np.ndarray]:
     labels = obs[key].astype(str).to_numpy()
     return {g: prep.train[labels == g].mean(axis=0) for g in np.unique(labels)}
@@ -128,9 +133,11 @@ def papalexi_marker_rows(
     )
     at = ranked.set_index("perturbation")
     # baseline: the knock-outs' real training cells scored by the same objective
-    bound = spec.bind(model.genes, reference=prep.evaluations[split.evaluations[0].name]["control"])
+    order = _model_order(prep, model)
+    control = prep.evaluations[split.evaluations[0].name]["control"][:, order]
+    bound = spec.bind(model.genes, reference=control)
     labels = split.train.obs[key].astype(str).to_numpy()
-    train_log = prep.train[:, [prep.state.genes.index(g) for g in model.genes]]
+    train_log = prep.train[:, order]
     lookup = pd.Series({g: bound.values(train_log[labels == g]).mean() for g in np.unique(labels)})
     lookup_rank = lookup.rank(ascending=False, method="min")
     rows, task = [], "papalexi_marker_rank"
@@ -179,7 +186,7 @@ def kang_design_rows(
         seed=split.seed,
         progress=False,
     ).X
-    order = [prep.state.genes.index(g) for g in model.genes]
+    order = _model_order(prep, model)
     real, control = pops["real"][:, order], pops["control"][:, order]
     bound = spec.bind(model.genes, reference=control)
     train_log = prep.train[:, order]
