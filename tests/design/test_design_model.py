@@ -128,3 +128,16 @@ def test_pairs_add_every_combination(model, kang):
 
     assert _candidates(model, ["ctrl", "stim"], pairs=True) == ["ctrl", "stim"]
     assert _candidates(model, None, pairs=False) == ["ctrl", "stim"]
+
+
+def test_generation_score_decodes_every_candidate_from_the_encoded_reference(model, kang):
+    # the target is the model's own counterfactual of the reference cells: decoding the same
+    # encoded reference under "stim" reproduces its change exactly (no sampling noise)
+    b_cells = (kang.obs.cluster_id == "B cells").to_numpy()
+    ctrl = kang[b_cells & (kang.obs.group_id == "ctrl").to_numpy()]
+    target = model.predict(ctrl, perturbation="stim", seed=0, progress=False)
+    ranked = model.rank_perturbations(
+        target, reference=ctrl, n_cells=ctrl.n_obs, n_noise_levels=4, n_draws=1, progress=False
+    ).set_index("perturbation")
+    assert ranked.loc["stim", "phenotype_score"] > 0.99
+    assert ranked.loc["stim", "rank"] == 1

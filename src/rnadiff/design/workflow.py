@@ -19,6 +19,7 @@ import torch
 
 from rnadiff.data.covariates import conditions_frame
 from rnadiff.data.preprocessing import scale as to_model_space
+from rnadiff.data.preprocessing import unscale as from_model_space
 from rnadiff.design.phenotype import BoundPhenotype, Phenotype, as_phenotype
 from rnadiff.design.ranking import (
     combine_ranks,
@@ -253,22 +254,24 @@ def rank_perturbations(
     reg.encode(rows, allow_missing=True)  # unknown perturbations/values raise here
     is_cells = isinstance(target, ad.AnnData)
     spec = None if is_cells else as_phenotype(target)
-    gen_kw = dict(steps=steps, seed=seed, batch_size=batch_size, progress=False)
 
-    # (a) generation: cells under each candidate, scored against the phenotype
-    ctrl_row = pd.DataFrame([{pkey: control, **context}])
-    all_rows = pd.concat([rows, ctrl_row], ignore_index=True)
-    cache_key = (tuple(names), tuple((k, str(v)) for k, v in context.items()), n_cells, steps, seed)
+    # (a) generation: cells under each candidate from one shared start (the encoded reference
+    # cells, or seeded noise), scored against the phenotype
+    ref_log = _log(model, reference, "reference") if reference is not None else None
+    key_ref = None if reference is None else (reference.n_obs, tuple(reference.obs_names[:50]))
+    cache_key = (tuple(names), tuple((k, str(v)) for k, v in context.items()), key_ref)
+    cache_key += (n_cells, steps, seed)
     if cache is not None and cache_key in cache:
-        generated = cache[cache_key]
+        x_gen, codes = cache[cache_key]
     else:
-        generated = model.generate(all_rows, n_cells=n_cells, **gen_kw)
+        x_gen, codes = _candidate_cells(
+            model, names, context, reference, ref_log, n_cells, steps, seed, batch_size
+        )
         if cache is not None:
-            cache[cache_key] = generated
-    codes = generated.obs["rnadiff_condition"].to_numpy()
-    x_gen = np.asarray(generated.X)
+            cache[cache_key] = (x_gen, codes)
     gen_ctrl = x_gen[codes == len(names)]
-    ref_log = _log(model, reference, "reference") if reference is not None else gen_ctrl
+    if ref_log is None:
+        ref_log = gen_ctrl
     table = pd.DataFrame({"perturbation": names})
     if is_cells:
         target_log = _log(model, target, "target")
@@ -300,7 +303,8 @@ def rank_perturbations(
             progress=False,
             _bound=bound,
             _realism=False,
-            **{k: v for k, v in gen_kw.items() if k not in ("seed", "progress")},
+            steps=steps,
+            batch_size=batch_size,
         )
         ok = designed.obs["meets_spec"].to_numpy()
         if not ok.any():
@@ -354,6 +358,58 @@ def rank_perturbations(
         "seed": seed,
     }
     return ranked
+
+
+def _candidate_cells(model, names, context, reference, ref_log, n_cells, steps, seed, batch_size):
+    """Cells under each candidate and the control (code ``len(names)``), all decoded from one
+    shared start: up to ``n_cells`` reference cells encoded under the control in ``context``
+    (a counterfactual of the reference), or ``n_cells`` seeded noise vectors without a
+    reference. Differences between candidates then carry no sampling noise.
+
+    Returns (log-expression cells, candidate code of each cell).
+    """
+    from rnadiff.model import TRANSFER_SCALES
+
+    reg = model.registry
+    pkey, control = reg.perturbation_key, reg.control
+    sigmas = model._sigmas(steps)
+    gen = torch.Generator().manual_seed(seed)
+
+    def with_condition(base: pd.DataFrame, perturbation: str) -> pd.DataFrame:
+        obs = base.copy()
+        for k, value in {**context, pkey: perturbation}.items():
+            obs[k] = value
+        return obs
+
+    if reference is not None:
+        keep = np.arange(reference.n_obs)
+        if reference.n_obs > n_cells:
+            rng = np.random.default_rng(seed)
+            keep = np.sort(rng.choice(reference.n_obs, size=n_cells, replace=False))
+        own = [k for k in reg.keys if k in reference.obs.columns and k != pkey]
+        base = reference.obs.iloc[keep][own].reset_index(drop=True)
+        z0 = torch.from_numpy(to_model_space(ref_log[keep], model.preprocess))
+        cond = model._cond(with_condition(base, control), allow_missing=True)
+        start = model._encode(z0, sigmas, cond, batch_size, False)
+    else:
+        base = pd.DataFrame(index=pd.RangeIndex(n_cells))
+        start = torch.randn(n_cells, len(model.genes), generator=gen) * float(sigmas[0])
+    everyone = [*names, control]
+    obs = pd.concat([with_condition(base, c) for c in everyone], ignore_index=True)
+    codes = np.repeat(np.arange(len(everyone)), len(base))
+    mask = model._transfer_mask(obs, "compose")
+    z = model._run(
+        "dpmpp_2m",
+        start.repeat(len(everyone), 1),
+        sigmas,
+        model._cond(obs, allow_missing=True),
+        1.0,
+        gen,
+        batch_size,
+        False,
+        transfer=(mask, "compose", TRANSFER_SCALES["compose"]),
+    )
+    return from_model_space(z, model.preprocess), codes
 
 
 def _candidates(model: RNADiffusion, candidates: Sequence[str] | None, pairs: bool) -> list[str]:
