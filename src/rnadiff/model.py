@@ -581,7 +581,7 @@ class RNADiffusion:
         pairs: bool = False,
         reference: ad.AnnData | None = None,
         n_cells: int = 200,
-        max_target_cells: int = 200,
+        max_target_cells: int = 400,
         n_noise_levels: int = 12,
         n_draws: int = 2,
         noise_range: tuple[float, float] = (0.75, 3.0),
@@ -593,21 +593,26 @@ class RNADiffusion:
     ) -> pd.DataFrame:
         """Rank candidate perturbations by how well they would produce a target phenotype.
 
-        Two scores, and a combined rank (mean of the two ranks; ties go to the direct score:
-        the likelihood for target cells, the generation score for a specification):
+        Two scores, and a combined rank (mean of the two ranks; ties go to the generation
+        score, which carries no Monte-Carlo noise between candidates):
 
-        * ``phenotype_score`` (generation): cells generated under each candidate in the
-          context. For target cells, the cosine similarity of the candidate's predicted mean
-          change (vs the generated control; 0 for the control itself) and the target's change
-          (vs the reference); for a phenotype specification, the mean objective (and
-          ``success_rate``, the fraction of cells meeting it).
+        * ``phenotype_score`` (generation): cells under each candidate in the context, all
+          decoded from one shared start, so that candidates differ only by their condition:
+          the ``reference`` cells (up to ``n_cells``) encoded under the control
+          (counterfactuals of the reference), or ``n_cells`` seeded noise vectors without a
+          reference. For target cells, the cosine similarity of the candidate's predicted mean
+          change (vs the control decoded from the same start; 0 for the control itself) and
+          the target's change (vs the reference); for a phenotype specification, the mean
+          objective (and ``success_rate``, the fraction of cells meeting it).
         * ``likelihood_score`` (diffusion classifier): the target cells' conditional
           denoising error, averaged over noise levels log-uniform in ``noise_range``, under
           the control minus under the candidate (higher: the candidate explains the cells
           better). For a specification, the target cells are designed ones that meet it.
-          For target cells this is the more direct score: on Papalexi 2021 it ranks the true
-          knock-out better than the generation score and than their combination.
           ``vote_share``: fraction of target cells whose lowest error is this candidate.
+
+        On Papalexi 2021 held-out knock-outs (3 seeds, ``make bench``) the combined rank puts
+        the true knock-out first more often than either score alone and than the nearest
+        training pseudobulk (README).
 
         Parameters
         ----------
@@ -623,9 +628,11 @@ class RNADiffusion:
             Also rank every pair ``A+B`` of the (non-control) candidates.
         reference
             Real reference cells (e.g. controls in the context): the target's change is taken
-            from them, and marker thresholds refer to them; default: generated control cells.
+            from them, marker thresholds refer to them, and the generation score decodes them
+            under each candidate; default: generated control cells.
         n_cells
-            Generated cells per candidate.
+            Cells per candidate for the generation score (reference cells: a seeded subset
+            beyond this); for a specification also the number of designed cells.
         max_target_cells
             Target cells scored (a seeded subset beyond this).
         n_noise_levels, n_draws

@@ -224,7 +224,7 @@ def rank_perturbations(
     pairs: bool = False,
     reference: ad.AnnData | None = None,
     n_cells: int = 200,
-    max_target_cells: int = 200,
+    max_target_cells: int = 400,
     n_noise_levels: int = 12,
     n_draws: int = 2,
     noise_range: tuple[float, float] = (0.75, 3.0),
@@ -340,13 +340,9 @@ def rank_perturbations(
     table["likelihood_score"] = (ctrl_err - cand_err).mean(axis=1)
     votes = np.bincount(cand_err.argmin(axis=0), minlength=len(names))
     table["vote_share"] = votes / cand_err.shape[1]
-    # ties go to the direct score: the likelihood of target cells, the generation score of a
-    # specification (its likelihood is computed on designed cells, one step removed)
-    order = (
-        ["likelihood_score", "phenotype_score"]
-        if is_cells
-        else ["phenotype_score", "likelihood_score"]
-    )
+    # ties go to the generation score: it compares every candidate on the same start, so
+    # it carries no Monte-Carlo noise (the likelihood's noise draws do)
+    order = ["phenotype_score", "likelihood_score"]
     ranked = combine_ranks(table, dict.fromkeys(order, True))
     ranked.attrs["rnadiff_rank"] = {
         "target": "cells" if is_cells else bound.description,

@@ -63,12 +63,13 @@ def papalexi_rank_rows(
     prep,
     model: RNADiffusion,
     *,
-    n_cells: int = 100,
-    max_target_cells: int = 150,
+    n_cells: int = 200,
+    max_target_cells: int = 400,
     n_noise_levels: int = 12,
-    n_draws: int = 1,
+    n_draws: int = 2,
 ):
-    """Rank all perturbations for each knock-out's held-out cells (see the module doc)."""
+    """Rank all perturbations for each knock-out's held-out cells (see the module doc);
+    the settings are :meth:`rnadiff.RNADiffusion.rank_perturbations`' defaults."""
     key, control = split.setup["perturbation_key"], split.setup["control"]
     means = _means(prep, split.train.obs, key)
     candidates = sorted(means)
