@@ -134,3 +134,20 @@ def test_initial_weights_depend_on_the_seed_only(kang):
     wa, wb, wc = (m.denoiser.state_dict() for m in (a, b, c))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_compose_takes_the_effect_from_the_nearest_measured_cell_type(trained):
+    # stimulated CD14+ monocytes were never seen: their effect comes from the measured cell
+    # type whose (model) control profile is closest, the other monocytes
+    model, _ = trained
+    obs = pd.DataFrame({"group_id": ["stim", "stim", "ctrl"], "cluster_id": [HOLDOUT] * 3})
+    mask = model._transfer_mask(obs, "compose")
+    contexts, weights = model._transfer_contexts(mask, model._condition_rows(obs))
+    names = list(model.registry["cluster_id"].tokens)
+    context_names = [names[i] for i in contexts["cluster_id"].argmax(dim=1).tolist()]
+    chosen = [c for c, w in zip(context_names, weights[0], strict=True) if w > 0]
+    assert chosen == ["FCGR3A+ Monocytes"] and weights[0].sum() == pytest.approx(1.0)
+    assert np.array_equal(weights[0], weights[1]) and not weights[2].any()
+    # every cell type has controls; the held-out one has no stimulated cells to learn from
+    assert sorted(context_names) == sorted(names)
+    assert weights[0][context_names.index(HOLDOUT)] == 0

@@ -369,6 +369,7 @@ class RNADiffusion:
             progress,
             transfer=(mask, transfer, _transfer_scale(transfer, transfer_scale)),
             wrap=wrap,
+            cond_rows=self._condition_rows(obs),
         )
         return z, obs, mask
 
@@ -460,6 +461,7 @@ class RNADiffusion:
             batch_size,
             progress,
             transfer=(mask, transfer, _transfer_scale(transfer, transfer_scale)),
+            cond_rows=self._condition_rows(obs_tgt),
         )
         info = {
             "method": method,
@@ -786,13 +788,32 @@ class RNADiffusion:
         return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
     def _run(
-        self, sampler, x, sigmas, cond, guidance, gen, batch_size, progress, *, transfer, wrap=None
+        self,
+        sampler,
+        x,
+        sigmas,
+        cond,
+        guidance,
+        gen,
+        batch_size,
+        progress,
+        *,
+        transfer,
+        wrap=None,
+        cond_rows=None,
     ):
         """Sample in batches; ``sampler`` is a name of ``SAMPLERS`` or a sampler function, and
-        ``wrap`` an optional outermost denoiser wrapper (e.g. gradient guidance)."""
+        ``wrap`` an optional outermost denoiser wrapper (e.g. gradient guidance);
+        ``cond_rows``: each cell's categorical condition (:meth:`_condition_rows`), which
+        ``"compose"`` transfer needs to average the effect over measured contexts."""
         fn = SAMPLERS[sampler] if isinstance(sampler, str) else sampler
         denoiser = classifier_free_guidance(self.ema, guidance)
         mask, mode, scale_ = transfer
+        contexts, weights = (
+            self._transfer_contexts(mask, cond_rows)
+            if mode == "compose" and mask.any()
+            else (None, None)
+        )
         out = []
         batches = self._batches(x.shape[0], batch_size)
         for b in batches:
@@ -811,6 +832,8 @@ class RNADiffusion:
                     reference=self._control_row(),
                     scale=scale_,
                     where=where,
+                    contexts=contexts,
+                    context_weights=None if weights is None else torch.from_numpy(weights[b]),
                 )
             if wrap is not None:
                 step_denoiser = wrap(step_denoiser)
@@ -855,6 +878,58 @@ class RNADiffusion:
         in_context = obs.reindex(columns=others).notna().all(axis=1).to_numpy()
         unseen = np.array([row not in self.seen for row in self._condition_rows(obs)])
         return has_effect & in_context & unseen
+
+    def _transfer_contexts(
+        self, mask: np.ndarray, rows: list[tuple] | None
+    ) -> tuple[dict[str, torch.Tensor] | None, np.ndarray | None]:
+        """Where ``"compose"`` takes each transferred cell's perturbation effect from: the
+        measured context (values of the other categorical covariates, with both that
+        perturbation and the control in training) nearest to the cell's own context, by the
+        model's mean control profile of each context (the denoised estimate from pure noise);
+        ties share the weight. Returns (condition rows of the contexts, weights ``(n_cells,
+        n_contexts)``), or (None, None) when no cell has such a context (the composition then
+        uses the marginal effect)."""
+        if rows is None:
+            return None, None
+        pkey, control = self.registry.perturbation_key, self.registry.control
+        cats = [c.key for c in self.registry.covariates if c.categorical]
+        ip = cats.index(pkey)
+        others = cats[:ip] + cats[ip + 1 :]
+
+        def context(row: tuple) -> tuple:
+            return row[:ip] + row[ip + 1 :]
+
+        measured: dict[tuple, set] = {}
+        for row in self.seen:
+            measured.setdefault(context(row), set()).add(row[ip])
+        contexts = sorted(c for c, perts in measured.items() if control in perts and None not in c)
+        cells = [i for i in np.flatnonzero(mask) if None not in context(rows[i])]
+        if not contexts or not cells:
+            return None, None
+        own = sorted({context(rows[i]) for i in cells} - set(contexts))
+        everyone = contexts + own
+        frame = pd.DataFrame(everyone, columns=others).assign(**{pkey: control})
+        n = len(everyone)
+        with torch.no_grad():
+            profiles = self.ema(
+                torch.zeros(n, len(self.genes)),
+                torch.full((n,), float(self.config.diffusion.sigma_max)),
+                self._cond(frame, allow_missing=True),
+            ).numpy()
+        profile = dict(zip(everyone, profiles, strict=True))
+        weights = np.zeros((len(mask), len(contexts)), dtype=np.float32)
+        for i in cells:
+            ok = [j for j, c in enumerate(contexts) if rows[i][ip] in measured[c]]
+            if not ok:
+                continue
+            target = profile[context(rows[i])]
+            d2 = np.array([((profile[contexts[j]] - target) ** 2).sum() for j in ok])
+            nearest = [j for j, d in zip(ok, d2, strict=True) if d <= d2.min()]
+            weights[i, nearest] = 1.0 / len(nearest)
+        if not weights.any():
+            return None, None
+        encoded = self.registry.encode(pd.DataFrame(contexts, columns=others), allow_missing=True)
+        return {k: torch.from_numpy(encoded[k]) for k in others}, weights
 
     def _control_row(self) -> torch.Tensor:
         frame = pd.DataFrame({self.registry.perturbation_key: [self.registry.control]})

@@ -404,6 +404,7 @@ def _candidate_cells(model, names, context, reference, ref_log, n_cells, steps, 
         batch_size,
         False,
         transfer=(mask, "compose", TRANSFER_SCALES["compose"]),
+        cond_rows=model._condition_rows(obs),
     )
     return from_model_space(z, model.preprocess), codes
 

@@ -73,16 +73,29 @@ def compositional_guidance(
     reference: torch.Tensor,
     scale: float = 1.0,
     where: torch.Tensor | None = None,
+    contexts: Mapping[str, torch.Tensor] | None = None,
+    context_weights: torch.Tensor | None = None,
 ) -> Denoiser:
-    """Transfer the effect of covariate ``key`` from its marginal over the other covariates.
+    """Transfer the effect of covariate ``key`` from other contexts to the cell's context.
 
-    ``D = D(c[key <- ref]) + scale * (D(c[others <- null]) - D(c[key <- ref, others <- null]))``:
-    the reference (e.g. control) in the cell's full context, plus the perturbation's effect as
-    the model knows it across all contexts. This is the composition of conditionals of
-    composable diffusion (Liu et al. 2022, eq. 10) applied to the perturbation effect; it is
-    exact when the effect is additive in the denoised estimate, and it reaches contexts where
-    the perturbation was never measured, where the joint conditional ``D(c)`` tends to shrink
-    the effect toward what was seen in that context.
+    ``D = D(c[key <- ref]) + scale * effect``: the reference (e.g. control) in the cell's full
+    context plus the perturbation's effect as the model knows it elsewhere. This is the
+    composition of conditionals of composable diffusion (Liu et al. 2022, eq. 10) applied to
+    the perturbation effect; it is exact when the effect is additive in the denoised estimate,
+    and it reaches contexts where the perturbation was never measured, where the joint
+    conditional ``D(c)`` tends to shrink the effect toward what was seen in that context.
+
+    The effect is either
+
+    * averaged over measured contexts (``contexts`` given): ``sum_j w_ij (D(c[others <- ctx_j])
+      - D(c[key <- ref, others <- ctx_j]))`` with the cell's weights ``w_i`` over the
+      contexts ``ctx_j`` in which its perturbation and the reference were both measured (the
+      score-space analogue of the additive baseline); or
+    * marginal over the other covariates: ``D(c[others <- null]) - D(c[key <- ref, others <-
+      null])``, for cells without any weight or without ``contexts``. The marginal mixes the
+      effect with differences in composition: when the perturbed training cells lack the
+      target's context (e.g. a cell type), the marginal difference also moves cells away from
+      that context.
 
     Parameters
     ----------
@@ -97,27 +110,57 @@ def compositional_guidance(
     where
         Boolean ``(n_cells,)``: use the composition only for these cells, the joint
         conditional for the others (e.g. only for combinations unseen in training).
+    contexts
+        Condition rows of the other covariates, one row per context: ``{covariate: tensor
+        (n_contexts, ...)}``; covariates not named keep the cell's own value.
+    context_weights
+        ``(n_cells, n_contexts)``, each row summing to 1 (or all zero: the marginal effect).
 
     Returns
     -------
     callable
         ``guided(x, sigma, cond) -> x0_hat``; the condition's rows must match ``where``.
     """
+    if (contexts is None) != (context_weights is None):
+        raise ValueError("give both contexts and context_weights, or neither")
+
+    def in_context(cond, j):
+        n = _n_rows(cond)
+        return {
+            k: (contexts[k][j : j + 1].expand(n, *contexts[k].shape[1:]) if k in contexts else v)
+            for k, v in cond.items()
+        }
 
     def guided(x, sigma, cond):
         others = [k for k in cond if k != key]
         ref = reference.expand_as(cond[key]) if reference.shape != cond[key].shape else reference
         cond_ref = {**cond, key: ref}
         base = denoiser(x, sigma, cond_ref)
-        effect = denoiser(x, sigma, drop_covariates(cond, others)) - denoiser(
-            x, sigma, drop_covariates(cond_ref, others)
-        )
+        weights = context_weights.to(base.dtype) if context_weights is not None else None
+        has = weights.sum(dim=1) > 0 if weights is not None else torch.zeros(len(x), dtype=bool)
+        effect = torch.zeros_like(base)
+        if not bool(has.all()):
+            effect = denoiser(x, sigma, drop_covariates(cond, others)) - denoiser(
+                x, sigma, drop_covariates(cond_ref, others)
+            )
+        if bool(has.any()):
+            averaged = torch.zeros_like(base)
+            for j in torch.nonzero(weights.sum(dim=0) > 0).flatten().tolist():
+                diff = denoiser(x, sigma, in_context(cond, j)) - denoiser(
+                    x, sigma, in_context(cond_ref, j)
+                )
+                averaged = averaged + weights[:, j : j + 1] * diff
+            effect = torch.where(has[:, None], averaged, effect)
         composed = base + scale * effect
         if where is None:
             return composed
         return torch.where(where[:, None], composed, denoiser(x, sigma, cond))
 
     return guided
+
+
+def _n_rows(cond: Mapping[str, torch.Tensor]) -> int:
+    return next(iter(cond.values())).shape[0]
 
 
 def gradient_guidance(
