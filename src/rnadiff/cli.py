@@ -41,7 +41,8 @@ TransferOpt = Annotated[
     typer.Option(
         help="How a perturbation reaches a context (cell type, ...) where it was never measured "
         "(seen combinations always use the joint condition): compose (default: control in "
-        "that context plus the perturbation's effect learned across contexts, scale 1.5), "
+        "that context plus the perturbation's effect in the most similar context where it was "
+        "measured, scale 1.5), "
         "guide (guidance on the perturbation, scale 3), or none."
     ),
 ]

@@ -273,9 +273,10 @@ class RNADiffusion:
             measured; cells whose combination of categorical covariates occurred in training
             always use the joint conditional, which shrinks unseen effects toward what that
             context showed in training. ``"compose"`` (default): the control in that context
-            plus the perturbation's effect marginalized over contexts, times ``transfer_scale``
-            (default 1.5; :func:`rnadiff.sampling.compositional_guidance`); on the five Kang
-            2018 folds it beat ``"guide"`` on E-distance in 4 of 5 (see the README).
+            plus the perturbation's effect in the nearest context where it was measured (by
+            the model's control profile of each context; its marginal over contexts when
+            there is none), times ``transfer_scale`` (default 1.5;
+            :func:`rnadiff.sampling.compositional_guidance`; see the README).
             ``"guide"``: classifier-free guidance on the perturbation with scale
             ``transfer_scale`` (default 3). ``"none"``: the joint conditional.
         transfer_scale
@@ -805,7 +806,7 @@ class RNADiffusion:
         """Sample in batches; ``sampler`` is a name of ``SAMPLERS`` or a sampler function, and
         ``wrap`` an optional outermost denoiser wrapper (e.g. gradient guidance);
         ``cond_rows``: each cell's categorical condition (:meth:`_condition_rows`), which
-        ``"compose"`` transfer needs to average the effect over measured contexts."""
+        ``"compose"`` transfer needs to find the measured contexts."""
         fn = SAMPLERS[sampler] if isinstance(sampler, str) else sampler
         denoiser = classifier_free_guidance(self.ema, guidance)
         mask, mode, scale_ = transfer
