@@ -37,6 +37,8 @@ format: install
 # Peers (scGen, CPA, Squidiff) take part when installed with `make peers`.
 bench: install
 	$(BIN)/python benchmarks/run.py --out benchmarks/results
+	# cross-check of some metrics against cell-eval's (skipped when its venv is missing)
+	$(BIN)/python benchmarks/celleval_crosscheck.py --out benchmarks/results
 
 peers:
 	bash benchmarks/peers/install.sh all
