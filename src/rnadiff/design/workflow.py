@@ -385,8 +385,9 @@ def _candidate_cells(model, names, context, reference, ref_log, n_cells, steps, 
         own = [k for k in reg.keys if k in reference.obs.columns and k != pkey]
         base = reference.obs.iloc[keep][own].reset_index(drop=True)
         z0 = torch.from_numpy(to_model_space(ref_log[keep], model.preprocess))
-        cond = model._cond(with_condition(base, control), allow_missing=True)
-        start = model._encode(z0, sigmas, cond, batch_size, False)
+        enc_obs = with_condition(base, control)
+        cond = model._cond(enc_obs, allow_missing=True)
+        start = model._encode(z0, sigmas, cond, batch_size, False, obs=enc_obs)
     else:
         base = pd.DataFrame(index=pd.RangeIndex(n_cells))
         start = torch.randn(n_cells, len(model.genes), generator=gen) * float(sigmas[0])
@@ -404,7 +405,7 @@ def _candidate_cells(model, names, context, reference, ref_log, n_cells, steps, 
         batch_size,
         False,
         transfer=(mask, "compose", TRANSFER_SCALES["compose"]),
-        cond_rows=model._condition_rows(obs),
+        obs=obs,
     )
     return from_model_space(z, model.preprocess), codes
 

@@ -4,6 +4,7 @@ from rnadiff.sampling.guidance import (
     classifier_free_guidance,
     compositional_guidance,
     gradient_guidance,
+    interpolated_covariate,
 )
 from rnadiff.sampling.inversion import encode
 from rnadiff.sampling.samplers import (
@@ -21,6 +22,7 @@ __all__ = [
     "compositional_guidance",
     "encode",
     "gradient_guidance",
+    "interpolated_covariate",
     "langevin_corrector",
     "sample_dpmpp_2m",
     "sample_euler",
