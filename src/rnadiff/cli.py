@@ -367,8 +367,9 @@ Percentile = Annotated[
 Reference = Annotated[
     Path | None,
     typer.Option(
-        help="Reference cells (.h5ad) the markers are relative to (default: cells the model "
-        "generates without phenotype guidance)."
+        help="Reference cells (.h5ad), e.g. controls in the context: markers are relative to "
+        "them and 'rank' measures the target's change from them and decodes them under every "
+        "candidate (default: cells the model generates without phenotype guidance)."
     ),
 ]
 ReferenceWhere = Annotated[
@@ -501,7 +502,13 @@ def rank(
     ] = False,
     reference: Reference = None,
     reference_where: ReferenceWhere = None,
-    n: Annotated[int, typer.Option(help="Cells generated per candidate.")] = 200,
+    n: Annotated[
+        int,
+        typer.Option(
+            help="Cells per candidate for the generation score: up to N --reference cells "
+            "decoded under every candidate (the same cells for all), else N generated ones."
+        ),
+    ] = 200,
     out: Annotated[Path | None, typer.Option(help="Write the full ranking as CSV.")] = None,
     plot: Annotated[Path | None, typer.Option(help="PNG bar chart of the best candidates.")] = None,
     top: Annotated[int, typer.Option(help="Candidates printed and plotted.")] = 10,
