@@ -14,6 +14,12 @@ import torch
 
 from rnadiff._version import __version__
 from rnadiff.conditioning.prior import expression_prior, gene_vectors
+from rnadiff.conditioning.transfer import (
+    context_of,
+    interpolation_neighbours,
+    measured_contexts,
+    nearest_context_weights,
+)
 from rnadiff.config import ModelConfig, TrainConfig
 from rnadiff.data.covariates import CovariateRegistry, conditions_frame
 from rnadiff.data.preprocessing import (
@@ -930,37 +936,22 @@ class RNADiffusion:
         cats = [c.key for c in self.registry.covariates if c.categorical]
         ip = cats.index(pkey)
         others = cats[:ip] + cats[ip + 1 :]
-
-        def context(row: tuple) -> tuple:
-            return row[:ip] + row[ip + 1 :]
-
-        measured: dict[tuple, set] = {}
-        for row in self.seen:
-            measured.setdefault(context(row), set()).add(row[ip])
-        contexts = sorted(c for c, perts in measured.items() if control in perts and None not in c)
-        cells = [i for i in np.flatnonzero(mask) if None not in context(rows[i])]
+        contexts, measured = measured_contexts(self.seen, ip, control)
+        cells = [i for i in np.flatnonzero(mask) if None not in context_of(rows[i], ip)]
         if not contexts or not cells:
             return None, None
-        own = sorted({context(rows[i]) for i in cells} - set(contexts))
+        own = sorted({context_of(rows[i], ip) for i in cells} - set(contexts))
         everyone = contexts + own
         frame = pd.DataFrame(everyone, columns=others).assign(**{pkey: control})
         n = len(everyone)
-        with torch.no_grad():
+        with torch.no_grad():  # the model's mean control profile of each context
             profiles = self.ema(
                 torch.zeros(n, len(self.genes)),
                 torch.full((n,), float(self.config.diffusion.sigma_max)),
                 self._cond(frame, allow_missing=True),
             ).numpy()
         profile = dict(zip(everyone, profiles, strict=True))
-        weights = np.zeros((len(mask), len(contexts)), dtype=np.float32)
-        for i in cells:
-            ok = [j for j, c in enumerate(contexts) if rows[i][ip] in measured[c]]
-            if not ok:
-                continue
-            target = profile[context(rows[i])]
-            d2 = np.array([((profile[contexts[j]] - target) ** 2).sum() for j in ok])
-            nearest = [j for j, d in zip(ok, d2, strict=True) if d <= d2.min()]
-            weights[i, nearest] = 1.0 / len(nearest)
+        weights = nearest_context_weights(rows, cells, ip, contexts, measured, profile)
         if not weights.any():
             return None, None
         encoded = self.registry.encode(pd.DataFrame(contexts, columns=others), allow_missing=True)
@@ -1011,13 +1002,9 @@ class RNADiffusion:
             if key not in obs.columns or len(values) < 2:
                 continue
             raw = pd.to_numeric(obs[key], errors="coerce").to_numpy(dtype=float)
-            grid = np.asarray(values, dtype=float)
-            near = np.isclose(raw[:, None], grid[None, :], rtol=1e-6, atol=1e-9).any(axis=1)
-            where = np.isfinite(raw) & ~near & (raw > grid[0]) & (raw < grid[-1])
+            lo, hi, where = interpolation_neighbours(raw, values)
             if not where.any():
                 continue
-            hi_index = np.clip(np.searchsorted(grid, raw), 1, len(grid) - 1)
-            lo, hi = grid[hi_index - 1], grid[hi_index]
             frame = pd.DataFrame({key: np.concatenate([raw, lo, hi])})
             enc = self.registry.encode(frame, allow_missing=True)[key].reshape(3, -1)
             e_val, e_lo, e_hi = enc.astype(np.float64)
