@@ -102,6 +102,11 @@ def _subset(adata: ad.AnnData, where: list[str] | None, option: str, path: Path)
     return adata
 
 
+def _reference(path: Path | None, where: list[str] | None) -> ad.AnnData | None:
+    """The --reference cells (restricted by --reference-where), if given."""
+    return None if path is None else _subset(_read(path), where, "--reference-where", path)
+
+
 def _write(adata: ad.AnnData, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(path)
@@ -433,9 +438,7 @@ def design(
 
     m = RNADiffusion.load(model)
     spec = _markers(up, down, min_lfc, percentile)
-    ref = None
-    if reference is not None:
-        ref = _subset(_read(reference), reference_where, "--reference-where", reference)
+    ref = _reference(reference, reference_where)
     real = _read(realism_reference) if realism_reference is not None else None
     t0 = time.perf_counter()
     cells = m.design(
@@ -525,9 +528,7 @@ def rank(
         goal = _subset(_read(target), target_where, "--target-where", target)
     else:
         goal = _markers(up, down, min_lfc, percentile)
-    ref = None
-    if reference is not None:
-        ref = _subset(_read(reference), reference_where, "--reference-where", reference)
+    ref = _reference(reference, reference_where)
     t0 = time.perf_counter()
     ranked = m.rank_perturbations(
         goal,

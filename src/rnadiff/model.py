@@ -921,7 +921,7 @@ class RNADiffusion:
         return out
 
     def _transfer_contexts(
-        self, mask: np.ndarray, rows: list[tuple] | None
+        self, mask: np.ndarray, rows: list[tuple]
     ) -> tuple[dict[str, torch.Tensor] | None, np.ndarray | None]:
         """Where ``"compose"`` takes each transferred cell's perturbation effect from: the
         measured context (values of the other categorical covariates, with both that
@@ -930,8 +930,6 @@ class RNADiffusion:
         ties share the weight. Returns (condition rows of the contexts, weights ``(n_cells,
         n_contexts)``), or (None, None) when no cell has such a context (the composition then
         uses the marginal effect)."""
-        if rows is None:
-            return None, None
         pkey, control = self.registry.perturbation_key, self.registry.control
         cats = [c.key for c in self.registry.covariates if c.categorical]
         ip = cats.index(pkey)

@@ -81,6 +81,8 @@ def design(
     ``_bound``: the specification already bound (ranking binds it once, against its own
     reference); ``_realism=False`` skips the realism score (ranking does not use it).
     """
+    from rnadiff.model import _jsonable
+
     spec = as_phenotype(phenotype)
     if n_cells < 1:
         raise InputError(f"n_cells must be at least 1, got {n_cells}")
@@ -149,7 +151,7 @@ def design(
             "sampler": "langevin" if langevin_steps else sampler,
             "steps": steps,
             "seed": seed,
-            "guidance": guidance if isinstance(guidance, float | int) else dict(guidance),
+            "guidance": _jsonable(guidance),
             "transfer": transfer,
         },
     )
@@ -316,13 +318,10 @@ def rank_perturbations(
         keep = np.sort(rng.choice(cells.shape[0], size=max_target_cells, replace=False))
         cells, cells_obs = cells[keep], cells_obs.iloc[keep]
     z = torch.from_numpy(to_model_space(cells, model.preprocess))
-    own = cells_obs[[k for k in reg.keys if k in cells_obs.columns and k != pkey]]
-    conds = []
-    for c in [*names, control]:
-        obs = own.copy().reset_index(drop=True)
-        for k, value in {**context, pkey: c}.items():
-            obs[k] = value
-        conds.append(model._cond(obs, allow_missing=True))
+    own = _own_covariates(model, cells_obs)
+    conds = [
+        model._cond(_under(own, context, pkey, c), allow_missing=True) for c in [*names, control]
+    ]
     d = model.config.diffusion
     lo, hi = noise_range
     errors = denoising_errors(
@@ -366,33 +365,24 @@ def _candidate_cells(model, names, context, reference, ref_log, n_cells, steps, 
     """
     from rnadiff.model import TRANSFER_SCALES
 
-    reg = model.registry
-    pkey, control = reg.perturbation_key, reg.control
+    pkey, control = model.registry.perturbation_key, model.registry.control
     sigmas = model._sigmas(steps)
     gen = torch.Generator().manual_seed(seed)
-
-    def with_condition(base: pd.DataFrame, perturbation: str) -> pd.DataFrame:
-        obs = base.copy()
-        for k, value in {**context, pkey: perturbation}.items():
-            obs[k] = value
-        return obs
-
     if reference is not None:
         keep = np.arange(reference.n_obs)
         if reference.n_obs > n_cells:
             rng = np.random.default_rng(seed)
             keep = np.sort(rng.choice(reference.n_obs, size=n_cells, replace=False))
-        own = [k for k in reg.keys if k in reference.obs.columns and k != pkey]
-        base = reference.obs.iloc[keep][own].reset_index(drop=True)
+        base = _own_covariates(model, reference.obs.iloc[keep])
         z0 = torch.from_numpy(to_model_space(ref_log[keep], model.preprocess))
-        enc_obs = with_condition(base, control)
+        enc_obs = _under(base, context, pkey, control)
         cond = model._cond(enc_obs, allow_missing=True)
         start = model._encode(z0, sigmas, cond, batch_size, False, obs=enc_obs)
     else:
         base = pd.DataFrame(index=pd.RangeIndex(n_cells))
         start = torch.randn(n_cells, len(model.genes), generator=gen) * float(sigmas[0])
     everyone = [*names, control]
-    obs = pd.concat([with_condition(base, c) for c in everyone], ignore_index=True)
+    obs = pd.concat([_under(base, context, pkey, c) for c in everyone], ignore_index=True)
     codes = np.repeat(np.arange(len(everyone)), len(base))
     mask = model._transfer_mask(obs, "compose")
     z = model._run(
@@ -408,6 +398,18 @@ def _candidate_cells(model, names, context, reference, ref_log, n_cells, steps, 
         obs=obs,
     )
     return from_model_space(z, model.preprocess), codes
+
+
+def _own_covariates(model: RNADiffusion, obs: pd.DataFrame) -> pd.DataFrame:
+    """The registered covariates of cells other than the perturbation (their context)."""
+    pkey = model.registry.perturbation_key
+    keys = [k for k in model.registry.keys if k in obs.columns and k != pkey]
+    return obs[keys].reset_index(drop=True)
+
+
+def _under(base: pd.DataFrame, context: Mapping, pkey: str, perturbation: str) -> pd.DataFrame:
+    """``base`` cells placed in ``context`` under ``perturbation`` (a new frame)."""
+    return base.assign(**{**context, pkey: perturbation})
 
 
 def _candidates(model: RNADiffusion, candidates: Sequence[str] | None, pairs: bool) -> list[str]:
