@@ -835,35 +835,12 @@ class RNADiffusion:
         cells' covariates, from which ``"compose"`` transfer finds the measured contexts and
         unmeasured continuous values are interpolated (:meth:`_interpolation`)."""
         fn = SAMPLERS[sampler] if isinstance(sampler, str) else sampler
-        mask, mode, scale_ = transfer
-        contexts, context_w = (
-            self._transfer_contexts(mask, self._condition_rows(obs))
-            if mode == "compose" and mask.any() and obs is not None
-            else (None, None)
-        )
-        interpolation = self._interpolation(obs)
+        for_batch = self._batch_denoisers(obs, transfer, guidance)
         out = []
         batches = self._batches(x.shape[0], batch_size)
         for b in batches:
             c = {k: v[b] for k, v in cond.items()}
-            denoiser = classifier_free_guidance(self._core(interpolation, b), guidance)
-            step_denoiser = denoiser
-            where = torch.from_numpy(mask[b])
-            if mode == "guide" and where.any():
-                weights = torch.where(where, torch.tensor(float(scale_)), torch.tensor(1.0))
-                step_denoiser = classifier_free_guidance(
-                    denoiser, {self.registry.perturbation_key: weights}
-                )
-            elif mode == "compose" and where.any():
-                step_denoiser = compositional_guidance(
-                    denoiser,
-                    key=self.registry.perturbation_key,
-                    reference=self._control_row(),
-                    scale=scale_,
-                    where=where,
-                    contexts=contexts,
-                    context_weights=None if context_w is None else torch.from_numpy(context_w[b]),
-                )
+            step_denoiser = for_batch(b)
             if wrap is not None:
                 step_denoiser = wrap(step_denoiser)
             out.append(
@@ -877,6 +854,39 @@ class RNADiffusion:
                 )
             )
         return torch.cat(out).numpy()
+
+    def _batch_denoisers(self, obs: pd.DataFrame | None, transfer, guidance: Guidance = 1.0):
+        """``b -> denoiser`` for the cells in slice ``b`` of ``obs``: the EMA network,
+        interpolated between measured continuous values (:meth:`_interpolation`), with
+        classifier-free ``guidance`` and the transfer ``(mask, mode, scale)`` of the cells
+        (``"compose"`` takes the effect from the nearest measured context)."""
+        mask, mode, scale_ = transfer
+        contexts, context_w = (
+            self._transfer_contexts(mask, self._condition_rows(obs))
+            if mode == "compose" and mask.any() and obs is not None
+            else (None, None)
+        )
+        interpolation = self._interpolation(obs)
+
+        def for_batch(b: slice):
+            denoiser = classifier_free_guidance(self._core(interpolation, b), guidance)
+            where = torch.from_numpy(mask[b])
+            if mode == "guide" and where.any():
+                weights = torch.where(where, torch.tensor(float(scale_)), torch.tensor(1.0))
+                return classifier_free_guidance(denoiser, {self.registry.perturbation_key: weights})
+            if mode == "compose" and where.any():
+                return compositional_guidance(
+                    denoiser,
+                    key=self.registry.perturbation_key,
+                    reference=self._control_row(),
+                    scale=scale_,
+                    where=where,
+                    contexts=contexts,
+                    context_weights=None if context_w is None else torch.from_numpy(context_w[b]),
+                )
+            return denoiser
+
+        return for_batch
 
     def _condition_rows(self, obs: pd.DataFrame) -> list[tuple]:
         """Each row's categorical condition as a tuple (combination parts sorted; None: unset)."""

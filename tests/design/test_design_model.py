@@ -141,3 +141,23 @@ def test_generation_score_decodes_every_candidate_from_the_encoded_reference(mod
     ).set_index("perturbation")
     assert ranked.loc["stim", "phenotype_score"] > 0.99
     assert ranked.loc["stim", "rank"] == 1
+
+
+def test_likelihood_transfers_the_effect_where_a_perturbation_was_never_measured(model, kang):
+    # as if stimulated B cells had never been measured: the likelihood of "stim" must then use
+    # the effect transferred from the nearest measured cell type, as generation does
+    b_cells = (kang.obs.cluster_id == "B cells").to_numpy()
+    stim = kang[b_cells & (kang.obs.group_id == "stim").to_numpy()]
+    kw = dict(n_cells=10, n_noise_levels=4, n_draws=1, steps=8, progress=False)
+    measured = model.rank_perturbations(stim, **kw).set_index("perturbation")
+    seen = model.seen
+    assert ("stim", "B cells") in seen
+    model.seen = seen - {("stim", "B cells")}
+    try:
+        transferred = model.rank_perturbations(stim, **kw).set_index("perturbation")
+    finally:
+        model.seen = seen
+    err = "denoising_error"
+    assert transferred.loc["ctrl", err] == measured.loc["ctrl", err]  # measured: unchanged
+    assert transferred.loc["stim", err] != measured.loc["stim", err]
+    assert transferred.loc["stim", "likelihood_score"] > 0  # still more likely than control

@@ -68,6 +68,39 @@ def test_diffusion_classifier_prefers_the_class_the_cells_came_from():
     assert np.allclose(err, again)  # seeded, and independent of the batch size
 
 
+def test_batch_denoisers_replace_the_denoiser_per_condition_and_per_batch():
+    g = torch.Generator().manual_seed(0)
+    means = torch.tensor([[0.0] * 8, [1.5] * 8])
+    cells = means[1] + 0.5 * torch.randn(20, 8, generator=g)
+    conds = [{"c": torch.eye(2)[[k] * 20]} for k in range(2)]
+    exact = class_denoiser(means, 0.5)
+    swapped = class_denoiser(means.flip(0), 0.5)  # class 0's denoiser returns class 1's mean
+    levels = training_noise_levels(4, p_mean=-1.2, p_std=1.2)
+    kw = dict(n_draws=1, batch_size=8)
+
+    def errors(batch_denoisers=None):
+        return denoising_errors(
+            exact,
+            cells,
+            conds,
+            levels,
+            generator=torch.Generator().manual_seed(1),
+            batch_denoisers=batch_denoisers,
+            **kw,
+        )
+
+    plain = errors()
+    assert np.allclose(errors([lambda b: exact, lambda b: exact]), plain)
+    # condition 0 scored with the swapped denoiser: its errors become those of condition 1
+    assert np.allclose(errors([lambda b: swapped, lambda b: exact])[0], plain[1])
+    # per batch: only cells 8..15 (the second batch of 8) get the swapped denoiser
+    mixed = errors([lambda b: swapped if b.start == 8 else exact, lambda b: exact])
+    assert np.allclose(mixed[0, 8:16], plain[1, 8:16])
+    assert np.allclose(mixed[0, :8], plain[0, :8]) and np.allclose(mixed[0, 16:], plain[0, 16:])
+    with pytest.raises(ValueError, match="one entry of batch_denoisers per condition"):
+        errors([lambda b: exact])
+
+
 def test_combined_rank_is_the_mean_of_the_score_ranks():
     table = pd.DataFrame(
         {"perturbation": ["a", "b", "c"], "lik": [3.0, 1.0, 2.0], "gen": [0.1, 0.9, 0.5]}

@@ -41,6 +41,7 @@ def denoising_errors(
     sigma_data: float = 1.0,
     generator: torch.Generator | None = None,
     batch_size: int = 4096,
+    batch_denoisers: Sequence[Callable[[slice], Denoiser]] | None = None,
 ) -> np.ndarray:
     """Weighted denoising error of every cell under every condition (a diffusion classifier).
 
@@ -68,6 +69,10 @@ def denoising_errors(
         Seeds the noise.
     batch_size
         Cells per denoiser call.
+    batch_denoisers
+        Optional, one per condition: ``f(b)`` gives the denoiser for the cells in slice ``b``
+        (for wrappers that depend on the cells, e.g. a transferred effect); replaces
+        ``denoiser`` for that condition.
 
     Returns
     -------
@@ -75,6 +80,13 @@ def denoising_errors(
         ``(n_conditions, n_cells)``; lower is more likely.
     """
     n = x0.shape[0]
+    if batch_denoisers is not None and len(batch_denoisers) != len(conds):
+        raise ValueError("give one entry of batch_denoisers per condition")
+    batches = [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    per_batch = [
+        [denoiser if batch_denoisers is None else batch_denoisers[k](b) for b in batches]
+        for k in range(len(conds))
+    ]
     errors = torch.zeros(len(conds), n, dtype=torch.float64)
     count = 0
     for sigma in sigmas:
@@ -84,10 +96,9 @@ def denoising_errors(
             noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
             noisy = x0 + s * noise
             for k, cond in enumerate(conds):
-                for start in range(0, n, batch_size):
-                    b = slice(start, min(start + batch_size, n))
+                for d, b in zip(per_batch[k], batches, strict=True):
                     c = {key: v[b] for key, v in cond.items()}
-                    out = denoiser(noisy[b], noisy.new_full((b.stop - b.start,), s), c)
+                    out = d(noisy[b], noisy.new_full((b.stop - b.start,), s), c)
                     errors[k, b] += weight * (out - x0[b]).pow(2).mean(dim=1).double()
             count += 1
     return (errors / count).numpy()

@@ -319,9 +319,10 @@ def rank_perturbations(
         cells, cells_obs = cells[keep], cells_obs.iloc[keep]
     z = torch.from_numpy(to_model_space(cells, model.preprocess))
     own = _own_covariates(model, cells_obs)
-    conds = [
-        model._cond(_under(own, context, pkey, c), allow_missing=True) for c in [*names, control]
-    ]
+    # each candidate's denoiser as in generation: its effect transferred from the nearest
+    # measured context where it was never measured, continuous covariates interpolated
+    frames = [_under(own, context, pkey, c) for c in [*names, control]]
+    conds = [model._cond(f, allow_missing=True) for f in frames]
     d = model.config.diffusion
     lo, hi = noise_range
     errors = denoising_errors(
@@ -333,6 +334,7 @@ def rank_perturbations(
         sigma_data=d.sigma_data,
         generator=torch.Generator().manual_seed(seed),
         batch_size=batch_size,
+        batch_denoisers=[model._batch_denoisers(f, _compose(model, f)) for f in frames],
     )
     cand_err, ctrl_err = errors[: len(names)], errors[len(names)]
     table["denoising_error"] = cand_err.mean(axis=1)
@@ -363,8 +365,6 @@ def _candidate_cells(model, names, context, reference, ref_log, n_cells, steps, 
 
     Returns (log-expression cells, candidate code of each cell).
     """
-    from rnadiff.model import TRANSFER_SCALES
-
     pkey, control = model.registry.perturbation_key, model.registry.control
     sigmas = model._sigmas(steps)
     gen = torch.Generator().manual_seed(seed)
@@ -384,7 +384,6 @@ def _candidate_cells(model, names, context, reference, ref_log, n_cells, steps, 
     everyone = [*names, control]
     obs = pd.concat([_under(base, context, pkey, c) for c in everyone], ignore_index=True)
     codes = np.repeat(np.arange(len(everyone)), len(base))
-    mask = model._transfer_mask(obs, "compose")
     z = model._run(
         "dpmpp_2m",
         start.repeat(len(everyone), 1),
@@ -394,10 +393,18 @@ def _candidate_cells(model, names, context, reference, ref_log, n_cells, steps, 
         gen,
         batch_size,
         False,
-        transfer=(mask, "compose", TRANSFER_SCALES["compose"]),
+        transfer=_compose(model, obs),
         obs=obs,
     )
     return from_model_space(z, model.preprocess), codes
+
+
+def _compose(model: RNADiffusion, obs: pd.DataFrame) -> tuple:
+    """The transfer ranking uses for cells ``obs``: ``"compose"`` (the effect from the
+    nearest measured context) where their perturbation was never measured in their context."""
+    from rnadiff.model import TRANSFER_SCALES
+
+    return model._transfer_mask(obs, "compose"), "compose", TRANSFER_SCALES["compose"]
 
 
 def _own_covariates(model: RNADiffusion, obs: pd.DataFrame) -> pd.DataFrame:
