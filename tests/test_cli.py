@@ -57,6 +57,8 @@ def model_dir(kang_file, tmp_path_factory):
         "10",
         "--checkpoint-every",
         "5",
+        "--p-mean",
+        "0.5",
         *TINY,
     )
     assert "raw counts" in text  # the detected input is stated
@@ -70,7 +72,9 @@ def test_train_then_resume_continues_from_the_checkpoint(model_dir, kang_file):
         "train", "--data", kang_file, "--out", model_dir, "--max-steps", "14", "--resume", "--quiet"
     )
     assert "resuming from step 10" in text
-    assert RNADiffusion.load(model_dir).step == 14
+    resumed = RNADiffusion.load(model_dir)
+    assert resumed.step == 14
+    assert resumed.config.diffusion.p_mean == 0.5  # --p-mean is kept in the checkpoint
 
 
 def test_generate_writes_cells_with_conditions(model_dir, tmp_path):

@@ -165,6 +165,14 @@ def train(
     ] = 1000,
     width: Annotated[int, typer.Option(help="Hidden width of the denoiser network.")] = 256,
     depth: Annotated[int, typer.Option(help="Residual blocks of the denoiser network.")] = 3,
+    p_mean: Annotated[
+        float,
+        typer.Option(
+            help="Mean of ln(sigma) of the training noise levels (EDM's -1.2). Higher values "
+            "train more at high noise, where covariate effects are learned: ~1 for shallow data "
+            "(a few hundred UMIs per cell) with many weak perturbations (see the README)."
+        ),
+    ] = -1.2,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue training from the checkpoint in --out.")
     ] = False,
@@ -172,7 +180,14 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Train a conditional diffusion model on an .h5ad file and save it to a folder."""
-    from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, TrainConfig
+    from rnadiff import (
+        DiffusionConfig,
+        ModelConfig,
+        NetworkConfig,
+        PreprocessConfig,
+        RNADiffusion,
+        TrainConfig,
+    )
 
     adata = _read(data)
     train_cfg = TrainConfig(
@@ -209,6 +224,7 @@ def train(
         config = ModelConfig(
             preprocess=PreprocessConfig(input=input, n_top_genes=n_top_genes or None),
             network=NetworkConfig(width=width, depth=depth),
+            diffusion=DiffusionConfig(p_mean=p_mean),
         )
         model = RNADiffusion(adata, config=config, seed=seed)
         model.train(config=train_cfg, checkpoint_dir=out, progress=not quiet)
