@@ -77,3 +77,35 @@ def test_generation_between_time_points_uses_the_neighbours(timed):
     finally:
         timed.measured = saved
     assert not np.allclose(mixed.X, network_only.X)
+
+
+def test_ranking_likelihood_interpolates_between_time_points(_kang_small_session):
+    adata = _kang_small_session.copy()
+    rng = np.random.default_rng(0)
+    adata.obs["Hours"] = rng.choice([0.0, 24.0, 72.0], size=adata.n_obs)
+    RNADiffusion.setup_anndata(adata, perturbation_key="group_id", control="ctrl", time_key="Hours")
+    config = ModelConfig(
+        preprocess=PreprocessConfig(n_top_genes=100),
+        network=NetworkConfig(width=64, depth=1, emb_dim=16),
+    )
+    model = RNADiffusion(adata, config=config, seed=0)
+    model.train(config=TrainConfig(max_steps=30, batch_size=64, seed=0), progress=False)
+    target = adata[:20].copy()
+    target.obs["Hours"] = 48.0  # never measured: between 24 h and 72 h
+    kw = dict(n_cells=8, n_noise_levels=3, n_draws=1, steps=4, progress=False)
+    mixed = model.rank_perturbations(target, **kw).set_index("perturbation")
+    saved, model.measured = model.measured, {}
+    try:
+        network_only = model.rank_perturbations(target, **kw).set_index("perturbation")
+    finally:
+        model.measured = saved
+    for name in ("ctrl", "stim"):  # every candidate's likelihood uses the mixed denoiser
+        assert mixed.loc[name, "denoising_error"] != network_only.loc[name, "denoising_error"]
+    target.obs["Hours"] = 24.0  # measured: nothing to interpolate
+    at_24 = model.rank_perturbations(target, **kw).set_index("perturbation")
+    model.measured = {}
+    try:
+        at_24_network = model.rank_perturbations(target, **kw).set_index("perturbation")
+    finally:
+        model.measured = saved
+    assert np.allclose(at_24["denoising_error"], at_24_network["denoising_error"])
