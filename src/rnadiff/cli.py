@@ -169,8 +169,8 @@ def train(
         float,
         typer.Option(
             help="Mean of ln(sigma) of the training noise levels (EDM's -1.2). Higher values "
-            "train more at high noise, where covariate effects are learned: ~1 for shallow data "
-            "(a few hundred UMIs per cell) with many weak perturbations (see the README)."
+            "train more at high noise, where covariate effects are learned: 1-2 for data with "
+            "many weak perturbations (see the README)."
         ),
     ] = -1.2,
     resume: Annotated[
