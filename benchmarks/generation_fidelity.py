@@ -5,8 +5,9 @@ generate control cells of the held-out type (a condition in the training data: o
 stimulated cells of that type are held out) and compare them with the real control cells of
 that type, the cells the model was trained on. For scale, the real control cells of the most
 similar other type (by mean expression) are compared the same way. Columns: E-distance and R²
-of all gene means (the benchmark's metrics code), fraction of exact zeros, and the largest
-per-gene mean errors.
+of all gene means (the benchmark's metrics code), the total variance of real and generated
+cells in the 30 principal components of all training cells, the fraction of exact zeros, and the
+largest per-gene mean errors.
 
     OMP_NUM_THREADS=1 RNADIFF_DATA_DIR=../shared/data .venv/bin/python \\
         benchmarks/generation_fidelity.py --folds "B cells,CD4 T cells"
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.decomposition import PCA
 
 from rnadiff import datasets
 from rnadiff.data import splits
@@ -58,6 +60,12 @@ def fold_row(split, seed: int) -> dict:
     for name, cells in (("generated", gen), (f"real {nearest}", others[nearest])):
         m = response_metrics(cells, real, real, distributional=True, seed=seed)
         scores[name] = (m["edistance"], m["r2_mean_all"])
+    # spread along the data's main directions: total variance in 30 PCs of all training cells
+    pca = PCA(n_components=30, random_state=seed).fit(prep.train)
+    spread = {
+        k: float(pca.transform(v).var(0).sum())
+        for k, v in (("real", real), ("gen", gen), ("other", others[nearest]))
+    }
     diff = gen.mean(0) - real.mean(0)
     worst = np.argsort(-np.abs(diff))[:5]
     genes = np.asarray(prep.state.genes)
@@ -70,6 +78,9 @@ def fold_row(split, seed: int) -> dict:
         "nearest_other_type": nearest,
         "edistance_other_type": scores[f"real {nearest}"][0],
         "r2_mean_all_other_type": scores[f"real {nearest}"][1],
+        "pc_variance_real": spread["real"],
+        "pc_variance_generated": spread["gen"],
+        "pc_variance_other_type": spread["other"],
         "zeros_real": float((real == 0).mean()),
         "zeros_generated": float((gen == 0).mean()),
         "largest_mean_errors": "; ".join(
