@@ -27,6 +27,7 @@ from sklearn.decomposition import PCA
 from rnadiff import datasets
 from rnadiff.data import splits
 from rnadiff.evaluation.benchmark import BenchConfig, prepare
+from rnadiff.evaluation.design_tasks import _model_order
 from rnadiff.evaluation.metrics import response_metrics
 from rnadiff.model import RNADiffusion
 
@@ -46,9 +47,8 @@ def fold_row(split, seed: int) -> dict:
     real = prep.evaluations[ev.name]["source"]  # real control cells of the held-out type
     cond = {pkey: control, ckey: split.fold}
     generated = model.generate(cond, n_cells=real.shape[0], seed=seed, progress=False)
-    col = {g: i for i, g in enumerate(prep.state.genes)}
     gen = np.empty_like(real)
-    gen[:, [col[g] for g in model.genes]] = np.asarray(generated.X)
+    gen[:, _model_order(prep, model)] = np.asarray(generated.X)
     obs = split.train.obs
     is_ctrl = (obs[pkey].astype(str) == control).to_numpy()
     others = {

@@ -36,6 +36,7 @@ from rnadiff import datasets
 from rnadiff.config import ModelConfig
 from rnadiff.data import splits
 from rnadiff.evaluation.benchmark import BenchConfig, baseline_predictions, prepare, score_split
+from rnadiff.evaluation.design_tasks import _means, _model_order
 from rnadiff.evaluation.metrics import discrimination_score
 from rnadiff.model import RNADiffusion
 
@@ -61,9 +62,8 @@ def _train(split, config: BenchConfig) -> tuple[RNADiffusion, float]:
 
 def _to_prep(model: RNADiffusion, prep, x: np.ndarray) -> np.ndarray:
     """Model gene order -> the benchmark's gene order (the same genes)."""
-    col = {g: i for i, g in enumerate(prep.state.genes)}
     out = np.empty_like(x)
-    out[:, [col[g] for g in model.genes]] = x
+    out[:, _model_order(prep, model)] = x
     return out
 
 
@@ -83,8 +83,7 @@ def papalexi_rows(p_mean: float, seed: int) -> list[dict]:
         for ev in split.evaluations
     }
     recon = _to_prep(model, prep, model.predict(source, perturbation=control_name, **kw).X)
-    obs = split.train.obs[key].astype(str).to_numpy()
-    train_mean = {k: prep.train[obs == k].mean(0) for k in [*real, control_name]}
+    train_mean = _means(prep, split.train.obs, key)
     shift = {k: train_mean[k] - train_mean[control_name] for k in real}
     slopes = {}
     for k, p in pred.items():

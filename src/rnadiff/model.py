@@ -384,7 +384,7 @@ class RNADiffusion:
         gen = torch.Generator().manual_seed(seed)
         sigmas = self._sigmas(steps)
         x = torch.randn(len(obs), len(self.preprocess.genes), generator=gen) * float(sigmas[0])
-        mask = self._transfer_mask(obs, transfer)
+        plan = self._transfer_plan(obs, transfer, transfer_scale)
         z = self._run(
             sampler,
             x,
@@ -394,11 +394,11 @@ class RNADiffusion:
             gen,
             batch_size,
             progress,
-            transfer=(mask, transfer, _transfer_scale(transfer, transfer_scale)),
+            transfer=plan,
             wrap=wrap,
             obs=obs,
         )
-        return z, obs, mask
+        return z, obs, plan[0]
 
     def predict(
         self,
@@ -477,7 +477,8 @@ class RNADiffusion:
             x = self._encode(z0, sigmas, cond_src, batch_size, progress, obs=obs_src)
         else:
             x = torch.randn(source.n_obs, len(self.preprocess.genes), generator=gen) * sigma_max
-        mask = self._transfer_mask(obs_tgt, transfer)
+        plan = self._transfer_plan(obs_tgt, transfer, transfer_scale)
+        mask = plan[0]
         z = self._run(
             sampler,
             x,
@@ -487,7 +488,7 @@ class RNADiffusion:
             gen,
             batch_size,
             progress,
-            transfer=(mask, transfer, _transfer_scale(transfer, transfer_scale)),
+            transfer=plan,
             obs=obs_tgt,
         )
         info = {
@@ -867,6 +868,7 @@ class RNADiffusion:
             else (None, None)
         )
         interpolation = self._interpolation(obs)
+        control = self._control_row() if mode == "compose" and mask.any() else None
 
         def for_batch(b: slice):
             denoiser = classifier_free_guidance(self._core(interpolation, b), guidance)
@@ -878,7 +880,7 @@ class RNADiffusion:
                 return compositional_guidance(
                     denoiser,
                     key=self.registry.perturbation_key,
-                    reference=self._control_row(),
+                    reference=control,
                     scale=scale_,
                     where=where,
                     contexts=contexts,
@@ -917,6 +919,13 @@ class RNADiffusion:
         in_context = obs.reindex(columns=others).notna().all(axis=1).to_numpy()
         unseen = np.array([row not in self.seen for row in self._condition_rows(obs)])
         return has_effect & in_context & unseen
+
+    def _transfer_plan(
+        self, obs: pd.DataFrame, transfer: Transfer, scale: float | None = None
+    ) -> tuple[np.ndarray, str, float | None]:
+        """``(mask, mode, scale)`` for :meth:`_batch_denoisers`: the cells ``transfer`` applies
+        to (:meth:`_transfer_mask`) and its scale (``None``: the mode's default)."""
+        return self._transfer_mask(obs, transfer), transfer, _transfer_scale(transfer, scale)
 
     def _measured_values(self, obs: pd.DataFrame, max_values: int = 1000) -> dict:
         """The distinct training values of each continuous covariate (a covariate with more

@@ -323,6 +323,7 @@ def rank_perturbations(
     # measured context where it was never measured, continuous covariates interpolated
     frames = [_under(own, context, pkey, c) for c in [*names, control]]
     conds = [model._cond(f, allow_missing=True) for f in frames]
+    plans = [model._transfer_plan(f, "compose") for f in frames]
     d = model.config.diffusion
     lo, hi = noise_range
     errors = denoising_errors(
@@ -334,7 +335,7 @@ def rank_perturbations(
         sigma_data=d.sigma_data,
         generator=torch.Generator().manual_seed(seed),
         batch_size=batch_size,
-        batch_denoisers=[model._batch_denoisers(f, _compose(model, f)) for f in frames],
+        batch_denoisers=[model._batch_denoisers(f, p) for f, p in zip(frames, plans, strict=True)],
     )
     cand_err, ctrl_err = errors[: len(names)], errors[len(names)]
     table["denoising_error"] = cand_err.mean(axis=1)
@@ -393,18 +394,10 @@ def _candidate_cells(model, names, context, reference, ref_log, n_cells, steps, 
         gen,
         batch_size,
         False,
-        transfer=_compose(model, obs),
+        transfer=model._transfer_plan(obs, "compose"),
         obs=obs,
     )
     return from_model_space(z, model.preprocess), codes
-
-
-def _compose(model: RNADiffusion, obs: pd.DataFrame) -> tuple:
-    """The transfer ranking uses for cells ``obs``: ``"compose"`` (the effect from the
-    nearest measured context) where their perturbation was never measured in their context."""
-    from rnadiff.model import TRANSFER_SCALES
-
-    return model._transfer_mask(obs, "compose"), "compose", TRANSFER_SCALES["compose"]
 
 
 def _own_covariates(model: RNADiffusion, obs: pd.DataFrame) -> pd.DataFrame:
