@@ -6,6 +6,7 @@ import pytest
 
 from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, TrainConfig
 from rnadiff.data.preprocessing import log_expression
+from rnadiff.errors import InputError
 from rnadiff.evaluation.metrics import response_metrics
 
 HOLDOUT = "CD14+ Monocytes"
@@ -151,3 +152,87 @@ def test_compose_takes_the_effect_from_the_nearest_measured_cell_type(trained):
     # every cell type has controls; the held-out one has no stimulated cells to learn from
     assert sorted(context_names) == sorted(names)
     assert weights[0][context_names.index(HOLDOUT)] == 0
+
+
+@pytest.fixture(scope="module")
+def model_(trained):
+    """The trained model (calibrated at the end of training, the default)."""
+    return trained[0]
+
+
+def test_calibration_factor_is_the_least_squares_fit_on_the_training_controls(model_):
+    """Recomputed from public predictions: every training control cell (of the types where
+    the stimulus was measured) predicted under the stimulus and under the control; the
+    factor maps the mean predicted change onto the measured training change."""
+    before = dict(model_.effect_scales)
+    try:
+        table = model_.calibrate_effects(n_cells=10**6)  # every control cell
+    finally:
+        found, model_.effect_scales = dict(model_.effect_scales), before
+    assert list(table.index) == ["stim"]
+    train = model_.adata
+    obs = train.obs
+    seen = (obs.group_id == "ctrl") & (obs.cluster_id != HOLDOUT)
+    assert table.loc["stim", "n_cells"] == seen.sum()
+    src = train[seen.to_numpy()]
+    kw = dict(progress=False, calibrated=False)
+    change = (
+        model_.predict(src, perturbation="stim", **kw).X
+        - model_.predict(src, perturbation="ctrl", **kw).X
+    )
+    log = pd.DataFrame(model_.log_expression(train), index=obs.index)
+    means = log.groupby([obs.cluster_id, obs.group_id], observed=True).mean()
+    types = src.obs.cluster_id.to_numpy()
+    observed = np.mean(
+        [means.loc[(t, "stim")].to_numpy() - means.loc[(t, "ctrl")].to_numpy() for t in types],
+        axis=0,
+    )
+    predicted = change.mean(0)
+    expected = np.clip(observed @ predicted / (predicted @ predicted), 0.5, 5.0)
+    assert found["stim"] == pytest.approx(expected, rel=1e-3)
+    assert table.loc["stim", "scale"] == found["stim"]
+
+
+def test_calibrated_effects_apply_where_the_perturbation_was_measured(kang, model_):
+    scale = model_.effect_scales["stim"]
+    assert 0.5 <= scale <= 5.0 and scale != 1.0
+    b_ctrl = kang[(kang.obs.cluster_id == "B cells").to_numpy() & (kang.obs.group_id == "ctrl")]
+    kw = dict(perturbation="stim", progress=False)
+    calibrated = model_.predict(b_ctrl, **kw)
+    plain = model_.predict(b_ctrl, calibrated=False, **kw)
+    assert calibrated.uns["rnadiff"]["effect_scales"] == {"stim": scale}
+    assert plain.uns["rnadiff"]["effect_scales"] == {}
+    assert not np.allclose(calibrated.X, plain.X)
+    before = dict(model_.effect_scales)
+    try:  # a factor of 1 is the network's own effect
+        model_.effect_scales = {"stim": 1.0}
+        np.testing.assert_array_equal(model_.predict(b_ctrl, **kw).X, plain.X)
+    finally:
+        model_.effect_scales = before
+    # the held-out type's stimulated cells are transferred: their scale is the transfer's
+    mono = kang[(kang.obs.cluster_id == HOLDOUT).to_numpy() & (kang.obs.group_id == "ctrl")]
+    out = model_.predict(mono, **kw)
+    assert out.uns["rnadiff"]["effect_scales"] == {}
+    np.testing.assert_array_equal(out.X, model_.predict(mono, calibrated=False, **kw).X)
+    # generation with the cell type left open is calibrated too
+    gen = model_.generate({"group_id": "stim"}, n_cells=5, progress=False)
+    assert gen.uns["rnadiff"]["effect_scales"] == {"stim": scale}
+
+
+def test_effect_scales_are_saved_and_calibration_can_be_turned_off(kang, model_, tmp_path):
+    model_.save(tmp_path / "m")
+    assert RNADiffusion.load(tmp_path / "m").effect_scales == model_.effect_scales
+    small = kang[:200].copy()
+    RNADiffusion.setup_anndata(small, perturbation_key="group_id", control="ctrl")
+    fresh = RNADiffusion(small, config=ModelConfig(preprocess=PreprocessConfig(n_top_genes=50)))
+    fresh.train(config=TrainConfig(max_steps=3, calibration_cells=0), progress=False)
+    assert fresh.effect_scales == {}
+    with pytest.raises(InputError, match="n_cells"):
+        fresh.calibrate_effects(n_cells=0)
+    unperturbed = kang[:200].copy()
+    RNADiffusion.setup_anndata(unperturbed, cell_type_key="cluster_id")
+    fresh = RNADiffusion(
+        unperturbed, config=ModelConfig(preprocess=PreprocessConfig(n_top_genes=50))
+    )
+    fresh.train(max_steps=3, progress=False)
+    assert fresh.effect_scales == {} and fresh.calibrate_effects().empty

@@ -55,6 +55,15 @@ GenePrior = Annotated[
         "co-varies most with it (the mix is logged and stored in .uns).",
     ),
 ]
+Calibrated = Annotated[
+    bool,
+    typer.Option(
+        "--calibrated/--no-calibration",
+        help="Scale each perturbation's effect (in contexts where it was measured) by the factor "
+        "calibrated on the training cells after training (stored in the model; see "
+        "RNADiffusion.calibrate_effects); --no-calibration: the network's own effect.",
+    ),
+]
 TransferScale = Annotated[
     float | None,
     typer.Option(help="Strength of --transfer (default: 3 for guide, 1.5 for compose)."),
@@ -165,6 +174,13 @@ def train(
     ] = 1000,
     width: Annotated[int, typer.Option(help="Hidden width of the denoiser network.")] = 256,
     depth: Annotated[int, typer.Option(help="Residual blocks of the denoiser network.")] = 3,
+    calibration_cells: Annotated[
+        int,
+        typer.Option(
+            help="Training control cells from which each perturbation's effect size is "
+            "calibrated after training (0: no calibration)."
+        ),
+    ] = 128,
     p_mean: Annotated[
         float,
         typer.Option(
@@ -196,6 +212,7 @@ def train(
         lr=lr,
         seed=seed,
         checkpoint_every=checkpoint_every,
+        calibration_cells=calibration_cells,
     )
     t0 = time.perf_counter()
     if resume:
@@ -258,6 +275,7 @@ def generate(
     transfer: TransferOpt = "compose",
     transfer_scale: TransferScale = None,
     gene_prior: GenePrior = False,
+    calibrated: Calibrated = True,
     seed: Seed = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -281,6 +299,7 @@ def generate(
         transfer=transfer,
         transfer_scale=transfer_scale,
         prior=gene_prior,
+        calibrated=calibrated,
         seed=seed,
         progress=not quiet,
     )
@@ -327,6 +346,7 @@ def predict(
     transfer: TransferOpt = "compose",
     transfer_scale: TransferScale = None,
     gene_prior: GenePrior = False,
+    calibrated: Calibrated = True,
     seed: Seed = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -349,6 +369,7 @@ def predict(
         transfer_scale=transfer_scale,
         encode_sigma=encode_sigma,
         prior=gene_prior,
+        calibrated=calibrated,
         seed=seed,
         progress=not quiet,
     )

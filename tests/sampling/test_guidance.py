@@ -310,3 +310,40 @@ def test_compositional_guidance_takes_the_effect_from_the_weighted_contexts():
     torch.testing.assert_close(out[2], marginal(x, sigma, cond)[2])
     with pytest.raises(ValueError, match="both"):
         compositional_guidance(d, key="pert", reference=ref, contexts={"cell_type": cell_types})
+
+
+def test_effect_scaling_multiplies_each_cells_effect_from_the_reference():
+    from rnadiff.sampling import effect_scaling
+
+    d = _additive_denoiser()
+    cond = {"pert": torch.eye(3)[[1, 2, 2]], "cell_type": torch.eye(2)[[0, 1, 1]]}
+    x, sigma = torch.randn(3, 2), torch.ones(3)
+    ref = torch.eye(3)[[0]]
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])  # the denoiser's perturbation term
+    effect = (torch.eye(3)[[1, 2, 2]] - ref) @ a
+    scaled = effect_scaling(d, key="pert", reference=ref, scale=torch.tensor([1.0, 2.0, 0.5]))
+    out = scaled(x, sigma, cond)
+    plain = d(x, sigma, cond)
+    torch.testing.assert_close(out[0], plain[0])  # factor 1: the conditional denoiser
+    torch.testing.assert_close(out[1], plain[1] + effect[1])  # twice the effect
+    torch.testing.assert_close(out[2], plain[2] - 0.5 * effect[2])  # half of it
+    assert torch.equal(cond["pert"], torch.eye(3)[[1, 2, 2]])  # the condition is unmodified
+
+
+def test_effect_scaling_of_ones_makes_no_second_call():
+    from rnadiff.sampling import effect_scaling
+
+    d = _additive_denoiser()
+    calls = []
+
+    def counted(x, sigma, cond):
+        calls.append(len(x))
+        return d(x, sigma, cond)
+
+    cond = {"pert": torch.eye(3)[[1, 2]], "cell_type": torch.eye(2)[[0, 1]]}
+    x, sigma = torch.randn(2, 2), torch.ones(2)
+    out = effect_scaling(counted, key="pert", reference=torch.eye(3)[[0]], scale=torch.ones(2))(
+        x, sigma, cond
+    )
+    torch.testing.assert_close(out, d(x, sigma, cond))
+    assert calls == [2]

@@ -320,7 +320,9 @@ def rank_perturbations(
     z = torch.from_numpy(to_model_space(cells, model.preprocess))
     own = _own_covariates(model, cells_obs)
     # each candidate's denoiser as in generation: its effect transferred from the nearest
-    # measured context where it was never measured, continuous covariates interpolated
+    # measured context where it was never measured, continuous covariates interpolated; but
+    # the network's own effect sizes, not the calibrated ones (calibrated, the likelihood
+    # ranked Papalexi's knock-outs worse: MRR 0.33 vs 0.51, seed 0; see docs/design.md)
     frames = [_under(own, context, pkey, c) for c in [*names, control]]
     conds = [model._cond(f, allow_missing=True) for f in frames]
     plans = [model._transfer_plan(f, "compose") for f in frames]
@@ -335,7 +337,10 @@ def rank_perturbations(
         sigma_data=d.sigma_data,
         generator=torch.Generator().manual_seed(seed),
         batch_size=batch_size,
-        batch_denoisers=[model._batch_denoisers(f, p) for f, p in zip(frames, plans, strict=True)],
+        batch_denoisers=[
+            model._batch_denoisers(f, p, calibrated=False)
+            for f, p in zip(frames, plans, strict=True)
+        ],
     )
     cand_err, ctrl_err = errors[: len(names)], errors[len(names)]
     table["denoising_error"] = cand_err.mean(axis=1)

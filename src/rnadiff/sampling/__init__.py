@@ -3,6 +3,7 @@
 from rnadiff.sampling.guidance import (
     classifier_free_guidance,
     compositional_guidance,
+    effect_scaling,
     gradient_guidance,
     interpolated_covariate,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "SAMPLERS",
     "classifier_free_guidance",
     "compositional_guidance",
+    "effect_scaling",
     "encode",
     "gradient_guidance",
     "interpolated_covariate",
