@@ -349,3 +349,21 @@ def test_design_and_rank_errors_are_one_line(model_dir, tmp_path, args, message)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_effect_calibration_options(model_dir, kang_file, tmp_path):
+    scales = RNADiffusion.load(model_dir).effect_scales
+    assert set(scales) == {"stim"}  # calibrated at the end of training, kept in the model
+    args = ["generate", "--model", model_dir, "--condition", "group_id=stim", "--n", "3"]
+    args += ["--steps", "3", "--quiet"]
+    invoke(*args, "--out", tmp_path / "a.h5ad")
+    invoke(*args, "--no-calibration", "--out", tmp_path / "b.h5ad")
+    used = ad.read_h5ad(tmp_path / "a.h5ad").uns["rnadiff"]["effect_scales"]
+    assert dict(used) == ({} if scales["stim"] == 1 else scales)
+    assert not dict(ad.read_h5ad(tmp_path / "b.h5ad").uns["rnadiff"]["effect_scales"])
+    out = tmp_path / "uncalibrated"
+    invoke(
+        "train", "--data", kang_file, "--out", out, "--perturbation-key", "group_id",
+        "--control", "ctrl", "--max-steps", "3", "--calibration-cells", "0", *TINY,
+    )  # fmt: skip
+    assert RNADiffusion.load(out).effect_scales == {}
