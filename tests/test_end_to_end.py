@@ -236,3 +236,37 @@ def test_effect_scales_are_saved_and_calibration_can_be_turned_off(kang, model_,
     )
     fresh.train(max_steps=3, progress=False)
     assert fresh.effect_scales == {} and fresh.calibrate_effects().empty
+
+
+def test_calibration_decodes_at_the_perturbations_own_dose(kang):
+    """Control cells have dose 0; the stimulated ones dose 1. The calibration must predict
+    the stimulus at dose 1 (what was measured), not at the control cells' dose 0."""
+    train = kang[kang.obs.cluster_id.isin(["B cells", "CD4 T cells"]).to_numpy()].copy()
+    train.obs["dose"] = np.where(train.obs.group_id == "stim", 1.0, 0.0)
+    RNADiffusion.setup_anndata(
+        train, perturbation_key="group_id", control="ctrl", cell_type_key="cluster_id",
+        dose_key="dose",
+    )  # fmt: skip
+    config = ModelConfig(
+        preprocess=PreprocessConfig(n_top_genes=100),
+        network=NetworkConfig(width=64, depth=1, emb_dim=16),
+    )
+    model = RNADiffusion(train, config=config)
+    model.train(config=TrainConfig(max_steps=150, calibration_cells=0), progress=False)
+    table = model.calibrate_effects(n_cells=10**6)
+    ctrl = train[(train.obs.group_id == "ctrl").to_numpy()]
+    log = pd.DataFrame(model.log_expression(train), index=train.obs.index)
+    means = log.groupby([train.obs.cluster_id, train.obs.group_id], observed=True).mean()
+    observed = np.mean(
+        [means.loc[(t, "stim")] - means.loc[(t, "ctrl")] for t in ctrl.obs.cluster_id], axis=0
+    )
+    recon = model.predict(ctrl, perturbation="ctrl", progress=False, calibrated=False).X
+
+    def factor(dose):
+        target = {"group_id": "stim", "dose": dose}
+        change = model.predict(ctrl, target=target, progress=False, calibrated=False).X - recon
+        p = change.mean(0)
+        return np.clip(observed @ p / (p @ p), 0.5, 5.0)
+
+    assert table.loc["stim", "scale"] == pytest.approx(factor(1.0), rel=1e-3)
+    assert abs(factor(0.0) - factor(1.0)) > 0.01  # the dose matters to the answer

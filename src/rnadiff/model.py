@@ -271,7 +271,8 @@ class RNADiffusion:
         was trained on (on Papalexi 2021 about half, weak knock-outs much less; see the
         README). This measures it: up to ``n_cells`` training control cells (seeded) are
         encoded and decoded under the control (their reconstruction) and under each
-        perturbation measured in their context; the factor ``s`` that best maps the mean
+        perturbation measured in their context (with the continuous covariates, e.g. dose, of
+        a random cell of that perturbation there); the factor ``s`` that best maps the mean
         predicted change onto the measured training change (least squares over genes,
         :func:`rnadiff.conditioning.calibration.effect_scales`, clipped to [0.5, 5]) is
         stored in ``effect_scales``. ``generate``, ``predict``, ``design`` and
@@ -333,11 +334,20 @@ class RNADiffusion:
         x = self._encode(z0, sigmas, cond_src, batch_size, False, obs=obs_src)
         gen = torch.Generator().manual_seed(seed)
 
+        # continuous covariates (dose, time) of the decoded cells: those of a random cell of
+        # the perturbation in the same context, so the prediction matches what was measured
+        continuous = [c.key for c in self.registry.covariates if not c.categorical]
+        members = {g: np.flatnonzero(codes == i) for i, g in enumerate(groups)}
+
         def decode(pairs: list[tuple[int, str]]) -> np.ndarray:
             """Decode cell ``i`` of the sample under perturbation ``p`` for each pair."""
             rows = np.array([i for i, _ in pairs])
             target = obs_src.iloc[rows].copy()
             target[pkey] = pd.Categorical([p for _, p in pairs])
+            if continuous and pairs[0][1] != control:
+                donors = [rng.choice(members[(ctx_src[i], p)]) for i, p in pairs]
+                for key in continuous:
+                    target[key] = obs[key].to_numpy()[donors]
             none = (np.zeros(len(target), dtype=bool), "none", None)
             z = self._run(
                 "dpmpp_2m",
