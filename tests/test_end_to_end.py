@@ -214,6 +214,10 @@ def test_calibrated_effects_apply_where_the_perturbation_was_measured(kang, mode
     out = model_.predict(mono, **kw)
     assert out.uns["rnadiff"]["effect_scales"] == {}
     np.testing.assert_array_equal(out.X, model_.predict(mono, calibrated=False, **kw).X)
+    joint = model_.predict(mono, transfer="none", **kw)  # not transferred, still unmeasured
+    assert joint.uns["rnadiff"]["effect_scales"] == {}
+    plain_joint = model_.predict(mono, transfer="none", calibrated=False, **kw)
+    np.testing.assert_array_equal(joint.X, plain_joint.X)
     # generation with the cell type left open is calibrated too
     gen = model_.generate({"group_id": "stim"}, n_cells=5, progress=False)
     assert gen.uns["rnadiff"]["effect_scales"] == {"stim": scale}

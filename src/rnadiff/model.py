@@ -1081,8 +1081,9 @@ class RNADiffusion:
         return for_batch
 
     def _cell_effect_scales(self, obs: pd.DataFrame | None, mask: np.ndarray) -> np.ndarray | None:
-        """Each cell's calibrated effect scale (1: none; transferred cells in ``mask`` keep
-        their transfer), or None when no cell has one."""
+        """Each cell's calibrated effect scale, or None when no cell has one. 1 (none) for
+        transferred cells (``mask``) and for any cell whose perturbation was never measured
+        in its context (also with ``transfer="none"``)."""
         pkey = self.registry.perturbation_key
         if not self.effect_scales or obs is None or pkey not in obs:
             return None
@@ -1093,7 +1094,7 @@ class RNADiffusion:
                 for v in obs[pkey]
             ]
         )
-        out[mask] = 1.0
+        out[mask | self._transfer_mask(obs, "compose")] = 1.0  # never measured there
         return out if (out != 1).any() else None
 
     def _effect_scales_used(self, obs: pd.DataFrame, mask: np.ndarray, calibrated: bool) -> dict:
