@@ -315,8 +315,9 @@ class RNADiffusion:
         ip = cats.index(pkey)
         labels = [(context_of(r, ip), r[ip]) for r in self._condition_rows(obs)]
         codes, groups = pd.factorize(pd.Series(labels, dtype=object))
+        members = {g: np.flatnonzero(codes == i) for i, g in enumerate(groups)}
         log = self.log_expression(self.adata)
-        means = {g: log[codes == i].mean(0) for i, g in enumerate(groups)}
+        means = {g: log[rows].mean(0) for g, rows in members.items()}
         ok = [None not in ctx and p == control for ctx, p in labels]
         pool = np.flatnonzero(ok)
         perts = sorted(
@@ -337,15 +338,18 @@ class RNADiffusion:
         # continuous covariates (dose, time) of the decoded cells: those of a random cell of
         # the perturbation in the same context, so the prediction matches what was measured
         continuous = [c.key for c in self.registry.covariates if not c.categorical]
-        members = {g: np.flatnonzero(codes == i) for i, g in enumerate(groups)}
 
         def decode(pairs: list[tuple[int, str]]) -> np.ndarray:
-            """Decode cell ``i`` of the sample under perturbation ``p`` for each pair."""
+            """Decode cell ``i`` of the sample under perturbation ``p`` for each pair (under
+            the control: the cell's own continuous covariates)."""
             rows = np.array([i for i, _ in pairs])
             target = obs_src.iloc[rows].copy()
             target[pkey] = pd.Categorical([p for _, p in pairs])
-            if continuous and pairs[0][1] != control:
-                donors = [rng.choice(members[(ctx_src[i], p)]) for i, p in pairs]
+            if continuous:
+                donors = [
+                    idx[i] if p == control else rng.choice(members[(ctx_src[i], p)])
+                    for i, p in pairs
+                ]
                 for key in continuous:
                     target[key] = obs[key].to_numpy()[donors]
             none = (np.zeros(len(target), dtype=bool), "none", None)
@@ -520,7 +524,7 @@ class RNADiffusion:
                 "transfer_scale": _transfer_scale(transfer, transfer_scale),
                 "interpolated_cells": self._interpolated_cells(obs),
                 "perturbation_prior": self._used_prior(soft),
-                "effect_scales": self._effect_scales_used(obs, mask, calibrated),
+                "effect_scales": self._effect_scales_used(obs, calibrated),
                 "seed": seed,
             },
         )
@@ -675,7 +679,7 @@ class RNADiffusion:
             "interpolated_cells": self._interpolated_cells(obs_tgt),
             "encode_sigma": sigma_max,
             "perturbation_prior": self._used_prior(soft),
-            "effect_scales": self._effect_scales_used(obs_tgt, mask, calibrated),
+            "effect_scales": self._effect_scales_used(obs_tgt, calibrated),
             "target": {k: str(v) for k, v in changes.items()},
         }
         out = self._to_anndata(z, obs_tgt, info)
@@ -1044,14 +1048,15 @@ class RNADiffusion:
         (``calibrated``; :meth:`calibrate_effects`) and the transfer ``(mask, mode, scale)`` of
         the cells (``"compose"`` takes the effect from the nearest measured context)."""
         mask, mode, scale_ = transfer
-        effect = self._cell_effect_scales(obs, mask) if calibrated else None
+        effect = self._cell_effect_scales(obs) if calibrated else None
         contexts, context_w = (
             self._transfer_contexts(mask, self._condition_rows(obs))
             if mode == "compose" and mask.any() and obs is not None
             else (None, None)
         )
         interpolation = self._interpolation(obs)
-        control = self._control_row() if mode == "compose" and mask.any() else None
+        composing = mode == "compose" and mask.any()
+        control = self._control_row() if composing or effect is not None else None
 
         def for_batch(b: slice):
             denoiser = classifier_free_guidance(self._core(interpolation, b), guidance)
@@ -1059,7 +1064,7 @@ class RNADiffusion:
                 denoiser = effect_scaling(
                     denoiser,
                     key=self.registry.perturbation_key,
-                    reference=self._control_row(),
+                    reference=control,
                     scale=torch.from_numpy(effect[b]),
                 )
             where = torch.from_numpy(mask[b])
@@ -1080,26 +1085,21 @@ class RNADiffusion:
 
         return for_batch
 
-    def _cell_effect_scales(self, obs: pd.DataFrame | None, mask: np.ndarray) -> np.ndarray | None:
+    def _cell_effect_scales(self, obs: pd.DataFrame | None) -> np.ndarray | None:
         """Each cell's calibrated effect scale, or None when no cell has one. 1 (none) for
-        transferred cells (``mask``) and for any cell whose perturbation was never measured
-        in its context (also with ``transfer="none"``)."""
+        any cell whose perturbation was never measured in its context, whether it is
+        transferred or not (``transfer="none"``)."""
         pkey = self.registry.perturbation_key
         if not self.effect_scales or obs is None or pkey not in obs:
             return None
         cov = self.registry[pkey]
-        out = np.array(
-            [
-                self.effect_scales.get("+".join(sorted(cov.parts(v))), 1.0) if pd.notna(v) else 1.0
-                for v in obs[pkey]
-            ]
-        )
-        out[mask | self._transfer_mask(obs, "compose")] = 1.0  # never measured there
+        out = np.array([self.effect_scales.get(_canonical(cov, v), 1.0) for v in obs[pkey]])
+        out[self._transfer_mask(obs, "compose")] = 1.0  # never measured there
         return out if (out != 1).any() else None
 
-    def _effect_scales_used(self, obs: pd.DataFrame, mask: np.ndarray, calibrated: bool) -> dict:
+    def _effect_scales_used(self, obs: pd.DataFrame, calibrated: bool) -> dict:
         """``{perturbation: scale}`` of the calibrated cells, for ``uns['rnadiff']``."""
-        scales = self._cell_effect_scales(obs, mask) if calibrated else None
+        scales = self._cell_effect_scales(obs) if calibrated else None
         if scales is None:
             return {}
         values = obs[self.registry.perturbation_key].astype(str).to_numpy()
@@ -1111,10 +1111,7 @@ class RNADiffusion:
         if not cats or any(c.key not in obs for c in cats):
             return [()] * len(obs)
 
-        def canonical(cov, value):
-            return "+".join(sorted(cov.parts(value))) if pd.notna(value) else None
-
-        columns = [[canonical(c, v) for v in obs[c.key]] for c in cats]
+        columns = [[_canonical(c, v) for v in obs[c.key]] for c in cats]
         return list(zip(*columns, strict=True))
 
     def _condition_keys(self, obs: pd.DataFrame) -> set[tuple]:
@@ -1355,6 +1352,11 @@ class RNADiffusion:
             model.registry.encode(adata.obs)  # same covariate columns, known values
             model.adata = adata
         return model
+
+
+def _canonical(cov, value) -> str | None:
+    """A categorical value as the model keys it: combination parts sorted (None: unset)."""
+    return "+".join(sorted(cov.parts(value))) if pd.notna(value) else None
 
 
 def _transfer_scale(transfer: Transfer, scale: float | None) -> float | None:
