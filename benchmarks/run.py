@@ -4,7 +4,8 @@
         [--seeds 3] [--max-steps 2000] [--peers scgen,cpa,squidiff] [--out benchmarks/results]
 
 Writes ``folds.csv`` (one row per task, fold, seed, evaluation, method and metric),
-``summary.csv`` (``task,method,metric,mean,sd,n``), ``summary.md``, ``timings.csv`` and PNG plots.
+``summary.csv`` (``task,method,metric,mean,sd,n``), ``paired.csv`` (rnadiff against every other
+method on the same held-out data), ``summary.md``, ``timings.csv`` and PNG plots.
 Peers run in their own virtual environments (``benchmarks/peers/install.sh``); a peer that is not
 installed or fails is reported as such.
 """
@@ -33,6 +34,7 @@ from rnadiff.evaluation.benchmark import (
     BenchConfig,
     Predictions,
     Prepared,
+    paired_comparison,
     peer_inputs,
     run_split,
     summarize,
@@ -184,9 +186,16 @@ def plots_for(out: Path):
     return on_predictions
 
 
-def markdown(summary: pd.DataFrame, timings: pd.DataFrame | None = None) -> str:
-    """Mean ± sd per method and headline metric, per task; notes of methods that could not run
-    and training / prediction time per method."""
+# the method whose paired comparisons summary.md shows, per task (paired.csv has them all)
+PRIMARY = ("rnadiff (counterfactual)", "rnadiff (combined)", "rnadiff design (markers)")
+
+
+def markdown(
+    summary: pd.DataFrame, timings: pd.DataFrame | None = None, paired: pd.DataFrame | None = None
+) -> str:
+    """Mean ± sd per method and headline metric, per task; the paired comparison of the task's
+    primary rnadiff method with every other method; notes of methods that could not run and
+    training / prediction time per method."""
     lines = []
     for task, frame in summary.groupby("task"):
         frame = frame[frame.metric.isin(HEADLINE)]
@@ -203,9 +212,60 @@ def markdown(summary: pd.DataFrame, timings: pd.DataFrame | None = None) -> str:
         ]
         lines += [f"| {m} | " + " | ".join(row) + " |" for m, row in table.iterrows()]
         lines.append("")
+        if paired is not None:
+            lines += _paired_lines(paired[paired.task == task])
         if timings is not None and "task" in timings:
             lines += _notes(timings[timings.task == task])
     return "\n".join(lines)
+
+
+def _paired_lines(paired: pd.DataFrame) -> list[str]:
+    """Advantage of the primary method over each other one: mean ± se (better/equal/worse)."""
+    primary = [m for m in PRIMARY if m in set(paired.method)]
+    if not primary:
+        return []
+    frame = paired[(paired.method == primary[0]) & paired.metric.isin(HEADLINE)]
+    if frame.empty:
+        return []
+    cells = frame.assign(
+        v=frame["mean"].map("{:+.3f}".format)
+        + " ± "
+        + frame["se"].map("{:.3f}".format)
+        + " ("
+        + frame[["better", "equal", "worse"]].astype(str).agg("/".join, axis=1)
+        + ", "
+        + frame["verdict"]
+        + ")"
+    )
+    table = cells.pivot(index="reference", columns="metric", values="v")
+    table = table[[m for m in HEADLINE if m in table.columns]].fillna("n/a")
+    return [
+        f"Paired advantage of {primary[0]} (positive: better; mean ± se over pairs of fold, "
+        "seed and evaluation; better/equal/worse pairs; verdict at 2 se):",
+        "",
+        "| versus | " + " | ".join(table.columns) + " |",
+        "|---" * (len(table.columns) + 1) + "|",
+        *[f"| {m} | " + " | ".join(row) + " |" for m, row in table.iterrows()],
+        "",
+    ]
+
+
+def write_reports(rows: pd.DataFrame, times: pd.DataFrame, out: Path) -> str:
+    """``summary.csv``, ``paired.csv``, ``summary.md`` and ``kang_folds.png`` from the rows;
+    returns the markdown."""
+    summary = summarize(rows)
+    summary.to_csv(out / "summary.csv", index=False)
+    paired = paired_comparison(rows)
+    paired.to_csv(out / "paired.csv", index=False)
+    text = markdown(summary, times, paired)
+    (out / "summary.md").write_text(text)
+    if "kang_loo_celltype" in set(rows.task):
+        plot_fold_bars(
+            rows[rows.task == "kang_loo_celltype"],
+            out / "kang_folds.png",
+            metrics=["pearson_delta_top100", "r2_mean_top100", "edistance"],
+        )
+    return text
 
 
 def _notes(times: pd.DataFrame) -> list[str]:
@@ -257,7 +317,17 @@ def main() -> None:
     parser.add_argument(
         "--jobs", type=int, default=2, help="splits run at once, one thread each (2 cores: 2)"
     )
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="run nothing: rebuild summary.csv, paired.csv, summary.md and kang_folds.png from "
+        "folds.csv and timings.csv already in --out",
+    )
     args = parser.parse_args()
+    if args.rescore:
+        rows, times = (pd.read_csv(args.out / f) for f in ("folds.csv", "timings.csv"))
+        print(write_reports(rows, times, args.out))
+        return
     config = BenchConfig(max_steps=args.max_steps)
     args.out.mkdir(parents=True, exist_ok=True)
     peers = []  # installed peers; each worker builds its own runners
@@ -317,17 +387,7 @@ def main() -> None:
             print(f"{task} {fold} seed {seed}: {seconds:.0f} s", flush=True)
             pd.concat(all_rows).to_csv(args.out / "folds.csv", index=False)
             pd.concat(all_times).to_csv(args.out / "timings.csv", index=False)
-    rows = pd.concat(all_rows)
-    summary = summarize(rows)
-    summary.to_csv(args.out / "summary.csv", index=False)
-    times = pd.concat(all_times)
-    (args.out / "summary.md").write_text(markdown(summary, times))
-    if "kang_loo_celltype" in set(rows.task):
-        plot_fold_bars(
-            rows[rows.task == "kang_loo_celltype"],
-            args.out / "kang_folds.png",
-            metrics=["pearson_delta_top100", "r2_mean_top100", "edistance"],
-        )
+    text = write_reports(pd.concat(all_rows), pd.concat(all_times), args.out)
     meta = {
         "seeds": args.seeds,
         "max_steps": args.max_steps,
@@ -346,7 +406,7 @@ def main() -> None:
         first.setdefault("updates", []).append(meta)
         meta = first
     previous.write_text(json.dumps(meta, indent=1))
-    print(markdown(summary, times))
+    print(text)
 
 
 if __name__ == "__main__":

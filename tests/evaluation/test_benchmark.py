@@ -10,6 +10,7 @@ from rnadiff.evaluation.benchmark import (
     BenchConfig,
     _all_unseen,
     baseline_predictions,
+    paired_comparison,
     prepare,
     rnadiff_predictions,
     run_split,
@@ -192,3 +193,59 @@ def test_design_and_ranking_tasks_give_tidy_rows(kang_small):
     assert random[random.metric == "top1"].value.iloc[0] == pytest.approx(1 / 6)
     markers = rows[rows.task == "papalexi_marker_rank"]
     assert set(markers.evaluation) == set(kos) and {"rank", "top5"} == set(markers.metric)
+
+
+def _tidy(values: dict[str, list[float]], metric: str, task: str = "t") -> pd.DataFrame:
+    """Rows of ``folds.csv`` shape: one value per method and fold."""
+    return pd.DataFrame(
+        [
+            {
+                "task": task,
+                "fold": f"f{i}",
+                "seed": 0,
+                "evaluation": f"f{i}",
+                "method": m,
+                "metric": metric,
+                "value": v,
+            }
+            for m, vs in values.items()
+            for i, v in enumerate(vs)
+        ]
+    )
+
+
+def test_paired_comparison_known_answers():
+    ours, theirs = [0.9, 0.8, 0.7, 0.6], [0.5, 0.8, 0.75, 0.4]
+    out = paired_comparison(_tidy({"rnadiff (cf)": ours, "additive": theirs}, "r2_mean_top100"))
+    (row,) = out.to_dict("records")  # only our method is compared against the others
+    adv = np.subtract(ours, theirs)
+    assert (row["method"], row["reference"], row["n"]) == ("rnadiff (cf)", "additive", 4)
+    assert row["mean"] == pytest.approx(adv.mean())
+    assert row["se"] == pytest.approx(adv.std(ddof=1) / 2)
+    assert (row["better"], row["equal"], row["worse"]) == (2, 1, 1)
+    assert row["verdict"] == "tie"  # mean 0.1375, se 0.096: within 2 se
+
+    # lower is better for E-distance: a consistently smaller distance is "better"
+    e = paired_comparison(
+        _tidy({"rnadiff": [1.0, 1.1, 0.9], "scgen": [2.0, 2.2, 2.1]}, "edistance")
+    ).iloc[0]
+    assert e["mean"] == pytest.approx(1.1) and e["verdict"] == "better"
+    assert (e["better"], e["worse"]) == (3, 0)
+    # kNN AUC is best at 0.5: 0.55 beats 0.3 (|0.05| < |0.2|) and 0.45 loses to 0.5
+    k = paired_comparison(_tidy({"rnadiff": [0.55, 0.45], "x": [0.3, 0.5]}, "knn_auc")).iloc[0]
+    assert k["mean"] == pytest.approx(((0.2 - 0.05) + (0.0 - 0.05)) / 2)
+    assert (k["better"], k["worse"]) == (1, 1)
+    # consistently worse is "worse"
+    w = paired_comparison(_tidy({"rnadiff": [0.1, 0.2, 0.3], "x": [0.5, 0.6, 0.8]}, "mrr"))
+    assert w.iloc[0]["verdict"] == "worse"
+
+
+def test_paired_comparison_pairs_only_shared_evaluations():
+    rows = _tidy({"rnadiff": [0.5, 0.6, 0.7], "x": [0.4, 0.5]}, "pearson_delta_top100")
+    rows = pd.concat([rows, _tidy({"rnadiff": [9.0], "x": [1.0]}, "pearson_delta_top100", "u")])
+    out = paired_comparison(rows).set_index("task")
+    assert out.loc["t", "n"] == 2 and out.loc["t", "mean"] == pytest.approx(0.1)
+    assert out.loc["u", "n"] == 1 and np.isnan(out.loc["u", "se"])
+    assert out.loc["u", "verdict"] == "tie"  # one pair is never a verdict
+    with pytest.raises(ValueError, match="evaluation"):
+        paired_comparison(rows.drop(columns="evaluation"))

@@ -245,6 +245,94 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     return out.fillna({"sd": 0.0})
 
 
+# metrics where a smaller value is better; kNN AUC is best at 0.5 (compared as |AUC - 0.5|)
+LOWER_IS_BETTER = frozenset({"edistance", "mmd", "mse_mean", "rank"})
+BEST_AT_HALF = frozenset({"knn_auc"})
+
+
+def paired_comparison(
+    rows: pd.DataFrame,
+    *,
+    ours: Callable[[str], bool] = lambda m: m.startswith("rnadiff"),
+    tolerance: float = 1e-9,
+    z: float = 2.0,
+) -> pd.DataFrame:
+    """Each of our methods against every other method of a task, paired on the same held-out data.
+
+    A pair is one ``(fold, seed, evaluation)`` that both methods were scored on for a
+    metric. The advantage of a pair is ``ours - theirs`` for metrics where larger is better,
+    ``theirs - ours`` for :data:`LOWER_IS_BETTER` and ``|theirs - 0.5| - |ours - 0.5|`` for
+    :data:`BEST_AT_HALF`, so a positive advantage always means ours is better. Pairs from one
+    seed share a trained model, so the standard error (``sd / sqrt(n)`` over pairs) treats
+    them as independent: an approximation, read ``verdict`` as a guide, not a test.
+
+    Parameters
+    ----------
+    rows
+        Tidy rows ``task, fold, seed, evaluation, method, metric, value`` (``folds.csv``).
+    ours
+        Which method names are ours (compared against all the others).
+    tolerance
+        Advantages within this are counted as equal.
+    z
+        ``verdict`` is ``"better"`` where ``mean > z * se``, ``"worse"`` where
+        ``mean < -z * se`` and ``"tie"`` otherwise.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``task, method, reference, metric, n, mean, se, better, equal, worse, verdict``,
+        where ``mean`` and ``se`` are of the advantage.
+    """
+    need = {"task", "fold", "seed", "evaluation", "method", "metric", "value"}
+    missing = need - set(rows.columns)
+    if missing:
+        raise ValueError(f"rows lack the columns {sorted(missing)}")
+    keys = ["fold", "seed", "evaluation"]
+    rows = rows.dropna(subset=["value"]).astype({k: str for k in keys})
+    out = []
+    for (task, metric), frame in rows.groupby(["task", "metric"], sort=True):
+        wide = frame.pivot_table(index=keys, columns="method", values="value", aggfunc="mean")
+        for method in sorted(m for m in wide.columns if ours(m)):
+            for reference in sorted(m for m in wide.columns if m != method):
+                both = wide[[method, reference]].dropna()
+                if both.empty:
+                    continue
+                a, b = both[method].to_numpy(), both[reference].to_numpy()
+                if metric in LOWER_IS_BETTER:
+                    adv = b - a
+                elif metric in BEST_AT_HALF:
+                    adv = np.abs(b - 0.5) - np.abs(a - 0.5)
+                else:
+                    adv = a - b
+                n = len(adv)
+                mean = float(adv.mean())
+                se = float(adv.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+                if n > 1 and mean > z * se:
+                    verdict = "better"
+                elif n > 1 and mean < -z * se:
+                    verdict = "worse"
+                else:
+                    verdict = "tie"
+                out.append(
+                    {
+                        "task": task,
+                        "method": method,
+                        "reference": reference,
+                        "metric": metric,
+                        "n": n,
+                        "mean": mean,
+                        "se": se,
+                        "better": int((adv > tolerance).sum()),
+                        "equal": int((np.abs(adv) <= tolerance).sum()),
+                        "worse": int((adv < -tolerance).sum()),
+                        "verdict": verdict,
+                    }
+                )
+    columns = ["task", "method", "reference", "metric", "n", "mean", "se"]
+    return pd.DataFrame(out, columns=[*columns, "better", "equal", "worse", "verdict"])
+
+
 def run_split(
     split: Split,
     config: BenchConfig,
