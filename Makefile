@@ -39,6 +39,8 @@ bench: install
 	$(BIN)/python benchmarks/run.py --out benchmarks/results
 	# cross-check of some metrics against cell-eval's (skipped when its venv is missing)
 	$(BIN)/python benchmarks/celleval_crosscheck.py --out benchmarks/results
+	# denoising: Zeisel 2015 deep cells thinned, denoised, compared with the deep truth
+	$(BIN)/python benchmarks/denoise_zeisel.py
 
 peers:
 	bash benchmarks/peers/install.sh all

@@ -188,7 +188,9 @@ def test_user_errors_are_one_line_with_exit_code_2(model_dir, tmp_path, args, me
     assert not (tmp_path / "x.h5ad").exists()
 
 
-@pytest.mark.parametrize("command", ["train", "generate", "predict", "demo", "design", "rank"])
+@pytest.mark.parametrize(
+    "command", ["train", "generate", "predict", "denoise", "demo", "design", "rank"]
+)
 def test_help_explains_every_option(command):
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
@@ -367,3 +369,40 @@ def test_effect_calibration_options(model_dir, kang_file, tmp_path):
         "--control", "ctrl", "--max-steps", "3", "--calibration-cells", "0", *TINY,
     )  # fmt: skip
     assert RNADiffusion.load(out).effect_scales == {}
+
+
+def test_denoise_writes_denoised_cells_with_their_obs(model_dir, kang_file, tmp_path):
+    out = tmp_path / "denoised.h5ad"
+    text = invoke(
+        "denoise",
+        "--model",
+        model_dir,
+        "--data",
+        kang_file,
+        "--out",
+        out,
+        "--sigma",
+        "0.5",
+        "--where",
+        "group_id=ctrl",
+        "--quiet",
+    )
+    cells = ad.read_h5ad(out)
+    real = ad.read_h5ad(kang_file)
+    ctrl = real[(real.obs.group_id == "ctrl").to_numpy()]
+    assert "wrote" in text and cells.n_obs == ctrl.n_obs
+    assert list(cells.obs_names) == list(ctrl.obs_names)
+    assert (cells.obs["cluster_id"].astype(str) == ctrl.obs["cluster_id"].astype(str)).all()
+    assert cells.uns["rnadiff"]["method"] == "denoise"
+    assert cells.uns["rnadiff"]["sigma"] == 0.5
+    assert np.isfinite(cells.X).all() and (cells.X >= 0).all()
+
+
+def test_denoise_rejects_a_bad_sigma_in_one_line(model_dir, kang_file, tmp_path):
+    cmd = [sys.executable, "-m", "rnadiff.cli", "denoise", "--model", str(model_dir)]
+    cmd += ["--data", str(kang_file), "--out", str(tmp_path / "x.h5ad"), "--sigma", "-1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "sigma must be a positive number" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.h5ad").exists()

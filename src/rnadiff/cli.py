@@ -377,6 +377,47 @@ def predict(
     _summary(pred, m.registry.keys, out, time.perf_counter() - t0)
 
 
+@app.command()
+def denoise(
+    model: Annotated[Path, typer.Option(help="Model folder written by 'rnadiff train'.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Cells to denoise (.h5ad): raw counts or log-normalized, as the training data, with the model's genes; registered covariate columns in obs are used where present."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Output .h5ad of denoised cells (log-normalized, same obs).")
+    ],
+    sigma: Annotated[
+        float,
+        typer.Option(
+            help="Noise level the cells are taken to carry (per-gene training standard deviations): larger pulls harder towards the training cells; 1 was best on Zeisel 2015 cells thinned to 10%."
+        ),
+    ] = 1.0,
+    layer: Annotated[
+        str | None,
+        typer.Option(help="Layer of the data holding the expression (default: the training one)."),
+    ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=VALUE: denoise only cells whose obs column KEY equals VALUE (repeatable, all must hold)."
+        ),
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Denoise cells with the model (the posterior mean of each clean profile)."""
+    from rnadiff import RNADiffusion
+
+    m = RNADiffusion.load(model)
+    cells = _subset(_read(data), where, "--where", data)
+    t0 = time.perf_counter()
+    result = m.denoise(cells, sigma=sigma, layer=layer, progress=not quiet)
+    _write(result, out)
+    _summary(result, m.registry.keys, out, time.perf_counter() - t0)
+
+
 def _genes(text: str | None) -> tuple[str, ...]:
     return tuple(g.strip() for g in (text or "").split(",") if g.strip())
 
