@@ -10,7 +10,8 @@ and then:
   reference's log values): a kNN regression onto the same reference;
 - smoothed by the mean of their 15 nearest thinned neighbours (no reference; MAGIC-like,
   one step);
-- denoised by rnadiff (:meth:`rnadiff.RNADiffusion.denoise`) at several ``sigma``.
+- denoised by rnadiff (:meth:`rnadiff.RNADiffusion.denoise`), with ``sigma="auto"`` (each
+  cell's counting noise beyond the reference's, from its depth) and at fixed ``sigma``.
 
 Each is compared with the held-out cells' deep log-normalized values (1e4 per cell, log1p,
 the model's 2000 genes): mean per-cell Pearson correlation over genes, mean per-gene Pearson
@@ -84,14 +85,19 @@ def seed_rows(deep: ad.AnnData, seed: int, rates=RATES, sigmas=SIGMAS) -> list[d
         own = pca.transform(shallow_log)
         idx = NearestNeighbors(n_neighbors=K).fit(own).kneighbors(own, return_distance=False)
         preds[f"kNN smoothing, {K} thinned neighbours"] = shallow_log[idx].mean(1)
+        t0 = time.perf_counter()
+        auto = model.denoise(shallow, progress=False)  # each cell's counting noise
+        seconds = time.perf_counter() - t0
+        preds["rnadiff, sigma auto"] = auto.X
+        auto_sigma = float(np.median(auto.obs["rnadiff_sigma"]))
         for sigma in sigmas:
-            t0 = time.perf_counter()
-            out = model.denoise(shallow, sigma=sigma, progress=False).X
-            preds[f"rnadiff, sigma {sigma:g}"] = out
-            seconds = time.perf_counter() - t0
+            preds[f"rnadiff, sigma {sigma:g}"] = model.denoise(
+                shallow, sigma=sigma, progress=False
+            ).X
         for method, pred in preds.items():
             row = {"seed": seed, "rate": rate, "method": method, **scores(pred, truth)}
             rows.append(row)
+        rows[-len(preds)]["auto_sigma_median"] = auto_sigma
         rows[-1]["denoise_s"] = seconds
     rows[-1]["train_s"] = train_s
     return rows
@@ -120,6 +126,12 @@ def main() -> None:
         lines.append(
             f"| {rate:.0%} | {method} | {r.cell_pearson:.3f} | {r.gene_pearson:.3f} | {r.mse:.3f} |"
         )
+    auto = rows.dropna(subset=["auto_sigma_median"]).groupby("rate")["auto_sigma_median"].mean()
+    lines += [
+        "",
+        "median `sigma` chosen by `auto`: "
+        + ", ".join(f"{r:.0%}: {v:.2f}" for r, v in auto.items()),
+    ]
     times = rows.dropna(subset=["train_s"]) if "train_s" in rows else rows.iloc[:0]
     if len(times):
         lines += ["", f"rnadiff training: {times.train_s.mean():.0f} s per seed (400 cells)"]

@@ -406,3 +406,24 @@ def test_denoise_rejects_a_bad_sigma_in_one_line(model_dir, kang_file, tmp_path)
     assert "sigma must be a positive number" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "x.h5ad").exists()
+
+
+def test_denoise_sets_each_cells_sigma_from_its_depth_by_default(model_dir, kang_file, tmp_path):
+    out = tmp_path / "auto.h5ad"
+    invoke("denoise", "--model", model_dir, "--data", kang_file, "--out", out, "--quiet")
+    cells = ad.read_h5ad(out)
+    assert cells.uns["rnadiff"]["sigma"] == "auto"
+    depth = np.asarray(ad.read_h5ad(kang_file).X.sum(axis=1)).ravel()
+    sigma = cells.obs["rnadiff_sigma"].to_numpy()
+    assert (sigma > 0).all()
+    assert np.corrcoef(np.log(depth), sigma)[0, 1] < 0  # shallower cells: larger levels
+    cmd = [sys.executable, "-m", "rnadiff.cli", "denoise", "--model", str(model_dir)]
+    cmd += ["--data", str(kang_file), "--out", str(tmp_path / "x.h5ad"), "--sigma", "strong"]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "--sigma must be a positive number or 'auto'" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -101,3 +101,54 @@ def test_denoise_errors_are_specific(split):
         model.denoise(odd, progress=False)
     with pytest.raises(InputError, match="batch_size"):
         model.denoise(held, batch_size=0, progress=False)
+
+
+def test_auto_sigma_follows_each_cells_depth(split):
+    model, held = split
+    truth = log_expression(held, model.preprocess)
+    shallow = _thinned(held, 0.2)
+    out = model.denoise(shallow, progress=False)  # sigma="auto" by default
+    sig = out.obs["rnadiff_sigma"].to_numpy()
+    assert out.uns["rnadiff"]["sigma"] == "auto"
+    assert out.uns["rnadiff"]["sigma_median"] == pytest.approx(np.median(sig))
+    # shallower cells carry more counting noise: the level falls with each cell's depth
+    depth = np.asarray(shallow.X.sum(axis=1)).ravel()
+    assert np.corrcoef(np.log(depth), sig)[0, 1] < -0.9
+    # cells at the training depth keep (almost) all they have
+    full = model.denoise(held, progress=False).obs["rnadiff_sigma"].to_numpy()
+    assert np.median(full) < 0.5 * np.median(sig)
+    noisy = log_expression(shallow, model.preprocess)
+    assert _cell_pearson(out.X, truth) > _cell_pearson(noisy, truth) + 0.015
+
+
+def test_auto_sigma_survives_save_and_load(split, tmp_path):
+    model, held = split
+    model.save(tmp_path / "m")
+    loaded = RNADiffusion.load(tmp_path / "m")
+    assert loaded.preprocess.depth == model.preprocess.depth
+    np.testing.assert_array_equal(loaded.preprocess.expr_mean, model.preprocess.expr_mean)
+    shallow = _thinned(held, 0.3)
+    np.testing.assert_allclose(
+        loaded.denoise(shallow, progress=False).X, model.denoise(shallow, progress=False).X
+    )
+
+
+def test_auto_sigma_needs_counts(split, kang_per_group):
+    model, held = split
+    x = held.X.toarray()
+    rescaled = ad.AnnData(X=x * 1.37 + 0.01, obs=held.obs.copy(), var=held.var.copy())
+    with pytest.raises(InputError, match="needs raw counts"):  # normalized, not counts
+        model.denoise(rescaled, progress=False)
+    assert model.denoise(rescaled, sigma=0.5, progress=False).n_obs == held.n_obs
+    # a model trained on log-normalized values has no depths to go by
+    kang = kang_per_group(20)
+    logged = ad.AnnData(X=log_expression(kang, model.preprocess), obs=kang.obs.copy())
+    logged.var_names = model.genes
+    RNADiffusion.setup_anndata(logged, cell_type_key="cluster_id")
+    other = RNADiffusion(logged, config=ModelConfig(network=NetworkConfig(width=16, depth=1)))
+    assert other.preprocess.depth is None and other.preprocess.expr_mean is None
+    with pytest.raises(InputError, match="trained on raw counts"):
+        other.denoise(logged, progress=False)
+    assert other.denoise(logged, sigma=0.5, progress=False).n_obs == logged.n_obs
+    with pytest.raises(InputError, match="or 'auto'"):
+        model.denoise(held, sigma="strong", progress=False)

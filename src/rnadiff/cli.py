@@ -10,7 +10,7 @@ from typing import Annotated
 import anndata as ad
 import typer
 
-from rnadiff.errors import RNADiffError
+from rnadiff.errors import InputError, RNADiffError
 
 app = typer.Typer(
     add_completion=False,
@@ -390,11 +390,11 @@ def denoise(
         Path, typer.Option(help="Output .h5ad of denoised cells (log-normalized, same obs).")
     ],
     sigma: Annotated[
-        float,
+        str,
         typer.Option(
-            help="Noise level the cells are taken to carry (per-gene training standard deviations): larger pulls harder towards the training cells; 1 was best on Zeisel 2015 cells thinned to 10%."
+            help="Noise level the cells are taken to carry, in per-gene training standard deviations (larger pulls harder towards the training cells), or 'auto': each cell's counting noise beyond the training cells', from its total counts (raw counts only)."
         ),
-    ] = 1.0,
+    ] = "auto",
     layer: Annotated[
         str | None,
         typer.Option(help="Layer of the data holding the expression (default: the training one)."),
@@ -413,9 +413,18 @@ def denoise(
     m = RNADiffusion.load(model)
     cells = _subset(_read(data), where, "--where", data)
     t0 = time.perf_counter()
-    result = m.denoise(cells, sigma=sigma, layer=layer, progress=not quiet)
+    result = m.denoise(cells, sigma=_sigma(sigma), layer=layer, progress=not quiet)
     _write(result, out)
     _summary(result, m.registry.keys, out, time.perf_counter() - t0)
+
+
+def _sigma(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--sigma must be a positive number or 'auto', got {text!r}") from None
 
 
 def _genes(text: str | None) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from rnadiff.config import ModelConfig, TrainConfig
 from rnadiff.data.covariates import CovariateRegistry, conditions_frame
 from rnadiff.data.preprocessing import (
     PreprocessState,
+    detect_input_type,
     fit_preprocessing,
     log_expression,
     scale,
@@ -34,6 +35,7 @@ from rnadiff.data.preprocessing import (
 from rnadiff.data.validation import check_genes
 from rnadiff.design.phenotype import Phenotype
 from rnadiff.diffusion import karras_sigmas
+from rnadiff.diffusion.count_noise import technical_sigma
 from rnadiff.errors import InputError
 from rnadiff.models import Denoiser
 from rnadiff.sampling import (
@@ -690,7 +692,7 @@ class RNADiffusion:
         self,
         adata: ad.AnnData,
         *,
-        sigma: float = 1.0,
+        sigma: float | Literal["auto"] = "auto",
         layer: str | None = None,
         batch_size: int = 2048,
         progress: bool = True,
@@ -704,8 +706,9 @@ class RNADiffusion:
         It pulls each cell towards the cells the model was trained on, so it suits a model
         trained on deeper or cleaner cells of the same kind (a reference) applied to shallow
         ones. On Zeisel 2015 cortex cells thinned to 25% / 10% of their counts, with a model
-        trained on other, deep cells: per-cell Pearson with the deep truth 0.79 -> 0.85 /
-        0.63 -> 0.74 at ``sigma=1`` (3 seeds; the README and ``benchmarks/denoise_zeisel.py``).
+        trained on other, deep cells: per-cell Pearson with the deep truth 0.79 -> 0.84 /
+        0.63 -> 0.74 with ``sigma="auto"`` (3 seeds; the README and
+        ``benchmarks/denoise_zeisel.py``).
 
         Parameters
         ----------
@@ -714,9 +717,12 @@ class RNADiffusion:
             (any depth; counts are normalized per cell); left unmodified.
         sigma
             Noise level the cells are taken to carry, in units of each gene's training
-            standard deviation. Small values change little; large ones return the
-            condition's typical profile. The technical noise of shallow data is not Gaussian:
-            choose it on data with a known truth (``benchmarks/denoise_zeisel.py`` scans it).
+            standard deviation: small values change little, large ones return the
+            condition's typical profile. ``"auto"`` (raw counts only): each cell's own
+            counting noise beyond that of the training cells, from its total counts
+            (Poisson noise of log-normalized values at the training cells' mean expression,
+            :func:`rnadiff.diffusion.count_noise.technical_sigma`); cells as deep as the
+            training cells' median are left almost as they are.
         layer
             Layer holding the expression instead of ``X`` (default: the training layer).
         batch_size
@@ -727,32 +733,69 @@ class RNADiffusion:
         Returns
         -------
         AnnData
-            One denoised cell per input cell, same ``obs_names`` and ``obs``; ``X``:
-            log-normalized expression of the model's genes; ``uns['rnadiff']``: the settings.
+            One denoised cell per input cell, same ``obs_names`` and ``obs`` plus
+            ``rnadiff_sigma`` (each cell's noise level); ``X``: log-normalized expression of
+            the model's genes; ``uns['rnadiff']``: the settings.
         """
-        sigma = float(sigma)
-        if not np.isfinite(sigma) or sigma <= 0:
-            raise InputError(f"sigma must be a positive number, got {sigma}")
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         layer = self.setup.get("layer") if layer is None else layer
         z0 = scale(log_expression(adata, self.preprocess, layer=layer), self.preprocess)
+        sigmas = self._denoise_sigmas(adata, sigma, layer)
         obs = adata.obs[[k for k in self.registry.keys if k in adata.obs]].copy()
         cond = self._cond(obs, allow_missing=True)
         interpolation = self._interpolation(obs)
-        x = torch.from_numpy(z0)
+        x, s_all = torch.from_numpy(z0), torch.from_numpy(sigmas.astype(np.float32))
         out = []
         batches = self._batches(x.shape[0], batch_size)
         with torch.no_grad():
             for b in tqdm(batches, disable=not progress, desc="denoising", leave=False):
                 c = {k: v[b] for k, v in cond.items()}
-                s = torch.full((b.stop - b.start,), sigma)
-                out.append(self._core(interpolation, b)(x[b], s, c))
+                out.append(self._core(interpolation, b)(x[b], s_all[b], c))
         z = torch.cat(out).numpy() if out else np.zeros((0, len(self.genes)), np.float32)
-        info = {"method": "denoise", "sigma": sigma, "layer": layer}
+        info = {
+            "method": "denoise",
+            "sigma": sigma if sigma == "auto" else float(sigma),
+            "sigma_median": float(np.median(sigmas)) if len(sigmas) else None,
+            "layer": layer,
+        }
         result = self._to_anndata(z, adata.obs, info)
         result.obs_names = adata.obs_names.copy()
+        result.obs["rnadiff_sigma"] = sigmas
         return result
+
+    def _denoise_sigmas(self, adata: ad.AnnData, sigma, layer: str | None) -> np.ndarray:
+        """Each cell's noise level for :meth:`denoise`."""
+        if isinstance(sigma, str):
+            if sigma != "auto":
+                raise InputError(f"sigma must be a positive number or 'auto', got {sigma!r}")
+            state = self.preprocess
+            if state.input_type != "counts" or state.expr_mean is None or state.depth is None:
+                raise InputError(
+                    "sigma='auto' needs a model trained on raw counts (it estimates counting "
+                    "noise from each cell's total counts); give sigma as a number"
+                )
+            X = adata.X if layer is None else adata.layers[layer]
+            if detect_input_type(X) != "counts":
+                raise InputError(
+                    "sigma='auto' needs raw counts (integers) for the cells to denoise; give "
+                    "sigma as a number for other values"
+                )
+            return technical_sigma(
+                np.asarray(X.sum(axis=1)).ravel(),
+                state.expr_mean,
+                state.std,
+                reference_depth=state.depth,
+                target_sum=state.target_sum,
+                floor=self.config.diffusion.sigma_min,
+            )
+        try:
+            value = float(sigma)
+        except (TypeError, ValueError):
+            raise InputError(f"sigma must be a positive number or 'auto', got {sigma!r}") from None
+        if not np.isfinite(value) or value <= 0:
+            raise InputError(f"sigma must be a positive number or 'auto', got {sigma}")
+        return np.full(adata.n_obs, value)
 
     # ------------------------------------------------------ design and ranking
     def design(
@@ -1364,6 +1407,8 @@ class RNADiffusion:
         weights |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()}
         weights["preprocess.mean"] = torch.from_numpy(self.preprocess.mean)
         weights["preprocess.std"] = torch.from_numpy(self.preprocess.std)
+        if self.preprocess.expr_mean is not None:
+            weights["preprocess.expr_mean"] = torch.from_numpy(self.preprocess.expr_mean)
         if self.gene_vectors is not None:
             weights["prior.gene_vectors"] = torch.from_numpy(self.gene_vectors)
         tensors = {"weights": weights}
@@ -1392,6 +1437,7 @@ class RNADiffusion:
             meta["preprocess"],
             weights["preprocess.mean"].numpy(),
             weights["preprocess.std"].numpy(),
+            weights["preprocess.expr_mean"].numpy() if "preprocess.expr_mean" in weights else None,
         )
         model = cls.__new__(cls)
         model._init(

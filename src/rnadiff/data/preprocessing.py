@@ -104,6 +104,10 @@ class PreprocessState:
     mean: np.ndarray  # per-gene mean of log values (training cells)
     std: np.ndarray  # per-gene scale of log values (1 for scaling="center")
     n_input_genes: int  # genes of the training data used for size factors
+    # raw counts input only (None otherwise): the training cells' median total counts and each
+    # model gene's mean expression per target_sum counts, for the counting noise of a cell
+    depth: float | None = None
+    expr_mean: np.ndarray | None = None
 
     def to_json(self) -> dict:
         return {
@@ -111,12 +115,22 @@ class PreprocessState:
             "target_sum": self.target_sum,
             "genes": list(self.genes),
             "n_input_genes": self.n_input_genes,
+            "depth": self.depth,
         }
 
     @classmethod
-    def from_json(cls, d: dict, mean: np.ndarray, std: np.ndarray) -> PreprocessState:
+    def from_json(
+        cls, d: dict, mean: np.ndarray, std: np.ndarray, expr_mean: np.ndarray | None = None
+    ) -> PreprocessState:
         return cls(
-            d["input_type"], d["target_sum"], tuple(d["genes"]), mean, std, d["n_input_genes"]
+            d["input_type"],
+            d["target_sum"],
+            tuple(d["genes"]),
+            mean,
+            std,
+            d["n_input_genes"],
+            d.get("depth"),
+            expr_mean,
         )
 
     @property
@@ -169,6 +183,10 @@ def fit_preprocessing(
     else:
         std = np.ones_like(mean)
     genes = tuple(str(g) for g in adata.var_names[idx])
+    depth = expr_mean = None
+    if input_type == "counts":
+        depth = float(np.median(np.asarray(X.sum(axis=1)).ravel()))
+        expr_mean = np.expm1(sel.astype(np.float64)).mean(axis=0).astype(np.float32)
     return PreprocessState(
         input_type,
         config.target_sum,
@@ -176,6 +194,8 @@ def fit_preprocessing(
         mean.astype(np.float32),
         std.astype(np.float32),
         adata.n_vars,
+        depth,
+        expr_mean,
     )
 
 

@@ -1,5 +1,11 @@
-"""Pure diffusion maths (no parameters): noise schedules, EDM preconditioning and losses."""
+"""Pure diffusion maths (no parameters): noise schedules, EDM preconditioning and losses, and
+the counting noise of log-normalized counts."""
 
+from rnadiff.diffusion.count_noise import (
+    log_poisson_error,
+    log_poisson_variance,
+    technical_sigma,
+)
 from rnadiff.diffusion.loss import denoising_loss, edm_loss_weight
 from rnadiff.diffusion.precond import edm_scalings
 from rnadiff.diffusion.schedules import karras_sigmas, sample_training_sigmas
@@ -9,5 +15,8 @@ __all__ = [
     "edm_loss_weight",
     "edm_scalings",
     "karras_sigmas",
+    "log_poisson_error",
+    "log_poisson_variance",
     "sample_training_sigmas",
+    "technical_sigma",
 ]
