@@ -41,6 +41,8 @@ bench: install
 	$(BIN)/python benchmarks/celleval_crosscheck.py --out benchmarks/results
 	# denoising: Zeisel 2015 deep cells thinned, denoised, compared with the deep truth
 	$(BIN)/python benchmarks/denoise_zeisel.py
+	# does the discrimination score reward exaggerated effects? (no model, ~1 min)
+	$(BIN)/python benchmarks/discrimination_scale.py
 
 peers:
 	bash benchmarks/peers/install.sh all
