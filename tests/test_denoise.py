@@ -152,3 +152,17 @@ def test_auto_sigma_needs_counts(split, kang_per_group):
     assert other.denoise(logged, sigma=0.5, progress=False).n_obs == logged.n_obs
     with pytest.raises(InputError, match="or 'auto'"):
         model.denoise(held, sigma="strong", progress=False)
+
+
+def test_auto_sigma_says_when_a_saved_model_lacks_the_depth(split, tmp_path):
+    import json
+
+    model, held = split
+    model.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["preprocess"].pop("depth")  # as saved by an rnadiff without depth statistics
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    old = RNADiffusion.load(tmp_path / "m")
+    with pytest.raises(InputError, match="saved without"):
+        old.denoise(held, progress=False)
+    assert old.denoise(held, sigma=1.0, progress=False).n_obs == held.n_obs

@@ -719,10 +719,10 @@ class RNADiffusion:
             Noise level the cells are taken to carry, in units of each gene's training
             standard deviation: small values change little, large ones return the
             condition's typical profile. ``"auto"`` (raw counts only): each cell's own
-            counting noise beyond that of the training cells, from its total counts
-            (Poisson noise of log-normalized values at the training cells' mean expression,
-            :func:`rnadiff.diffusion.count_noise.technical_sigma`); cells as deep as the
-            training cells' median are left almost as they are.
+            counting noise beyond that of the training cells, from its total counts (the
+            error of Poisson-sampled log-normalized values at the training cells' mean
+            expression, :func:`rnadiff.diffusion.count_noise.technical_sigma`); cells as
+            deep as the training cells' median are left almost as they are.
         layer
             Layer holding the expression instead of ``X`` (default: the training layer).
         batch_size
@@ -770,10 +770,15 @@ class RNADiffusion:
             if sigma != "auto":
                 raise InputError(f"sigma must be a positive number or 'auto', got {sigma!r}")
             state = self.preprocess
-            if state.input_type != "counts" or state.expr_mean is None or state.depth is None:
+            if state.input_type != "counts":
                 raise InputError(
                     "sigma='auto' needs a model trained on raw counts (it estimates counting "
                     "noise from each cell's total counts); give sigma as a number"
+                )
+            if state.expr_mean is None or state.depth is None:
+                raise InputError(
+                    "sigma='auto' needs the training cells' depth, which this model was saved "
+                    "without (an older rnadiff); give sigma as a number, or retrain"
                 )
             X = adata.X if layer is None else adata.layers[layer]
             if detect_input_type(X) != "counts":
