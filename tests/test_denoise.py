@@ -1,5 +1,7 @@
 """Denoising with a model trained on other cells of the same kind (real Kang 2018 slice)."""
 
+import logging
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -103,7 +105,7 @@ def test_denoise_errors_are_specific(split):
         model.denoise(held, batch_size=0, progress=False)
 
 
-def test_auto_sigma_follows_each_cells_depth(split):
+def test_auto_sigma_follows_each_cells_depth(split, caplog):
     model, held = split
     truth = log_expression(held, model.preprocess)
     shallow = _thinned(held, 0.2)
@@ -114,9 +116,11 @@ def test_auto_sigma_follows_each_cells_depth(split):
     # shallower cells carry more counting noise: the level falls with each cell's depth
     depth = np.asarray(shallow.X.sum(axis=1)).ravel()
     assert np.corrcoef(np.log(depth), sig)[0, 1] < -0.9
-    # cells at the training depth keep (almost) all they have
-    full = model.denoise(held, progress=False).obs["rnadiff_sigma"].to_numpy()
+    # cells at the training depth keep (almost) all they have, and the user is told
+    with caplog.at_level(logging.WARNING, logger="rnadiff"):
+        full = model.denoise(held, progress=False).obs["rnadiff_sigma"].to_numpy()
     assert np.median(full) < 0.5 * np.median(sig)
+    assert "about as deep as the training cells" in caplog.text
     noisy = log_expression(shallow, model.preprocess)
     assert _cell_pearson(out.X, truth) > _cell_pearson(noisy, truth) + 0.015
 

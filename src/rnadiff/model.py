@@ -786,14 +786,24 @@ class RNADiffusion:
                     "sigma='auto' needs raw counts (integers) for the cells to denoise; give "
                     "sigma as a number for other values"
                 )
-            return technical_sigma(
-                np.asarray(X.sum(axis=1)).ravel(),
+            depths = np.asarray(X.sum(axis=1)).ravel()
+            sigmas = technical_sigma(
+                depths,
                 state.expr_mean,
                 state.std,
                 reference_depth=state.depth,
                 target_sum=state.target_sum,
                 floor=self.config.diffusion.sigma_min,
             )
+            if len(depths) and np.median(depths) >= 0.8 * state.depth:
+                logger.warning(
+                    "rnadiff: these cells are about as deep as the training cells (median %.0f "
+                    "vs %.0f counts), so sigma='auto' leaves most of them almost unchanged; "
+                    "give sigma as a number to denoise them anyway",
+                    np.median(depths),
+                    state.depth,
+                )
+            return sigmas
         try:
             value = float(sigma)
         except (TypeError, ValueError):
