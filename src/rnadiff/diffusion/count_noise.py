@@ -4,9 +4,8 @@ A cell sequenced to ``depth`` UMIs observes gene ``g`` as ``c ~ Poisson(m_g dept
 with ``m_g`` its expression per ``s`` (``target_sum``) counts; preprocessing turns it into
 ``y = log1p(c s / depth)``. Its error against the noise-free ``log1p(m_g)`` falls with depth.
 Expressed in units of each gene's training standard deviation and averaged over genes, it
-gives the noise level
-``sigma`` a cell carries beyond a reference depth: what :meth:`rnadiff.RNADiffusion.denoise`
-removes with ``sigma="auto"``.
+gives the noise level ``sigma`` a cell carries beyond a reference depth: what
+:meth:`rnadiff.RNADiffusion.denoise` removes with ``sigma="auto"``.
 """
 
 from __future__ import annotations
