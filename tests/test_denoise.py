@@ -170,3 +170,29 @@ def test_auto_sigma_says_when_a_saved_model_lacks_the_depth(split, tmp_path):
     with pytest.raises(InputError, match="saved without"):
         old.denoise(held, progress=False)
     assert old.denoise(held, sigma=1.0, progress=False).n_obs == held.n_obs
+
+
+def test_training_with_count_thinning_denoises_shallow_cells_better(split):
+    model, held = split
+    thinned = RNADiffusion(model.adata, config=model.config, seed=0)
+    thinned.train(
+        config=TrainConfig(max_steps=300, calibration_cells=0, thinning=0.5), progress=False
+    )
+    truth = log_expression(held, model.preprocess)
+    for rate in (0.1, 0.3):
+        shallow = _thinned(held, rate, seed=1)
+        plain = _cell_pearson(model.denoise(shallow, progress=False).X, truth)
+        better = _cell_pearson(thinned.denoise(shallow, progress=False).X, truth)
+        # measured: 0.697 -> 0.735 at 10% of the counts, 0.789 -> 0.798 at 30%
+        assert better > plain
+
+
+def test_thinning_needs_counts(kang_per_group):
+    kang = kang_per_group(10)
+    logged = ad.AnnData(X=np.log1p(kang.X.toarray()), obs=kang.obs.copy(), var=kang.var.copy())
+    RNADiffusion.setup_anndata(logged, cell_type_key="cluster_id")
+    model = RNADiffusion(logged, config=ModelConfig(network=NetworkConfig(width=16, depth=1)))
+    with pytest.raises(InputError, match="thinning needs raw counts"):
+        model.train(config=TrainConfig(max_steps=2, thinning=0.5), progress=False)
+    with pytest.raises(InputError, match="thinning must be in"):
+        TrainConfig(thinning=1.5)

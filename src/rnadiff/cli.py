@@ -181,6 +181,14 @@ def train(
             "calibrated after training (0: no calibration)."
         ),
     ] = 128,
+    thinning: Annotated[
+        float,
+        typer.Option(
+            help="Share of each training batch corrupted by thinning the cells' counts (a "
+            "shallower copy of each cell) instead of Gaussian noise; 0.5 for a model meant for "
+            "'rnadiff denoise' (raw counts only; see the README)."
+        ),
+    ] = 0.0,
     p_mean: Annotated[
         float,
         typer.Option(
@@ -213,6 +221,7 @@ def train(
         seed=seed,
         checkpoint_every=checkpoint_every,
         calibration_cells=calibration_cells,
+        thinning=thinning,
     )
     t0 = time.perf_counter()
     if resume:

@@ -110,11 +110,14 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 1000  # steps between checkpoints when a checkpoint dir is given
     calibration_cells: int = 128  # control cells that calibrate effect sizes after training; 0: off
+    thinning: float = 0.0  # share of each batch corrupted by thinning its counts (raw counts only)
 
     def __post_init__(self):
         _positive(self, "max_steps", "batch_size", "lr", "checkpoint_every", "grad_clip")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.thinning <= 1:
+            raise InputError(f"thinning must be in [0, 1], got {self.thinning}")
         if self.calibration_cells < 0:
             raise InputError(f"calibration_cells must be >= 0, got {self.calibration_cells}")
 

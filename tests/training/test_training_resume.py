@@ -136,3 +136,19 @@ def test_resuming_without_the_optimizer_moments_is_detectably_different(adata, t
     resumed.train(max_steps=STEPS, progress=False)
     assert resumed.step == STEPS
     assert not torch.equal(longer.ema.net.proj_out.weight, resumed.ema.net.proj_out.weight)
+
+
+def test_resume_is_exact_with_count_thinning_too(adata, tmp_path):
+    # the thinning draws come from the step's generator, so a resumed run repeats them
+    thin = TrainConfig(warmup_steps=0, lr_min_ratio=1.0, batch_size=32, thinning=0.5)
+    longer = _new_model(adata).train(max_steps=STEPS, config=thin, progress=False)
+    plain = _new_model(adata).train(
+        max_steps=STEPS, config=TrainConfig(**{**thin.to_dict(), "thinning": 0.0}), progress=False
+    )
+    assert not torch.equal(longer.ema.net.proj_out.weight, plain.ema.net.proj_out.weight)
+    ckpt = tmp_path / "ckpt"
+    _new_model(adata).train(max_steps=STEPS // 2, config=thin, checkpoint_dir=ckpt, progress=False)
+    resumed = RNADiffusion.load(ckpt, adata=adata)
+    assert resumed.train_config.thinning == 0.5
+    resumed.train(max_steps=STEPS, progress=False)
+    _assert_same_weights(resumed, longer)

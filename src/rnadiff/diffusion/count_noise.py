@@ -136,12 +136,26 @@ def technical_sigma(
     if reference_depth <= 0:
         raise ValueError(f"reference_depth must be positive, got {reference_depth}")
 
-    def v(depth: float) -> float:
-        return float(np.mean(log_poisson_error(expr_mean, depth, target_sum) / std**2))
-
     lo, hi = min(d.min(), reference_depth), max(d.max(), reference_depth)
-    points = np.unique(np.geomspace(lo, hi, grid)) if hi > lo else np.array([lo])
-    values = np.array([v(p) for p in points])
+    points, values = error_curve(expr_mean, std, lo=lo, hi=hi, target_sum=target_sum, grid=grid)
     at = np.interp(np.log(d), np.log(points), values)
     ref = np.interp(np.log(reference_depth), np.log(points), values)
     return np.sqrt(np.maximum(at - ref, floor**2))
+
+
+def error_curve(
+    expr_mean, gene_std, *, lo: float, hi: float, target_sum: float = 1e4, grid: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mean counting error in the model's space on a log-spaced grid of depths.
+
+    Returns ``(depths, v)`` with ``v(d)`` the mean over genes of :func:`log_poisson_error`
+    divided by the gene's squared scale, for ``grid`` depths from ``lo`` to ``hi``.
+    """
+    std = np.asarray(gene_std, dtype=np.float64)
+    if not 0 < lo <= hi:
+        raise ValueError(f"need 0 < lo <= hi, got {lo}, {hi}")
+    points = np.unique(np.geomspace(lo, hi, grid)) if hi > lo else np.array([float(lo)])
+    values = np.array(
+        [np.mean(log_poisson_error(expr_mean, float(p), target_sum) / std**2) for p in points]
+    )
+    return points, values

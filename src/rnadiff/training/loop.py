@@ -106,8 +106,13 @@ class Trainer:
         on_checkpoint: Callable[[Trainer], None] | None = None,
         progress: bool = True,
         log_every: int = 50,
+        corrupt: Callable | None = None,
     ) -> list[dict]:
-        """Train from ``self.step`` up to ``config.max_steps`` on cells ``x`` with ``cond``."""
+        """Train from ``self.step`` up to ``config.max_steps`` on cells ``x`` with ``cond``.
+
+        ``corrupt(idx, x0, sigma, noise, generator) -> (sigma, noise)`` may replace the
+        Gaussian corruption of some cells of each batch (the loss sees ``x0 + sigma * noise``),
+        e.g. :class:`rnadiff.training.thinning.CountThinning`."""
         cfg = self.config
         distributed = dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -134,6 +139,8 @@ class Trainer:
                 len(idx), p_mean=self.diffusion.p_mean, p_std=self.diffusion.p_std, generator=gen
             )
             noise = torch.randn(x0.shape, generator=gen)
+            if corrupt is not None:
+                sigma, noise = corrupt(idx, x0, sigma, noise, gen)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, cfg)
             with torch.random.fork_rng(devices=[]):  # dropout draws, seeded per step
