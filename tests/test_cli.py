@@ -1,5 +1,6 @@
 """The command line on a small slice of the real Kang data: train, resume, generate, predict."""
 
+import json
 import os
 import subprocess
 import sys
@@ -427,3 +428,11 @@ def test_denoise_sets_each_cells_sigma_from_its_depth_by_default(model_dir, kang
     )
     assert proc.returncode == 2 and "--sigma must be a positive number or 'auto'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_train_with_count_thinning(kang_file, tmp_path):
+    out = tmp_path / "thin_model"
+    args = ["--perturbation-key", "group_id", "--control", "ctrl", "--max-steps", "4"]
+    invoke("train", "--data", kang_file, "--out", out, *args, "--thinning", "0.5", *TINY)
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_config"]["thinning"] == 0.5
