@@ -10,8 +10,9 @@ cells in the 30 principal components of all training cells, the fraction of exac
 largest per-gene mean errors, and the mean excess of seven interferon-response genes
 (``ifn_leak``: these control cells should not express them).
 
-``--p-mean``, ``--max-steps``, ``--width`` and ``--guidance`` change the training noise levels,
-the training length, the network width and the classifier-free guidance of the generation;
+``--p-mean``, ``--max-steps``, ``--width``, ``--thinning`` and ``--guidance`` change the training
+noise levels, the training length, the network width, the share of count-thinning corruption
+in training and the classifier-free guidance of the generation;
 such runs are labelled by ``--tag`` and appended to ``variants.csv`` instead of ``rows.csv``.
 
     OMP_NUM_THREADS=1 RNADIFF_DATA_DIR=../shared/data .venv/bin/python \\
@@ -44,7 +45,7 @@ OUT = Path("benchmarks/results/generation_fidelity")
 IFN_GENES = ("ISG15", "CXCL10", "IFIT1", "IFIT3", "MX1", "IFI6", "ISG20")
 
 
-def bench_config(p_mean=None, max_steps=None, width=None) -> BenchConfig:
+def bench_config(p_mean=None, max_steps=None, width=None, thinning=None) -> BenchConfig:
     """The benchmark's defaults, with the study's changes."""
     model, train = ModelConfig(), TrainConfig()
     if p_mean is not None:
@@ -54,6 +55,8 @@ def bench_config(p_mean=None, max_steps=None, width=None) -> BenchConfig:
         model = dataclasses.replace(model, network=dataclasses.replace(model.network, width=width))
     if max_steps is not None:
         train = dataclasses.replace(train, max_steps=max_steps)
+    if thinning is not None:
+        train = dataclasses.replace(train, thinning=thinning)
     return BenchConfig(model=model, train=train)
 
 
@@ -124,18 +127,20 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="training steps")
     parser.add_argument("--width", type=int, default=None, help="hidden width of the network")
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance")
+    parser.add_argument("--thinning", type=float, default=None, help="TrainConfig.thinning")
     parser.add_argument("--tag", default=None, help="label of a variant run (variants.csv)")
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    changed = [args.p_mean, args.max_steps, args.width] != [None] * 3 or args.guidance != 1.0
+    options = [args.p_mean, args.max_steps, args.width, args.thinning]
+    changed = options != [None] * 4 or args.guidance != 1.0
     if changed and not args.tag:
         raise SystemExit("a run that changes the defaults needs --tag")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / ("variants.csv" if args.tag else "rows.csv")
     if not args.summary_only:
         torch.set_num_threads(1)
-        config = bench_config(args.p_mean, args.max_steps, args.width)
+        config = bench_config(args.p_mean, args.max_steps, args.width, args.thinning)
         wanted = None if args.folds is None else set(args.folds.split(","))
         done = set()
         if path.exists():
