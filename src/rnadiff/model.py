@@ -27,9 +27,11 @@ from rnadiff.data.covariates import CovariateRegistry, conditions_frame
 from rnadiff.data.preprocessing import (
     PreprocessState,
     detect_input_type,
+    expression_matrix,
     fit_preprocessing,
     log_expression,
     scale,
+    total_counts,
     unscale,
 )
 from rnadiff.data.validation import check_genes
@@ -746,7 +748,7 @@ class RNADiffusion:
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         layer = self.setup.get("layer") if layer is None else layer
-        z0 = scale(log_expression(adata, self.preprocess, layer=layer), self.preprocess)
+        z0 = self._model_space(adata, layer)
         sigmas = self._denoise_sigmas(adata, sigma, layer)
         obs = adata.obs[[k for k in self.registry.keys if k in adata.obs]].copy()
         cond = self._cond(obs, allow_missing=True)
@@ -775,13 +777,11 @@ class RNADiffusion:
         state = self.preprocess
         if state.input_type != "counts" or state.expr_mean is None:
             raise InputError("thinning needs raw counts (integers) as the training data")
-        layer = self.setup.get("layer")
-        X = self.adata.X if layer is None else self.adata.layers[layer]
-        columns = self.adata.var_names.get_indexer(list(state.genes))
-        sub = X[:, columns]
+        X = expression_matrix(self.adata, self.setup.get("layer"))
+        sub = X[:, self.adata.var_names.get_indexer(list(state.genes))]
         return CountThinning(
             sub.toarray() if hasattr(sub, "toarray") else np.asarray(sub),
-            np.asarray(X.sum(axis=1)).ravel(),
+            total_counts(X),
             mean=state.mean,
             std=state.std,
             expr_mean=state.expr_mean,
@@ -805,13 +805,13 @@ class RNADiffusion:
                     "sigma='auto' needs the training cells' depth, which this model was saved "
                     "without (an older rnadiff); give sigma as a number, or retrain"
                 )
-            X = adata.X if layer is None else adata.layers[layer]
+            X = expression_matrix(adata, layer)
             if detect_input_type(X) != "counts":
                 raise InputError(
                     "sigma='auto' needs raw counts (integers) for the cells to denoise; give "
                     "sigma as a number for other values"
                 )
-            depths = np.asarray(X.sum(axis=1)).ravel()
+            depths = total_counts(X)
             sigmas = technical_sigma(
                 depths,
                 state.expr_mean,
@@ -1054,10 +1054,10 @@ class RNADiffusion:
         )
 
     # ----------------------------------------------------------------- helpers
-    def _model_space(self, adata: ad.AnnData) -> np.ndarray:
-        return scale(
-            log_expression(adata, self.preprocess, layer=self.setup.get("layer")), self.preprocess
-        )
+    def _model_space(self, adata: ad.AnnData, layer: str | None = None) -> np.ndarray:
+        """Cells in the model's space, from ``layer`` (default: the training layer)."""
+        layer = self.setup.get("layer") if layer is None else layer
+        return scale(log_expression(adata, self.preprocess, layer=layer), self.preprocess)
 
     def _cond(
         self, obs: pd.DataFrame, *, allow_missing: bool = False, soft: dict | None = None

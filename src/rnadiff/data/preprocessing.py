@@ -52,12 +52,17 @@ def describe_input(input_type: InputType, target_sum: float) -> str:
     }[input_type]
 
 
+def total_counts(X) -> np.ndarray:
+    """Each cell's total over all genes (its depth, for counts), as float64."""
+    return np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
+
+
 def log_normalized_matrix(X, input_type: InputType, target_sum: float, columns=None) -> np.ndarray:
     """Dense float32 log1p(normalized) values of ``columns`` (size factors use all genes)."""
     if input_type == "lognorm":
         sub = X if columns is None else X[:, columns]
         return np.asarray(sub.toarray() if sp.issparse(sub) else sub, dtype=np.float32)
-    totals = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
+    totals = total_counts(X)
     if (totals == 0).any():
         raise InputError(f"{int((totals == 0).sum())} cells have no counts at all; remove them")
     sub = X if columns is None else X[:, columns]
@@ -138,7 +143,8 @@ class PreprocessState:
         return describe_input(self.input_type, self.target_sum)
 
 
-def _matrix(adata: ad.AnnData, layer: str | None):
+def expression_matrix(adata: ad.AnnData, layer: str | None):
+    """``adata.X``, or the layer ``layer`` (with a clear error when it does not exist)."""
     if layer is None:
         return adata.X
     if layer not in adata.layers:
@@ -164,7 +170,7 @@ def fit_preprocessing(
     -------
     PreprocessState
     """
-    X = _matrix(adata, layer)
+    X = expression_matrix(adata, layer)
     check_unique_names(adata.var_names, what="gene names (var_names)")
     what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     check_matrix(X, what=what, require_counts=config.input == "counts")
@@ -185,7 +191,7 @@ def fit_preprocessing(
     genes = tuple(str(g) for g in adata.var_names[idx])
     depth = expr_mean = None
     if input_type == "counts":
-        depth = float(np.median(np.asarray(X.sum(axis=1)).ravel()))
+        depth = float(np.median(total_counts(X)))
         expr_mean = np.expm1(sel.astype(np.float64)).mean(axis=0).astype(np.float32)
     return PreprocessState(
         input_type,
@@ -201,7 +207,7 @@ def fit_preprocessing(
 
 def log_expression(adata: ad.AnnData, state: PreprocessState, *, layer: str | None = None):
     """Log-normalized values of the model's genes for new cells, as in training."""
-    X = _matrix(adata, layer)
+    X = expression_matrix(adata, layer)
     check_matrix(X, what="adata.X" if layer is None else f"adata.layers[{layer!r}]")
     check_unique_names(adata.var_names, what="gene names (var_names)")
     check_genes(adata.var_names, state.genes, what="the data")
@@ -248,7 +254,7 @@ def prepare_anndata(
     config = config or PreprocessConfig()
     state = fit_preprocessing(adata, config=config, layer=layer)
     out = adata[:, list(state.genes)].copy()
-    raw = _matrix(adata, layer)
+    raw = expression_matrix(adata, layer)
     if state.input_type == "counts":
         out.layers["counts"] = raw[:, adata.var_names.get_indexer(list(state.genes))].copy()
     out.X = log_expression(adata, state, layer=layer)

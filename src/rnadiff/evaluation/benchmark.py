@@ -250,6 +250,15 @@ LOWER_IS_BETTER = frozenset({"edistance", "mmd", "mse_mean", "rank"})
 BEST_AT_HALF = frozenset({"knn_auc"})
 
 
+def _advantage(metric: str, ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+    """How much better ours is than theirs, pair by pair (positive: better)."""
+    if metric in LOWER_IS_BETTER:
+        return theirs - ours
+    if metric in BEST_AT_HALF:
+        return np.abs(theirs - 0.5) - np.abs(ours - 0.5)
+    return ours - theirs
+
+
 def paired_comparison(
     rows: pd.DataFrame,
     *,
@@ -298,13 +307,7 @@ def paired_comparison(
                 both = wide[[method, reference]].dropna()
                 if both.empty:
                     continue
-                a, b = both[method].to_numpy(), both[reference].to_numpy()
-                if metric in LOWER_IS_BETTER:
-                    adv = b - a
-                elif metric in BEST_AT_HALF:
-                    adv = np.abs(b - 0.5) - np.abs(a - 0.5)
-                else:
-                    adv = a - b
+                adv = _advantage(metric, both[method].to_numpy(), both[reference].to_numpy())
                 n = len(adv)
                 mean = float(adv.mean())
                 se = float(adv.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")

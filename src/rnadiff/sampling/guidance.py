@@ -133,8 +133,7 @@ def compositional_guidance(
 
     def guided(x, sigma, cond):
         others = [k for k in cond if k != key]
-        ref = reference.expand_as(cond[key]) if reference.shape != cond[key].shape else reference
-        cond_ref = {**cond, key: ref}
+        cond_ref = _with_value(cond, key, reference)
         base = denoiser(x, sigma, cond_ref)
         weights = context_weights.to(base.dtype) if context_weights is not None else None
         has = weights.sum(dim=1) > 0 if weights is not None else torch.zeros(len(x), dtype=bool)
@@ -196,12 +195,16 @@ def effect_scaling(
         where = scale != 1
         if not bool(where.any()):
             return out
-        ref = reference.expand_as(cond[key]) if reference.shape != cond[key].shape else reference
-        base = denoiser(x, sigma, {**cond, key: ref})  # whole batch: wrappers inside are per row
+        base = denoiser(x, sigma, _with_value(cond, key, reference))  # whole batch: row-wise
         s = scale.to(out.dtype)[:, None]
         return torch.where(where[:, None], base + s * (out - base), out)
 
     return scaled
+
+
+def _with_value(cond: Mapping[str, torch.Tensor], key: str, value: torch.Tensor) -> dict:
+    """``cond`` with covariate ``key`` set to ``value`` (one row, or one row per cell)."""
+    return {**cond, key: value.expand_as(cond[key])}
 
 
 def _n_rows(cond: Mapping[str, torch.Tensor]) -> int:
