@@ -312,6 +312,37 @@ def test_generate_bad_arguments(model, kwargs, needles):
 
 @pytest.mark.parametrize(
     ("kwargs", "needles"),
+    [
+        ({"guidance": float("nan")}, ["guidance", "finite", "nan"]),
+        ({"guidance": {"group_id": float("inf")}}, ["guidance", "finite", "inf"]),
+        ({"guidance": "strong"}, ["guidance", "'strong'"]),
+        ({"transfer_scale": float("nan")}, ["transfer_scale", "nan"]),
+        ({"transfer_scale": -1.0}, ["transfer_scale", ">= 0", "-1"]),
+        ({"batch_size": 0}, ["batch_size", "got 0"]),
+    ],
+    ids=["guidance-nan", "guidance-inf", "guidance-text", "scale-nan", "scale-negative", "batch"],
+)
+@pytest.mark.parametrize("method", ["generate", "predict"])
+def test_sampling_settings_must_be_finite(model, ctrl_cells, method, kwargs, needles):
+    """A NaN weight or scale would fill every generated cell with NaN without a word."""
+    with pytest.raises(InputError) as info:
+        if method == "generate":
+            model.generate({"group_id": "stim"}, n_cells=2, **kwargs, **FAST)
+        else:
+            model.predict(ctrl_cells, perturbation="stim", **kwargs, **FAST)
+    assert_names(info, *needles)
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan")])
+def test_predict_encode_sigma_must_be_positive(model, ctrl_cells, value):
+    """0 used to mean "the largest level" silently."""
+    with pytest.raises(InputError) as info:
+        model.predict(ctrl_cells, perturbation="stim", encode_sigma=value, **FAST)
+    assert_names(info, "encode_sigma", "positive")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needles"),
     [({}, ["perturbation or a target"]), ({"perturbation": "stim", "method": "ode"}, ["'ode'"])],
     ids=["no-target", "method"],
 )

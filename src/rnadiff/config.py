@@ -7,6 +7,7 @@ so a saved model is rebuilt exactly as it was trained.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_type_hints
 
@@ -111,6 +112,7 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints when a checkpoint dir is given
     calibration_cells: int = 128  # control cells that calibrate effect sizes after training; 0: off
     thinning: float = 0.0  # share of each batch corrupted by thinning its counts (raw counts only)
+    max_epochs: float | None = 200.0  # passes over the cells at most (None: no cap)
 
     def __post_init__(self):
         _positive(self, "max_steps", "batch_size", "lr", "checkpoint_every", "grad_clip")
@@ -120,6 +122,16 @@ class TrainConfig:
             raise InputError(f"thinning must be in [0, 1], got {self.thinning}")
         if self.calibration_cells < 0:
             raise InputError(f"calibration_cells must be >= 0, got {self.calibration_cells}")
+        if self.max_epochs is not None and not (0 < self.max_epochs < float("inf")):
+            raise InputError(f"max_epochs must be positive or None, got {self.max_epochs}")
+
+    def steps_for(self, n_cells: int) -> int:
+        """Optimizer steps of a run on ``n_cells`` cells: ``max_steps``, or fewer when
+        ``max_epochs`` passes over the cells come first."""
+        if self.max_epochs is None:
+            return self.max_steps
+        per_step = min(self.batch_size, n_cells)
+        return max(1, min(self.max_steps, math.ceil(self.max_epochs * n_cells / per_step)))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

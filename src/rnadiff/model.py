@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,7 @@ from rnadiff.conditioning.transfer import (
     nearest_context_weights,
 )
 from rnadiff.config import ModelConfig, TrainConfig
-from rnadiff.data.covariates import CovariateRegistry, conditions_frame
+from rnadiff.data.covariates import CovariateRegistry, conditions_frame, numeric_value
 from rnadiff.data.preprocessing import (
     PreprocessState,
     detect_input_type,
@@ -208,6 +209,10 @@ class RNADiffusion:
             followed by ``train()``.
         config
             Training configuration; default: the one of the previous run, else ``TrainConfig()``.
+            Training stops after ``config.max_epochs`` passes over the cells (default 200) when
+            that comes before ``max_steps``: on a few hundred cells, 1200 steps of 128 cells
+            are 800 passes, and the network memorizes its cells (on the HSMM time course,
+            counterfactual cells lost half their spread; README).
         progress
             Show a progress bar.
 
@@ -233,9 +238,20 @@ class RNADiffusion:
         cfg = TrainConfig(**{**base.to_dict(), **overrides})
         x = torch.from_numpy(self._model_space(self.adata))
         cond = self._cond(self.adata.obs)
+        steps = cfg.steps_for(x.shape[0])
+        if steps < cfg.max_steps:
+            logger.info(
+                "rnadiff: training stops at %d of max_steps=%d: max_epochs=%g passes over %d "
+                "cells (small data sets memorize their cells with many passes; "
+                "max_epochs=None trains all steps)",
+                steps,
+                cfg.max_steps,
+                cfg.max_epochs,
+                x.shape[0],
+            )
         trainer = Trainer(
             self.denoiser,
-            config=cfg,
+            config=dataclasses.replace(cfg, max_steps=steps),
             diffusion=self.config.diffusion,
             p_drop=self.config.p_drop,
             ema=self.ema,
@@ -647,6 +663,8 @@ class RNADiffusion:
         cond_src = self._cond(obs_src)
         obs_tgt = obs_src.copy()
         for key, value in changes.items():
+            if not self.registry[key].categorical:
+                value = numeric_value(key, value)
             obs_tgt[f"rnadiff_source_{key}"] = obs_tgt[key]
             obs_tgt[key] = (
                 pd.Categorical([value] * len(obs_tgt)) if isinstance(value, str) else value
@@ -654,6 +672,8 @@ class RNADiffusion:
         soft = self._prior_map(obs_tgt, use=True) if prior else None
         cond_tgt = self._cond(obs_tgt, soft=soft)
         gen = torch.Generator().manual_seed(seed)
+        if encode_sigma is not None and not 0 < float(encode_sigma) < float("inf"):
+            raise InputError(f"encode_sigma must be a positive number, got {encode_sigma}")
         sigma_max = float(encode_sigma or self.config.diffusion.sigma_max)
         sigmas = self._sigmas(steps, sigma_max=sigma_max)
         if method == "counterfactual":
@@ -1139,9 +1159,19 @@ class RNADiffusion:
         if isinstance(guidance, Mapping):
             for key in guidance:
                 self.registry[key]  # raises on unknown covariates
+        weights = guidance.values() if isinstance(guidance, Mapping) else [guidance]
+        for w in weights:
+            try:
+                finite = bool(np.isfinite(float(w)))
+            except (TypeError, ValueError):
+                finite = False
+            if not finite:
+                raise InputError(f"guidance weights must be finite numbers, got {w!r}")
 
     @staticmethod
     def _batches(n: int, batch_size: int):
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
         return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
     def _run(
@@ -1498,7 +1528,8 @@ class RNADiffusion:
         if "prior.gene_vectors" in weights:
             model.gene_vectors = weights["prior.gene_vectors"].numpy()
         if meta.get("train_config"):
-            model.train_config = TrainConfig(**meta["train_config"])
+            # checkpoints from before max_epochs trained without a cap
+            model.train_config = TrainConfig(**{"max_epochs": None, **meta["train_config"]})
         if "trainer" in tensors:
             model._trainer_state = (meta["trainer"], tensors["trainer"])
         if adata is not None:
@@ -1514,6 +1545,8 @@ def _canonical(cov, value) -> str | None:
 
 
 def _transfer_scale(transfer: Transfer, scale: float | None) -> float | None:
+    if scale is not None and not 0 <= float(scale) < float("inf"):
+        raise InputError(f"transfer_scale must be a finite number >= 0, got {scale}")
     return TRANSFER_SCALES.get(transfer) if scale is None else float(scale)
 
 

@@ -232,4 +232,21 @@ def conditions_frame(
     extra = [c for c in frame.columns if c not in registry.keys]
     if extra:
         raise InputError(f"unknown covariates {extra}; the model's covariates are {registry.keys}")
+    for cov in registry.covariates:  # numbers given as text ("5" from a CLI or CSV) stay numbers
+        if not cov.categorical and cov.key in frame.columns:
+            frame[cov.key] = numeric_value(cov.key, frame[cov.key])
     return frame
+
+
+def numeric_value(key: str, value):
+    """``value`` (a scalar or a Series) of the continuous covariate ``key`` as float; missing
+    values stay NaN, text that is not a number is an error."""
+    series = pd.Series(value if isinstance(value, pd.Series) else [value], dtype=object)
+    numbers = pd.to_numeric(series, errors="coerce")
+    bad = numbers.isna() & series.notna()
+    if bad.any():
+        raise InputError(
+            f"covariate {key!r} is continuous; {series[bad].iloc[0]!r} is not a number"
+        )
+    numbers = numbers.astype(float)
+    return numbers if isinstance(value, pd.Series) else float(numbers.iloc[0])

@@ -1,0 +1,137 @@
+"""``TrainConfig.max_epochs``: training stops after that many passes over the cells."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from rnadiff import (
+    InputError,
+    ModelConfig,
+    NetworkConfig,
+    PreprocessConfig,
+    RNADiffusion,
+    TrainConfig,
+)
+
+KANG_SETUP = {"perturbation_key": "group_id", "control": "ctrl", "cell_type_key": "cluster_id"}
+
+
+@pytest.mark.parametrize(
+    ("n_cells", "kwargs", "expected"),
+    [
+        (192, {}, 300),  # the HSMM time course: 200 passes of 192 cells in batches of 128
+        (1419, {}, 1200),  # a Kang fold: max_steps comes first
+        (192, {"max_epochs": None}, 1200),
+        (50, {"max_epochs": 3}, 3),  # fewer cells than a batch: one step is one pass
+        (1000, {"max_epochs": 0.01}, 1),  # at least one step
+        (300, {"max_epochs": 10, "batch_size": 64}, 47),  # ceil(10 * 300 / 64)
+    ],
+)
+def test_steps_for(n_cells, kwargs, expected):
+    assert TrainConfig(**kwargs).steps_for(n_cells) == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, float("inf"), float("nan")])
+def test_max_epochs_must_be_positive(value):
+    with pytest.raises(InputError, match="max_epochs"):
+        TrainConfig(max_epochs=value)
+
+
+def _model(kang_small, tiny_model_config):
+    RNADiffusion.setup_anndata(kang_small, **KANG_SETUP)
+    return RNADiffusion(kang_small, config=tiny_model_config, seed=0)
+
+
+def test_training_stops_at_max_epochs_and_says_so(
+    kang_small, tiny_model_config, one_thread, caplog
+):
+    model = _model(kang_small, tiny_model_config)  # 400 cells
+    cfg = TrainConfig(max_steps=40, batch_size=100, max_epochs=5, calibration_cells=0)
+    with caplog.at_level(logging.INFO, logger="rnadiff"):
+        model.train(config=cfg, progress=False)
+    assert model.step == 20  # 5 passes of 400 cells in batches of 100
+    assert model.history[-1]["step"] == 20
+    assert model.train_config.max_steps == 40  # the user's setting is kept as given
+    assert "training stops at 20 of max_steps=40" in caplog.text
+
+
+def test_capped_run_equals_a_run_of_that_many_steps(kang_small, tiny_model_config, one_thread):
+    """The learning-rate schedule ends where training ends, as for a shorter max_steps."""
+    capped = _model(kang_small.copy(), tiny_model_config)
+    capped.train(
+        config=TrainConfig(max_steps=40, batch_size=100, max_epochs=5, calibration_cells=0),
+        progress=False,
+    )
+    short = _model(kang_small.copy(), tiny_model_config)
+    short.train(
+        config=TrainConfig(max_steps=20, batch_size=100, max_epochs=None, calibration_cells=0),
+        progress=False,
+    )
+    for a, b in zip(capped.ema.parameters(), short.ema.parameters(), strict=True):
+        np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
+
+
+def test_no_cap_trains_every_step(kang_small, tiny_model_config, one_thread):
+    model = _model(kang_small, tiny_model_config)
+    model.train(
+        config=TrainConfig(max_steps=30, batch_size=200, max_epochs=None, calibration_cells=0),
+        progress=False,
+    )
+    assert model.step == 30
+
+
+def test_checkpoints_from_before_max_epochs_load_without_a_cap(
+    kang_small, tiny_model_config, one_thread, tmp_path
+):
+    model = _model(kang_small, tiny_model_config)
+    model.train(max_steps=2, progress=False, config=TrainConfig(calibration_cells=0))
+    model.save(tmp_path / "m")
+    stored = model.load(tmp_path / "m", adata=kang_small).train_config
+    assert stored.max_epochs == 200.0
+    meta_files = [p for p in (tmp_path / "m").iterdir() if p.suffix == ".json"]
+    edited = 0
+    for path in meta_files:
+        meta = json.loads(path.read_text())
+        if "train_config" in meta:
+            del meta["train_config"]["max_epochs"]
+            path.write_text(json.dumps(meta))
+            edited += 1
+    assert edited == 1
+    assert RNADiffusion.load(tmp_path / "m", adata=kang_small).train_config.max_epochs is None
+
+
+def test_predict_keeps_continuous_values_numeric(one_thread):
+    """A dose given as text (as a CLI passes it) is a number in the result's obs."""
+    rng = np.random.default_rng(0)
+    n = 60
+    adata = ad.AnnData(
+        rng.poisson(3, size=(n, 20)).astype(np.float32),
+        obs=pd.DataFrame(
+            {
+                "drug": np.where(np.arange(n) < 30, "ctrl", "A"),
+                "dose": np.where(np.arange(n) < 30, 0.0, 10.0),
+            },
+            index=[f"c{i}" for i in range(n)],
+        ),
+    )
+    adata.var_names = [f"g{i}" for i in range(20)]
+    RNADiffusion.setup_anndata(adata, perturbation_key="drug", control="ctrl", dose_key="dose")
+    config = ModelConfig(
+        network=NetworkConfig(width=16, depth=1, emb_dim=8),
+        preprocess=PreprocessConfig(n_top_genes=None),
+    )
+    model = RNADiffusion(adata, config=config)
+    model.train(max_steps=2, progress=False, config=TrainConfig(calibration_cells=0))
+    fast = {"steps": 2, "progress": False}
+    out = model.predict(adata[:30], target={"drug": "A", "dose": "5"}, **fast)
+    assert pd.api.types.is_float_dtype(out.obs["dose"]) and (out.obs["dose"] == 5.0).all()
+    gen = model.generate({"drug": "A", "dose": "5"}, n_cells=2, **fast)
+    assert pd.api.types.is_float_dtype(gen.obs["dose"]) and (gen.obs["dose"] == 5.0).all()
+    with pytest.raises(InputError, match="'dose' is continuous; 'high' is not a number"):
+        model.generate({"drug": "A", "dose": "high"}, n_cells=2, **fast)
