@@ -43,6 +43,8 @@ bench: install
 	$(BIN)/python benchmarks/denoise_zeisel.py
 	# does the discrimination score reward exaggerated effects? (no model, ~1 min)
 	$(BIN)/python benchmarks/discrimination_scale.py
+	# training length vs memorization on the small HSMM time course (TrainConfig.max_epochs, ~10 min)
+	$(BIN)/python benchmarks/epochs_study.py
 
 peers:
 	bash benchmarks/peers/install.sh all
