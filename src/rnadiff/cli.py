@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import anndata as ad
+import numpy as np
 import typer
 
 from rnadiff.errors import InputError, RNADiffError
@@ -74,10 +76,37 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise RNADiffError(f"{what} must look like KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
+            raise InputError(f"{what} must look like KEY=VALUE, got {item!r}")
+        key, value = (part.strip() for part in item.split("=", 1))
+        if key in out:
+            raise InputError(
+                f"{what}: {key!r} is given twice ({key}={out[key]} and {key}={value}); "
+                "give each KEY once"
+            )
+        out[key] = value
     return out
+
+
+def _typed(pairs: dict, model, what: str) -> dict:
+    """``pairs`` with the values of the model's continuous covariates (dose, time, ...) as
+    numbers; other values stay text."""
+    continuous = {c.key for c in model.registry.covariates if not c.categorical}
+    out = dict(pairs)
+    for key in continuous & set(out):
+        out[key] = _number(
+            out[key], f"{what} {key}={out[key]}: {key!r} is a continuous covariate, so the value"
+        )
+    return out
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{what} must be a number, got {text!r}") from None
+    if value != value:  # NaN
+        raise InputError(f"{what} must be a number, got {text!r}")
+    return value
 
 
 def _guidance(text: str) -> float | dict[str, float]:
@@ -87,28 +116,75 @@ def _guidance(text: str) -> float | dict[str, float]:
         pass
     try:
         return {k: float(v) for k, v in _pairs(text.split(","), "--guidance").items()}
+    except InputError:
+        raise
     except ValueError:
-        raise RNADiffError(f"--guidance must be a number or KEY=W pairs, got {text!r}") from None
+        raise InputError(f"--guidance must be a number or KEY=W pairs, got {text!r}") from None
 
 
 def _read(path: Path) -> ad.AnnData:
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not an .h5ad file")
     if not path.is_file():
-        raise RNADiffError(f"file not found: {path}")
+        raise InputError(f"file not found: {path}")
     try:
         return ad.read_h5ad(path)
     except Exception as err:  # h5py/anndata raise many types for a bad file
-        raise RNADiffError(f"cannot read {path} as .h5ad: {err}") from None
+        raise InputError(f"cannot read {path} as .h5ad: {err}") from None
+
+
+def _matches(column, value: str, what: str) -> np.ndarray:
+    """Cells whose ``column`` equals ``value``: as numbers when the column holds numbers
+    (``dose=0`` matches 0.0), else as text."""
+    import pandas as pd
+
+    values = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else column
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if not numeric:
+        return (column.astype(str) == value).to_numpy()
+    number = _number(value, f"{what}: the column holds numbers, so the value")
+    return np.isclose(column.to_numpy(dtype=np.float64), number, rtol=1e-6, atol=0.0)
 
 
 def _subset(adata: ad.AnnData, where: list[str] | None, option: str, path: Path) -> ad.AnnData:
     """Cells whose obs column KEY equals VALUE for every KEY=VALUE of ``where``."""
     for key, value in _pairs(where, option).items():
         if key not in adata.obs:
-            raise RNADiffError(f"{option}: column {key!r} not in {path}")
-        adata = adata[(adata.obs[key].astype(str) == value).to_numpy()]
+            raise InputError(f"{option}: column {key!r} not in {path}")
+        adata = adata[_matches(adata.obs[key], value, f"{option} {key}={value}")]
         if adata.n_obs == 0:
-            raise RNADiffError(f"{option} {key}={value}: no cells of {path} left")
+            raise InputError(f"{option} {key}={value}: no cells of {path} left")
     return adata
+
+
+def _conditions_csv(path: Path, model):
+    """The conditions of a --conditions-csv file, one per row: text, numbers for the model's
+    continuous covariates, NaN for empty cells (unspecified)."""
+    import pandas as pd
+
+    if path.is_dir():
+        raise InputError(f"--conditions-csv {path} is a directory, not a CSV file")
+    if not path.is_file():
+        raise InputError(f"--conditions-csv: file not found: {path}")
+    try:
+        frame = pd.read_csv(path, dtype=str)
+    except pd.errors.EmptyDataError:
+        raise InputError(
+            f"--conditions-csv {path} is empty; give a header row of covariates "
+            "and one condition per row"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
+        raise InputError(f"--conditions-csv: cannot read {path} as CSV: {err}") from None
+    if len(frame) == 0:
+        raise InputError(f"--conditions-csv {path} has a header but no conditions (rows)")
+    unnamed = [c for c in frame.columns if str(c).startswith("Unnamed:")]
+    if unnamed:
+        raise InputError(f"--conditions-csv {path}: a column has no name in the header row")
+    for cov in model.registry.covariates:  # numbers for dose, time, ...
+        if not cov.categorical and cov.key in frame:
+            what = f"--conditions-csv {path}: {cov.key!r} is a continuous covariate, so each value"
+            frame[cov.key] = [v if pd.isna(v) else _number(v, what) for v in frame[cov.key]]
+    return frame
 
 
 def _reference(path: Path | None, where: list[str] | None) -> ad.AnnData | None:
@@ -116,8 +192,30 @@ def _reference(path: Path | None, where: list[str] | None) -> ad.AnnData | None:
     return None if path is None else _subset(_read(path), where, "--reference-where", path)
 
 
+def _folder(path: Path, what: str) -> None:
+    """Create the folder ``path`` (and its parents), or say clearly why it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(
+            f"{what}: cannot create the folder {path}: {err.strerror or err}"
+        ) from None
+    if not os.access(path, os.W_OK):
+        raise InputError(f"{what}: the folder {path} is not writable")
+
+
+def _check_folder(path: Path, what: str) -> None:
+    """Fail early if the folder ``path`` cannot be created, leaving nothing behind."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    _folder(path, what)
+    for p in missing:
+        p.rmdir()
+
+
 def _write(adata: ad.AnnData, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise InputError(f"--out {path} is a directory; give an .h5ad file name")
+    _folder(path.parent, "--out")
     adata.write_h5ad(path)
 
 
@@ -129,8 +227,18 @@ def _summary(adata: ad.AnnData, keys: list[str], path: Path, seconds: float) -> 
         typer.echo(counts.rename("cells").to_string())
 
 
+# options of 'train' that still apply with --resume (the checkpoint keeps all the others)
+_RESUME_OPTIONS = {"data", "out", "max_steps", "max_epochs", "resume", "quiet"}
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not left at its default)."""
+    return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Annotated[
         Path, typer.Option(help="Training cells (.h5ad): raw counts or log-normalized.")
     ],
@@ -157,7 +265,11 @@ def train(
         str | None, typer.Option(help="Layer holding expression instead of X.")
     ] = None,
     input: Annotated[
-        str, typer.Option(help="What X holds: auto (detect and say), counts, or lognorm.")
+        str,
+        typer.Option(
+            help="What X (or the --layer, when given) holds: auto (detect and say), counts, "
+            "or lognorm."
+        ),
     ] = "auto",
     n_top_genes: Annotated[
         int, typer.Option(help="Highly variable genes kept (0: all genes).")
@@ -165,6 +277,14 @@ def train(
     max_steps: Annotated[
         int, typer.Option(help="Total optimizer steps (a resumed run continues up to this).")
     ] = 1200,
+    max_epochs: Annotated[
+        float,
+        typer.Option(
+            help="Passes over the training cells at most (0: no cap): training stops at "
+            "whichever of --max-steps and this comes first. Tiny data sets (a few hundred "
+            "cells) overfit with many passes; see the README."
+        ),
+    ] = 200.0,
     batch_size: Annotated[int, typer.Option(help="Cells per minibatch.")] = 128,
     lr: Annotated[
         float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")
@@ -198,7 +318,13 @@ def train(
         ),
     ] = -1.2,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue training from the checkpoint in --out.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue training from the checkpoint in --out, with the checkpoint's model "
+            "and training settings: only --max-steps and --max-epochs (when given) apply, "
+            "other options are ignored.",
+        ),
     ] = False,
     seed: Seed = 0,
     quiet: Quiet = False,
@@ -213,6 +339,10 @@ def train(
         TrainConfig,
     )
 
+    if max_epochs < 0:
+        raise InputError(f"--max-epochs must be >= 0 (0: no cap), got {max_epochs:g}")
+    epochs = None if max_epochs == 0 else max_epochs
+    _check_folder(out, "--out")
     adata = _read(data)
     train_cfg = TrainConfig(
         max_steps=max_steps,
@@ -222,18 +352,29 @@ def train(
         checkpoint_every=checkpoint_every,
         calibration_cells=calibration_cells,
         thinning=thinning,
+        max_epochs=epochs,
     )
     t0 = time.perf_counter()
     if resume:
+        ignored = [
+            "--" + p.name.replace("_", "-")
+            for p in ctx.command.params
+            if p.name not in _RESUME_OPTIONS and _given(ctx, p.name)
+        ]
         model = RNADiffusion.load(out, adata=adata)
         typer.echo(f"resuming from step {model.step} of {out}")
-        model.train(
-            config=TrainConfig(
-                **{**(model.train_config or train_cfg).to_dict(), "max_steps": max_steps}
-            ),
-            checkpoint_dir=out,
-            progress=not quiet,
+        typer.echo(
+            "note: --resume keeps the checkpoint's model and training settings; only "
+            "--max-steps and --max-epochs (when given) apply"
+            + (f"; ignored: {', '.join(ignored)}" if ignored else ""),
+            err=True,
         )
+        kept = (model.train_config or train_cfg).to_dict()
+        kept["max_steps"] = max_steps
+        if _given(ctx, "max_epochs"):
+            kept["max_epochs"] = epochs
+        _folder(out, "--out")
+        model.train(config=TrainConfig(**kept), checkpoint_dir=out, progress=not quiet)
     else:
         RNADiffusion.setup_anndata(
             adata,
@@ -253,6 +394,7 @@ def train(
             diffusion=DiffusionConfig(p_mean=p_mean),
         )
         model = RNADiffusion(adata, config=config, seed=seed)
+        _folder(out, "--out")
         model.train(config=train_cfg, checkpoint_dir=out, progress=not quiet)
     model.save(out)
     last = model.history[-1]["loss"] if model.history else float("nan")
@@ -289,15 +431,16 @@ def generate(
     quiet: Quiet = False,
 ) -> None:
     """Generate cells under given conditions (log-normalized expression; conditions in .obs)."""
-    import pandas as pd
-
     from rnadiff import RNADiffusion
 
+    if conditions_csv is not None and condition:
+        raise InputError("give either --condition or --conditions-csv, not both")
+    conds = _pairs(condition, "--condition")
     m = RNADiffusion.load(model)
     if conditions_csv is not None:
-        conds = pd.read_csv(conditions_csv, dtype=str)
+        conds = _conditions_csv(conditions_csv, m)
     else:
-        conds = _pairs(condition, "--condition")
+        conds = _typed(conds, m, "--condition")
     t0 = time.perf_counter()
     cells = m.generate(
         conds,
@@ -362,14 +505,16 @@ def predict(
     """Predict source cells under a target perturbation (counterfactual or generation)."""
     from rnadiff import RNADiffusion
 
+    target = _pairs(set, "--set")
     m = RNADiffusion.load(model)
+    target = _typed(target, m, "--set")
     src = _read(source)
     src = _subset(src, where, "--where", source)
     t0 = time.perf_counter()
     pred = m.predict(
         src,
         perturbation=perturbation,
-        target=_pairs(set, "--set"),
+        target=target,
         method=method,
         sampler=sampler,
         steps=steps,
@@ -444,7 +589,7 @@ def _markers(up, down, min_lfc, percentile):
     from rnadiff.design import Markers
 
     if not _genes(up) and not _genes(down):
-        raise RNADiffError("give marker genes with --up and/or --down (comma-separated)")
+        raise InputError("give marker genes with --up and/or --down (comma-separated)")
     return Markers(up=_genes(up), down=_genes(down), min_lfc=min_lfc, percentile=percentile)
 
 
@@ -532,14 +677,16 @@ def design(
     """Design cells whose marker genes meet a specification, and say how realistic they are."""
     from rnadiff import RNADiffusion
 
-    m = RNADiffusion.load(model)
     spec = _markers(up, down, min_lfc, percentile)
+    conditions = _pairs(condition, "--condition")
+    m = RNADiffusion.load(model)
+    conditions = _typed(conditions, m, "--condition")
     ref = _reference(reference, reference_where)
     real = _read(realism_reference) if realism_reference is not None else None
     t0 = time.perf_counter()
     cells = m.design(
         spec,
-        conditions=_pairs(condition, "--condition") or None,
+        conditions=conditions or None,
         n_cells=n,
         scale=scale,
         through_denoiser=through_denoiser,
@@ -610,16 +757,27 @@ def rank(
     ] = 200,
     out: Annotated[Path | None, typer.Option(help="Write the full ranking as CSV.")] = None,
     plot: Annotated[Path | None, typer.Option(help="PNG bar chart of the best candidates.")] = None,
-    top: Annotated[int, typer.Option(help="Candidates printed and plotted.")] = 10,
+    top: Annotated[int, typer.Option(help="Candidates printed and plotted (0: all).")] = 10,
     seed: Seed = 0,
     quiet: Quiet = False,
 ) -> None:
     """Rank candidate perturbations by how well they would produce a target phenotype."""
     from rnadiff import RNADiffusion
 
-    if (target is None) == (not _genes(up) and not _genes(down)):
-        raise RNADiffError("give either --target cells or marker genes (--up/--down), not both")
+    markers = bool(_genes(up) or _genes(down))
+    if target is None and not markers:
+        raise InputError(
+            "give either --target cells or marker genes (--up/--down): one of them is required"
+        )
+    if target is not None and markers:
+        raise InputError("give either --target cells or marker genes (--up/--down), not both")
+    if top < 0:
+        raise InputError(f"--top must be >= 0 (0: all candidates), got {top}")
+    if n < 1:
+        raise InputError(f"--n must be at least 1, got {n}")
+    context_pairs = _pairs(context, "--context")
     m = RNADiffusion.load(model)
+    context_pairs = _typed(context_pairs, m, "--context")
     if target is not None:
         goal = _subset(_read(target), target_where, "--target-where", target)
     else:
@@ -629,7 +787,7 @@ def rank(
     ranked = m.rank_perturbations(
         goal,
         candidates=_genes(candidates) or None,
-        context=_pairs(context, "--context"),
+        context=context_pairs,
         pairs=pairs,
         reference=ref,
         n_cells=n,
@@ -645,9 +803,10 @@ def rank(
         f"ranked {len(ranked)} candidates ({time.perf_counter() - t0:.1f} s); rank = mean of "
         "the likelihood and generation ranks"
     )
+    top = top or len(ranked)
     typer.echo(ranked[cols].head(top).to_string(index=False, float_format="{:.4f}".format))
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        _folder(out.parent, "--out")
         ranked.to_csv(out, index=False)
         typer.echo(f"wrote {out}")
     if plot is not None:
@@ -703,7 +862,7 @@ def evaluate(
     )
     typer.echo(metrics.to_string(float_format=lambda v: f"{v:.4f}"))
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        _folder(out.parent, "--out")
         metrics.rename_axis("metric").to_csv(out)
 
 
@@ -730,6 +889,10 @@ def demo(
     """Kang 2018 IFN-beta: hold out one cell type's stimulated cells, train, predict, score."""
     from rnadiff.evaluation.demo import format_table, run_demo
 
+    if data is not None and data.is_dir():
+        raise InputError(f"--data {data} is a directory; give the Kang 2018 .h5ad file itself")
+    if data is not None and not data.is_file():
+        raise InputError(f"--data: file not found: {data}")
     t0 = time.perf_counter()
     table = run_demo(
         out,

@@ -44,6 +44,12 @@ def detect_input_type(X) -> InputType:
     return "lognorm" if values.max(initial=0) < _LOGNORM_MAX else "normalized"
 
 
+def _log_like(X) -> bool:
+    """Whether values can be log1p of normalized expression: all below 30 (integers or not)."""
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    return bool(values.max(initial=0) < _LOGNORM_MAX)
+
+
 def describe_input(input_type: InputType, target_sum: float) -> str:
     return {
         "counts": f"raw counts (integers): normalized to {target_sum:g} per cell, then log1p",
@@ -176,7 +182,7 @@ def fit_preprocessing(
     check_matrix(X, what=what, require_counts=config.input == "counts")
     detected = detect_input_type(X)
     input_type = detected if config.input == "auto" else config.input
-    if config.input == "lognorm" and detected == "normalized":
+    if config.input == "lognorm" and not _log_like(X):
         raise InputError(f"input='lognorm' but {what} has values up to 30 or more; is it logged?")
     logger.info("rnadiff: %s holds %s", what, describe_input(input_type, config.target_sum))
     log_x = log_normalized_matrix(X, input_type, config.target_sum)
@@ -211,13 +217,24 @@ def log_expression(adata: ad.AnnData, state: PreprocessState, *, layer: str | No
     check_matrix(X, what="adata.X" if layer is None else f"adata.layers[{layer!r}]")
     check_unique_names(adata.var_names, what="gene names (var_names)")
     check_genes(adata.var_names, state.genes, what="the data")
-    if state.input_type != "lognorm" and detect_input_type(X) == "lognorm":
+    detected = detect_input_type(X)
+    if state.input_type != "lognorm" and detected == "lognorm":
         raise InputError(
             "the model was trained on counts but this data looks log-normalized (non-integers "
             "below 30); pass raw counts, or the layer that holds them"
         )
-    if state.input_type == "lognorm" and detect_input_type(X) == "counts":
-        logger.warning("the model was trained on log-normalized values but this data are integers")
+    if state.input_type == "lognorm" and not _log_like(X):
+        found = "raw counts (integers)" if detected == "counts" else "normalized unlogged values"
+        raise InputError(
+            "the model was trained on log-normalized values but this data looks like "
+            f"{found}, with values up to 30 or more; pass log-normalized values (log1p of "
+            "normalized counts), or the layer that holds them"
+        )
+    if state.input_type == "lognorm" and detected == "counts":
+        logger.warning(
+            "the model was trained on log-normalized values but this data are integers (all "
+            "below 30, so taken as log values); pass log-normalized values if they are counts"
+        )
     if state.input_type != "lognorm" and adata.n_vars != state.n_input_genes:
         logger.warning(
             "size factors use %d genes here but %d in training; expression levels may shift",

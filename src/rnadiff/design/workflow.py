@@ -242,6 +242,13 @@ def rank_perturbations(
     ``cache``: a dict that keeps the cells generated per candidate between calls with the
     same candidates, context and settings (ranking many targets against one model).
     """
+    _check_rank_settings(
+        n_cells=n_cells,
+        max_target_cells=max_target_cells,
+        n_noise_levels=n_noise_levels,
+        n_draws=n_draws,
+        noise_range=noise_range,
+    )
     reg = model.registry
     pkey, control = reg.perturbation_key, reg.control
     if pkey is None:
@@ -361,6 +368,21 @@ def rank_perturbations(
         "seed": seed,
     }
     return ranked
+
+
+def _check_rank_settings(*, noise_range, **counts: int) -> None:
+    """The counts must be whole numbers >= 1, ``noise_range`` finite ``(lo, hi)``, 0 < lo <= hi."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
+    try:
+        lo, hi = (float(v) for v in noise_range)
+    except (TypeError, ValueError):
+        raise InputError(f"noise_range must be two numbers (lo, hi), got {noise_range!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
+        raise InputError(
+            f"noise_range must be finite (lo, hi) with 0 < lo <= hi, got {noise_range!r}"
+        )
 
 
 def _candidate_cells(model, names, context, reference, ref_log, n_cells, steps, seed, batch_size):

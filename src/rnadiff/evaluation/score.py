@@ -8,14 +8,27 @@ import pandas as pd
 
 from rnadiff.config import PreprocessConfig
 from rnadiff.data.preprocessing import detect_input_type, log_normalized_matrix
-from rnadiff.data.validation import check_genes, check_matrix
+from rnadiff.data.validation import check_matrix
+from rnadiff.errors import InputError
 from rnadiff.evaluation.metrics import response_metrics
+
+
+def _check_genes(available, genes: list[str], *, what: str) -> None:
+    """Every gene of the predicted cells must be among ``available`` (no model here)."""
+    missing = pd.Index(genes).difference(pd.Index(available))
+    if len(missing):
+        raise InputError(
+            f"genes do not match: {len(missing)} of the {len(genes)} genes of the predicted "
+            f"cells are missing from {what} (e.g. {missing[:5].tolist()}); the real and control "
+            "cells must hold every gene of the predicted cells, under the same gene names "
+            "(var_names)"
+        )
 
 
 def _log_values(adata: ad.AnnData, genes: list[str], *, what: str) -> np.ndarray:
     """Log-normalized values of ``genes``; counts are normalized to 1e4 per cell first."""
     check_matrix(adata.X, what=f"{what}.X")
-    check_genes(adata.var_names, genes, what=what)
+    _check_genes(adata.var_names, genes, what=what)
     columns = adata.var_names.get_indexer(genes)
     kind = detect_input_type(adata.X)
     return log_normalized_matrix(adata.X, kind, PreprocessConfig().target_sum, columns)
@@ -54,8 +67,8 @@ def score(
         One value per metric.
     """
     genes = [str(g) for g in pred.var_names]
-    check_genes(real.var_names, genes, what="the real cells")
-    check_genes(control.var_names, genes, what="the control cells")
+    _check_genes(real.var_names, genes, what="the real cells")
+    _check_genes(control.var_names, genes, what="the control cells")
     x_pred = _log_values(pred, genes, what="pred")
     x_real = _log_values(real, genes, what="real")
     x_ctrl = _log_values(control, genes, what="control")
