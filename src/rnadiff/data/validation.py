@@ -84,12 +84,20 @@ def check_unique_names(names: Sequence[str], *, what: str) -> None:
         raise InputError(f"{what} are not unique (e.g. {dup}); make them unique first")
 
 
-def check_genes(available: Sequence[str], required: Sequence[str], *, what: str = "data") -> None:
-    """All genes the model was trained on must be present in the data (in any order)."""
+def check_genes(
+    available: Sequence[str],
+    required: Sequence[str],
+    *,
+    what: str = "data",
+    reference: str = "the model",
+    possessive: str = "the model's",
+    hint: str = "use data with the same gene names (var_names) as the training data",
+) -> None:
+    """All genes of ``reference`` (the model's, by default) must be present in the data (in
+    any order); ``hint`` ends the error message."""
     missing = pd.Index(required).difference(pd.Index(available))
     if len(missing):
         raise InputError(
-            f"genes do not match the model: {len(missing)} of the model's {len(required)} genes "
-            f"are missing from {what} (e.g. {missing[:5].tolist()}); "
-            "use data with the same gene names (var_names) as the training data"
+            f"genes do not match {reference}: {len(missing)} of {possessive} {len(required)} "
+            f"genes are missing from {what} (e.g. {missing[:5].tolist()}); {hint}"
         )

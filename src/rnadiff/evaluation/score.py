@@ -8,21 +8,21 @@ import pandas as pd
 
 from rnadiff.config import PreprocessConfig
 from rnadiff.data.preprocessing import detect_input_type, log_normalized_matrix
-from rnadiff.data.validation import check_matrix
-from rnadiff.errors import InputError
+from rnadiff.data.validation import check_genes, check_matrix
 from rnadiff.evaluation.metrics import response_metrics
 
 
 def _check_genes(available, genes: list[str], *, what: str) -> None:
     """Every gene of the predicted cells must be among ``available`` (no model here)."""
-    missing = pd.Index(genes).difference(pd.Index(available))
-    if len(missing):
-        raise InputError(
-            f"genes do not match: {len(missing)} of the {len(genes)} genes of the predicted "
-            f"cells are missing from {what} (e.g. {missing[:5].tolist()}); the real and control "
-            "cells must hold every gene of the predicted cells, under the same gene names "
-            "(var_names)"
-        )
+    check_genes(
+        available,
+        genes,
+        what=what,
+        reference="the predicted cells",
+        possessive="the predicted cells'",
+        hint="the real and control cells must hold every gene of the predicted cells, under "
+        "the same gene names (var_names)",
+    )
 
 
 def _log_values(adata: ad.AnnData, genes: list[str], *, what: str) -> np.ndarray:
