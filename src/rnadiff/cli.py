@@ -157,9 +157,9 @@ def _subset(adata: ad.AnnData, where: list[str] | None, option: str, path: Path)
     return adata
 
 
-def _conditions_csv(path: Path, model):
-    """The conditions of a --conditions-csv file, one per row: text, numbers for the model's
-    continuous covariates, NaN for empty cells (unspecified)."""
+def _conditions_csv(path: Path):
+    """The conditions of a --conditions-csv file, one per row, as text (NaN for empty cells:
+    unspecified)."""
     import pandas as pd
 
     if path.is_dir():
@@ -180,11 +180,7 @@ def _conditions_csv(path: Path, model):
     unnamed = [c for c in frame.columns if str(c).startswith("Unnamed:")]
     if unnamed:
         raise InputError(f"--conditions-csv {path}: a column has no name in the header row")
-    for cov in model.registry.covariates:  # numbers for dose, time, ...
-        if not cov.categorical and cov.key in frame:
-            what = f"--conditions-csv {path}: {cov.key!r} is a continuous covariate, so each value"
-            frame[cov.key] = [v if pd.isna(v) else _number(v, what) for v in frame[cov.key]]
-    return frame
+    return frame  # the model turns continuous covariates' text into numbers
 
 
 def _reference(path: Path | None, where: list[str] | None) -> ad.AnnData | None:
@@ -373,7 +369,6 @@ def train(
         kept["max_steps"] = max_steps
         if _given(ctx, "max_epochs"):
             kept["max_epochs"] = epochs
-        _folder(out, "--out")
         model.train(config=TrainConfig(**kept), checkpoint_dir=out, progress=not quiet)
     else:
         RNADiffusion.setup_anndata(
@@ -394,7 +389,6 @@ def train(
             diffusion=DiffusionConfig(p_mean=p_mean),
         )
         model = RNADiffusion(adata, config=config, seed=seed)
-        _folder(out, "--out")
         model.train(config=train_cfg, checkpoint_dir=out, progress=not quiet)
     model.save(out)
     last = model.history[-1]["loss"] if model.history else float("nan")
@@ -435,12 +429,10 @@ def generate(
 
     if conditions_csv is not None and condition:
         raise InputError("give either --condition or --conditions-csv, not both")
+    csv = _conditions_csv(conditions_csv) if conditions_csv is not None else None
     conds = _pairs(condition, "--condition")
     m = RNADiffusion.load(model)
-    if conditions_csv is not None:
-        conds = _conditions_csv(conditions_csv, m)
-    else:
-        conds = _typed(conds, m, "--condition")
+    conds = csv if csv is not None else _typed(conds, m, "--condition")
     t0 = time.perf_counter()
     cells = m.generate(
         conds,

@@ -659,6 +659,8 @@ class RNADiffusion:
         if method not in ("counterfactual", "generate"):
             raise InputError(f"method must be 'counterfactual' or 'generate', got {method!r}")
         self._check_sampling(sampler, guidance)
+        if encode_sigma is not None and not 0 < float(encode_sigma) < float("inf"):
+            raise InputError(f"encode_sigma must be a positive number, got {encode_sigma}")
         obs_src = source.obs[[k for k in self.registry.keys if k in source.obs]].copy()
         cond_src = self._cond(obs_src)
         obs_tgt = obs_src.copy()
@@ -672,8 +674,6 @@ class RNADiffusion:
         soft = self._prior_map(obs_tgt, use=True) if prior else None
         cond_tgt = self._cond(obs_tgt, soft=soft)
         gen = torch.Generator().manual_seed(seed)
-        if encode_sigma is not None and not 0 < float(encode_sigma) < float("inf"):
-            raise InputError(f"encode_sigma must be a positive number, got {encode_sigma}")
         sigma_max = float(encode_sigma or self.config.diffusion.sigma_max)
         sigmas = self._sigmas(steps, sigma_max=sigma_max)
         if method == "counterfactual":
