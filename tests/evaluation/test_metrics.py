@@ -309,3 +309,27 @@ def test_response_metrics_distributional_keeps_old_keys(populations):
     assert {k: full[k] for k in base} == base
     for key in ["pearson_delta_top100", "r2_mean_top100", "r2_mean_top20"]:
         assert key in full
+
+
+def test_population_metrics_new_sample_of_the_real_distribution_scores_as_identical():
+    """A second sample of the real population must score like the real cells themselves.
+
+    Principal axes fitted on the real cells (and the control) also fit the real cells' own
+    noise, so a new sample looks far from them; the default space is fitted on the two
+    compared populations pooled, which treats both alike.
+    """
+    rng = np.random.default_rng(3)
+    scale = np.linspace(2.0, 0.5, 200)  # many noisy genes, few cells: as in small folds
+
+    def cells(n, mean):
+        return mean + rng.normal(size=(n, 200)) * scale
+
+    control, real, fresh = cells(80, 0.0), cells(80, 1.0), cells(80, 1.0)
+    new = population_metrics(fresh, real, control)
+    shifted = population_metrics(fresh + 0.2, real, control)  # every gene 0.2 off
+    assert abs(new["edistance"]) < 0.25 * shifted["edistance"]
+    # a space fitted on the real and control cells: the new sample looks farther off than
+    # the shifted one does in the pooled space
+    real_space = fit_pca(np.vstack([real, control]), n_components=50)
+    biased = population_metrics(fresh, real, control, pca=real_space)
+    assert biased["edistance"] > shifted["edistance"]

@@ -2,9 +2,11 @@
 
 The population distances (:func:`energy_distance`, :func:`mmd_rbf`, :func:`knn_auc`) work in
 whatever space they are given. Gene space has thousands of mostly noisy dimensions, so callers
-first project real and predicted cells into a PCA space fitted on real cells only
-(:func:`fit_pca`, :func:`project`): a space fitted on predictions would move with the model
-being scored.
+first project the two populations into a PCA space (:func:`fit_pca`, :func:`project`). Fit it
+on both populations pooled (as :func:`rnadiff.evaluation.metrics.population_metrics` does), or on
+cells that are in neither: principal axes fitted on a few hundred cells also fit those cells'
+own noise, so a population that was in the fit lies measurably far from a new sample of the
+same distribution.
 
 All pairwise computations are blockwise, so memory stays bounded; time is quadratic in the
 number of cells (subsample large populations first).
@@ -57,7 +59,7 @@ def _pairwise_sum(
 
 @dataclass(frozen=True, eq=False)
 class PCASpace:
-    """A linear projection ``(x - mean) @ components.T`` fitted on real cells."""
+    """A linear projection ``(x - mean) @ components.T`` fitted on reference cells."""
 
     mean: np.ndarray  # (n_genes,) gene means of the reference cells
     components: np.ndarray  # (n_components, n_genes), orthonormal rows, by decreasing variance
@@ -75,7 +77,7 @@ def fit_pca(
     seed: int = 0,
     method: Literal["auto", "exact", "randomized"] = "auto",
 ) -> PCASpace:
-    """Fit principal axes on real cells only.
+    """Fit principal axes (on real cells, or on the populations to be compared, pooled).
 
     Parameters
     ----------

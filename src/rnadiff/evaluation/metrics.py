@@ -256,8 +256,14 @@ def population_metrics(
     pred, real, control
         Predicted, real perturbed and real control cells (cells x genes, at least 2 each).
     pca
-        Space of the population distances. Default: :func:`fit_pca` (50 axes) on the real
-        perturbed and real control cells, never on predictions.
+        Space of the population distances. Default: :func:`fit_pca` (50 axes) on the
+        predicted and real cells pooled (the subsampled cells that are compared), so both
+        are equally in the sample the axes were fitted on. A space fitted on the real cells
+        alone (or with the control) also fits their own noise: a second sample of the very
+        same real population then lies measurably far from them (on Kang 2018 stimulated B
+        cells, half of them against the other half: E-distance 2.8 in a space fitted on one
+        half and the control cells, 0.00 in the pooled space), and predictions made from
+        the control cells (counterfactual, additive) look better than new cells.
     de_top_n
         Sizes of the DE overlaps: keys ``de_overlap_top{n}``.
     direction_top_n
@@ -283,10 +289,11 @@ def population_metrics(
             raise ValueError(f"{name} must hold at least 2 cells, got shape {a.shape}")
     out = {"mse_mean": mse_mean(pred_c, real_c)}
 
-    if pca is None:
-        pca = fit_pca(np.vstack([real_c, ctrl_c]), n_components=50, seed=seed)
     rng = np.random.default_rng(seed)
-    zp, zr = (project(a[rng.permutation(len(a))[:max_cells]], pca) for a in (pred_c, real_c))
+    sp, sr = (a[rng.permutation(len(a))[:max_cells]] for a in (pred_c, real_c))
+    if pca is None:  # pooled: both populations in-sample alike (see ``pca`` above)
+        pca = fit_pca(np.vstack([sp, sr]), n_components=50, seed=seed)
+    zp, zr = project(sp, pca), project(sr, pca)
     out["edistance"] = energy_distance(zp, zr)
     out["mmd"] = mmd_rbf(zp, zr, bandwidths=median_bandwidths(zr))
 
