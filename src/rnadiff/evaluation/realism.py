@@ -31,17 +31,20 @@ def nearest_neighbor_ratio(
 ) -> tuple[np.ndarray, float]:
     """Per generated cell: distance to the nearest real cell over the typical real-to-real one.
 
-    Both populations are projected on principal axes fitted on the real cells. The reference
-    is the median, over real cells, of the distance from a real cell to its nearest *other*
-    real cell; a ratio near 1 means a generated cell sits among real cells as closely as real
-    cells sit among each other, and large ratios flag cells off the data manifold.
+    Both populations are projected on principal axes fitted on the real and generated cells
+    pooled. The reference is the median, over real cells, of the distance from a real cell to
+    its nearest *other* real cell; a ratio near 1 means a generated cell sits among real cells
+    as closely as real cells sit among each other, and large ratios flag cells off the data
+    manifold. (Axes fitted on the real cells alone also fit their own noise, which spreads
+    them apart: new real cells of the same population then scored about 0.8, Kang 2018
+    training cells split in two halves; in the pooled space about 1.0.)
 
     Parameters
     ----------
     generated, real
         Cells x genes (log-normalized), same genes.
     n_components
-        Principal axes (fitted on ``real``).
+        Principal axes (fitted on ``real`` and ``generated`` together).
     max_real
         Real cells used (a seeded random subset beyond this), for speed.
     seed
@@ -59,7 +62,8 @@ def nearest_neighbor_ratio(
     if ref.shape[0] > max_real:
         rng = np.random.default_rng(seed)
         ref = ref[rng.choice(ref.shape[0], size=max_real, replace=False)]
-    pca = fit_pca(ref, n_components=n_components, seed=seed)
+    # pooled: real and generated cells alike in the sample the axes are fitted on
+    pca = fit_pca(np.vstack([ref, gen]), n_components=n_components, seed=seed)
     r, g = project(ref, pca), project(gen, pca)
     reference = float(np.median(_nearest(r, r, exclude_self=True)))
     if reference <= 0:
