@@ -298,3 +298,5 @@ def test_resumed_history_is_logged_at_the_same_steps(tmp_path):
     resumed.fit(x, cond, progress=False, log_every=4)
 
     assert [h["step"] for h in resumed.history] == [4, 8, 12]
+    # the checkpoint (step 6) fell inside the window of steps 5-8: its mean is still over all 4
+    assert resumed.history == straight.history

@@ -89,14 +89,20 @@ class Trainer:
         )
         self.step = 0
         self.history: list[dict] = []
+        # losses since the last logged step (sum, count): saved, so a resumed run logs the
+        # same means as an uninterrupted one when a checkpoint falls between two log steps
+        self.loss_window = (0.0, 0)
 
     def state_tensors(self) -> tuple[dict, dict[str, torch.Tensor]]:
         meta, tensors = optimizer_to_tensors(self.optimizer)
-        return {"optimizer": meta, "step": self.step, "history": self.history}, tensors
+        state = {"optimizer": meta, "step": self.step, "history": self.history}
+        return state | {"loss_window": list(self.loss_window)}, tensors
 
     def load_state(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
         self.optimizer.load_state_dict(optimizer_from_tensors(meta["optimizer"], tensors))
         self.step, self.history = meta["step"], list(meta["history"])
+        running, count = meta.get("loss_window", (0.0, 0))  # absent before 2026-11
+        self.loss_window = (float(running), int(count))
 
     def fit(
         self,
@@ -125,7 +131,7 @@ class Trainer:
             desc="training",
             unit="step",
         )
-        running, count = 0.0, 0
+        running, count = self.loss_window
         while self.step < cfg.max_steps:
             idx = batch_indices(
                 self.step, x.shape[0], cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world
@@ -159,6 +165,7 @@ class Trainer:
                 self.history.append({"step": self.step, "loss": running / count})
                 bar.set_postfix(loss=f"{running / count:.4f}")
                 running, count = 0.0, 0
+            self.loss_window = (running, count)
             bar.update(1)
             if (
                 on_checkpoint is not None
