@@ -45,6 +45,8 @@ bench: install
 	$(BIN)/python benchmarks/discrimination_scale.py
 	# training length vs memorization on the small HSMM time course (TrainConfig.max_epochs, ~10 min)
 	$(BIN)/python benchmarks/epochs_study.py
+	# is the E-distance's PCA space fair? a perfect prediction must score ~0 (no model, ~2 min)
+	$(BIN)/python benchmarks/pca_space_check.py
 
 peers:
 	bash benchmarks/peers/install.sh all
