@@ -100,11 +100,14 @@ def _typed(pairs: dict, model, what: str) -> dict:
 
 
 def _number(text: str, what: str) -> float:
+    """``text`` as a number (the model's conversion), with an error that names the option."""
+    from rnadiff.data.covariates import numeric_value
+
     try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{what} must be a number, got {text!r}") from None
-    if value != value:  # NaN
+        value = numeric_value(what, text)
+    except InputError:
+        value = float("nan")
+    if value != value:  # not a number, or "nan"
         raise InputError(f"{what} must be a number, got {text!r}")
     return value
 

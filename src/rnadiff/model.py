@@ -676,12 +676,12 @@ class RNADiffusion:
         gen = torch.Generator().manual_seed(seed)
         sigma_max = float(encode_sigma or self.config.diffusion.sigma_max)
         sigmas = self._sigmas(steps, sigma_max=sigma_max)
+        plan = self._transfer_plan(obs_tgt, transfer, transfer_scale)  # checks it before encoding
         if method == "counterfactual":
             z0 = torch.from_numpy(self._model_space(source))
             x = self._encode(z0, sigmas, cond_src, batch_size, progress, obs=obs_src)
         else:
             x = torch.randn(source.n_obs, len(self.preprocess.genes), generator=gen) * sigma_max
-        plan = self._transfer_plan(obs_tgt, transfer, transfer_scale)
         mask = plan[0]
         z = self._run(
             sampler,
