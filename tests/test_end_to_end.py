@@ -274,3 +274,44 @@ def test_calibration_decodes_at_the_perturbations_own_dose(kang):
 
     assert table.loc["stim", "scale"] == pytest.approx(factor(1.0), rel=1e-3)
     assert abs(factor(0.0) - factor(1.0)) > 0.01  # the dose matters to the answer
+
+
+def test_counterfactuals_of_the_same_cells_encode_them_once(kang, trained, monkeypatch):
+    import torch
+
+    import rnadiff.model as model_module
+
+    model, _train = trained
+    source = kang[((kang.obs.cluster_id == "B cells") & (kang.obs.group_id == "ctrl")).to_numpy()]
+    calls = []
+    real_encode = model_module.encode
+    monkeypatch.setattr(
+        model_module, "encode", lambda *a, **k: calls.append(1) or real_encode(*a, **k)
+    )
+    kw = dict(steps=8, progress=False)
+    model._last_encoding = None
+    first = model.predict(source, perturbation="stim", **kw).X
+    n_first = len(calls)
+    assert n_first > 0
+    again = model.predict(source, perturbation="stim", **kw).X
+    other = model.predict(source, target={"cluster_id": "CD4 T cells"}, **kw).X
+    assert len(calls) == n_first  # the same cells under the same condition: encoded once
+    np.testing.assert_array_equal(again, first)
+    assert not np.allclose(other, first)
+    model._last_encoding = None  # without the kept encoding: the same numbers
+    np.testing.assert_array_equal(model.predict(source, perturbation="stim", **kw).X, first)
+    assert len(calls) == 2 * n_first
+    # other cells, or changed weights, are encoded anew
+    model.predict(source[:10], perturbation="stim", **kw)
+    assert len(calls) == 3 * n_first
+    weight = next(model.ema.parameters())
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight += 0.05
+    try:
+        changed = model.predict(source, perturbation="stim", **kw).X
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert len(calls) == 4 * n_first
+    assert not np.allclose(changed, first)

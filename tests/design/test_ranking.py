@@ -68,7 +68,7 @@ def test_diffusion_classifier_prefers_the_class_the_cells_came_from():
     assert np.allclose(err, again)  # seeded, and independent of the batch size
 
 
-def test_batch_denoisers_replace_the_denoiser_per_condition_and_per_batch():
+def test_stacked_denoiser_replaces_the_denoiser_per_batch_of_stacked_rows():
     g = torch.Generator().manual_seed(0)
     means = torch.tensor([[0.0] * 8, [1.5] * 8])
     cells = means[1] + 0.5 * torch.randn(20, 8, generator=g)
@@ -76,29 +76,46 @@ def test_batch_denoisers_replace_the_denoiser_per_condition_and_per_batch():
     exact = class_denoiser(means, 0.5)
     swapped = class_denoiser(means.flip(0), 0.5)  # class 0's denoiser returns class 1's mean
     levels = training_noise_levels(4, p_mean=-1.2, p_std=1.2)
-    kw = dict(n_draws=1, batch_size=8)
 
-    def errors(batch_denoisers=None):
+    def errors(stacked_denoiser=None, batch_size=8):
         return denoising_errors(
             exact,
             cells,
             conds,
             levels,
+            n_draws=1,
+            batch_size=batch_size,
             generator=torch.Generator().manual_seed(1),
-            batch_denoisers=batch_denoisers,
-            **kw,
+            stacked_denoiser=stacked_denoiser,
         )
 
     plain = errors()
-    assert np.allclose(errors([lambda b: exact, lambda b: exact]), plain)
-    # condition 0 scored with the swapped denoiser: its errors become those of condition 1
-    assert np.allclose(errors([lambda b: swapped, lambda b: exact])[0], plain[1])
-    # per batch: only cells 8..15 (the second batch of 8) get the swapped denoiser
-    mixed = errors([lambda b: swapped if b.start == 8 else exact, lambda b: exact])
+    assert np.allclose(errors(lambda b: exact), plain)
+    # rows 0..19 are the cells under condition 0, rows 20..39 under condition 1: condition 0
+    # scored with the swapped denoiser gets the errors of condition 1
+    swap_first = errors(lambda b: swapped if b.stop <= 20 else exact, batch_size=20)
+    assert np.allclose(swap_first[0], plain[1]) and np.allclose(swap_first[1], plain[1])
+    # batches of 8 rows: rows 8..15 (cells 8..15 under condition 0) get the swapped denoiser
+    mixed = errors(lambda b: swapped if b.start == 8 else exact)
     assert np.allclose(mixed[0, 8:16], plain[1, 8:16])
     assert np.allclose(mixed[0, :8], plain[0, :8]) and np.allclose(mixed[0, 16:], plain[0, 16:])
-    with pytest.raises(ValueError, match="one entry of batch_denoisers per condition"):
-        errors([lambda b: exact])
+    assert np.allclose(mixed[1], plain[1])
+    # a batch across both conditions (rows 16..23: cells 16..19 under 0 and 0..3 under 1)
+    across = errors(lambda b: swapped if b.start == 16 else exact)
+    assert np.allclose(across[0, 16:], plain[1, 16:]) and np.allclose(across[0, :16], plain[0, :16])
+    assert np.allclose(across[1, :4], plain[0, :4]) and np.allclose(across[1, 4:], plain[1, 4:])
+
+
+def test_denoising_errors_refuse_conditions_that_do_not_match_the_cells():
+    cells = torch.zeros(5, 3)
+    levels = training_noise_levels(2, p_mean=-1.2, p_std=1.2)
+    den = class_denoiser(torch.zeros(2, 3), 0.5)
+    with pytest.raises(ValueError, match="one row per cell"):
+        denoising_errors(den, cells, [{"c": torch.zeros(4, 2)}], levels)
+    with pytest.raises(ValueError, match="same keys"):
+        denoising_errors(den, cells, [{"c": torch.zeros(5, 2)}, {"d": torch.zeros(5, 2)}], levels)
+    with pytest.raises(ValueError, match="at least one condition"):
+        denoising_errors(den, cells, [], levels)
 
 
 def test_combined_rank_is_the_mean_of_the_score_ranks():

@@ -300,3 +300,42 @@ def test_resumed_history_is_logged_at_the_same_steps(tmp_path):
     assert [h["step"] for h in resumed.history] == [4, 8, 12]
     # the checkpoint (step 6) fell inside the window of steps 5-8: its mean is still over all 4
     assert resumed.history == straight.history
+
+
+def test_a_checkpoint_of_the_unfused_optimizer_resumes_fused(tmp_path):
+    # Checkpoints written before 2026-11 hold a plain (unfused) AdamW state; a resumed run
+    # continues with the fused one and follows the plain optimizer's path (same maths).
+    x, cond = _problem()
+    cfg = TrainConfig(max_steps=10, batch_size=16, lr=3e-3, warmup_steps=2, seed=5)
+    diffusion = DiffusionConfig()
+    old = Trainer(_model(), config=cfg, diffusion=diffusion, p_drop=0.3)
+    old.optimizer = torch.optim.AdamW(
+        old.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=False
+    )
+    old.config = TrainConfig(**{**cfg.to_dict(), "max_steps": 5})
+    old.fit(x, cond, progress=False)
+    meta, tensors = old.state_tensors()
+    assert meta["optimizer"]["param_groups"][0]["fused"] is False
+    save_checkpoint(tmp_path / "ckpt", {"trainer": meta}, {"opt": tensors})
+    meta, tensors = load_checkpoint(tmp_path / "ckpt")
+    meta, tensors = meta["trainer"], tensors["opt"]
+
+    resumed_model = _model()
+    resumed_model.load_state_dict(old.model.state_dict())
+    ema = make_ema(resumed_model)
+    ema.load_state_dict(old.ema.state_dict())
+    resumed = Trainer(resumed_model, config=cfg, diffusion=diffusion, p_drop=0.3, ema=ema)
+    resumed.load_state(meta, tensors)
+    assert resumed.optimizer.param_groups[0]["fused"] is True
+    resumed.fit(x, cond, progress=False)
+
+    old.config = cfg  # the old optimizer goes on to the end
+    old.fit(x, cond, progress=False)
+    assert resumed.step == old.step == 10
+    moved = False
+    for a, b, start in zip(
+        resumed.model.parameters(), old.model.parameters(), _model().parameters(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        moved |= not torch.equal(a, start)
+    assert moved

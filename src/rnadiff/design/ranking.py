@@ -41,7 +41,7 @@ def denoising_errors(
     sigma_data: float = 1.0,
     generator: torch.Generator | None = None,
     batch_size: int = 4096,
-    batch_denoisers: Sequence[Callable[[slice], Denoiser]] | None = None,
+    stacked_denoiser: Callable[[slice], Denoiser] | None = None,
 ) -> np.ndarray:
     """Weighted denoising error of every cell under every condition (a diffusion classifier).
 
@@ -51,6 +51,10 @@ def denoising_errors(
     classifier"). The same noise ``eps`` is used for every condition, so differences between
     conditions are not drowned in sampling noise.
 
+    The cells under all conditions are stacked (cell ``i`` under condition ``k`` is row
+    ``k * n_cells + i``) and denoised ``batch_size`` rows at a time, so that many conditions
+    of a few cells each still make large, efficient batches.
+
     Parameters
     ----------
     denoiser
@@ -58,7 +62,8 @@ def denoising_errors(
     x0
         Clean cells ``(n_cells, n_genes)`` in the denoiser's space.
     conds
-        One condition per candidate; each a dict of tensors with ``n_cells`` rows.
+        One condition per candidate; each a dict of tensors with ``n_cells`` rows and the
+        same keys.
     sigmas
         Noise levels to average over.
     n_draws
@@ -68,26 +73,31 @@ def denoising_errors(
     generator
         Seeds the noise.
     batch_size
-        Cells per denoiser call.
-    batch_denoisers
-        Optional, one per condition: ``f(b)`` gives the denoiser for the cells in slice ``b``
-        (for wrappers that depend on the cells, e.g. a transferred effect); replaces
-        ``denoiser`` for that condition.
+        Stacked rows per denoiser call.
+    stacked_denoiser
+        Optional: ``f(b)`` gives the denoiser for the stacked rows in slice ``b`` (for wrappers
+        that depend on the cells and conditions, e.g. a transferred effect); replaces
+        ``denoiser``.
 
     Returns
     -------
     numpy.ndarray
         ``(n_conditions, n_cells)``; lower is more likely.
     """
-    n = x0.shape[0]
-    if batch_denoisers is not None and len(batch_denoisers) != len(conds):
-        raise ValueError("give one entry of batch_denoisers per condition")
-    batches = [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
-    per_batch = [
-        [denoiser if batch_denoisers is None else batch_denoisers[k](b) for b in batches]
-        for k in range(len(conds))
-    ]
-    errors = torch.zeros(len(conds), n, dtype=torch.float64)
+    n, k_conds = x0.shape[0], len(conds)
+    if not k_conds:
+        raise ValueError("give at least one condition")
+    keys = set(conds[0])
+    if any(set(c) != keys for c in conds):
+        raise ValueError("every condition must have the same keys")
+    if any(v.shape[0] != n for c in conds for v in c.values()):
+        raise ValueError(f"every condition needs one row per cell ({n})")
+    stacked = {key: torch.cat([c[key] for c in conds]) for key in keys}
+    total = n * k_conds
+    batches = [slice(i, min(i + batch_size, total)) for i in range(0, total, batch_size)]
+    denoisers = [denoiser if stacked_denoiser is None else stacked_denoiser(b) for b in batches]
+    cell = torch.arange(total) % n
+    errors = torch.zeros(total, dtype=torch.float64)
     count = 0
     for sigma in sigmas:
         s = float(sigma)
@@ -95,13 +105,13 @@ def denoising_errors(
         for _ in range(n_draws):
             noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
             noisy = x0 + s * noise
-            for k, cond in enumerate(conds):
-                for d, b in zip(per_batch[k], batches, strict=True):
-                    c = {key: v[b] for key, v in cond.items()}
-                    out = d(noisy[b], noisy.new_full((b.stop - b.start,), s), c)
-                    errors[k, b] += weight * (out - x0[b]).pow(2).mean(dim=1).double()
+            for d, b in zip(denoisers, batches, strict=True):
+                rows = cell[b]
+                c = {key: v[b] for key, v in stacked.items()}
+                out = d(noisy[rows], noisy.new_full((b.stop - b.start,), s), c)
+                errors[b] += weight * (out - x0[rows]).pow(2).mean(dim=1).double()
             count += 1
-    return (errors / count).numpy()
+    return (errors / count).reshape(k_conds, n).numpy()
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -331,23 +331,20 @@ def rank_perturbations(
     # the network's own effect sizes, not the calibrated ones (calibrated, the likelihood
     # ranked Papalexi's knock-outs worse: MRR 0.33 vs 0.51, seed 0; see docs/design.md)
     frames = [_under(own, context, pkey, c) for c in [*names, control]]
-    conds = [model._cond(f, allow_missing=True) for f in frames]
-    plans = [model._transfer_plan(f, "compose") for f in frames]
+    stacked = pd.concat(frames, ignore_index=True)  # row k * n + i: cell i under frame k
+    plan = model._transfer_plan(stacked, "compose")
     d = model.config.diffusion
     lo, hi = noise_range
     errors = denoising_errors(
         model.ema,
         z,
-        conds,
+        [model._cond(f, allow_missing=True) for f in frames],
         log_uniform_levels(n_noise_levels, lo * d.sigma_data, hi * d.sigma_data),
         n_draws=n_draws,
         sigma_data=d.sigma_data,
         generator=torch.Generator().manual_seed(seed),
         batch_size=batch_size,
-        batch_denoisers=[
-            model._batch_denoisers(f, p, calibrated=False)
-            for f, p in zip(frames, plans, strict=True)
-        ],
+        stacked_denoiser=model._batch_denoisers(stacked, plan, calibrated=False),
     )
     cand_err, ctrl_err = errors[: len(names)], errors[len(names)]
     table["denoising_error"] = cand_err.mean(axis=1)

@@ -23,7 +23,9 @@ def update_ema(ema: nn.Module, model: nn.Module, *, decay: float, step: int) -> 
     The warm-up of ``d`` keeps the average from being dominated by the random initial weights.
     """
     d = min(decay, (1 + step) / (10 + step))
-    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        e.lerp_(p.detach(), 1 - d)
+    ema_params, params = list(ema.parameters()), [p.detach() for p in model.parameters()]
+    if len(ema_params) != len(params):
+        raise ValueError("the EMA copy and the model have different parameters")
+    torch._foreach_lerp_(ema_params, params, 1 - d)
     for e, b in zip(ema.buffers(), model.buffers(), strict=True):
         e.copy_(b)
