@@ -34,9 +34,13 @@ from rnadiff.evaluation.benchmark import (
     BenchConfig,
     Predictions,
     Prepared,
+    load_predictions,
     paired_comparison,
     peer_inputs,
+    prepare,
     run_split,
+    save_predictions,
+    score_split,
     summarize,
 )
 from rnadiff.evaluation.metrics import top_de_genes
@@ -136,7 +140,7 @@ def peer_runner(name: str, budget: str):
     return run
 
 
-def run_job(task, seed, index, *, requested, peers, budget, config, out, with_rnadiff):
+def run_job(task, seed, index, *, requested, peers, budget, config, out, with_rnadiff, save_to):
     """One split of one task and seed, in a worker process (one thread)."""
     import torch
 
@@ -147,15 +151,64 @@ def run_job(task, seed, index, *, requested, peers, budget, config, out, with_rn
     if task == "kang_loo_celltype":
         runners = {name: peer_runner(name, budget) for name in peers}
     extras = [fn for e, (parent, fn) in EXTRA_TASKS.items() if parent == task and e in requested]
+    plots = plots_for(out)
+
+    def on_predictions(split: splits.Split, prep: Prepared, predictions: Predictions) -> None:
+        plots(split, prep, predictions)
+        if save_to is not None:
+            save_predictions(
+                save_to / prediction_file(task, seed, index),
+                split,
+                index,
+                prep.state.genes,
+                predictions,
+            )
+
     rows, times = run_split(
         split,
         config,
         peers={k: v for k, v in runners.items() if v is not None},
         with_rnadiff=with_rnadiff,
         extras=extras,
-        on_predictions=plots_for(out),
+        on_predictions=on_predictions,
     )
     return rows, times, split.fold, time.perf_counter() - t0
+
+
+def prediction_file(task: str, seed: int, index: int) -> str:
+    return f"{task}/seed{seed}_split{index}.npz"
+
+
+def rescore(folder: Path, out: Path, config: BenchConfig) -> pd.DataFrame:
+    """Score saved predictions (``--save-predictions``) again with the current metrics code.
+
+    Their rows replace the same task, fold, seed and method in ``out``'s ``folds.csv``; rows
+    of anything not saved (design and ranking tasks) are kept as they are.
+    """
+    old = pd.read_csv(out / "folds.csv")
+    new = []
+    for path in sorted(folder.glob("*/seed*_split*.npz")):
+        meta, predictions = load_predictions(path)
+        split = list(task_splits(meta["task"], meta["seed"]))[meta["index"]]
+        if str(split.fold) != meta["fold"]:
+            raise SystemExit(
+                f"{path}: split {meta['index']} is now {split.fold!r}, not {meta['fold']!r}"
+            )
+        prep = prepare(split, config)
+        if list(prep.state.genes) != meta["genes"]:
+            raise SystemExit(f"{path}: the preprocessing now selects other genes; run again")
+        rows = score_split(split, prep, predictions, config)
+        print(f"rescored {meta['task']} {meta['fold']} seed {meta['seed']}: {len(rows)} rows")
+        new.append(rows)
+    if not new:
+        raise SystemExit(f"no saved predictions in {folder}")
+    new = pd.concat(new)
+
+    def key(frame: pd.DataFrame) -> pd.Series:
+        return frame[["task", "fold", "seed", "method"]].astype(str).agg("\x1f".join, axis=1)
+
+    kept = old[~key(old).isin(set(key(new)))] if len(old) else old
+    return pd.concat([kept, new], ignore_index=True)
 
 
 def plots_for(out: Path):
@@ -323,7 +376,29 @@ def main() -> None:
         help="run nothing: rebuild summary.csv, paired.csv, summary.md and kang_folds.png from "
         "folds.csv and timings.csv already in --out",
     )
+    parser.add_argument(
+        "--save-predictions",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write every method's predicted cells per split to DIR/<task>/ (.npz, "
+        "outside git: an estimated 0.2-0.3 GB for a full run), for --rescore-predictions",
+    )
+    parser.add_argument(
+        "--rescore-predictions",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run nothing: score the predictions saved in DIR with the current metrics code, "
+        "replace their rows in --out's folds.csv and rebuild the reports",
+    )
     args = parser.parse_args()
+    if args.rescore_predictions is not None:
+        rows = rescore(args.rescore_predictions, args.out, BenchConfig(max_steps=args.max_steps))
+        rows.to_csv(args.out / "folds.csv", index=False)
+        times = pd.read_csv(args.out / "timings.csv")
+        print(write_reports(rows, times, args.out))
+        return
     if args.rescore:
         rows, times = (pd.read_csv(args.out / f) for f in ("folds.csv", "timings.csv"))
         print(write_reports(rows, times, args.out))
@@ -359,6 +434,7 @@ def main() -> None:
         config=config,
         out=args.out,
         with_rnadiff=not args.no_rnadiff,
+        save_to=args.save_predictions,
     )
     all_rows, all_times = [], []
     if args.update:  # keep the other tasks' results of the earlier run in --out

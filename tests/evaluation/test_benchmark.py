@@ -10,10 +10,13 @@ from rnadiff.evaluation.benchmark import (
     BenchConfig,
     _all_unseen,
     baseline_predictions,
+    load_predictions,
     paired_comparison,
     prepare,
     rnadiff_predictions,
     run_split,
+    save_predictions,
+    score_split,
     summarize,
     unpredictable,
 )
@@ -249,3 +252,37 @@ def test_paired_comparison_pairs_only_shared_evaluations():
     assert out.loc["u", "verdict"] == "tie"  # one pair is never a verdict
     with pytest.raises(ValueError, match="evaluation"):
         paired_comparison(rows.drop(columns="evaluation"))
+
+
+def test_saved_predictions_score_the_same_after_loading(kang_small, tmp_path):
+    split = list(splits.kang_loo_celltype(kang_small))[2]
+    config = BenchConfig(n_top_genes=60)
+    prep = prepare(split, config)
+    predictions = baseline_predictions(split, prep)
+    path = save_predictions(tmp_path / "t" / "s.npz", split, 2, list(prep.state.genes), predictions)
+    assert [p.name for p in path.parent.iterdir()] == ["s.npz"]  # no temporary file left
+    meta, loaded = load_predictions(path)
+    assert (meta["task"], meta["fold"], meta["seed"], meta["index"]) == (
+        split.task,
+        str(split.fold),
+        split.seed,
+        2,
+    )
+    assert meta["genes"] == list(prep.state.genes)
+    assert loaded.keys() == predictions.keys()
+    for ev, preds in predictions.items():
+        assert loaded[ev].keys() == preds.keys()
+        for method, x in preds.items():
+            assert loaded[ev][method].dtype == np.asarray(x).dtype
+            np.testing.assert_array_equal(loaded[ev][method], x)
+    pd.testing.assert_frame_equal(
+        score_split(split, prep, loaded, config), score_split(split, prep, predictions, config)
+    )
+
+
+def test_loading_predictions_of_another_format_fails(tmp_path):
+    bad = tmp_path / "bad.npz"
+    meta = np.frombuffer(b'{"format": 99, "entries": []}', dtype=np.uint8)
+    np.savez(bad, meta=meta)
+    with pytest.raises(ValueError, match="unknown predictions format 99"):
+        load_predictions(bad)

@@ -8,9 +8,13 @@ training cells with the same settings (and so selects the same genes).
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -194,6 +198,64 @@ def rnadiff_predictions(
         timing["predict_s"] += time.perf_counter() - t0
         out[ev.name] = {"rnadiff (counterfactual)": cf, "rnadiff (generation)": gen}
     return out, timing, model
+
+
+PREDICTIONS_FORMAT = 1
+
+
+def save_predictions(
+    path: str | Path, split: Split, index: int, genes: list[str], predictions: Predictions
+) -> Path:
+    """Write every method's predicted cells of one split to ``path`` (``.npz``, no pickle).
+
+    With them a split can be scored again (:func:`load_predictions`, :func:`score_split`), e.g.
+    after a change to the metrics, without training rnadiff or the peers again. ``index`` is the
+    split's position among its task's splits of that seed, so it can be rebuilt. Written
+    atomically (a temporary file, then renamed).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays, entries = {}, []
+    for ev_name, preds in predictions.items():
+        for method, x in preds.items():
+            key = f"p{len(entries)}"
+            arrays[key] = np.asarray(x)  # as predicted (rescoring gives the same numbers)
+            entries.append({"key": key, "evaluation": ev_name, "method": method})
+    meta = {
+        "format": PREDICTIONS_FORMAT,
+        "task": split.task,
+        "fold": str(split.fold),
+        "seed": int(split.seed),
+        "index": int(index),
+        "genes": list(genes),
+        "entries": entries,
+    }
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; a plain file's mode instead
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_predictions(path: str | Path) -> tuple[dict, Predictions]:
+    """Read a file of :func:`save_predictions`: ``(meta, predictions)``; ``meta`` has the
+    ``task``, ``fold``, ``seed``, split ``index`` and ``genes``."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(data["meta"].tobytes().decode())
+        if meta.get("format") != PREDICTIONS_FORMAT:
+            raise ValueError(f"{path}: unknown predictions format {meta.get('format')!r}")
+        out: Predictions = {}
+        for entry in meta["entries"]:
+            out.setdefault(entry["evaluation"], {})[entry["method"]] = data[entry["key"]]
+    return meta, out
 
 
 def score_split(
