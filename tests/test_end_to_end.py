@@ -315,3 +315,9 @@ def test_counterfactuals_of_the_same_cells_encode_them_once(kang, trained, monke
             weight.copy_(saved)
     assert len(calls) == 4 * n_first
     assert not np.allclose(changed, first)
+    # an encoding larger than the limit is not kept
+    monkeypatch.setattr(model_module, "KEEP_ENCODING_MAX", 10)
+    model._last_encoding = None
+    model.predict(source, perturbation="stim", **kw)
+    model.predict(source, perturbation="stim", **kw)
+    assert len(calls) == 6 * n_first and model._last_encoding is None

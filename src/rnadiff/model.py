@@ -61,6 +61,9 @@ Transfer = Literal["guide", "compose", "none"]
 TRANSFER_SCALES = {"guide": 3.0, "compose": 1.5}  # chosen on Kang 2018 folds, see README
 
 
+KEEP_ENCODING_MAX = 2**26  # values of the last encoding kept by predict (256 MB)
+
+
 class RNADiffusion:
     """A conditional score-based diffusion model of single-cell expression profiles.
 
@@ -1380,13 +1383,14 @@ class RNADiffusion:
 
         The last encoding is kept: predicting the same source cells under many targets (e.g.
         every knock-out from one set of control cells) encodes them once. It is reused only
-        for the same cells, noise levels, conditions, interpolation, batch size and weights.
+        for the same cells, noise levels, conditions, interpolation, batch size and weights
+        (and only up to 2**26 values, 256 MB).
         """
         interpolation = self._interpolation(obs)
         digest = hashlib.blake2b(digest_size=20)
         for t in [z0, sigmas, *cond.values(), *self.ema.state_dict().values()]:
             digest.update(str((t.dtype, tuple(t.shape))).encode())
-            digest.update(t.detach().contiguous().numpy().tobytes())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
         digest.update(repr((sorted(cond), batch_size)).encode())
         for key, arrays in sorted(interpolation.items()):
             digest.update(key.encode())
@@ -1401,7 +1405,8 @@ class RNADiffusion:
             core = self._core(interpolation, b)
             out.append(encode(core, z0[b], sigmas, cond=c, progress=progress))
         x = torch.cat(out)
-        self._last_encoding = (key, x.clone())
+        # kept up to 256 MB; a larger source is encoded again each time
+        self._last_encoding = (key, x.clone()) if x.numel() <= KEEP_ENCODING_MAX else None
         return x
 
     def _core(self, interpolation: dict, b: slice):
