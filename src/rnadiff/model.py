@@ -642,7 +642,9 @@ class RNADiffusion:
             As in :meth:`generate`.
         encode_sigma
             Counterfactual only: noise level the cells are encoded to (default ``sigma_max``,
-            a full inversion); lower values keep more of the source cell.
+            a full inversion); lower values keep more of the source cell. The model keeps the
+            last encoding (up to 256 MB): predicting the same source cells under several
+            targets encodes them once.
 
         Returns
         -------
