@@ -186,10 +186,13 @@ def rescore(folder: Path, out: Path, config: BenchConfig) -> pd.DataFrame:
     of anything not saved (design and ranking tasks) are kept as they are.
     """
     old = pd.read_csv(out / "folds.csv")
-    new = []
+    new, task_seed_splits = [], {}  # each task and seed's splits built (data read) once
     for path in sorted(folder.glob("*/seed*_split*.npz")):
         meta, predictions = load_predictions(path)
-        split = list(task_splits(meta["task"], meta["seed"]))[meta["index"]]
+        at = (meta["task"], meta["seed"])
+        if at not in task_seed_splits:
+            task_seed_splits[at] = list(task_splits(*at))
+        split = task_seed_splits[at][meta["index"]]
         if str(split.fold) != meta["fold"]:
             raise SystemExit(
                 f"{path}: split {meta['index']} is now {split.fold!r}, not {meta['fold']!r}"

@@ -104,12 +104,9 @@ def _number(text: str, what: str) -> float:
     from rnadiff.data.covariates import numeric_value
 
     try:
-        value = numeric_value(what, text)
+        return numeric_value(what, text)  # refuses text that is no number, "nan" included
     except InputError:
-        value = float("nan")
-    if value != value:  # not a number, or "nan"
-        raise InputError(f"{what} must be a number, got {text!r}")
-    return value
+        raise InputError(f"{what} must be a number, got {text!r}") from None
 
 
 def _guidance(text: str) -> float | dict[str, float]:
