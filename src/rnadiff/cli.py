@@ -54,7 +54,9 @@ GenePrior = Annotated[
         "--gene-prior",
         help="Allow a perturbation never seen in training if its target is one of the model's "
         "genes: it is represented by the seen perturbations of the genes whose expression "
-        "co-varies most with it (the mix is logged and stored in .uns).",
+        "co-varies most with it, blended with the average of all seen perturbations as far "
+        "as co-expression predicted the seen ones when each was left out in training (the mix "
+        "is logged and stored in .uns).",
     ),
 ]
 Calibrated = Annotated[

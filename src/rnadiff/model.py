@@ -12,12 +12,19 @@ from typing import Literal
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
 from rnadiff._version import __version__
 from rnadiff.conditioning.calibration import effect_scales
-from rnadiff.conditioning.prior import expression_prior, gene_vectors
+from rnadiff.conditioning.prior import (
+    TRUST_GRID,
+    blend_prior,
+    expression_prior,
+    fit_trust,
+    gene_vectors,
+)
 from rnadiff.conditioning.transfer import (
     context_of,
     interpolation_neighbours,
@@ -104,6 +111,7 @@ class RNADiffusion:
         self.measured = self._measured_values(adata.obs)
         self.adata = adata
         self.gene_vectors = self._gene_vectors(adata, seed)
+        self.prior = self._fit_prior(adata)
 
     def _init(self, config, setup, registry, state) -> None:
         self.config, self.setup, self.registry, self.preprocess = config, setup, registry, state
@@ -121,6 +129,7 @@ class RNADiffusion:
         self.seen: set[tuple[str, ...]] = set()
         self.measured: dict[str, list[float]] = {}  # continuous covariates' training values
         self.gene_vectors: np.ndarray | None = None  # expression prior of unseen perturbations
+        self.prior: dict | None = None  # its fitted trust in co-expression (see _fit_prior)
         self.effect_scales: dict[str, float] = {}  # calibrate_effects(): factor per perturbation
         self._last_encoding: tuple[bytes, torch.Tensor] | None = None  # see _encode
 
@@ -490,8 +499,11 @@ class RNADiffusion:
         prior
             Allow perturbations never seen in training whose target is one of the model's
             genes: each is represented by a mix of the seen perturbations of the genes whose
-            expression co-varies most with it (:mod:`rnadiff.conditioning.prior`); the mix is
-            logged and stored in ``uns['rnadiff']['perturbation_prior']``.
+            expression co-varies most with it, blended with all seen perturbations by their
+            cells as far as the trust in co-expression fitted on the seen ones says
+            (``model.prior``; :mod:`rnadiff.conditioning.prior`), with the same mix of their
+            calibrated effect scales; the mix is logged and stored in
+            ``uns['rnadiff']['perturbation_prior']``.
         calibrated
             Scale the effect of each perturbation measured in the cell's context by the factor
             :meth:`calibrate_effects` found on the training cells (``effect_scales``; training
@@ -1098,6 +1110,56 @@ class RNADiffusion:
             for k, v in self.registry.encode(obs, allow_missing=allow_missing, soft=soft).items()
         }
 
+    def _fit_prior(self, adata: ad.AnnData) -> dict | None:
+        """Fit the expression prior's trust in co-expression on the seen perturbations.
+
+        Each single perturbation's measured effect (log expression, mean change from the
+        control in each context where both were measured, averaged over those contexts by its
+        cells) and its number of cells; :func:`rnadiff.conditioning.prior.fit_trust` then
+        leaves each one out in turn. ``None`` without a perturbation column.
+        """
+        pkey, control = self.registry.perturbation_key, self.registry.control
+        if pkey is None or control is None or pkey not in adata.obs:
+            return None
+        cats = [c.key for c in self.registry.covariates if c.categorical]
+        ip = cats.index(pkey)
+        cov = self.registry[pkey]
+        labels = [(context_of(r, ip), r[ip]) for r in self._condition_rows(adata.obs)]
+        codes, groups = pd.factorize(pd.Series(labels, dtype=object))
+        counts = np.bincount(codes, minlength=len(groups))
+        member = sp.csr_matrix(
+            (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(groups), len(codes))
+        )
+        sums = member @ self.log_expression(adata).astype(np.float64)
+        means = {g: sums[i] / counts[i] for i, g in enumerate(groups)}
+        n = dict(zip(groups, counts, strict=True))
+        effects, shares = {}, {}
+        for (ctx, p), m in means.items():
+            if p in (None, control) or None in ctx or len(cov.parts(p)) != 1:
+                continue
+            if (ctx, control) not in means:
+                continue
+            effects[p] = effects.get(p, 0) + n[(ctx, p)] * (m - means[(ctx, control)])
+            shares[p] = shares.get(p, 0) + int(n[(ctx, p)])
+        effects = {p: v / shares[p] for p, v in effects.items()}
+        trust, errors = (None, np.zeros(0))
+        if self.gene_vectors is not None and len(effects) > 1:
+            trust, errors = fit_trust(effects, shares, self.preprocess.genes, self.gene_vectors)
+        if trust is not None:
+            logger.info(
+                "rnadiff: expression prior: trust in co-expression %.1f (leave-one-out error "
+                "%.4g at trust 0, %.4g at 1)",
+                trust,
+                errors[0],
+                errors[-1],
+            )
+        return {
+            "trust": trust,
+            "shares": shares,
+            "grid": list(TRUST_GRID) if trust is not None else [],
+            "loo_error": [float(e) for e in errors],
+        }
+
     def _gene_vectors(self, adata: ad.AnnData, seed: int, max_cells: int = 5000) -> np.ndarray:
         x = self._model_space(adata)
         if x.shape[0] > max_cells:
@@ -1128,7 +1190,6 @@ class RNADiffusion:
             return None  # the registry names the unknown value
         if self.gene_vectors is None:
             raise InputError("this model has no gene expression prior (saved by an older version)")
-        candidates = {t: t for t in cov.tokens if t != self.registry.control}
         mixes = {}
         for p in unseen:
             if p not in genes:
@@ -1136,7 +1197,7 @@ class RNADiffusion:
                     f"no prior for perturbation {p!r}: it was never seen in training and is not "
                     "one of the model's genes, so its expression cannot stand in for it"
                 )
-            weights = expression_prior(p, candidates, self.preprocess.genes, self.gene_vectors)
+            weights = self._prior_weights(p)
             if not weights:
                 raise InputError(
                     f"no prior for perturbation {p!r}: no seen perturbation targets a model gene"
@@ -1145,9 +1206,22 @@ class RNADiffusion:
             logger.info(
                 "rnadiff: %r was never seen in training; expression prior: %s",
                 p,
-                " + ".join(f"{w:.2f} x {t}" for t, w in weights.items()),
+                " + ".join(f"{w:.2f} x {t}" for t, w in list(weights.items())[:5])
+                + (f" + {len(weights) - 5} more" if len(weights) > 5 else ""),
             )
         return {pkey: mixes}
+
+    def _prior_weights(self, gene: str) -> dict[str, float]:
+        """The seen perturbation tokens standing in for the unseen ``gene`` (empty: none)."""
+        if self.gene_vectors is None:
+            return {}
+        cov = self.registry[self.registry.perturbation_key]
+        candidates = {t: t for t in cov.tokens if t != self.registry.control}
+        weights = expression_prior(gene, candidates, self.preprocess.genes, self.gene_vectors)
+        trust = (self.prior or {}).get("trust")
+        if weights and trust is not None:
+            weights = blend_prior(weights, self.prior["shares"], trust)
+        return weights
 
     def _used_prior(self, soft: dict | None) -> dict[str, dict[str, float]]:
         return dict((soft or {}).get(self.registry.perturbation_key, {}))
@@ -1276,13 +1350,24 @@ class RNADiffusion:
     def _cell_effect_scales(self, obs: pd.DataFrame | None) -> np.ndarray | None:
         """Each cell's calibrated effect scale, or None when no cell has one. 1 (none) for
         any cell whose perturbation was never measured in its context, whether it is
-        transferred or not (``transfer="none"``)."""
+        transferred or not (``transfer="none"``); a perturbation never seen at all, predicted
+        from its expression prior, gets the prior's mix of its tokens' scales."""
         pkey = self.registry.perturbation_key
         if not self.effect_scales or obs is None or pkey not in obs:
             return None
         cov = self.registry[pkey]
-        out = np.array([self.effect_scales.get(_canonical(cov, v), 1.0) for v in obs[pkey]])
-        out[self._transfer_mask(obs, "compose")] = 1.0  # never measured there
+        values = [_canonical(cov, v) for v in obs[pkey]]
+        scales = {v: self.effect_scales.get(v, 1.0) for v in set(values) if v is not None}
+        # a perturbation never seen, predicted from its prior (a mix of seen tokens): the same
+        # mix of their scales, whatever the context
+        unseen = [v for v in scales if len(cov.parts(v)) == 1 and v not in cov.tokens]
+        for v in unseen:
+            weights = self._prior_weights(v)
+            scales[v] = sum(w * self.effect_scales.get(t, 1.0) for t, w in weights.items()) or 1.0
+        out = np.array([scales.get(v, 1.0) for v in values])
+        prior = pd.Series(values).isin(unseen).to_numpy()
+        transferred = self._transfer_mask(obs, "compose") & ~prior
+        out[transferred] = 1.0  # never measured there
         return out if (out != 1).any() else None
 
     def _effect_scales_used(self, obs: pd.DataFrame, calibrated: bool) -> dict:
@@ -1501,6 +1586,7 @@ class RNADiffusion:
             "seen_conditions": sorted(list(row) for row in self.seen),
             "measured_values": self.measured,
             "effect_scales": self.effect_scales,
+            "prior": self.prior,
         }
         weights = {f"model.{k}": v for k, v in self.denoiser.state_dict().items()}
         weights |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()}
@@ -1556,6 +1642,7 @@ class RNADiffusion:
         model.effect_scales = {k: float(v) for k, v in meta.get("effect_scales", {}).items()}
         if "prior.gene_vectors" in weights:
             model.gene_vectors = weights["prior.gene_vectors"].numpy()
+        model.prior = meta.get("prior")  # None in older checkpoints: co-expression alone
         if meta.get("train_config"):
             # checkpoints from before max_epochs trained without a cap
             model.train_config = TrainConfig(**{"max_epochs": None, **meta["train_config"]})

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnadiff.conditioning.prior import expression_prior, gene_vectors
+from rnadiff.conditioning.prior import blend_prior, expression_prior, fit_trust, gene_vectors
 from rnadiff.data.covariates import CovariateRegistry
 from rnadiff.errors import InputError
 
@@ -30,6 +30,70 @@ def test_prior_weights_favor_the_most_co_expressed_seen_genes():
     assert list(w) == ["A2", "B"] and w["A2"] > 0.99 and sum(w.values()) == pytest.approx(1)
     assert expression_prior("ZZZ", {"A2": "A2"}, genes, v) == {}
     assert expression_prior("A", {"A": "A"}, genes, v) == {}  # only itself: nothing to borrow
+
+
+def test_blend_moves_weight_from_co_expression_to_cell_shares():
+    similar = {"A": 0.75, "B": 0.25}
+    shares = {"A": 10, "B": 10, "C": 20}
+    assert blend_prior(similar, shares, 1.0) == similar  # zero weights are left out
+    assert blend_prior(similar, shares, 0.0) == {"C": 0.5, "A": 0.25, "B": 0.25}
+    half = blend_prior(similar, shares, 0.5)
+    assert half == pytest.approx({"A": 0.5, "B": 0.25, "C": 0.25})
+    assert next(iter(half)) == "A"
+    with pytest.raises(ValueError, match="trust"):
+        blend_prior(similar, shares, 1.5)
+    with pytest.raises(ValueError, match="positive"):
+        blend_prior(similar, {"A": 0}, 0.5)
+
+
+def paired_genes(n=400, seed=0):
+    """Six genes in three co-expressed pairs (A, A2), (B, B2), (C, C2), and their vectors."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(3, n))
+    x = np.stack([b + 0.2 * rng.normal(size=n) for b in base for _ in range(2)], axis=1)
+    genes = ["A", "A2", "B", "B2", "C", "C2"]
+    return genes, gene_vectors((x - x.mean(0)) / x.std(0), n_components=6)
+
+
+def test_trust_is_high_when_co_expressed_genes_share_effects():
+    genes, v = paired_genes()
+    rng = np.random.default_rng(1)
+    pair_effect = rng.normal(size=(3, 50))
+    effects = {g: pair_effect[i // 2] + 0.05 * rng.normal(size=50) for i, g in enumerate(genes)}
+    trust, errors = fit_trust(effects, dict.fromkeys(genes, 100), genes, v)
+    assert trust == 1.0 and errors[-1] < 0.1 * errors[0]
+
+
+def test_trust_is_low_when_effects_ignore_co_expression():
+    genes, v = paired_genes()
+    rng = np.random.default_rng(2)
+    common = rng.normal(size=50)
+    effects = {g: common + 0.5 * rng.normal(size=50) for g in genes}
+    shares = {g: 50 + 10 * i for i, g in enumerate(genes)}
+    trust, errors = fit_trust(effects, shares, genes, v)
+    assert trust <= 0.2 and errors[0] < errors[-1]
+    # each error is that of blend_prior's weights applied to the left-out perturbation
+    direct = []
+    for g in genes:
+        others = [j for j in genes if j != g]
+        w = blend_prior(
+            expression_prior(g, {j: j for j in others}, genes, v),
+            {j: shares[j] for j in others},
+            0.3,
+        )
+        direct.append(np.mean((sum(x * effects[j] for j, x in w.items()) - effects[g]) ** 2))
+    assert errors[3] == pytest.approx(np.mean(direct))
+
+
+def test_trust_needs_enough_perturbations_to_leave_out():
+    genes, v = paired_genes()
+    effects = {"A": np.ones(5), "A2": np.ones(5), "NOT_A_GENE": np.zeros(5)}
+    shares = dict.fromkeys(effects, 1)
+    assert fit_trust(effects, shares, genes, v)[0] is None  # only A and A2 can be left out
+    trust, errors = fit_trust(effects, shares, genes, v, min_candidates=2)
+    assert trust is not None and len(errors) == 11
+    with pytest.raises(ValueError, match="same perturbations"):
+        fit_trust(effects, {"A": 1}, genes, v)
 
 
 def test_registry_encodes_an_unseen_token_as_its_mix():
@@ -75,5 +139,37 @@ def test_model_predicts_an_unseen_gene_knock_out_only_with_the_prior(kang_small,
         model.save(tmp)
         again = RNADiffusion.load(tmp)
     assert np.array_equal(again.gene_vectors, model.gene_vectors)
+    assert again.prior == model.prior and model.prior["trust"] is None  # two seen genes: no fit
     same = again.generate({"ko": genes[2]}, n_cells=3, prior=True, steps=3, progress=False)
     assert np.allclose(same.X, out.X)
+
+
+def test_model_blends_the_prior_with_its_fitted_trust(kang_small, one_thread):
+    from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, TrainConfig
+
+    adata = kang_small
+    genes = list(adata.var_names[:5])
+    stim = (adata.obs.group_id == "stim").to_numpy()
+    labels = np.where(stim, np.array(genes[:4])[np.arange(adata.n_obs) % 4], "ctrl")
+    adata.obs["ko"] = pd.Categorical(labels)
+    RNADiffusion.setup_anndata(adata, perturbation_key="ko", control="ctrl")
+    config = ModelConfig(
+        network=NetworkConfig(width=32, depth=1, emb_dim=16),
+        preprocess=PreprocessConfig(n_top_genes=None),
+    )
+    model = RNADiffusion(adata, config=config)
+    prior = model.prior
+    assert prior["trust"] in prior["grid"] and len(prior["loo_error"]) == len(prior["grid"])
+    assert prior["shares"] == {g: int((labels == g).sum()) for g in genes[:4]}
+    model.train(config=TrainConfig(max_steps=3, batch_size=32), progress=False)
+    out = model.generate({"ko": genes[4]}, n_cells=3, prior=True, steps=3, progress=False)
+    mix = out.uns["rnadiff"]["perturbation_prior"][genes[4]]
+    similar = expression_prior(
+        genes[4], {g: g for g in genes[:4]}, model.preprocess.genes, model.gene_vectors
+    )
+    assert mix == pytest.approx(blend_prior(similar, prior["shares"], prior["trust"]))
+    assert sum(mix.values()) == pytest.approx(1)
+    # its effect is calibrated by the same mix of the seen perturbations' scales
+    expected = sum(w * model.effect_scales[t] for t, w in mix.items())
+    assert abs(expected - 1) > 0.01  # so that the check below can fail
+    assert out.uns["rnadiff"]["effect_scales"][genes[4]] == pytest.approx(expected)
