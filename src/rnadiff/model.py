@@ -1110,7 +1110,7 @@ class RNADiffusion:
             for k, v in self.registry.encode(obs, allow_missing=allow_missing, soft=soft).items()
         }
 
-    def _fit_prior(self, adata: ad.AnnData) -> dict | None:
+    def _fit_prior(self, adata: ad.AnnData, chunk: int = 8192) -> dict | None:
         """Fit the expression prior's trust in co-expression on the seen perturbations.
 
         Each single perturbation's measured effect (log expression, mean change from the
@@ -1130,7 +1130,10 @@ class RNADiffusion:
         member = sp.csr_matrix(
             (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(groups), len(codes))
         )
-        sums = member @ self.log_expression(adata).astype(np.float64)
+        sums = np.zeros((len(groups), len(self.preprocess.genes)))
+        for start in range(0, adata.n_obs, chunk):  # dense log expression, a chunk at a time
+            rows = slice(start, start + chunk)
+            sums += member[:, rows] @ self.log_expression(adata[rows]).astype(np.float64)
         means = {g: sums[i] / counts[i] for i, g in enumerate(groups)}
         n = dict(zip(groups, counts, strict=True))
         effects, shares = {}, {}
@@ -1161,11 +1164,10 @@ class RNADiffusion:
         }
 
     def _gene_vectors(self, adata: ad.AnnData, seed: int, max_cells: int = 5000) -> np.ndarray:
-        x = self._model_space(adata)
-        if x.shape[0] > max_cells:
+        if adata.n_obs > max_cells:  # the same cells as subsampling after the transform
             rng = np.random.default_rng(seed)
-            x = x[np.sort(rng.choice(x.shape[0], max_cells, replace=False))]
-        return gene_vectors(x)
+            adata = adata[np.sort(rng.choice(adata.n_obs, max_cells, replace=False))]
+        return gene_vectors(self._model_space(adata))
 
     def _prior_map(self, obs: pd.DataFrame, *, use: bool) -> dict | None:
         """Soft encodings of perturbations never seen in training that are the model's genes."""

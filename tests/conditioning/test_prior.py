@@ -161,6 +161,9 @@ def test_model_blends_the_prior_with_its_fitted_trust(kang_small, one_thread):
     prior = model.prior
     assert prior["trust"] in prior["grid"] and len(prior["loo_error"]) == len(prior["grid"])
     assert prior["shares"] == {g: int((labels == g).sum()) for g in genes[:4]}
+    chunked = model._fit_prior(adata, chunk=7)  # the cells read a few at a time: same fit
+    assert chunked["trust"] == prior["trust"] and chunked["shares"] == prior["shares"]
+    assert np.allclose(chunked["loo_error"], prior["loo_error"], rtol=1e-9)
     model.train(config=TrainConfig(max_steps=3, batch_size=32), progress=False)
     out = model.generate({"ko": genes[4]}, n_cells=3, prior=True, steps=3, progress=False)
     mix = out.uns["rnadiff"]["perturbation_prior"][genes[4]]
