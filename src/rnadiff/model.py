@@ -84,6 +84,21 @@ class RNADiffusion:
     seed
         Seed of the initial weights (training has its own seed in ``TrainConfig``).
 
+    Attributes
+    ----------
+    step, history
+        Training steps taken, and the loss logged along the way.
+    effect_scales
+        ``{perturbation: factor}`` found by :meth:`calibrate_effects`.
+    gene_vectors
+        The genes' loadings on the training cells' principal axes, for the expression prior of
+        perturbations never seen in training (``prior=True``).
+    prior
+        That prior's fit on the seen perturbations: ``trust`` in co-expression (``None``: not
+        fitted, co-expression alone), ``shares`` (training cells per seen perturbation),
+        ``grid`` and ``loo_error`` (the leave-one-out error at each trust tried); see
+        :func:`rnadiff.conditioning.prior.fit_trust`.
+
     Examples
     --------
     >>> RNADiffusion.setup_anndata(adata, perturbation_key="condition", control="ctrl",
