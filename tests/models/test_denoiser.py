@@ -111,3 +111,39 @@ def test_gradients_reach_the_condition_encoder():
         opt.step()
     for name, p in model.cond_encoder.named_parameters():
         assert not torch.equal(p.detach(), before[name]), f"{name} was not updated"
+
+
+def test_repeated_embeddings_share_their_modulations_with_the_same_result():
+    from rnadiff.models import ResidualMLP, mlp
+
+    torch.manual_seed(0)
+    net = ResidualMLP(12, width=16, depth=2, emb_dim=8, dropout=0.0)
+    for p in net.parameters():  # the zero-initialized modulations would hide any mix-up
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(200, 12)
+    emb = torch.randn(5, 8)[torch.arange(200) % 5]
+    calls = []
+    hook = net.modulation_out.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    net.train()
+    every_row = net(x, emb)
+    net.eval()
+    with torch.no_grad():
+        shared = net(x, emb)
+        distinct = net(x, torch.randn(200, 8))  # no repeats: every row's own
+        few = net(x[:10], emb[:10])  # too few rows to look for repeats
+    hook.remove()
+    assert calls == [200, 5, 200, 10]
+    assert torch.allclose(shared, every_row, atol=1e-6)
+    assert mlp.MIN_ROWS_TO_DEDUPLICATE > 10
+    assert torch.allclose(few, every_row[:10], atol=1e-6)
+    assert distinct.shape == (200, 12)
+
+
+def test_distinct_rows_groups_equal_rows_exactly():
+    from rnadiff.models.mlp import distinct_rows
+
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [1.0, 2.0 + 1e-6], [3.0, 4.0]])
+    rows, inverse = distinct_rows(x)
+    assert len(rows) == 3 and torch.equal(x[rows][inverse], x)
+    assert inverse[0] == inverse[2] != inverse[3]
+    assert distinct_rows(torch.tensor([[float("nan"), 1.0], [float("nan"), 1.0]])) is None
