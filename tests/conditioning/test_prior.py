@@ -110,20 +110,27 @@ def test_registry_encodes_an_unseen_token_as_its_mix():
     assert rows[1, idx["A"]] == 1.25  # combination: its own part plus the mix
 
 
-def test_model_predicts_an_unseen_gene_knock_out_only_with_the_prior(kang_small, one_thread):
-    from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, TrainConfig
+def knock_out_model(adata, labels):
+    """A small untrained model of ``adata`` with knock-out ``labels`` ("ctrl": control)."""
+    from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion
 
-    adata = kang_small
-    genes = list(adata.var_names[:3])
-    stim = (adata.obs.group_id == "stim").to_numpy()
-    labels = np.where(stim, np.where(np.arange(adata.n_obs) % 2 == 0, genes[0], genes[1]), "ctrl")
     adata.obs["ko"] = pd.Categorical(labels)
     RNADiffusion.setup_anndata(adata, perturbation_key="ko", control="ctrl")
     config = ModelConfig(
         network=NetworkConfig(width=32, depth=1, emb_dim=16),
         preprocess=PreprocessConfig(n_top_genes=None),
     )
-    model = RNADiffusion(adata, config=config)
+    return RNADiffusion(adata, config=config)
+
+
+def test_model_predicts_an_unseen_gene_knock_out_only_with_the_prior(kang_small, one_thread):
+    from rnadiff import RNADiffusion, TrainConfig
+
+    adata = kang_small
+    genes = list(adata.var_names[:3])
+    stim = (adata.obs.group_id == "stim").to_numpy()
+    labels = np.where(stim, np.where(np.arange(adata.n_obs) % 2 == 0, genes[0], genes[1]), "ctrl")
+    model = knock_out_model(adata, labels)
     model.train(config=TrainConfig(max_steps=5, batch_size=32), progress=False)
     with pytest.raises(InputError, match="pass prior=True"):
         model.generate({"ko": genes[2]}, n_cells=3, progress=False)
@@ -145,19 +152,13 @@ def test_model_predicts_an_unseen_gene_knock_out_only_with_the_prior(kang_small,
 
 
 def test_model_blends_the_prior_with_its_fitted_trust(kang_small, one_thread):
-    from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, TrainConfig
+    from rnadiff import TrainConfig
 
     adata = kang_small
     genes = list(adata.var_names[:5])
     stim = (adata.obs.group_id == "stim").to_numpy()
     labels = np.where(stim, np.array(genes[:4])[np.arange(adata.n_obs) % 4], "ctrl")
-    adata.obs["ko"] = pd.Categorical(labels)
-    RNADiffusion.setup_anndata(adata, perturbation_key="ko", control="ctrl")
-    config = ModelConfig(
-        network=NetworkConfig(width=32, depth=1, emb_dim=16),
-        preprocess=PreprocessConfig(n_top_genes=None),
-    )
-    model = RNADiffusion(adata, config=config)
+    model = knock_out_model(adata, labels)
     prior = model.prior
     assert prior["trust"] in prior["grid"] and len(prior["loo_error"]) == len(prior["grid"])
     assert prior["shares"] == {g: int((labels == g).sum()) for g in genes[:4]}
