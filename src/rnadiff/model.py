@@ -365,9 +365,7 @@ class RNADiffusion:
         if pkey is None or control is None:
             return empty
         obs = self.adata.obs[[k for k in self.registry.keys if k in self.adata.obs]]
-        cats = [c.key for c in self.registry.covariates if c.categorical]
-        ip = cats.index(pkey)
-        labels = [(context_of(r, ip), r[ip]) for r in self._condition_rows(obs)]
+        labels = self._context_and_perturbation(obs)
         codes, groups = pd.factorize(pd.Series(labels, dtype=object))
         members = {g: np.flatnonzero(codes == i) for i, g in enumerate(groups)}
         log = self.log_expression(self.adata)
@@ -1125,6 +1123,13 @@ class RNADiffusion:
             for k, v in self.registry.encode(obs, allow_missing=allow_missing, soft=soft).items()
         }
 
+    def _context_and_perturbation(self, obs: pd.DataFrame) -> list[tuple[tuple, str | None]]:
+        """Each cell's ``(context, perturbation)``: its categorical condition split into the
+        perturbation and everything else (see :meth:`_condition_rows`)."""
+        cats = [c.key for c in self.registry.covariates if c.categorical]
+        ip = cats.index(self.registry.perturbation_key)
+        return [(context_of(r, ip), r[ip]) for r in self._condition_rows(obs)]
+
     def _fit_prior(self, adata: ad.AnnData, chunk: int = 8192) -> dict | None:
         """Fit the expression prior's trust in co-expression on the seen perturbations.
 
@@ -1136,10 +1141,8 @@ class RNADiffusion:
         pkey, control = self.registry.perturbation_key, self.registry.control
         if pkey is None or control is None or pkey not in adata.obs:
             return None
-        cats = [c.key for c in self.registry.covariates if c.categorical]
-        ip = cats.index(pkey)
         cov = self.registry[pkey]
-        labels = [(context_of(r, ip), r[ip]) for r in self._condition_rows(adata.obs)]
+        labels = self._context_and_perturbation(adata.obs)
         codes, groups = pd.factorize(pd.Series(labels, dtype=object))
         counts = np.bincount(codes, minlength=len(groups))
         member = sp.csr_matrix(
@@ -1153,9 +1156,8 @@ class RNADiffusion:
         n = dict(zip(groups, counts, strict=True))
         effects, shares = {}, {}
         for (ctx, p), m in means.items():
-            if p in (None, control) or None in ctx or len(cov.parts(p)) != 1:
-                continue
-            if (ctx, control) not in means:
+            single = p not in (None, control) and len(cov.parts(p)) == 1
+            if not single or None in ctx or (ctx, control) not in means:
                 continue
             effects[p] = effects.get(p, 0) + n[(ctx, p)] * (m - means[(ctx, control)])
             shares[p] = shares.get(p, 0) + int(n[(ctx, p)])
