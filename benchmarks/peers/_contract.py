@@ -197,8 +197,9 @@ def write(task: Task, name: str, pred: Prediction) -> None:
     out.write_h5ad(args.out)
 
 
-def main(name: str, run: Callable[[Task], Prediction], argv=None) -> None:
-    """Parse, load, seed, run, write; on any failure exit 1 with one line on stderr."""
+def run_once(name: str, run: Callable[[Task], Prediction], argv=None) -> str | None:
+    """Parse, load, seed, run and write one task; ``None`` on success, else the failure reason
+    (one line, also printed on stderr)."""
     try:
         args = parse_args(name, argv)
     except SystemExit as e:  # argparse already printed its usage
@@ -217,13 +218,48 @@ def main(name: str, run: Callable[[Task], Prediction], argv=None) -> None:
             traceback.print_exc()
         reason = " ".join(f"{type(e).__name__}: {e}".split())[:500]
         print(f"{name} failed: {reason}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        return reason
     print(
         f"{name}: wrote {args.out} ({pred.X.shape[0]} cells x {pred.X.shape[1]} genes) "
         f"train {pred.train_s:.1f} s, predict {pred.predict_s:.1f} s, "
         f"total {time.perf_counter() - t0:.1f} s",
         flush=True,
     )
+    return None
+
+
+def serve(name: str, run: Callable[[Task], Prediction]) -> None:
+    """Run one task per line of stdin, each a JSON list of command-line arguments.
+
+    For every line, one JSON line is written to stdout: ``{"ok": true}`` or ``{"ok": false,
+    "error": REASON}``. Anything else the tools print goes to stderr. A benchmark worker keeps one
+    server per peer, so the peer's imports (10-20 s for pertpy or cpa) are paid once, not once
+    per fold. Every task is seeded as in a fresh process (:func:`seed_everything`, and each
+    runner's own seeding), so its prediction is the one a separate run would give.
+    """
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # what the tools print (also from C) must not mix with the replies
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            reason = run_once(name, run, json.loads(line))
+        except SystemExit as e:  # bad arguments
+            reason = f"invalid arguments (exit status {e.code})"
+        replies.write(json.dumps({"ok": reason is None, "error": reason}) + "\n")
+        replies.flush()
+
+
+def main(name: str, run: Callable[[Task], Prediction], argv=None) -> None:
+    """The runner's command line: one task, or ``--serve`` (see :func:`serve`).
+
+    On any failure of a task, exit 1 with one line ``NAME failed: REASON`` on stderr."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--serve"]:
+        serve(name, run)
+        return
+    if run_once(name, run, argv) is not None:
+        raise SystemExit(1)
 
 
 class Timer:
