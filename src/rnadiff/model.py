@@ -231,7 +231,10 @@ class RNADiffusion:
         Parameters
         ----------
         max_steps, batch_size, lr, seed, checkpoint_every
-            Override the corresponding fields of ``config``.
+            Override the corresponding fields of ``config``. A ``max_steps`` given here trains
+            exactly that many steps (``epochs=None``; ``max_epochs`` still applies); by default
+            a run aims at ``config.epochs`` passes over the cells, kept between
+            ``config.min_steps`` and ``config.max_steps`` (``TrainConfig.steps_for``).
         checkpoint_dir
             Save a checkpoint here every ``checkpoint_every`` steps and at the end; a run
             interrupted later continues with ``RNADiffusion.load(checkpoint_dir, adata=adata)``
@@ -239,9 +242,9 @@ class RNADiffusion:
         config
             Training configuration; default: the one of the previous run, else ``TrainConfig()``.
             Training stops after ``config.max_epochs`` passes over the cells (default 200) when
-            that comes before ``max_steps``: on a few hundred cells, 1200 steps of 128 cells
-            are 800 passes, and the network memorizes its cells (on the HSMM time course,
-            counterfactual cells lost half their spread; README).
+            that comes first: on a few hundred cells, 1200 steps of 128 cells are 800 passes,
+            and the network memorizes its cells (on the HSMM time course, counterfactual cells
+            lost half their spread; README).
         progress
             Show a progress bar.
 
@@ -264,17 +267,20 @@ class RNADiffusion:
             ).items()
             if v is not None
         }
+        if max_steps is not None:  # an explicit length: exactly that many steps
+            overrides["epochs"] = None
         cfg = TrainConfig(**{**base.to_dict(), **overrides})
         x = torch.from_numpy(self._model_space(self.adata))
         cond = self._cond(self.adata.obs)
         steps = cfg.steps_for(x.shape[0])
-        if steps < cfg.max_steps:
+        uncapped = dataclasses.replace(cfg, max_epochs=None).steps_for(x.shape[0])
+        if steps < uncapped:
             logger.info(
-                "rnadiff: training stops at %d of max_steps=%d: max_epochs=%g passes over %d "
+                "rnadiff: training stops at %d of %d steps: max_epochs=%g passes over %d "
                 "cells (small data sets memorize their cells with many passes; "
                 "max_epochs=None trains all steps)",
                 steps,
-                cfg.max_steps,
+                uncapped,
                 cfg.max_epochs,
                 x.shape[0],
             )
@@ -1663,8 +1669,10 @@ class RNADiffusion:
             model.gene_vectors = weights["prior.gene_vectors"].numpy()
         model.prior = meta.get("prior")  # None in older checkpoints: co-expression alone
         if meta.get("train_config"):
-            # checkpoints from before max_epochs trained without a cap
-            model.train_config = TrainConfig(**{"max_epochs": None, **meta["train_config"]})
+            # checkpoints from before max_epochs trained without a cap, and those from before
+            # epochs trained exactly max_steps steps
+            old = {"max_epochs": None, "epochs": None}
+            model.train_config = TrainConfig(**{**old, **meta["train_config"]})
         if "trainer" in tensors:
             model._trainer_state = (meta["trainer"], tensors["trainer"])
         if adata is not None:

@@ -1,4 +1,5 @@
-"""``TrainConfig.max_epochs``: training stops after that many passes over the cells."""
+"""How long a run trains: ``TrainConfig.epochs`` within ``[min_steps, max_steps]``, capped by
+``max_epochs`` passes over the cells."""
 
 from __future__ import annotations
 
@@ -26,8 +27,13 @@ KANG_SETUP = {"perturbation_key": "group_id", "control": "ctrl", "cell_type_key"
     ("n_cells", "kwargs", "expected"),
     [
         (192, {}, 300),  # the HSMM time course: 200 passes of 192 cells in batches of 128
-        (1419, {}, 1200),  # a Kang fold: max_steps comes first
-        (192, {"max_epochs": None}, 1200),
+        (1402, {}, 800),  # a Kang fold: min_steps (12 passes would be 132 steps)
+        (12873, {}, 1207),  # Papalexi: ceil(12 * 12873 / 128)
+        (10**6, {}, 4000),  # max_steps bounds large data sets
+        (192, {"max_epochs": None}, 800),
+        (192, {"max_epochs": None, "epochs": None}, 4000),  # no rule: max_steps
+        (12873, {"epochs": None, "max_steps": 1200}, 1200),
+        (12873, {"epochs": 2, "min_steps": 10}, 202),
         (50, {"max_epochs": 3}, 3),  # fewer cells than a batch: one step is one pass
         (1000, {"max_epochs": 0.01}, 1),  # at least one step
         (300, {"max_epochs": 10, "batch_size": 64}, 47),  # ceil(10 * 300 / 64)
@@ -41,6 +47,13 @@ def test_steps_for(n_cells, kwargs, expected):
 def test_max_epochs_must_be_positive(value):
     with pytest.raises(InputError, match="max_epochs"):
         TrainConfig(max_epochs=value)
+    with pytest.raises(InputError, match="epochs must be positive"):
+        TrainConfig(epochs=value)
+
+
+def test_min_steps_must_be_positive():
+    with pytest.raises(InputError, match="min_steps must be >= 1"):
+        TrainConfig(min_steps=0)
 
 
 def _model(kang_small, tiny_model_config):
@@ -58,7 +71,22 @@ def test_training_stops_at_max_epochs_and_says_so(
     assert model.step == 20  # 5 passes of 400 cells in batches of 100
     assert model.history[-1]["step"] == 20
     assert model.train_config.max_steps == 40  # the user's setting is kept as given
-    assert "training stops at 20 of max_steps=40" in caplog.text
+    assert "training stops at 20 of 40 steps: max_epochs=5" in caplog.text
+
+
+def test_explicit_max_steps_trains_exactly_that_many_steps(
+    kang_small, tiny_model_config, one_thread
+):
+    """``train(max_steps=N)`` overrides the epochs rule; the config alone follows it."""
+    cfg = TrainConfig(batch_size=100, epochs=1, min_steps=3, calibration_cells=0)
+    assert cfg.steps_for(kang_small.n_obs) == 4  # one pass of 400 cells
+    by_rule = _model(kang_small.copy(), tiny_model_config)
+    by_rule.train(config=cfg, progress=False)
+    assert by_rule.step == 4
+    exact = _model(kang_small.copy(), tiny_model_config)
+    exact.train(config=cfg, max_steps=7, progress=False)
+    assert exact.step == 7
+    assert exact.train_config.epochs is None and exact.train_config.max_steps == 7
 
 
 def test_capped_run_equals_a_run_of_that_many_steps(kang_small, tiny_model_config, one_thread):
@@ -104,6 +132,23 @@ def test_checkpoints_from_before_max_epochs_load_without_a_cap(
             edited += 1
     assert edited == 1
     assert RNADiffusion.load(tmp_path / "m", adata=kang_small).train_config.max_epochs is None
+
+
+def test_checkpoints_from_before_epochs_train_exactly_max_steps(
+    kang_small, tiny_model_config, one_thread, tmp_path
+):
+    model = _model(kang_small, tiny_model_config)
+    model.train(progress=False, config=TrainConfig(max_steps=2, calibration_cells=0))
+    assert model.train_config.epochs == 12.0
+    model.save(tmp_path / "m")
+    for path in (tmp_path / "m").glob("*.json"):
+        meta = json.loads(path.read_text())
+        if "train_config" in meta:
+            del meta["train_config"]["epochs"], meta["train_config"]["min_steps"]
+            path.write_text(json.dumps(meta))
+    stored = RNADiffusion.load(tmp_path / "m", adata=kang_small).train_config
+    assert stored.epochs is None and stored.min_steps == 800
+    assert stored.steps_for(10**6) == stored.max_steps == 2
 
 
 def test_predict_keeps_continuous_values_numeric(one_thread):

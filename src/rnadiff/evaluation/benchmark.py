@@ -38,7 +38,7 @@ Predictions = dict[str, dict[str, np.ndarray]]  # evaluation -> method -> cells 
 class BenchConfig:
     """What the benchmark trains and how: rnadiff's defaults unless changed here."""
 
-    max_steps: int | None = None  # rnadiff training steps per split (None: TrainConfig's)
+    max_steps: int | None = None  # exact rnadiff training steps per split (None: TrainConfig's)
     sampler_steps: int = 20  # DPM-Solver++(2M), the default sampler
     n_top_genes: int = 2000
     distributional: bool = True  # E-distance, MMD, kNN AUC, DE overlap (slower)
@@ -53,8 +53,9 @@ class BenchConfig:
 
     def train_config(self, seed: int) -> TrainConfig:
         base = self.train or TrainConfig()
-        steps = self.max_steps if self.max_steps is not None else base.max_steps
-        return dataclasses.replace(base, max_steps=steps, seed=seed)
+        if self.max_steps is None:
+            return dataclasses.replace(base, seed=seed)
+        return dataclasses.replace(base, max_steps=self.max_steps, epochs=None, seed=seed)
 
 
 @dataclass

@@ -30,7 +30,7 @@ def run_demo(
     out_dir: str | Path,
     *,
     holdout: str = "CD14+ Monocytes",
-    max_steps: int = 1200,
+    max_steps: int | None = None,
     steps: int = 20,
     guidance: float | dict[str, float] = 1.0,
     transfer: str = "compose",
@@ -49,7 +49,7 @@ def run_demo(
     holdout
         Cell type (``cluster_id``) whose stimulated cells are held out.
     max_steps
-        Training steps.
+        Training steps (default: ``TrainConfig``'s rule, 800 steps on a Kang fold).
     steps
         Sampler steps.
     guidance
@@ -84,7 +84,7 @@ def run_demo(
     model = RNADiffusion(train, config=model_config, seed=seed)
 
     t0 = time.perf_counter()
-    model.train(config=TrainConfig(max_steps=max_steps, seed=seed), progress=progress)
+    model.train(config=TrainConfig(seed=seed), max_steps=max_steps, progress=progress)
     train_s = time.perf_counter() - t0
     model.save(out / "model")
 
@@ -142,7 +142,7 @@ def run_demo(
         "holdout": holdout,
         "train_cells": train.n_obs,
         "genes": len(model.genes),
-        "max_steps": max_steps,
+        "train_steps": model.step,
         "train_s": train_s,
         "seed": seed,
         "sampler_steps": steps,
