@@ -215,6 +215,20 @@ def run_job(task, seed, index, *, requested, peers, budget, config, out, with_rn
     return rows, times, split.fold, time.perf_counter() - t0
 
 
+def cpu_info() -> dict:
+    """The CPU the run had (its speed varies by up to 1.7x between machine hours)."""
+    info: dict = {"cores": os.cpu_count()}
+    try:
+        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return info
+    for line in block.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "cpu family", "model", "stepping", "cpu MHz"):
+            info[key.strip()] = value.strip()
+    return info
+
+
 def prediction_file(task: str, seed: int, index: int) -> str:
     return f"{task}/seed{seed}_split{index}.npz"
 
@@ -518,6 +532,7 @@ def main() -> None:
         "updated_tasks": base if args.update else None,
         "wall_s": time.perf_counter() - t_start,
         "python": sys.version.split()[0],
+        "cpu": cpu_info(),
     }
     previous = args.out / "run.json"
     if args.update and previous.is_file():  # the first run's settings stay; updates are added
