@@ -1,4 +1,4 @@
-"""Cross-check rnadiff's response metrics against Arc Institute's cell-eval on Kang folds.
+"""Cross-check rnadiff's response metrics against Arc Institute's cell-eval (Kang, Papalexi).
 
 For a few Kang 2018 leave-one-cell-type-out folds (default: CD4 T cells and B cells, seed 0)
 this script predicts the held-out stimulated cells with rnadiff (counterfactual) and with the
@@ -32,8 +32,17 @@ Pairs compared (``metric`` = rnadiff's key, ``celleval_metric`` = cell-eval's co
   run on cell-eval's own gene set (read from its ``real_de.csv``), which isolates the gene-set
   difference; it should agree up to genes with no change or an undefined fold change.
 
+A second part (skip it with ``--no-papalexi``) checks the perturbation discrimination score on
+the benchmark's Papalexi 2021 seen knock-outs split (same seed): rnadiff's
+``discrimination_score`` against cell-eval's ``discrimination_score`` (L1, called directly by
+``benchmarks/peers/celleval_discrimination.py``), for every knock-out, on the additive
+baseline's and rnadiff's predictions, with each knock-out's target gene left out
+(``discrimination``, cell-eval's default) and over all genes (``discrimination_all_genes``).
+cell-eval's ``1 - r/N`` is rescaled to rnadiff's ``1 - r/(N-1)`` before comparing; the two
+should agree exactly.
+
 Writes ``OUT/celleval_crosscheck.csv`` with columns
-``fold,method,metric,rnadiff_value,celleval_metric,celleval_value,abs_diff,note`` and prints
+``task,fold,method,metric,rnadiff_value,celleval_metric,celleval_value,abs_diff,note`` and prints
 the table. Needs the cell-eval venv (``bash benchmarks/peers/install.sh celleval``); without
 it the script says so and exits 0 without writing anything. Run from the repository root::
 
@@ -41,8 +50,8 @@ it the script says so and exits 0 without writing anything. Run from the reposit
         benchmarks/celleval_crosscheck.py [--folds "CD4 T cells,B cells"] [--seed 0] \\
         [--out benchmarks/results] [--workdir DIR]
 
-Each fold trains rnadiff once (about 40 s on one thread) and runs cell-eval once (both
-methods in one call).
+Each Kang fold trains rnadiff once (about 40 s on one thread) and runs cell-eval once (both
+methods in one call); the Papalexi part trains one more model.
 """
 
 from __future__ import annotations
@@ -62,9 +71,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 CELLEVAL_PYTHON = ROOT / ".peers" / "celleval" / "bin" / "python"
 SCORER = ROOT / "benchmarks" / "peers" / "celleval_score.py"
+DISCRIMINATION = ROOT / "benchmarks" / "peers" / "celleval_discrimination.py"
 METHODS = {"rnadiff (counterfactual)": "rnadiff", "baseline: additive": "additive"}
 FDR = 0.05  # cell-eval's significance threshold for its DE metrics
 COLUMNS = [
+    "task",
     "fold",
     "method",
     "metric",
@@ -198,6 +209,7 @@ def crosscheck_fold(split, config, workdir: Path, threads: int) -> list[dict]:
             a, b = float(ours_m[metric]), float(theirs.get(ce_metric, np.nan))
             rows.append(
                 {
+                    "task": split.task,
                     "fold": split.fold,
                     "method": method,
                     "metric": metric,
@@ -208,6 +220,84 @@ def crosscheck_fold(split, config, workdir: Path, threads: int) -> list[dict]:
                     "note": note + (counts if ce_metric.startswith(("overlap", "de_")) else ""),
                 }
             )
+    return rows
+
+
+def crosscheck_discrimination(split, config, workdir: Path) -> list[dict]:
+    """Papalexi seen knock-outs: rnadiff's discrimination score against cell-eval's, with each
+    knock-out's target gene left out (both tools' default) and over all genes."""
+    from rnadiff.evaluation.benchmark import (
+        baseline_predictions,
+        prepare,
+        rnadiff_predictions,
+        target_gene_indices,
+    )
+    from rnadiff.evaluation.metrics import discrimination_score
+
+    pk, control = split.setup["perturbation_key"], split.setup["control"]
+    prep = prepare(split, config)
+    genes = [str(g) for g in prep.state.genes]
+    names = [ev.name for ev in split.evaluations]
+    labels = {ev.name: str(ev.target[pk]) for ev in split.evaluations}
+    # float32, as cell-eval reads them from the h5ad files
+    real = {k: prep.evaluations[k]["real"].astype(np.float32) for k in names}
+    ctrl = prep.evaluations[names[0]]["control"].astype(np.float32)
+    base = baseline_predictions(split, prep)
+    t0 = time.perf_counter()
+    ours, _timing, _model = rnadiff_predictions(split, config)
+    print(f"  rnadiff trained and predicted in {time.perf_counter() - t0:.0f} s", flush=True)
+    preds = {
+        "baseline: additive": {k: base[k]["baseline: additive"] for k in names},
+        "rnadiff (counterfactual)": {k: ours[k]["rnadiff (counterfactual)"] for k in names},
+    }
+    out = workdir / f"papalexi_seen_seed{split.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write(path: Path, pops: dict) -> None:
+        x = np.vstack([*(pops[k] for k in names), ctrl]).astype(np.float32)
+        lab = [labels[k] for k in names for _ in range(len(pops[k]))] + [control] * len(ctrl)
+        obs = pd.DataFrame({pk: pd.Categorical(lab)}, index=[f"c{i}" for i in range(len(x))])
+        ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=genes)).write_h5ad(path)
+
+    write(out / "real.h5ad", real)
+    exclude = target_gene_indices(split, genes)
+    n = len(names)
+    rescale = f"cell-eval's 1 - r/N rescaled to rnadiff's 1 - r/(N-1), N = {n}"
+    rows = []
+    for method, pred in preds.items():
+        path = out / f"pred_{METHODS[method]}.h5ad"
+        pred = {k: np.asarray(v, dtype=np.float32) for k, v in pred.items()}
+        write(path, pred)
+        cmd = [str(CELLEVAL_PYTHON), str(DISCRIMINATION), str(out / "real.h5ad"), str(path)]
+        cmd += ["--pert-col", pk, "--control", control]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
+            raise RuntimeError(f"cell-eval failed (exit {proc.returncode}):\n{tail}")
+        theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+        if theirs["n"] != n:
+            raise RuntimeError(f"cell-eval saw {theirs['n']} perturbations, not {n}")
+        for metric, ce_key, kw, note in (
+            ("discrimination", "exclude_target_gene", {"exclude": exclude}, "target gene left out"),
+            ("discrimination_all_genes", "all_genes", {}, "all genes"),
+        ):
+            mine, _ = discrimination_score(pred, real, ctrl, **kw)
+            for k in names:
+                a = mine[k]
+                b = 1 - (1 - theirs[ce_key][labels[k]]) * n / (n - 1)
+                rows.append(
+                    {
+                        "task": split.task,
+                        "fold": k,
+                        "method": method,
+                        "metric": metric,
+                        "rnadiff_value": a,
+                        "celleval_metric": f"discrimination_score_l1 ({ce_key})",
+                        "celleval_value": b,
+                        "abs_diff": abs(a - b),
+                        "note": f"same definition ({note}); {rescale}",
+                    }
+                )
     return rows
 
 
@@ -236,6 +326,11 @@ def main() -> None:
         "temporary folder, removed afterwards)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch and cell-eval threads")
+    parser.add_argument(
+        "--no-papalexi",
+        action="store_true",
+        help="skip the discrimination cross-check on Papalexi seen knock-outs (one model)",
+    )
     args = parser.parse_args()
     if not CELLEVAL_PYTHON.exists():
         print(
@@ -268,6 +363,11 @@ def main() -> None:
         for fold in wanted:
             print(f"{fold} (seed {args.seed})", flush=True)
             rows += crosscheck_fold(folds[fold], config, workdir, args.threads)
+        if not args.no_papalexi:
+            print(f"Papalexi seen knock-outs (seed {args.seed}): discrimination", flush=True)
+            data = splits.papalexi_clean(datasets.load("papalexi2021"))
+            split = next(iter(splits.papalexi_seen(data, seed=args.seed)))
+            rows += crosscheck_discrimination(split, config, workdir)
     table = pd.DataFrame(rows, columns=COLUMNS)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "celleval_crosscheck.csv"

@@ -55,6 +55,7 @@ HEADLINE = [
     "mmd",
     "knn_auc",
     "discrimination",
+    "discrimination_all_genes",
     "top1",
     "top5",
     "mrr",

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from rnadiff.data import splits
+from rnadiff.evaluation import benchmark
 from rnadiff.evaluation.benchmark import (
     BenchConfig,
     baseline_predictions,
@@ -17,8 +18,10 @@ from rnadiff.evaluation.benchmark import (
     save_predictions,
     score_split,
     summarize,
+    target_gene_indices,
     unpredictable,
 )
+from rnadiff.evaluation.metrics import discrimination_score
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,6 +99,39 @@ def test_baselines_on_a_kang_fold(kang_small):
     expected = np.clip(src + np.mean(shifts, axis=0), 0, None)
     np.testing.assert_allclose(preds["baseline: additive"], expected, rtol=1e-5, atol=1e-6)
     assert preds["baseline: train mean"].shape == (ev.real.n_obs, len(prep.state.genes))
+
+
+def test_discrimination_leaves_each_knock_out_target_gene_out(kang_small, monkeypatch):
+    adata = _papalexi_like(kang_small)
+    # two "knock-outs" named after genes of the data, one of them a combination
+    labels = adata.obs.top_grna_target.astype(str)
+    g0, g1, g2 = adata.var_names[:3]
+    labels = labels.replace({"B_cells": g0, "CD4_T_cells": f"{g1}+{g2}"})
+    adata.obs["top_grna_target"] = pd.Categorical(labels)
+    (split,) = splits.papalexi_seen(adata, seed=0)
+    config = BenchConfig(n_top_genes=adata.n_vars)  # every gene, so the targets are kept
+    prep = prepare(split, config)
+    genes = list(prep.state.genes)
+    idx = target_gene_indices(split, genes)
+    assert {k: sorted(genes[i] for i in v) for k, v in idx.items()} == {
+        g0: [g0],
+        f"{g1}+{g2}": sorted([g1, g2]),
+    }
+    # score_split reports the score with these genes left out and the score over all genes
+    calls = []
+
+    def spy(pred, real, control, **kw):
+        calls.append(kw.get("exclude"))
+        return discrimination_score(pred, real, control, **kw)
+
+    monkeypatch.setattr(benchmark, "discrimination_score", spy)
+    preds = {ev.name: {"m": prep.evaluations[ev.name]["real"]} for ev in split.evaluations}
+    rows = score_split(split, prep, preds, config)
+    assert calls == [idx, None]
+    for metric in ("discrimination", "discrimination_all_genes"):
+        values = rows[rows.metric == metric].set_index("evaluation").value
+        assert sorted(values.index) == sorted(ev.name for ev in split.evaluations)
+        assert (values == 1.0).all()  # real cells single out themselves
 
 
 def test_unseen_knock_out_is_reported_as_not_predictable(kang_small):

@@ -137,6 +137,28 @@ def test_discrimination_rank_normalization():
     assert mean == pytest.approx(np.mean(list(scores.values())))
 
 
+def test_discrimination_excludes_target_genes():
+    # changes over 3 genes (control 0); gene 0 is the target of knock-out "a"
+    control = np.zeros((2, 3))
+    real = {
+        "a": np.array([[0.0, 1.0, 0.0]]),
+        "b": np.array([[0.0, 0.0, 0.0]]),
+        "c": np.array([[5.0, 1.2, 0.0]]),
+    }
+    # "a" predicted right except on its target gene; "b" likewise wrong on gene 0
+    pred = {"a": np.array([5.0, 1.0, 0.0]), "b": np.array([5.0, 0.0, 0.0])}
+    # all genes: a is 5 from real a, 6 from b, 0.2 from c -> rank 1 of 2; b: 6, 5, 1.2 -> 1
+    scores, _ = discrimination_score(pred, real, control)
+    assert scores == {"a": 0.5, "b": 0.5}
+    # without gene 0 for "a": 0, 1, 0.2 -> real a is the closest; "b" still sees gene 0
+    kept, mean = discrimination_score(pred, real, control, exclude={"a": [0]})
+    assert kept == {"a": 1.0, "b": 0.5} and mean == 0.75
+    with pytest.raises(ValueError, match="out of range"):
+        discrimination_score(pred, real, control, exclude={"a": [3]})
+    with pytest.raises(ValueError, match="every gene"):
+        discrimination_score(pred, real, control, exclude={"a": [0, 1, 2]})
+
+
 def test_discrimination_rejects_bad_conditions(conditions):
     control, real = conditions
     with pytest.raises(ValueError, match="two real"):

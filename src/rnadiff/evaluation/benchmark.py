@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,13 +266,32 @@ def score_split(
         methods = {m for preds in predictions.values() for m in preds}
         real = {ev.name: prep.evaluations[ev.name]["real"] for ev in split.evaluations}
         control = prep.evaluations[split.evaluations[0].name]["control"]
+        exclude = target_gene_indices(split, prep.state.genes)
         for method in sorted(methods):
             pred = {e: p[method] for e, p in predictions.items() if method in p}
             if len(pred) == len(real):
-                per, _ = discrimination_score(pred, real, control)
+                # as cell-eval: a knock-out's own target genes are left out of its comparison
+                per, _ = discrimination_score(pred, real, control, exclude=exclude)
+                every, _ = discrimination_score(pred, real, control)
                 for ev in split.evaluations:
                     rows.append(_row(split, ev, method, "discrimination", per[ev.name]))
+                    rows.append(_row(split, ev, method, "discrimination_all_genes", every[ev.name]))
     return pd.DataFrame(rows)
+
+
+def target_gene_indices(split: Split, genes: Sequence[str]) -> dict[str, list[int]]:
+    """Per evaluation, the positions in ``genes`` of its perturbation's target genes (the parts
+    of a combination ``A+B`` that are genes); evaluations without any get none."""
+    key, sep = split.setup.get("perturbation_key"), split.setup.get("combination_sep", "+")
+    where = {g: i for i, g in enumerate(genes)}
+    out = {}
+    for ev in split.evaluations:
+        if key is None or key not in ev.target:
+            continue
+        idx = [where[p] for p in str(ev.target[key]).split(sep) if p in where]
+        if idx:
+            out[ev.name] = idx
+    return out
 
 
 def _row(split: Split, ev: Evaluation, method: str, metric: str, value: float) -> dict:

@@ -7,7 +7,7 @@ space they are computed in live in :mod:`rnadiff.evaluation.distances`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -185,6 +185,7 @@ def discrimination_score(
     control,
     *,
     metric: Literal["l1", "l2"] = "l1",
+    exclude: Mapping[str, Sequence[int]] | None = None,
 ) -> tuple[dict[str, float], float]:
     """How well each predicted response singles out its own real condition among all real ones.
 
@@ -195,7 +196,9 @@ def discrimination_score(
     of other real conditions strictly closer than real ``k`` plus half of those exactly as
     close; the score is ``1 - r_k / (N - 1)`` with ``N`` real conditions. 1.0: real ``k`` is the
     closest; 0.0: it is the farthest. (cell-eval reports ``1 - r_k / N``, whose worst is
-    ``1 / N``.)
+    ``1 / N``.) cell-eval leaves each knock-out's target gene out of its own comparison, because
+    a knock-down of the target itself says nothing about the response: pass ``exclude`` to do
+    the same.
 
     Parameters
     ----------
@@ -208,6 +211,9 @@ def discrimination_score(
         Real control cells shared by all conditions.
     metric
         ``"l1"`` (cell-eval's default) or ``"l2"``.
+    exclude
+        Gene (column) indices left out of the distances of each predicted condition, e.g. the
+        target genes of a knock-out; conditions not in it use every gene.
 
     Returns
     -------
@@ -226,9 +232,17 @@ def discrimination_score(
         raise ValueError(f"metric must be 'l1' or 'l2', got {metric!r}")
     c = _mean(control)
     real_change = np.stack([_mean(real_by_condition[k]) - c for k in names])
+    exclude = dict(exclude or {})
     scores = {}
     for k, pred in pred_by_condition.items():
         diff = real_change - (_mean(pred) - c)
+        drop = np.asarray(exclude.get(k, ()), dtype=np.int64)
+        if drop.size:
+            if drop.min() < -diff.shape[1] or drop.max() >= diff.shape[1]:
+                raise ValueError(f"{k}: excluded gene index out of range for {diff.shape[1]} genes")
+            if np.unique(drop % diff.shape[1]).size == diff.shape[1]:
+                raise ValueError(f"{k}: every gene is excluded")
+            diff = np.delete(diff, drop, axis=1)
         d = np.abs(diff).sum(1) if metric == "l1" else np.sqrt((diff**2).sum(1))
         own = names.index(k)
         others = np.delete(d, own)
