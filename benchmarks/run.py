@@ -496,11 +496,14 @@ def main() -> None:
     )
     all_rows, all_times = [], []
     if args.update:  # keep the other tasks' results of the earlier run in --out
-        ran = set(base) | {e for e in EXTRA_TASKS if EXTRA_TASKS[e][0] in base}
+        ran = set(base) | {e for e in requested if e in EXTRA_TASKS}
         old_rows = pd.read_csv(args.out / "folds.csv")
         old_times = pd.read_csv(args.out / "timings.csv")
         all_rows.append(old_rows[~old_rows.task.isin(ran)])
-        all_times.append(old_times[~old_times.task.isin(base)])
+        # a design or ranking task's times are filed under its parent task: keep those of the
+        # ones not run again
+        kept = {f"rnadiff: {fn.__name__}" for e, (_, fn) in EXTRA_TASKS.items() if e not in ran}
+        all_times.append(old_times[~old_times.task.isin(base) | old_times.method.isin(kept)])
         print(f"updating {sorted(ran)} in {args.out}", flush=True)
     if args.reuse_peers is not None:  # peers' rows of an earlier run on the same splits
         old_rows = pd.read_csv(args.reuse_peers / "folds.csv")
