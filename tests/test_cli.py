@@ -242,6 +242,33 @@ def test_evaluate_scores_a_perfect_prediction_as_perfect(kang_file, tmp_path):
     assert metrics["knn_auc"] < unchanged["knn_auc"]
 
 
+def test_evaluate_by_condition_scores_each_and_discriminates(kang_file, tmp_path):
+    from rnadiff.data.preprocessing import detect_input_type, log_normalized_matrix
+
+    real = ad.read_h5ad(kang_file)
+    stim = real[(real.obs.group_id == "stim").to_numpy()]
+    perfect = ad.AnnData(
+        X=log_normalized_matrix(stim.X, detect_input_type(stim.X), 1e4),
+        obs=stim.obs[["cluster_id"]].copy(),
+        var=pd.DataFrame(index=stim.var_names),
+    )
+    pred_file = tmp_path / "perfect.h5ad"
+    perfect.write_h5ad(pred_file)
+    out = tmp_path / "by_condition.csv"
+    args = ["evaluate", "--pred", pred_file, "--real", kang_file, "--by", "cluster_id"]
+    args += ["--real-where", "group_id=stim", "--control-where", "group_id=ctrl", "--out", out]
+    text = invoke(*args)
+    assert "predicted conditions of 'cluster_id'" in text and "mean over conditions" in text
+    table = pd.read_csv(out, index_col="cluster_id")
+    assert sorted(table.index) == sorted(set(stim.obs.cluster_id.astype(str)))
+    assert (table.n_pred == table.n_real).all()
+    assert np.allclose(table.r2_mean_all, 1.0)
+    assert (table.discrimination_all_genes == 1.0).all()
+    # --control-label belongs to --by
+    result = runner.invoke(app, [str(a) for a in [*args[:5], "--control-label", "ctrl"]])
+    assert result.exit_code != 0 and "--control-label needs --by" in str(result.exception)
+
+
 def test_evaluate_tells_when_genes_do_not_match(kang_file, tmp_path):
     rng = np.random.default_rng(0)
     pred = ad.AnnData(

@@ -844,16 +844,60 @@ def evaluate(
             help="KEY=VALUE: real control cells are those whose obs column KEY equals VALUE (repeatable)."
         ),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Also write the metrics to this CSV.")] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            help="obs column naming each cell's condition (e.g. the perturbation) in the "
+            "predicted and real cells: score every predicted condition against the real cells "
+            "of the same label, and add the discrimination score (is each prediction closest "
+            "to its own real condition among all real ones? 1 = always; 'discrimination' "
+            "leaves each condition's own target genes out, as cell-eval does: the parts of "
+            "a label A+B that are genes)."
+        ),
+    ] = None,
+    control_label: Annotated[
+        str | None,
+        typer.Option(
+            help="With --by: the label of control cells in that column (e.g. non-targeting); "
+            "its cells are no condition, so --real can be the whole data set. Default: the "
+            "control cells' label when they all share one."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write the metrics to this CSV (with --by: one row per condition)."),
+    ] = None,
     seed: Seed = 0,
 ) -> None:
     """Score predicted cells against real ones: R² of means, Pearson delta, E-distance, MMD, ..."""
-    from rnadiff.evaluation.score import score
+    from rnadiff.evaluation.score import score, score_conditions
 
     predicted = _read(pred)
     real_cells = _subset(_read(real), real_where, "--real-where", real)
     control_file = control or real
     control_cells = _subset(_read(control_file), control_where, "--control-where", control_file)
+    if control_label is not None and by is None:
+        raise InputError("--control-label needs --by (the column it is a label of)")
+    if by is not None:
+        table = score_conditions(
+            predicted, real_cells, control_cells, by=by, seed=seed, control_label=control_label
+        )
+        typer.echo(
+            f"{len(table)} predicted conditions of {by!r} ({predicted.n_obs} cells) vs "
+            f"{real_cells.n_obs} real cells ({control_cells.n_obs} control) on "
+            f"{predicted.n_vars} genes"
+        )
+        shown = ["n_pred", "n_real", "pearson_delta_top100", "r2_mean_top100", "edistance"]
+        shown += [c for c in ("discrimination", "discrimination_all_genes") if c in table]
+        view = table[[c for c in shown if c in table]]
+        typer.echo(view.to_string(float_format=lambda v: f"{v:.4f}"))
+        means = table.drop(columns=["n_pred", "n_real"]).mean()
+        typer.echo("\nmean over conditions:")
+        typer.echo(means.to_string(float_format=lambda v: f"{v:.4f}"))
+        if out is not None:
+            _folder(out.parent, "--out")
+            table.to_csv(out)
+        return
     metrics = score(predicted, real_cells, control_cells, seed=seed)
     typer.echo(
         f"{predicted.n_obs} predicted vs {real_cells.n_obs} real cells "
