@@ -399,6 +399,27 @@ def test_effect_calibration_options(model_dir, kang_file, tmp_path):
     assert RNADiffusion.load(out).effect_scales == {}
 
 
+def test_train_length_options(kang_file, tmp_path):
+    base = ["train", "--data", kang_file, "--perturbation-key", "group_id", "--control", "ctrl"]
+    base += ["--calibration-cells", "0", *TINY]  # batches of 32 cells, 200 cells
+    # --epochs: passes over the cells, here ceil(1.5 * 200 / 32) = 10 steps (above --min-steps)
+    invoke(*base, "--out", tmp_path / "a", "--epochs", "1.5", "--min-steps", "3")
+    model = RNADiffusion.load(tmp_path / "a")
+    assert model.step == 10
+    assert model.train_config.epochs == 1.5 and model.train_config.min_steps == 3
+    # --min-steps lifts a short run; --max-steps caps a long one
+    invoke(*base, "--out", tmp_path / "b", "--epochs", "0.5", "--min-steps", "6")
+    assert RNADiffusion.load(tmp_path / "b").step == 6
+    invoke(*base, "--out", tmp_path / "c", "--epochs", "5", "--min-steps", "2", "--max-steps", "7")
+    assert RNADiffusion.load(tmp_path / "c").step == 7
+    # --max-steps alone: exactly that many
+    invoke(*base, "--out", tmp_path / "d", "--max-steps", "4")
+    assert RNADiffusion.load(tmp_path / "d").train_config.epochs is None
+    bad = runner.invoke(app, [str(a) for a in [*base, "--out", tmp_path / "e", "--epochs", "0"]])
+    assert bad.exit_code != 0 and "epochs must be positive" in str(bad.exception)
+    assert not (tmp_path / "e" / "config.json").exists()
+
+
 def test_denoise_writes_denoised_cells_with_their_obs(model_dir, kang_file, tmp_path):
     out = tmp_path / "denoised.h5ad"
     text = invoke(

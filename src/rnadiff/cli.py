@@ -226,7 +226,16 @@ def _summary(adata: ad.AnnData, keys: list[str], path: Path, seconds: float) -> 
 
 
 # options of 'train' that still apply with --resume (the checkpoint keeps all the others)
-_RESUME_OPTIONS = {"data", "out", "max_steps", "max_epochs", "resume", "quiet"}
+_RESUME_OPTIONS = {
+    "data",
+    "out",
+    "max_steps",
+    "epochs",
+    "min_steps",
+    "max_epochs",
+    "resume",
+    "quiet",
+}
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -275,9 +284,24 @@ def train(
     max_steps: Annotated[
         int | None,
         typer.Option(
-            help="Optimizer steps in total (a resumed run continues up to this). Default: 12 "
-            "passes over the training cells, at least 800 and at most 4000 steps (800 on a "
-            "Kang fold of 1400 cells, 1207 on Papalexi's 12900)."
+            help="Optimizer steps in total (a resumed run continues up to this); with "
+            "--epochs or --min-steps, the most steps. Default: 12 passes over the training "
+            "cells, at least 800 and at most 4000 steps (800 on a Kang fold of 1400 cells, "
+            "1207 on Papalexi's 12900)."
+        ),
+    ] = None,
+    epochs: Annotated[
+        float | None,
+        typer.Option(
+            help="Passes over the training cells a run aims for (default 12), kept between "
+            "--min-steps and --max-steps (default 4000)."
+        ),
+    ] = None,
+    min_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Optimizer steps at least when the length follows --epochs (default 800), "
+            "unless --max-epochs comes first."
         ),
     ] = None,
     max_epochs: Annotated[
@@ -325,8 +349,8 @@ def train(
         typer.Option(
             "--resume",
             help="Continue training from the checkpoint in --out, with the checkpoint's model "
-            "and training settings: only --max-steps and --max-epochs (when given) apply, "
-            "other options are ignored.",
+            "and training settings: only --max-steps, --epochs, --min-steps and --max-epochs "
+            "(when given) apply, other options are ignored.",
         ),
     ] = False,
     seed: Seed = 0,
@@ -344,10 +368,17 @@ def train(
 
     if max_epochs < 0:
         raise InputError(f"--max-epochs must be >= 0 (0: no cap), got {max_epochs:g}")
-    epochs = None if max_epochs == 0 else max_epochs
+    cap = None if max_epochs == 0 else max_epochs
     _check_folder(out, "--out")
-    adata = _read(data)
-    length = {} if max_steps is None else {"max_steps": max_steps, "epochs": None}
+    # the length: --max-steps alone trains exactly that many steps; --epochs / --min-steps
+    # follow the data (between --min-steps and --max-steps)
+    length: dict = {}
+    if epochs is not None or min_steps is not None:
+        length = {"epochs": 12.0 if epochs is None else epochs}
+        length |= {} if min_steps is None else {"min_steps": min_steps}
+        length |= {} if max_steps is None else {"max_steps": max_steps}
+    elif max_steps is not None:
+        length = {"max_steps": max_steps, "epochs": None}
     train_cfg = TrainConfig(
         **length,
         batch_size=batch_size,
@@ -356,8 +387,9 @@ def train(
         checkpoint_every=checkpoint_every,
         calibration_cells=calibration_cells,
         thinning=thinning,
-        max_epochs=epochs,
+        max_epochs=cap,
     )
+    adata = _read(data)
     t0 = time.perf_counter()
     if resume:
         ignored = [
@@ -369,13 +401,13 @@ def train(
         typer.echo(f"resuming from step {model.step} of {out}")
         typer.echo(
             "note: --resume keeps the checkpoint's model and training settings; only "
-            "--max-steps and --max-epochs (when given) apply"
+            "--max-steps, --epochs, --min-steps and --max-epochs (when given) apply"
             + (f"; ignored: {', '.join(ignored)}" if ignored else ""),
             err=True,
         )
         kept = (model.train_config or train_cfg).to_dict() | length
         if _given(ctx, "max_epochs"):
-            kept["max_epochs"] = epochs
+            kept["max_epochs"] = cap
         model.train(config=TrainConfig(**kept), checkpoint_dir=out, progress=not quiet)
     else:
         RNADiffusion.setup_anndata(
