@@ -29,7 +29,7 @@ import pandas as pd
 
 from rnadiff import datasets
 from rnadiff.data import splits
-from rnadiff.evaluation.benchmark import BenchConfig, prepare
+from rnadiff.evaluation.benchmark import BenchConfig, prepare, target_gene_indices
 from rnadiff.evaluation.metrics import discrimination_score
 
 OUT = Path("benchmarks/results/discrimination_scale")
@@ -55,13 +55,15 @@ def _seed_data(data, seed: int):
         ]
     )
     truth = np.stack([real[k].mean(0) - held_control.mean(0) for k in names])
-    return names, real, held_control, shift, se2, truth
+    # as the benchmark (and cell-eval): each knock-out's target gene out of its own comparison
+    exclude = target_gene_indices(split, prep.state.genes)
+    return names, real, held_control, shift, se2, truth, exclude
 
 
-def _score(names, real, held_control, change, shift, truth) -> dict:
+def _score(names, real, held_control, change, shift, truth, exclude) -> dict:
     c = held_control.mean(0)
     pred = {k: (c + change[i])[None] for i, k in enumerate(names)}
-    _, score = discrimination_score(pred, real, held_control)
+    _, score = discrimination_score(pred, real, held_control, exclude=exclude)
     top = [np.argsort(-np.abs(shift[i]))[:20] for i in range(len(names))]
     return {
         "discrimination": score,
@@ -89,13 +91,21 @@ def estimators(shift: np.ndarray, se2: np.ndarray, seed: int) -> dict[str, np.nd
 
 
 def seed_rows(data, seed: int, factors=FACTORS) -> tuple[list[dict], list[dict]]:
-    names, real, held_control, shift, se2, truth = _seed_data(data, seed)
+    names, real, held_control, shift, se2, truth, exclude = _seed_data(data, seed)
     scaled = [
-        {"seed": seed, "factor": f, **_score(names, real, held_control, f * shift, shift, truth)}
+        {
+            "seed": seed,
+            "factor": f,
+            **_score(names, real, held_control, f * shift, shift, truth, exclude),
+        }
         for f in factors
     ]
     denoised = [
-        {"seed": seed, "estimator": name, **_score(names, real, held_control, ch, shift, truth)}
+        {
+            "seed": seed,
+            "estimator": name,
+            **_score(names, real, held_control, ch, shift, truth, exclude),
+        }
         for name, ch in estimators(shift, se2, seed).items()
     ]
     return scaled, denoised

@@ -257,7 +257,8 @@ def test_evaluate_by_condition_scores_each_and_discriminates(kang_file, tmp_path
     out = tmp_path / "by_condition.csv"
     args = ["evaluate", "--pred", pred_file, "--real", kang_file, "--by", "cluster_id"]
     args += ["--real-where", "group_id=stim", "--control-where", "group_id=ctrl", "--out", out]
-    text = invoke(*args)
+    text = invoke(*args, "--plot", tmp_path / "by_condition.png")
+    assert (tmp_path / "by_condition.png").stat().st_size > 0
     assert "predicted conditions of 'cluster_id'" in text and "mean over conditions" in text
     table = pd.read_csv(out, index_col="cluster_id")
     assert sorted(table.index) == sorted(set(stim.obs.cluster_id.astype(str)))
@@ -267,6 +268,8 @@ def test_evaluate_by_condition_scores_each_and_discriminates(kang_file, tmp_path
     # --control-label belongs to --by
     result = runner.invoke(app, [str(a) for a in [*args[:5], "--control-label", "ctrl"]])
     assert result.exit_code != 0 and "--control-label needs --by" in str(result.exception)
+    result = runner.invoke(app, [str(a) for a in [*args[:5], "--plot", tmp_path / "x.png"]])
+    assert result.exit_code != 0 and "--plot needs --by" in str(result.exception)
 
 
 def test_evaluate_tells_when_genes_do_not_match(kang_file, tmp_path):

@@ -899,6 +899,13 @@ def evaluate(
         Path | None,
         typer.Option(help="Also write the metrics to this CSV (with --by: one row per condition)."),
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --by: a PNG of each condition's Pearson delta (top-100 DE genes), R² of "
+            "the top-100 DE genes' means and discrimination score."
+        ),
+    ] = None,
     seed: Seed = 0,
 ) -> None:
     """Score predicted cells against real ones: R² of means, Pearson delta, E-distance, MMD, ..."""
@@ -908,8 +915,9 @@ def evaluate(
     real_cells = _subset(_read(real), real_where, "--real-where", real)
     control_file = control or real
     control_cells = _subset(_read(control_file), control_where, "--control-where", control_file)
-    if control_label is not None and by is None:
-        raise InputError("--control-label needs --by (the column it is a label of)")
+    for option, value in (("--control-label", control_label), ("--plot", plot)):
+        if value is not None and by is None:
+            raise InputError(f"{option} needs --by (per-condition scores)")
     if by is not None:
         table = score_conditions(
             predicted, real_cells, control_cells, by=by, seed=seed, control_label=control_label
@@ -929,6 +937,12 @@ def evaluate(
         if out is not None:
             _folder(out.parent, "--out")
             table.to_csv(out)
+        if plot is not None:
+            from rnadiff.evaluation.plots import plot_conditions
+
+            _folder(plot.parent, "--plot")
+            plot_conditions(table, plot, title=f"{pred.name}: scores per {by}")
+            typer.echo(f"plot: {plot}")
         return
     metrics = score(predicted, real_cells, control_cells, seed=seed)
     typer.echo(

@@ -194,6 +194,56 @@ def plot_ranking(
     plt.close(fig)
 
 
+def plot_conditions(
+    table, path: str | os.PathLike, *, metrics: tuple[str, ...] | None = None, title: str = ""
+) -> None:
+    """Horizontal bars of per-condition metrics (one panel per metric), e.g. the table of
+    :func:`rnadiff.evaluation.score.score_conditions`.
+
+    Parameters
+    ----------
+    table
+        DataFrame with one row per condition (index: its label) and one column per metric.
+    path
+        Output PNG.
+    metrics
+        Columns shown; default: Pearson delta top-100, R² of the top-100 DE genes' means and
+        the discrimination score, those present.
+    title
+        Figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if metrics is None:
+        wanted = ("pearson_delta_top100", "r2_mean_top100", "discrimination")
+        metrics = tuple(m for m in wanted if m in table.columns)
+    missing = [m for m in metrics if m not in table.columns]
+    if missing or not metrics:
+        raise ValueError(f"metrics not in the table: {missing or 'none given'}")
+    labels = [str(i) for i in table.index][::-1]
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(3.2 * len(metrics) + 1.5, 0.28 * len(labels) + 1.6), sharey=True
+    )
+    axes = np.atleast_1d(axes)
+    for ax, metric in zip(axes, metrics, strict=True):
+        values = table[metric].to_numpy(dtype=float)[::-1]
+        ax.barh(labels, np.nan_to_num(values), color="tab:blue")
+        mean = np.nanmean(values) if np.isfinite(values).any() else np.nan
+        if np.isfinite(mean):
+            ax.axvline(mean, color="tab:orange", lw=1, label=f"mean {mean:.3f}")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_xlabel(metric, fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.suptitle(title or "per-condition scores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_umap(
     real: Mapping[str, np.ndarray],
     predicted: Mapping[str, np.ndarray],
