@@ -39,6 +39,8 @@ bench: install
 	$(BIN)/python benchmarks/run.py --out benchmarks/results
 	# cross-check of some metrics against cell-eval's (skipped when its venv is missing)
 	$(BIN)/python benchmarks/celleval_crosscheck.py --out benchmarks/results
+	# `rnadiff evaluate --by` on a screen must give the benchmark's per-knock-out scores (~1 min)
+	$(BIN)/python benchmarks/evaluate_by_check.py
 	# denoising: Zeisel 2015 deep cells thinned, denoised, compared with the deep truth
 	$(BIN)/python benchmarks/denoise_zeisel.py
 	# does the discrimination score reward exaggerated effects? (no model, ~1 min)
