@@ -156,6 +156,32 @@ def test_predict_with_where_filters(model_dir, kang_file, tmp_path):
     assert set(pred.obs["group_id"]) == {"stim"}
 
 
+def test_predict_under_several_perturbations_into_one_file(model_dir, kang_file, tmp_path):
+    base = ["predict", "--model", model_dir, "--source", kang_file, "--where", "group_id=ctrl"]
+    base += ["--steps", "4", "--quiet"]
+    invoke(*base, "--perturbation", "stim", "--out", tmp_path / "stim.h5ad")
+    invoke(*base, "--perturbation", "all", "--out", tmp_path / "all.h5ad")  # all but ctrl
+    invoke(
+        *base, "--perturbation", "stim", "--perturbation", "ctrl", "--out", tmp_path / "two.h5ad"
+    )
+    single, every, two = (ad.read_h5ad(tmp_path / f) for f in ("stim.h5ad", "all.h5ad", "two.h5ad"))
+    np.testing.assert_array_equal(every.X, single.X)  # the model's only perturbation: stim
+    assert two.n_obs == 2 * single.n_obs and two.obs_names.is_unique
+    assert list(two.obs_names[: single.n_obs]) == [f"{n}-stim" for n in single.obs_names]
+    assert list(two.obs.group_id.astype(str)) == ["stim"] * single.n_obs + ["ctrl"] * single.n_obs
+    # each part is the prediction under that perturbation alone (same seed)
+    np.testing.assert_array_equal(two.X[: single.n_obs], single.X)
+    info = two.uns["rnadiff"]
+    assert set(info["predictions"]) == {"stim", "ctrl"} and info["method"] == "counterfactual"
+    assert info["predictions"]["ctrl"]["target"]["group_id"] == "ctrl"
+    for extra, message in (
+        (["--perturbation", "all", "--perturbation", "stim"], "stands alone"),
+        (["--perturbation", "stim", "--perturbation", "stim"], "given twice"),
+    ):
+        result = runner.invoke(app, [str(a) for a in [*base, *extra, "--out", tmp_path / "x.h5ad"]])
+        assert result.exit_code != 0 and message in str(result.exception)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

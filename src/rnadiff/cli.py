@@ -499,7 +499,13 @@ def predict(
     ],
     out: Annotated[Path, typer.Option(help="Output .h5ad of predicted cells.")],
     perturbation: Annotated[
-        str | None, typer.Option(help="Target perturbation (e.g. 'stim' or 'A+B').")
+        list[str] | None,
+        typer.Option(
+            help="Target perturbation (e.g. 'stim' or 'A+B'). Repeatable, or 'all' (every "
+            "perturbation of the model but the control): the source cells are predicted under "
+            "each, into one file (cell names get '-<perturbation>'), e.g. a whole screen for "
+            "'rnadiff evaluate --by'."
+        ),
     ] = None,
     set: Annotated[
         list[str] | None,
@@ -541,25 +547,63 @@ def predict(
     target = _typed(target, m, "--set")
     src = _read(source)
     src = _subset(src, where, "--where", source)
+    perturbations = _perturbations(perturbation, m)
+    from tqdm.auto import tqdm
+
     t0 = time.perf_counter()
-    pred = m.predict(
-        src,
-        perturbation=perturbation,
-        target=target,
-        method=method,
-        sampler=sampler,
-        steps=steps,
-        guidance=_guidance(guidance),
-        transfer=transfer,
-        transfer_scale=transfer_scale,
-        encode_sigma=encode_sigma,
-        prior=gene_prior,
-        calibrated=calibrated,
-        seed=seed,
-        progress=not quiet,
-    )
+    preds = [
+        m.predict(
+            src,
+            perturbation=p,
+            target=target,
+            method=method,
+            sampler=sampler,
+            steps=steps,
+            guidance=_guidance(guidance),
+            transfer=transfer,
+            transfer_scale=transfer_scale,
+            encode_sigma=encode_sigma,
+            prior=gene_prior,
+            calibrated=calibrated,
+            seed=seed,
+            progress=not quiet and len(perturbations) == 1,
+        )
+        for p in tqdm(perturbations, disable=quiet or len(perturbations) == 1, desc="perturbations")
+    ]
+    pred = preds[0] if len(preds) == 1 else _stack_predictions(preds, perturbations)
     _write(pred, out)
     _summary(pred, m.registry.keys, out, time.perf_counter() - t0)
+
+
+def _perturbations(given: list[str] | None, model) -> list[str | None]:
+    """The --perturbation values; 'all': every perturbation of the model but the control."""
+    if not given:
+        return [None]
+    if "all" in given:
+        if len(given) > 1:
+            raise InputError("--perturbation all stands alone; do not list others with it")
+        reg = model.registry
+        if reg.perturbation_key is None:
+            raise InputError("--perturbation all: the model has no perturbation covariate")
+        names = [t for t in reg[reg.perturbation_key].tokens if t != reg.control]
+        if not names:
+            raise InputError("--perturbation all: the model knows no perturbation but the control")
+        return names
+    if len(set(given)) < len(given):
+        raise InputError(f"--perturbation: a value is given twice: {given}")
+    return list(given)
+
+
+def _stack_predictions(preds: list, perturbations: list) -> ad.AnnData:
+    """One AnnData of the predictions under several perturbations: cell names get
+    ``-<perturbation>``; ``uns['rnadiff']`` keeps what all share and, under ``predictions``,
+    each perturbation's own record."""
+    names = [str(p) for p in perturbations]
+    out = ad.concat(preds, keys=names, index_unique="-", merge="same")
+    infos = [dict(q.uns["rnadiff"]) for q in preds]
+    shared = {k: v for k, v in infos[0].items() if all(repr(i.get(k)) == repr(v) for i in infos)}
+    out.uns["rnadiff"] = {**shared, "predictions": dict(zip(names, infos, strict=True))}
+    return out
 
 
 @app.command()
