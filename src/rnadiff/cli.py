@@ -973,8 +973,7 @@ def evaluate(
         )
         shown = ["n_pred", "n_real", "pearson_delta_top100", "r2_mean_top100", "edistance"]
         shown += [c for c in ("discrimination", "discrimination_all_genes") if c in table]
-        view = table[[c for c in shown if c in table]]
-        typer.echo(view.to_string(float_format=lambda v: f"{v:.4f}"))
+        typer.echo(table[shown].to_string(float_format=lambda v: f"{v:.4f}"))
         means = table.drop(columns=["n_pred", "n_real"]).mean()
         typer.echo("\nmean over conditions:")
         typer.echo(means.to_string(float_format=lambda v: f"{v:.4f}"))

@@ -28,7 +28,11 @@ from rnadiff.evaluation.baselines import (
     linear_baseline,
     train_mean_baseline,
 )
-from rnadiff.evaluation.metrics import discrimination_score, response_metrics
+from rnadiff.evaluation.metrics import (
+    discrimination_score,
+    response_metrics,
+    target_gene_columns,
+)
 from rnadiff.model import RNADiffusion
 
 Predictions = dict[str, dict[str, np.ndarray]]  # evaluation -> method -> cells x genes
@@ -283,15 +287,13 @@ def target_gene_indices(split: Split, genes: Sequence[str]) -> dict[str, list[in
     """Per evaluation, the positions in ``genes`` of its perturbation's target genes (the parts
     of a combination ``A+B`` that are genes); evaluations without any get none."""
     key, sep = split.setup.get("perturbation_key"), split.setup.get("combination_sep", "+")
-    where = {g: i for i, g in enumerate(genes)}
-    out = {}
-    for ev in split.evaluations:
-        if key is None or key not in ev.target:
-            continue
-        idx = [where[p] for p in str(ev.target[key]).split(sep) if p in where]
-        if idx:
-            out[ev.name] = idx
-    return out
+    labels = {
+        ev.name: str(ev.target[key])
+        for ev in split.evaluations
+        if key is not None and key in ev.target
+    }
+    columns = target_gene_columns(list(labels.values()), genes, sep=sep)
+    return {name: columns[label] for name, label in labels.items() if columns[label]}
 
 
 def _row(split: Split, ev: Evaluation, method: str, metric: str, value: float) -> dict:

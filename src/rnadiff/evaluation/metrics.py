@@ -251,6 +251,15 @@ def discrimination_score(
     return scores, float(np.mean(list(scores.values())))
 
 
+def target_gene_columns(
+    labels: Sequence[str], genes: Sequence[str], *, sep: str = "+"
+) -> dict[str, list[int]]:
+    """Per perturbation label, the columns in ``genes`` of its parts that are genes (``A+B``:
+    A and B), for :func:`discrimination_score`'s ``exclude``; labels without any get ``[]``."""
+    where = {g: i for i, g in enumerate(genes)}
+    return {label: [where[p] for p in label.split(sep) if p in where] for label in labels}
+
+
 def population_metrics(
     pred,
     real,

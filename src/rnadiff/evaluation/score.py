@@ -10,7 +10,11 @@ from rnadiff.config import PreprocessConfig
 from rnadiff.data.preprocessing import detect_input_type, log_normalized_matrix
 from rnadiff.data.validation import check_genes, check_matrix
 from rnadiff.errors import InputError
-from rnadiff.evaluation.metrics import discrimination_score, response_metrics
+from rnadiff.evaluation.metrics import (
+    discrimination_score,
+    response_metrics,
+    target_gene_columns,
+)
 
 
 def _check_genes(available, genes: list[str], *, what: str) -> None:
@@ -176,8 +180,7 @@ def score_conditions(
     if len(candidates) >= 2:
         preds = {c: x_pred[pred_labels == c] for c in conditions}
         reals = {c: x_real[real_labels == c] for c in candidates}
-        where = {g: i for i, g in enumerate(genes)}
-        exclude = {c: [where[g] for g in c.split(sep) if g in where] for c in conditions}
+        exclude = target_gene_columns(conditions, genes, sep=sep)
         exclude = {c: i for c, i in exclude.items() if len(i) < len(genes)}  # keep some genes
         per, _ = discrimination_score(preds, reals, x_ctrl, exclude=exclude)
         every, _ = discrimination_score(preds, reals, x_ctrl)
