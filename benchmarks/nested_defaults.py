@@ -16,14 +16,20 @@ is then scored with its chosen candidate and with every candidate fixed.
 - ``--param steps``: outer scores are read from the training-length study's runs at seed 0
   (`training_length/kang_seed0_rows.csv`), checked first against a fresh run of the default;
   writes `benchmarks/results/nested_length/`.
-- ``--param p_mean``: outer scores are fresh runs of every candidate; writes
-  `benchmarks/results/nested_p_mean/`.
+- ``--param p_mean`` (-1.2 / 0 / 1), ``width`` (the network's hidden width, 256 / 128 / 512)
+  and ``calibration`` (`TrainConfig.calibration_cells`, 128 / 0: effect calibration on or off):
+  outer scores are fresh runs of every candidate; writes `benchmarks/results/nested_<param>/`
+  (``--seed 1``: `nested_<param>_seed1/`, and fresh outer runs for ``steps`` too).
+- ``--param compose``: the scale of ``"compose"`` transfer (1.5 / 1.25 / 2), which changes only
+  the prediction: one training per inner and outer fold serves every candidate, and the
+  default's outer scores are checked against the benchmark's own ``run_split``.
 
 Files: `inner.csv` (every inner run), `inner_means.csv` (means, ranks, choice), `choice.csv`
-(outer scores per fold and rule), `summary.md`.
+(outer scores per fold and rule), `wins.csv` (per fold, does each rule beat the additive
+baseline, scGen and CPA of the committed benchmark run at the same seed), `summary.md`.
 
     RNADIFF_DATA_DIR=../shared/data .venv/bin/python benchmarks/nested_defaults.py \\
-        --param steps|p_mean [--jobs 2]
+        --param steps|p_mean|width|calibration|compose [--seed 0] [--jobs 2]
 
 60 inner trainings (5 outer x 4 inner x 3 candidates), about 16 min on 2 cores (p_mean: 15
 outer runs more).
@@ -49,21 +55,62 @@ PARAMS = {  # candidates in order of preference (ties), the default, stored oute
         "nested_length",
     ),
     "p_mean": ((-1.2, 0.0, 1.0), -1.2, None, "nested_p_mean"),
+    "width": ((256, 128, 512), 256, None, "nested_width"),
+    "calibration": ((128, 0), 128, None, "nested_calibration"),
+    "compose": ((1.5, 1.25, 2.0), 1.5, None, "nested_compose"),
 }
+# candidates that change only the prediction: one training serves them all
+PREDICT_ONLY = {"compose": "transfer_scale"}
 METRICS = {"pearson_delta_top100": True, "r2_mean_top100": True, "edistance": False}
 CF = "rnadiff (counterfactual)"
 
 
 def config_for(param: str, value):
-    """The benchmark's configuration with one default replaced."""
-    from rnadiff import DiffusionConfig, ModelConfig
+    """The benchmark's configuration with one default replaced (prediction-only parameters:
+    the benchmark's own configuration)."""
+    from rnadiff import DiffusionConfig, ModelConfig, NetworkConfig, TrainConfig
     from rnadiff.evaluation.benchmark import BenchConfig
 
+    if param in PREDICT_ONLY:
+        return BenchConfig()
     if param == "steps":
         return BenchConfig(max_steps=int(value))
     if param == "p_mean":
         return BenchConfig(model=ModelConfig(diffusion=DiffusionConfig(p_mean=float(value))))
+    if param == "width":
+        return BenchConfig(model=ModelConfig(network=NetworkConfig(width=int(value))))
+    if param == "calibration":
+        return BenchConfig(train=TrainConfig(calibration_cells=int(value)))
     raise ValueError(f"unknown parameter {param!r}")
+
+
+def _scores(split, prep, pred) -> dict:
+    """The benchmark's target metrics of one counterfactual prediction (as ``score_split``)."""
+    from rnadiff.evaluation.metrics import response_metrics
+
+    (ev,) = split.evaluations
+    pops = prep.evaluations[ev.name]
+    m = response_metrics(
+        pred, pops["real"], pops["control"], top_n=(20, 100), distributional=True, seed=split.seed
+    )
+    return {k: float(m[k]) for k in METRICS}
+
+
+def _predict_each(split, param: str, values) -> list[tuple[object, dict]]:
+    """Train once with the benchmark's configuration; score the counterfactual made with each
+    candidate value of a prediction-only parameter."""
+    from rnadiff.evaluation.benchmark import prepare, rnadiff_predictions
+
+    config = config_for(param, None)
+    prep = prepare(split, config)
+    (ev,) = split.evaluations
+    _, _, model = rnadiff_predictions(split, config)
+    kw = dict(steps=config.sampler_steps, seed=split.seed, progress=False, prior=True)
+    out = []
+    for v in values:
+        pred = model.predict(ev.source, target=ev.target, **{PREDICT_ONLY[param]: v}, **kw).X
+        out.append((v, _scores(split, prep, pred)))
+    return out
 
 
 def _outer_splits(seed: int):
@@ -73,47 +120,69 @@ def _outer_splits(seed: int):
     return {s.fold: s for s in splits.kang_loo_celltype(datasets.load("kang2018_ifnb"), seed=seed)}
 
 
-def inner_run(param: str, outer: str, inner: str, value, seed: int) -> dict:
+def inner_run(param: str, outer: str, inner: str, values: tuple, seed: int) -> list[dict]:
     """Train on the outer fold's training cells minus ``inner``'s stimulated cells; score the
-    counterfactual of ``inner``."""
+    counterfactual of ``inner`` for each candidate in ``values`` (one training per candidate;
+    one in all for a prediction-only parameter)."""
     import torch
 
     from rnadiff.data import splits
     from rnadiff.evaluation.benchmark import prepare, rnadiff_predictions
-    from rnadiff.evaluation.metrics import response_metrics
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     train = _outer_splits(seed)[outer].train
     split = next(s for s in splits.kang_loo_celltype(train, seed=seed) if s.fold == inner)
-    config = config_for(param, value)
-    prep = prepare(split, config)
-    (ev,) = split.evaluations
-    pops = prep.evaluations[ev.name]
-    preds, _, _ = rnadiff_predictions(split, config)
-    m = response_metrics(
-        preds[ev.name][CF],
-        pops["real"],
-        pops["control"],
-        top_n=(20, 100),
-        distributional=True,
-        seed=seed,
-    )
-    row = {"outer": outer, "inner": inner, "value": value, "seed": seed}
-    row |= {k: float(m[k]) for k in METRICS}
-    return row | {"seconds": time.perf_counter() - t0}
+    if param in PREDICT_ONLY:
+        scored = _predict_each(split, param, values)
+    else:
+        scored = []
+        for value in values:
+            config = config_for(param, value)
+            prep = prepare(split, config)
+            preds, _, _ = rnadiff_predictions(split, config)
+            scored.append((value, _scores(split, prep, preds[split.evaluations[0].name][CF])))
+    seconds = (time.perf_counter() - t0) / len(scored)
+    return [
+        {"outer": outer, "inner": inner, "value": v, "seed": seed, **m, "seconds": seconds}
+        for v, m in scored
+    ]
 
 
-def outer_run(param: str, fold: str, value, seed: int) -> dict:
-    """A benchmark run of ``fold`` with the candidate ``value``: rnadiff's counterfactual."""
+def outer_run(param: str, fold: str, values: tuple, seed: int) -> list[dict]:
+    """Benchmark runs of ``fold`` with each candidate in ``values``: rnadiff's counterfactual
+    (prediction-only parameters: one training, and the default's scores from ``run_split``
+    itself must equal the ones computed here)."""
     import torch
 
     from rnadiff.evaluation.benchmark import run_split
 
     torch.set_num_threads(1)
-    rows, _ = run_split(_outer_splits(seed)[fold], config_for(param, value), log=lambda _: None)
-    rows = rows[(rows.method == CF) & rows.metric.isin(list(METRICS))]
-    return {"fold": fold, "value": value, **dict(zip(rows.metric, rows.value, strict=True))}
+    split = _outer_splits(seed)[fold]
+    if param in PREDICT_ONLY:
+        rows = []
+        for v, m in _predict_each(split, param, values):
+            rows.append({"fold": fold, "value": v, **m})
+        return rows
+    rows = []
+    for value in values:
+        r, _ = run_split(split, config_for(param, value), log=lambda _: None)
+        r = r[(r.method == CF) & r.metric.isin(list(METRICS))]
+        rows.append({"fold": fold, "value": value, **dict(zip(r.metric, r.value, strict=True))})
+    return rows
+
+
+def default_check(fold: str, seed: int) -> dict:
+    """``run_split``'s own counterfactual scores of ``fold`` with the benchmark's configuration,
+    to check the scores of a prediction-only parameter's default against."""
+    import torch
+
+    from rnadiff.evaluation.benchmark import BenchConfig, run_split
+
+    torch.set_num_threads(1)
+    r, _ = run_split(_outer_splits(seed)[fold], BenchConfig(), log=lambda _: None)
+    r = r[(r.method == CF) & r.metric.isin(list(METRICS))]
+    return {"fold": fold, **dict(zip(r.metric, r.value, strict=True))}
 
 
 def choose(inner: pd.DataFrame, values: tuple) -> pd.DataFrame:
@@ -132,6 +201,34 @@ def choose(inner: pd.DataFrame, values: tuple) -> pd.DataFrame:
     return pd.concat(ranks, ignore_index=True)
 
 
+RIVALS = {"baseline: additive": "additive", "scgen": "scGen", "cpa": "CPA"}
+
+
+def fold_wins(table: pd.DataFrame, folds: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Per rule, fold, rival and metric: does the rule's outer score (``table``) beat the
+    rival's score in a benchmark run (``folds``: rows of `folds.csv`) at the same seed?
+    Higher is better for Pearson delta and R², lower for E-distance; a tie is no win."""
+    folds = folds[
+        (folds.task == "kang_loo_celltype")
+        & (folds.seed == seed)
+        & folds.method.isin(list(RIVALS))
+        & folds.metric.isin(list(METRICS))
+    ]
+    rival = folds.set_index(["fold", "method", "metric"])["value"]
+    rows = []
+    for _, r in table.iterrows():
+        for method in RIVALS:
+            for metric, higher in METRICS.items():
+                theirs = rival.get((r.fold, method, metric))
+                if theirs is None:
+                    continue
+                win = r[metric] > theirs if higher else r[metric] < theirs
+                rows.append(
+                    {"rule": r.rule, "fold": r.fold, "rival": method, "metric": metric, "win": win}
+                )
+    return pd.DataFrame(rows, columns=["rule", "fold", "rival", "metric", "win"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--param", choices=sorted(PARAMS), default="steps")
@@ -139,30 +236,40 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     values, default, stored_rows, folder = PARAMS[args.param]
+    if args.seed != 0:  # stored rows are seed 0's; other seeds get fresh outer runs
+        stored_rows, folder = None, f"{folder}_seed{args.seed}"
     out = RESULTS / folder
     t_start = time.perf_counter()
     folds = list(_outer_splits(args.seed))
+    predict_only = args.param in PREDICT_ONLY
+    # one job per training: all candidates at once for a prediction-only parameter
+    each = [values] if predict_only else [(v,) for v in values]
     jobs = [
-        (args.param, o, i, v, args.seed) for o in folds for i in folds if i != o for v in values
+        (args.param, o, i, vs, args.seed) for o in folds for i in folds if i != o for vs in each
     ]
     # outer runs: the default only (to check stored rows), or every candidate
-    outer_values = [default] if stored_rows is not None else list(values)
+    outer_each = [(default,)] if stored_rows is not None else each
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
         outer_futures = [
-            pool.submit(outer_run, args.param, f, v, args.seed) for f in folds for v in outer_values
+            pool.submit(outer_run, args.param, f, vs, args.seed) for f in folds for vs in outer_each
         ]
+        check_futures = (
+            [pool.submit(default_check, f, args.seed) for f in folds] if predict_only else []
+        )
         futures = [pool.submit(inner_run, *job) for job in jobs]
         inner = []
         for k, future in enumerate(futures):
-            inner.append(future.result())
-            r = inner[-1]
-            print(
-                f"[{k + 1}/{len(jobs)}] {r['outer']} / {r['inner']} {args.param}={r['value']}: "
-                f"E {r['edistance']:.3f} ({r['seconds']:.0f} s)",
-                flush=True,
-            )
-        fresh = pd.DataFrame([f.result() for f in outer_futures]).set_index(["fold", "value"])
+            for r in future.result():
+                inner.append(r)
+                print(
+                    f"[{k + 1}/{len(jobs)}] {r['outer']} / {r['inner']} {args.param}="
+                    f"{r['value']}: E {r['edistance']:.3f} ({r['seconds']:.0f} s)",
+                    flush=True,
+                )
+        fresh = pd.DataFrame([r for f in outer_futures for r in f.result()])
+        fresh = fresh.set_index(["fold", "value"])
+        checked = pd.DataFrame([f.result() for f in check_futures])
     check = ""
     if stored_rows is not None:
         rows = pd.read_csv(stored_rows)
@@ -179,6 +286,14 @@ def main() -> None:
         print(check)
     else:
         outer = fresh
+    if predict_only:
+        ours = fresh.xs(default, level="value").loc[checked["fold"], list(METRICS)]
+        diff = np.abs(ours.to_numpy() - checked[list(METRICS)].to_numpy())
+        check = (
+            f"The default's outer scores checked against the benchmark's own run_split: largest "
+            f"difference {float(diff.max()):.1e}."
+        )
+        print(check)
     inner = pd.DataFrame(inner)
     ranked = choose(inner, values)
     chosen = ranked[ranked.chosen].set_index("outer")["value"]
@@ -219,7 +334,29 @@ def main() -> None:
             f"| {rule} | {m.pearson_delta_top100:.3f} | {m.r2_mean_top100:.3f} | "
             f"{m.edistance:.3f} |"
         )
-    lines += ["", f"{len(jobs)} inner runs, {time.perf_counter() - t_start:.0f} s wall."]
+    if (RESULTS / "folds.csv").exists():
+        wins = fold_wins(table, pd.read_csv(RESULTS / "folds.csv"), args.seed)
+        lines += [
+            "",
+            f"Folds (of {len(folds)}) where the rule beats each method of the benchmark's own "
+            f"run (`folds.csv`, seed {args.seed}); Pearson delta top-100 / R² top-100 / "
+            "E-distance:",
+            "",
+            "| rule | " + " | ".join(RIVALS.values()) + " |",
+            "|---|" + "---|" * len(RIVALS),
+        ]
+        for rule, g in wins.groupby("rule", sort=False):
+            cells = [
+                " / ".join(str(int(g[(g.rival == r) & (g.metric == m)].win.sum())) for m in METRICS)
+                for r in RIVALS
+            ]
+            lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+        wins.to_csv(out / "wins.csv", index=False)
+    lines += [
+        "",
+        f"{len(inner)} inner scores from {len(jobs)} trainings, "
+        f"{time.perf_counter() - t_start:.0f} s wall.",
+    ]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
