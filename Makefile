@@ -8,7 +8,7 @@ ifneq ($(wildcard ../shared/data),)
 export RNADIFF_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install demo test lint format bench peers clean
+.PHONY: install demo test lint format bench nested peers clean
 
 $(BIN)/rnadiff: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ bench: install
 	$(BIN)/python benchmarks/epochs_study.py
 	# is the E-distance's PCA space fair? a perfect prediction must score ~0 (no model, ~2 min)
 	$(BIN)/python benchmarks/pca_space_check.py
+
+# Were Kang's defaults chosen on the test folds? Each re-chosen on inner folds (~1 h 10 min)
+nested: install
+	for p in steps p_mean width compose; do \
+		$(BIN)/python benchmarks/nested_defaults.py --param $$p || exit 1; \
+	done
 
 peers:
 	bash benchmarks/peers/install.sh all
