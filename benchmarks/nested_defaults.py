@@ -35,8 +35,9 @@ baseline, scGen and CPA of the committed benchmark run at the same seed), `summa
     RNADIFF_DATA_DIR=../shared/data .venv/bin/python benchmarks/nested_defaults.py \\
         --param steps|p_mean|width|calibration|compose [--seed 0] [--jobs 2]
 
-60 inner trainings (5 outer x 4 inner x 3 candidates), about 16 min on 2 cores (p_mean: 15
-outer runs more).
+60 inner trainings (5 outer x 4 inner x 3 candidates) on 2 cores: steps ~16 min, p_mean ~18
+min and width ~19 min (15 outer runs more each); compose 20 inner and 10 outer trainings, ~7
+min.
 """
 
 from __future__ import annotations
