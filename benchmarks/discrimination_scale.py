@@ -16,6 +16,17 @@ change^2)``, ``se`` its standard error from the training cells), an empirical-Ba
 prior per gene, a rank-r projection of the knock-outs x genes change matrix, and (the other
 way) the training change plus Gaussian noise of its own standard error.
 
+A third table asks how much room there is at all (headroom): could any predictor, however
+accurate, beat the additive baseline here? Simulated splits whose true mean changes are known:
+each knock-out's cells (training and held-out pooled) minus their mean are its residuals, and
+a simulated cell is a true mean plus a residual drawn at random (a residual bootstrap; training
+and held-out samples of the split's sizes, 20 draws per seed). The true changes are the pooled
+mean changes themselves, or those denoised (James-Stein, empirical Bayes, as above: the raw
+pooled changes carry sampling noise, which makes null knock-outs look distinct). In each
+such world the oracle, which predicts every true mean change exactly, is scored against the
+additive baseline's estimate from a training-sized sample; a world whose additive score matches
+the real split's is the most plausible one.
+
     RNADIFF_DATA_DIR=../shared/data .venv/bin/python benchmarks/discrimination_scale.py
 """
 
@@ -111,6 +122,70 @@ def seed_rows(data, seed: int, factors=FACTORS) -> tuple[list[dict], list[dict]]
     return scaled, denoised
 
 
+def headroom_rows(data, seed: int, n_draws: int = 20) -> list[dict]:
+    """Oracle vs additive discrimination on simulated splits with known true changes (see the
+    module doc): one row per world, draw and predictor."""
+    split = next(splits.papalexi_seen(data, seed=seed))
+    prep = prepare(split, BenchConfig())
+    key, control = split.setup["perturbation_key"], split.setup["control"]
+    groups = split.train.obs[key].astype(str).to_numpy()
+    names = [ev.name for ev in split.evaluations]
+    exclude = target_gene_indices(split, prep.state.genes)
+    held = {k: prep.evaluations[k]["real"] for k in names}
+    held[control] = prep.evaluations[names[0]]["control"]
+    pools = {k: np.concatenate([prep.train[groups == k], held[k]]) for k in held}
+    sizes = {k: (len(pools[k]) - len(held[k]), len(held[k])) for k in pools}  # train, held out
+    means = {k: pools[k].mean(0) for k in pools}
+    raw = np.stack([means[k] - means[control] for k in names])
+    se2 = np.stack(
+        [
+            pools[k].var(0, ddof=1) / len(pools[k])
+            + pools[control].var(0, ddof=1) / len(pools[control])
+            for k in names
+        ]
+    )
+    worlds = {
+        "pooled change": raw,
+        **{
+            name.replace("training change", "pooled change"): change
+            for name, change in estimators(raw, se2, seed).items()
+            if name.startswith(("James-Stein", "empirical Bayes"))
+        },
+    }
+    rng = np.random.default_rng(seed)
+
+    def sample(k: str, mean: np.ndarray, n: int) -> np.ndarray:
+        resid = pools[k][rng.integers(0, len(pools[k]), n)].mean(0) - means[k]
+        return mean + resid
+
+    rows = []
+    for world, truth in worlds.items():
+        true = {k: means[control] + truth[i] for i, k in enumerate(names)}
+        true[control] = means[control]
+        for d in range(n_draws):
+            train = {k: sample(k, true[k], sizes[k][0]) for k in pools}
+            test = {k: sample(k, true[k], sizes[k][1]) for k in pools}
+            c = test[control]
+            real = {k: test[k][None] for k in names}
+            predictors = {
+                "oracle (true change)": {k: true[k] - true[control] for k in names},
+                "additive (training sample)": {k: train[k] - train[control] for k in names},
+            }
+            for predictor, change in predictors.items():
+                pred = {k: (c + change[k])[None] for k in names}
+                _, score = discrimination_score(pred, real, c[None], exclude=exclude)
+                rows.append(
+                    {
+                        "seed": seed,
+                        "world": world,
+                        "draw": d,
+                        "predictor": predictor,
+                        "discrimination": score,
+                    }
+                )
+    return rows
+
+
 def _table(summary: pd.DataFrame, first: str) -> str:
     head = f"| {first} | discrimination | MSE of change, all genes | MSE of change, top-20 genes |"
     return (
@@ -122,6 +197,35 @@ def _table(summary: pd.DataFrame, first: str) -> str:
             for k, r in summary.iterrows()
         )
     )
+
+
+def _headroom_table(head: pd.DataFrame, real_additive: float) -> str:
+    wide = head.pivot_table(
+        index=["world", "seed", "draw"], columns="predictor", values="discrimination"
+    )
+    wide["gap"] = wide["oracle (true change)"] - wide["additive (training sample)"]
+    lines = [
+        "",
+        "## Headroom: a predictor that knows every true mean change",
+        "",
+        "Simulated splits (residual bootstrap) around each world's true changes; mean over "
+        f"{wide.groupby(level='world').size().iloc[0]} draws (3 seeds x 20); gap: oracle minus "
+        f"additive, paired by draw, mean ± se. The real split's additive score: "
+        f"{real_additive:.3f}.",
+        "",
+        "| world (true changes) | additive | oracle | gap | oracle ahead / behind |",
+        "|---|---|---|---|---|",
+    ]
+    for world in head["world"].unique():  # in the order simulated
+        g = wide.xs(world, level="world")
+        gap = g["gap"]
+        lines.append(
+            f"| {world} | {g['additive (training sample)'].mean():.3f} | "
+            f"{g['oracle (true change)'].mean():.3f} | {gap.mean():+.3f} ± "
+            f"{gap.std() / np.sqrt(len(gap)):.3f} | {(gap > 0).sum()} / {(gap < 0).sum()} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -136,6 +240,8 @@ def main() -> None:
         a, b = seed_rows(data, s)
         scaled += a
         denoised += b
+    head = pd.DataFrame([r for s in range(args.seeds) for r in headroom_rows(data, s)])
+    head.to_csv(args.out / "headroom.csv", index=False)
     rows, est = pd.DataFrame(scaled), pd.DataFrame(denoised)
     rows.to_csv(args.out / "rows.csv", index=False)
     est.to_csv(args.out / "estimators.csv", index=False)
@@ -148,6 +254,7 @@ def main() -> None:
         + _table(by_factor, "factor")
         + "\n## Denoised (and noisier) estimates of the change\n\n"
         + _table(by_estimator, "estimator")
+        + _headroom_table(head, float(by_factor.loc[1.0, "discrimination"]))
     )
     (args.out / "summary.md").write_text(text)
     print(text)
