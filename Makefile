@@ -49,6 +49,8 @@ bench: install
 	$(BIN)/python benchmarks/epochs_study.py
 	# is the E-distance's PCA space fair? a perfect prediction must score ~0 (no model, ~2 min)
 	$(BIN)/python benchmarks/pca_space_check.py
+	# do counterfactual cells lose spread, and would a spread calibration help? (~4 min)
+	$(BIN)/python benchmarks/spread_study.py
 
 # Were Kang's defaults chosen on the test folds? Each re-chosen on inner folds (~1 h 10 min)
 nested: install
