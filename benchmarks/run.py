@@ -396,6 +396,15 @@ def _notes(times: pd.DataFrame) -> list[str]:
     return [*out, ""] if out else []
 
 
+def bench_config(max_steps: int | None, width: int | None) -> BenchConfig:
+    """The benchmark's configuration: rnadiff's defaults, or another length or width."""
+    if width is None:
+        return BenchConfig(max_steps=max_steps)
+    from rnadiff import ModelConfig, NetworkConfig
+
+    return BenchConfig(max_steps=max_steps, model=ModelConfig(network=NetworkConfig(width=width)))
+
+
 def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the workers and peers
     os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -408,6 +417,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
         "--max-steps", type=int, default=None, help="training steps (default: TrainConfig)"
+    )
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="rnadiff's hidden width (default: NetworkConfig's), to benchmark another one",
     )
     parser.add_argument("--peers", default="scgen,cpa,squidiff")
     parser.add_argument("--peer-budget", default="quick", choices=["quick", "full"])
@@ -452,7 +467,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.rescore_predictions is not None:
-        rows = rescore(args.rescore_predictions, args.out, BenchConfig(max_steps=args.max_steps))
+        rows = rescore(args.rescore_predictions, args.out, bench_config(args.max_steps, args.width))
         rows.to_csv(args.out / "folds.csv", index=False)
         times = pd.read_csv(args.out / "timings.csv")
         print(write_reports(rows, times, args.out))
@@ -461,7 +476,7 @@ def main() -> None:
         rows, times = (pd.read_csv(args.out / f) for f in ("folds.csv", "timings.csv"))
         print(write_reports(rows, times, args.out))
         return
-    config = BenchConfig(max_steps=args.max_steps)
+    config = bench_config(args.max_steps, args.width)
     args.out.mkdir(parents=True, exist_ok=True)
     peers = []  # installed peers; each worker builds its own runners
     for name in filter(None, args.peers.split(",")):
@@ -528,6 +543,7 @@ def main() -> None:
     meta = {
         "seeds": args.seeds,
         "max_steps": args.max_steps,
+        "width": args.width,
         "jobs": args.jobs,
         "bench_config": repr(config),
         "peers": sorted(peers),

@@ -1,4 +1,4 @@
-"""The nested-validation script's choice and win counting (benchmarks/nested_defaults.py)."""
+"""The nested-validation script (benchmarks/nested_defaults.py) and the benchmark's --width."""
 
 import sys
 from pathlib import Path
@@ -88,3 +88,16 @@ def test_fold_wins_compares_with_the_same_fold_and_seed_only():
         ("scgen", "r2_mean_top100"): True,
         ("scgen", "edistance"): False,
     }
+
+
+def test_benchmark_width_option_changes_only_the_network_width():
+    import run as bench
+
+    assert bench.bench_config(None, None) == bench.BenchConfig()
+    config = bench.bench_config(800, 128)
+    assert config.model_config().network.width == 128
+    assert config.train_config(0).max_steps == 800
+    default = bench.BenchConfig().model_config()
+    changed = config.model_config()
+    assert changed.preprocess == default.preprocess and changed.diffusion == default.diffusion
+    assert changed.network.depth == default.network.depth
