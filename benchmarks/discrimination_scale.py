@@ -47,10 +47,14 @@ OUT = Path("benchmarks/results/discrimination_scale")
 FACTORS = (0.5, 0.7, 1.0, 1.3, 1.6, 2.0, 3.0)
 
 
-def _seed_data(data, seed: int):
-    """Held-out control and real cells, the training change and its standard error."""
+def _prepared(data, seed: int):
+    """The benchmark's papalexi_seen split of ``seed`` and its preprocessing."""
     split = next(splits.papalexi_seen(data, seed=seed))
-    prep = prepare(split, BenchConfig())
+    return split, prepare(split, BenchConfig())
+
+
+def _seed_data(split, prep):
+    """Held-out control and real cells, the training change and its standard error."""
     key, control = split.setup["perturbation_key"], split.setup["control"]
     groups = split.train.obs[key].astype(str).to_numpy()
     ctrl = prep.train[groups == control]
@@ -101,8 +105,8 @@ def estimators(shift: np.ndarray, se2: np.ndarray, seed: int) -> dict[str, np.nd
     return out
 
 
-def seed_rows(data, seed: int, factors=FACTORS) -> tuple[list[dict], list[dict]]:
-    names, real, held_control, shift, se2, truth, exclude = _seed_data(data, seed)
+def seed_rows(split, prep, seed: int, factors=FACTORS) -> tuple[list[dict], list[dict]]:
+    names, real, held_control, shift, se2, truth, exclude = _seed_data(split, prep)
     scaled = [
         {
             "seed": seed,
@@ -122,11 +126,9 @@ def seed_rows(data, seed: int, factors=FACTORS) -> tuple[list[dict], list[dict]]
     return scaled, denoised
 
 
-def headroom_rows(data, seed: int, n_draws: int = 20) -> list[dict]:
+def headroom_rows(split, prep, seed: int, n_draws: int = 20) -> list[dict]:
     """Oracle vs additive discrimination on simulated splits with known true changes (see the
     module doc): one row per world, draw and predictor."""
-    split = next(splits.papalexi_seen(data, seed=seed))
-    prep = prepare(split, BenchConfig())
     key, control = split.setup["perturbation_key"], split.setup["control"]
     groups = split.train.obs[key].astype(str).to_numpy()
     names = [ev.name for ev in split.evaluations]
@@ -235,12 +237,14 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data = splits.papalexi_clean(datasets.load("papalexi2021"))
-    scaled, denoised = [], []
+    scaled, denoised, head = [], [], []
     for s in range(args.seeds):
-        a, b = seed_rows(data, s)
+        split, prep = _prepared(data, s)
+        a, b = seed_rows(split, prep, s)
+        head += headroom_rows(split, prep, s)
         scaled += a
         denoised += b
-    head = pd.DataFrame([r for s in range(args.seeds) for r in headroom_rows(data, s)])
+    head = pd.DataFrame(head)
     head.to_csv(args.out / "headroom.csv", index=False)
     rows, est = pd.DataFrame(scaled), pd.DataFrame(denoised)
     rows.to_csv(args.out / "rows.csv", index=False)

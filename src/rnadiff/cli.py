@@ -550,6 +550,7 @@ def predict(
     perturbations = _perturbations(perturbation, m)
     from tqdm.auto import tqdm
 
+    guide = _guidance(guidance)
     t0 = time.perf_counter()
     preds = [
         m.predict(
@@ -559,7 +560,7 @@ def predict(
             method=method,
             sampler=sampler,
             steps=steps,
-            guidance=_guidance(guidance),
+            guidance=guide,
             transfer=transfer,
             transfer_scale=transfer_scale,
             encode_sigma=encode_sigma,
