@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from rnadiff import RNADiffusion
 from rnadiff.cli import app
+from rnadiff.conditioning.calibration import widen
 
 DATA = Path(os.environ.get("RNADIFF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data"))
 KANG = DATA / "kang2018_ifnb_pbmc_counts.h5ad"
@@ -513,3 +514,25 @@ def test_train_with_count_thinning(kang_file, tmp_path):
     invoke("train", "--data", kang_file, "--out", out, *args, "--thinning", "0.5", *TINY)
     config = json.loads((out / "config.json").read_text())
     assert config["train_config"]["thinning"] == 0.5
+
+
+def test_spread_calibration_options(model_dir, kang_file, tmp_path):
+    scale = RNADiffusion.load(model_dir).spread_scale  # calibrated at the end of training
+    assert scale != 1.0
+    args = ["predict", "--model", model_dir, "--source", kang_file, "--where", "group_id=ctrl"]
+    args += ["--perturbation", "stim", "--steps", "3", "--quiet"]
+    invoke(*args, "--out", tmp_path / "a.h5ad")
+    invoke(*args, "--no-spread", "--out", tmp_path / "b.h5ad")
+    wide, plain = ad.read_h5ad(tmp_path / "a.h5ad"), ad.read_h5ad(tmp_path / "b.h5ad")
+    assert wide.uns["rnadiff"]["spread_scale"] == scale
+    assert plain.uns["rnadiff"]["spread_scale"] == 1.0
+    for t in sorted(set(wide.obs.cluster_id)):  # each target cell type around its own mean
+        rows = (wide.obs.cluster_id == t).to_numpy()
+        expected = widen(plain.X[rows], np.zeros(rows.sum()), scale)
+        np.testing.assert_allclose(wide.X[rows], expected, rtol=1e-5, atol=1e-6)
+    out = tmp_path / "unspread"
+    invoke(
+        "train", "--data", kang_file, "--out", out, "--perturbation-key", "group_id",
+        "--control", "ctrl", "--max-steps", "3", "--spread-cells", "0", *TINY,
+    )  # fmt: skip
+    assert RNADiffusion.load(out).spread_scale == 1.0

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, TrainConfig
+from rnadiff.conditioning.calibration import spread_ratio, widen
 from rnadiff.data.preprocessing import log_expression
 from rnadiff.errors import InputError
 from rnadiff.evaluation.metrics import response_metrics
@@ -240,6 +241,109 @@ def test_effect_scales_are_saved_and_calibration_can_be_turned_off(kang, model_,
     )
     fresh.train(max_steps=3, progress=False)
     assert fresh.effect_scales == {} and fresh.calibrate_effects().empty
+
+
+def test_spread_factor_is_the_mean_ratio_over_the_measured_transports(model_):
+    """Recomputed from public predictions: every training type's control cells predicted as
+    stimulated (not widened) against its real stimulated cells; the held-out type, never
+    measured stimulated, is no pair."""
+    before = model_.spread_scale
+    try:
+        table = model_.calibrate_spread(n_cells=10**6, min_cells=2)  # every control cell
+    finally:
+        found, model_.spread_scale = model_.spread_scale, before
+    assert found == before  # same cells as the training's calibration (all of them)
+    train = model_.adata
+    obs = train.obs
+    types = sorted(set(obs.cluster_id) - {HOLDOUT})
+    assert len(table) == len(types)
+    log = model_.log_expression(train)
+    ratios = []
+    for t in types:
+        src = ((obs.cluster_id == t) & (obs.group_id == "ctrl")).to_numpy()
+        dst = ((obs.cluster_id == t) & (obs.group_id == "stim")).to_numpy()
+        moved = model_.predict(train[src], perturbation="stim", spread=False, progress=False).X
+        ratios.append(spread_ratio(moved, log[dst]))
+        (row,) = table.index[table.target.str.contains(f"cluster_id={t}", regex=False)]
+        assert table.loc[row, "n_source"] == src.sum() and table.loc[row, "n_target"] == dst.sum()
+        assert table.loc[row, "ratio"] == pytest.approx(ratios[-1], rel=1e-5)
+    assert found == pytest.approx(np.clip(np.mean(ratios), 0.5, 2.0), rel=1e-5)
+    assert found > 1  # the transport narrows the population
+
+
+def test_counterfactual_cells_are_widened_around_their_mean(kang, model_):
+    r = model_.spread_scale
+    assert r != 1.0
+    cells = kang[(kang.obs.group_id == "ctrl").to_numpy()]  # every type, widened per type
+    kw = dict(perturbation="stim", progress=False)
+    wide = model_.predict(cells, **kw)
+    plain = model_.predict(cells, spread=False, **kw)
+    assert wide.uns["rnadiff"]["spread_scale"] == r and plain.uns["rnadiff"]["spread_scale"] == 1
+    assert (wide.X >= 0).all()
+    for t in sorted(set(cells.obs.cluster_id)):
+        rows = (cells.obs.cluster_id == t).to_numpy()
+        np.testing.assert_allclose(wide.X[rows].mean(0), plain.X[rows].mean(0), atol=1e-5)
+        np.testing.assert_allclose(
+            wide.X[rows], widen(plain.X[rows], np.zeros(rows.sum()), r), rtol=1e-6
+        )
+        assert wide.X[rows].var(0).sum() > plain.X[rows].var(0).sum()
+    # generation samples from noise and is never widened
+    gen = model_.generate({"group_id": "stim"}, n_cells=5, progress=False)
+    assert "spread_scale" not in gen.uns["rnadiff"]
+    before = model_.spread_scale
+    try:  # a factor of 1 is the cells as decoded
+        model_.spread_scale = 1.0
+        np.testing.assert_array_equal(model_.predict(cells, **kw).X, plain.X)
+    finally:
+        model_.spread_scale = before
+
+
+def test_spread_scale_is_saved_and_spread_calibration_can_be_turned_off(kang, model_, tmp_path):
+    model_.save(tmp_path / "m")
+    assert RNADiffusion.load(tmp_path / "m").spread_scale == model_.spread_scale
+    small = kang[:200].copy()
+    RNADiffusion.setup_anndata(small, perturbation_key="group_id", control="ctrl")
+    config = ModelConfig(preprocess=PreprocessConfig(n_top_genes=50))
+    fresh = RNADiffusion(small, config=config)
+    fresh.train(config=TrainConfig(max_steps=3, spread_cells=0), progress=False)
+    assert fresh.spread_scale == 1.0
+    for bad in (dict(n_cells=0), dict(max_pairs=0), dict(min_cells=1)):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            fresh.calibrate_spread(**bad)
+    with pytest.raises(InputError, match="spread_cells"):
+        TrainConfig(spread_cells=-1)
+    unperturbed = kang[:200].copy()  # no perturbation and nothing continuous: no pair
+    RNADiffusion.setup_anndata(unperturbed, cell_type_key="cluster_id")
+    fresh = RNADiffusion(unperturbed, config=config)
+    fresh.train(max_steps=3, progress=False)
+    assert fresh.spread_scale == 1.0 and fresh.calibrate_spread().empty
+
+
+def test_spread_pairs_of_a_time_course_are_neighbouring_times_both_ways(kang):
+    train = kang[kang.obs.cluster_id.isin(["B cells", "CD4 T cells"]).to_numpy()].copy()
+    rng = np.random.default_rng(0)
+    train.obs["hours"] = rng.choice([0.0, 24.0, 72.0], size=train.n_obs)
+    RNADiffusion.setup_anndata(train, time_key="hours", cell_type_key="cluster_id")
+    config = ModelConfig(
+        preprocess=PreprocessConfig(n_top_genes=100),
+        network=NetworkConfig(width=64, depth=1, emb_dim=16),
+    )
+    model = RNADiffusion(train, config=config)
+    model.train(config=TrainConfig(max_steps=20, spread_cells=0), progress=False)
+    table = model.calibrate_spread(n_cells=30, min_cells=2)
+    # per cell type: 0 <-> 24 and 24 <-> 72 h, never 0 <-> 72 h or across types
+    assert len(table) == 2 * 2 * 2
+    for _, row in table.iterrows():
+        src, dst = (
+            dict(p.split("=") for p in row.source.split(", ")),
+            dict(p.split("=") for p in row.target.split(", ")),
+        )
+        assert src["cluster_id"] == dst["cluster_id"]
+        assert {float(src["hours"]), float(dst["hours"])} in ({0.0, 24.0}, {24.0, 72.0})
+        assert row.n_source == min(30, ((train.obs.hours == float(src["hours"])) & (
+            train.obs.cluster_id == src["cluster_id"])).sum())  # fmt: skip
+    assert model.spread_scale == pytest.approx(np.clip(table.ratio.mean(), 0.5, 2.0))
+    assert len(model.calibrate_spread(max_pairs=3)) == 3
 
 
 def test_calibration_decodes_at_the_perturbations_own_dose(kang):

@@ -319,7 +319,7 @@ def train(
     checkpoint_every: Annotated[
         int, typer.Option(help="Steps between checkpoints in --out.")
     ] = 1000,
-    width: Annotated[int, typer.Option(help="Hidden width of the denoiser network.")] = 256,
+    width: Annotated[int, typer.Option(help="Hidden width of the denoiser network.")] = 128,
     depth: Annotated[int, typer.Option(help="Residual blocks of the denoiser network.")] = 3,
     calibration_cells: Annotated[
         int,
@@ -328,6 +328,15 @@ def train(
             "calibrated after training (0: no calibration)."
         ),
     ] = 128,
+    spread_cells: Annotated[
+        int,
+        typer.Option(
+            help="Training cells per pair of measured conditions (e.g. a cell type's control "
+            "and stimulated cells) from which the spread lost by counterfactual cells is "
+            "calibrated after training (0: no spread calibration; see "
+            "RNADiffusion.calibrate_spread)."
+        ),
+    ] = 256,
     thinning: Annotated[
         float,
         typer.Option(
@@ -386,6 +395,7 @@ def train(
         seed=seed,
         checkpoint_every=checkpoint_every,
         calibration_cells=calibration_cells,
+        spread_cells=spread_cells,
         thinning=thinning,
         max_epochs=cap,
     )
@@ -536,6 +546,16 @@ def predict(
     transfer_scale: TransferScale = None,
     gene_prior: GenePrior = False,
     calibrated: Calibrated = True,
+    spread: Annotated[
+        bool,
+        typer.Option(
+            "--spread/--no-spread",
+            help="Counterfactual: widen each target condition's predicted cells around their "
+            "mean by the model's spread_scale, the spread that encoding and decoding lose as "
+            "measured on the training cells after training (every gene's mean is kept); "
+            "--no-spread: the cells as decoded.",
+        ),
+    ] = True,
     seed: Seed = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -566,6 +586,7 @@ def predict(
             encode_sigma=encode_sigma,
             prior=gene_prior,
             calibrated=calibrated,
+            spread=spread,
             seed=seed,
             progress=not quiet and len(perturbations) == 1,
         )

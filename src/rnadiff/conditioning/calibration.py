@@ -1,11 +1,13 @@
-"""Effect calibration: how much a model's predicted perturbation effects must be scaled to
-match the effects measured in its training data (pure functions on arrays)."""
+"""Calibration on the training cells (pure functions on arrays): how much a model's predicted
+perturbation effects must be scaled to match the effects measured in its training data, and
+how much its counterfactual cells must be widened to match the spread of real cells."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import numpy as np
+import pandas as pd
 
 SCALE_RANGE = (0.5, 5.0)
 
@@ -48,3 +50,76 @@ def effect_scales(
         norm = float(p @ p)
         out[k] = 1.0 if norm == 0 else float(np.clip((o @ p) / norm, low, high))
     return out
+
+
+SPREAD_RANGE = (0.5, 2.0)
+
+
+def spread_ratio(moved: np.ndarray, real: np.ndarray) -> float:
+    """How much wider real cells are than cells moved to their condition.
+
+    ``sqrt(sum_g var(real_g) / sum_g var(moved_g))``: the ratio of the populations' total
+    standard deviations (variances over cells with ``ddof=1``, summed over genes).
+
+    Parameters
+    ----------
+    moved
+        Cells predicted for a condition, ``(n, genes)``, at least 2.
+    real
+        Real cells of that condition, ``(m, genes)``, at least 2.
+
+    Returns
+    -------
+    float
+        The ratio; 1 when both populations are constant, ``inf`` when only the moved one is.
+    """
+    moved, real = np.asarray(moved, dtype=np.float64), np.asarray(real, dtype=np.float64)
+    if moved.ndim != 2 or real.ndim != 2 or moved.shape[1] != real.shape[1]:
+        raise ValueError(f"moved {moved.shape} and real {real.shape} must be (cells, genes)")
+    if len(moved) < 2 or len(real) < 2:
+        raise ValueError("moved and real need at least 2 cells each")
+    v_moved, v_real = moved.var(0, ddof=1).sum(), real.var(0, ddof=1).sum()
+    if v_moved == 0:
+        return 1.0 if v_real == 0 else float("inf")
+    return float(np.sqrt(v_real / v_moved))
+
+
+def widen(x: np.ndarray, groups: np.ndarray, scale: float) -> np.ndarray:
+    """Widen each group of cells around its own mean, keeping every gene's mean.
+
+    Each cell becomes ``mean + scale * (cell - mean)``. Values are log-normalized expression,
+    so they are then clipped at 0, and each gene's values in the group are multiplied by the
+    factor that restores its mean (clipping alone would raise the mean of genes that are 0
+    in many cells). A group of one cell, and a gene that is 0 throughout, are unchanged.
+
+    Parameters
+    ----------
+    x
+        Non-negative cells ``(n, genes)``.
+    groups
+        Group label of each cell, length ``n``.
+    scale
+        The factor, positive.
+
+    Returns
+    -------
+    ndarray
+        A new array of ``x``'s shape and dtype.
+    """
+    x = np.asarray(x)
+    groups = np.asarray(groups)
+    if x.ndim != 2 or len(groups) != len(x):
+        raise ValueError(f"{len(groups)} group labels for cells of shape {x.shape}")
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    if (x < 0).any():
+        raise ValueError("x must be non-negative (log-normalized expression)")
+    out = x.astype(np.float64, copy=True)
+    codes = pd.factorize(groups)[0]
+    for g in np.unique(codes):
+        rows = codes == g
+        center = out[rows].mean(0)
+        wide = np.clip(center + scale * (out[rows] - center), 0, None)
+        now = wide.mean(0)
+        out[rows] = wide * np.divide(center, now, out=np.ones_like(now), where=now > 0)
+    return out.astype(x.dtype, copy=False)
