@@ -16,9 +16,11 @@ is then scored with its chosen candidate and with every candidate fixed.
 - ``--param steps``: outer scores are read from the training-length study's runs at seed 0
   (`training_length/kang_seed0_rows.csv`), checked first against a fresh run of the default;
   writes `benchmarks/results/nested_length/`.
-- ``--param p_mean`` (-1.2 / 0 / 1) and ``width`` (the network's hidden width, 256 / 128 /
-  512): outer scores are fresh runs of every candidate; writes `benchmarks/results/nested_<param>/`
-  (``--seed 1``: `nested_<param>_seed1/`, and fresh outer runs for ``steps`` too).
+- ``--param p_mean`` (-1.2 / 0 / 1) and ``width`` (the network's hidden width, 128 / 256 /
+  512; the committed `nested_width/` and `_seed1/` ran with 256 as the default and first
+  candidate): outer scores are fresh runs of every candidate; writes
+  `benchmarks/results/nested_<param>/` (``--seed 1``: `nested_<param>_seed1/`, and fresh outer
+  runs for ``steps`` too).
 - ``--param compose``: the scale of ``"compose"`` transfer (1.5 / 1.25 / 2), which changes only
   the prediction: one training per inner and outer fold serves every candidate, and the
   default's outer scores are checked against the benchmark's own ``run_split``.
@@ -33,7 +35,11 @@ Files: `inner.csv` (every inner run), `inner_means.csv` (means, ranks, choice), 
 baseline, scGen and CPA of the committed benchmark run at the same seed), `summary.md`.
 
     RNADIFF_DATA_DIR=../shared/data .venv/bin/python benchmarks/nested_defaults.py \\
-        --param steps|p_mean|width|calibration|compose [--seed 0] [--jobs 2]
+        --param steps|p_mean|width|compose [--seed 0] [--jobs 2] [--tag w128]
+
+The benchmark's configuration is rnadiff's defaults at the time of the run: the committed
+folders without a tag were run at width 256 without spread calibration (before 2026-11-25);
+`_w128` folders at width 128 with it.
 
 60 inner trainings (5 outer x 4 inner x 3 candidates) on 2 cores: steps ~16 min, p_mean ~18
 min and width ~19 min (15 outer runs more each); compose 20 inner and 10 outer trainings, ~7
@@ -60,7 +66,8 @@ PARAMS = {  # candidates in order of preference (ties), the default, stored oute
         "nested_length",
     ),
     "p_mean": ((-1.2, 0.0, 1.0), -1.2, None, "nested_p_mean"),
-    "width": ((256, 128, 512), 256, None, "nested_width"),
+    # nested_width/ and _seed1/ were run when 256 was the default (before 2026-11-25)
+    "width": ((128, 256, 512), 128, None, "nested_width"),
     "compose": ((1.5, 1.25, 2.0), 1.5, None, "nested_compose"),
 }
 # candidates that change only the prediction: one training serves them all
@@ -236,10 +243,18 @@ def main() -> None:
     parser.add_argument("--param", choices=sorted(PARAMS), default="steps")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tag",
+        default="",
+        help="suffix of the results folder (e.g. w128 for a re-run after a change of the "
+        "defaults); tagged runs make fresh outer runs",
+    )
     args = parser.parse_args()
     values, default, stored_rows, folder = PARAMS[args.param]
     if args.seed != 0:  # stored rows are seed 0's; other seeds get fresh outer runs
         stored_rows, folder = None, f"{folder}_seed{args.seed}"
+    if args.tag:
+        stored_rows, folder = None, f"{folder}_{args.tag}"
     out = RESULTS / folder
     t_start = time.perf_counter()
     folds = list(_outer_splits(args.seed))

@@ -865,10 +865,12 @@ class RNADiffusion:
             decoding.
         spread
             Counterfactual only: widen the predicted cells of each target condition around
-            their own mean by ``spread_scale``, the spread lost in
-            transport as :meth:`calibrate_spread` measured it on the training cells (values
-            clipped at 0). The widening is relative to the cells predicted together: predict
-            a population in one call, not cell by cell. False: the cells as decoded.
+            their own mean by ``spread_scale``, the spread lost in transport as
+            :meth:`calibrate_spread` measured it on the training cells
+            (:func:`rnadiff.conditioning.calibration.widen`: values stay non-negative and
+            every gene keeps its mean). The widening is relative to the cells predicted
+            together: predict a population in one call, not cell by cell. False: the cells
+            as decoded.
         seed, batch_size, progress
             As in :meth:`generate`.
         encode_sigma

@@ -94,8 +94,9 @@ def test_benchmark_width_option_changes_only_the_network_width():
     import run as bench
 
     assert bench.bench_config(None, None) == bench.BenchConfig()
-    config = bench.bench_config(800, 128)
-    assert config.model_config().network.width == 128
+    assert bench.BenchConfig().model_config().network.width != 64
+    config = bench.bench_config(800, 64)
+    assert config.model_config().network.width == 64
     assert config.train_config(0).max_steps == 800
     default = bench.BenchConfig().model_config()
     changed = config.model_config()
