@@ -319,33 +319,6 @@ def test_spread_scale_is_saved_and_spread_calibration_can_be_turned_off(kang, mo
     assert fresh.spread_scale == 1.0 and fresh.calibrate_spread().empty
 
 
-def test_spread_pairs_of_a_time_course_are_neighbouring_times_both_ways(kang):
-    train = kang[kang.obs.cluster_id.isin(["B cells", "CD4 T cells"]).to_numpy()].copy()
-    rng = np.random.default_rng(0)
-    train.obs["hours"] = rng.choice([0.0, 24.0, 72.0], size=train.n_obs)
-    RNADiffusion.setup_anndata(train, time_key="hours", cell_type_key="cluster_id")
-    config = ModelConfig(
-        preprocess=PreprocessConfig(n_top_genes=100),
-        network=NetworkConfig(width=64, depth=1, emb_dim=16),
-    )
-    model = RNADiffusion(train, config=config)
-    model.train(config=TrainConfig(max_steps=20, spread_cells=0), progress=False)
-    table = model.calibrate_spread(n_cells=30, min_cells=2)
-    # per cell type: 0 <-> 24 and 24 <-> 72 h, never 0 <-> 72 h or across types
-    assert len(table) == 2 * 2 * 2
-    for _, row in table.iterrows():
-        src, dst = (
-            dict(p.split("=") for p in row.source.split(", ")),
-            dict(p.split("=") for p in row.target.split(", ")),
-        )
-        assert src["cluster_id"] == dst["cluster_id"]
-        assert {float(src["hours"]), float(dst["hours"])} in ({0.0, 24.0}, {24.0, 72.0})
-        assert row.n_source == min(30, ((train.obs.hours == float(src["hours"])) & (
-            train.obs.cluster_id == src["cluster_id"])).sum())  # fmt: skip
-    assert model.spread_scale == pytest.approx(np.clip(table.ratio.mean(), 0.5, 2.0))
-    assert len(model.calibrate_spread(max_pairs=3)) == 3
-
-
 def test_calibration_decodes_at_the_perturbations_own_dose(kang):
     """Control cells have dose 0; the stimulated ones dose 1. The calibration must predict
     the stimulus at dose 1 (what was measured), not at the control cells' dose 0."""

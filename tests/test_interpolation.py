@@ -109,3 +109,27 @@ def test_ranking_likelihood_interpolates_between_time_points(_kang_small_session
     finally:
         model.measured = saved
     assert np.allclose(at_24["denoising_error"], at_24_network["denoising_error"])
+
+
+def test_spread_pairs_of_a_time_course_are_neighbouring_times_both_ways(timed):
+    train = timed.adata
+    types = sorted(set(train.obs.cluster_id))
+    before = timed.spread_scale
+    try:
+        table = timed.calibrate_spread(n_cells=30, min_cells=2)
+        found = timed.spread_scale
+        assert len(timed.calibrate_spread(n_cells=30, min_cells=2, max_pairs=3)) == 3
+    finally:
+        timed.spread_scale = before
+    # per cell type: 0 <-> 24 and 24 <-> 72 h, never 0 <-> 72 h or across types
+    assert len(table) == len(types) * 2 * 2
+    for _, row in table.iterrows():
+        src = dict(p.split("=") for p in row.source.split(", "))
+        dst = dict(p.split("=") for p in row.target.split(", "))
+        assert src["cluster_id"] == dst["cluster_id"]
+        assert {float(src["Hours"]), float(dst["Hours"])} in ({0.0, 24.0}, {24.0, 72.0})
+        same = (train.obs.Hours == float(src["Hours"])) & (
+            train.obs.cluster_id == src["cluster_id"]
+        )
+        assert row.n_source == min(30, same.sum())
+    assert found == pytest.approx(np.clip(table.ratio.mean(), 0.5, 2.0))
