@@ -568,16 +568,15 @@ class RNADiffusion:
                 }
             )
         table = pd.DataFrame(rows, columns=columns)
-        finite = table.ratio[np.isfinite(table.ratio)]
+        finite = table.ratio[np.isfinite(table.ratio)].to_numpy()
         if len(finite):
             self.spread_scale = float(np.clip(finite.mean(), *SPREAD_RANGE))
+        summary = (finite.mean(), finite.min(), finite.max()) if len(finite) else (np.nan,) * 3
         logger.info(
             "rnadiff: spread calibration on %d pairs of conditions: ratio %.3f (%.3f-%.3f), "
             "counterfactual cells widened by %.3f",
             len(table),
-            finite.mean() if len(finite) else float("nan"),
-            finite.min() if len(finite) else float("nan"),
-            finite.max() if len(finite) else float("nan"),
+            *summary,
             self.spread_scale,
         )
         return table
@@ -590,22 +589,26 @@ class RNADiffusion:
             values |= dict(changes)
         return ", ".join(f"{k}={v}" for k, v in values.items())
 
-    def _condition_labels(self, obs: pd.DataFrame) -> np.ndarray:
-        """Each row's full condition (categorical covariates, combinations canonical, and
-        continuous values) as one string; rows with a missing value get ``""``."""
-        parts = []
+    def _condition_columns(self, obs: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Each registered covariate that ``obs`` has: categorical values canonical
+        (combination parts sorted; None: unset), continuous ones as floats (NaN: unset)."""
+        out = {}
         for cov in self.registry.covariates:
             if cov.key not in obs:
-                parts.append(np.full(len(obs), "\x1e", dtype=object))
-            elif cov.categorical:
-                parts.append(np.array([_canonical(cov, v) for v in obs[cov.key]], dtype=object))
+                continue
+            if cov.categorical:
+                out[cov.key] = np.array([_canonical(cov, v) for v in obs[cov.key]], dtype=object)
             else:
-                v = pd.to_numeric(obs[cov.key], errors="coerce").to_numpy(dtype=np.float64)
-                parts.append(np.array([None if np.isnan(x) else repr(x) for x in v], dtype=object))
-        if not parts:
-            return np.full(len(obs), "", dtype=object)
-        rows = zip(*parts, strict=True)
-        return np.array(["" if None in r else "\x1f".join(r) for r in rows], dtype=object)
+                out[cov.key] = pd.to_numeric(obs[cov.key], errors="coerce").to_numpy(np.float64)
+        return out
+
+    def _condition_labels(self, obs: pd.DataFrame) -> np.ndarray:
+        """Each row's full condition (:meth:`_condition_columns`) as one string; rows with a
+        missing value get ``""``."""
+        columns = self._condition_columns(obs)
+        labels = _row_keys(list(columns.values()), len(obs))
+        labels[~_complete(columns, len(obs))] = ""
+        return labels
 
     def _spread_pairs(
         self, obs: pd.DataFrame, min_cells: int
@@ -615,36 +618,26 @@ class RNADiffusion:
         a context's control cells to each perturbation measured there (the target's
         continuous values with it), and neighbouring measured values of each continuous
         covariate with everything else equal (both ways)."""
-        covs = self.registry.covariates
         pkey, control = self.registry.perturbation_key, self.registry.control
-        labels = self._condition_labels(obs)
-        ok = labels != ""
-        cats = {
-            c.key: np.array([_canonical(c, v) for v in obs[c.key]], dtype=object)
-            for c in covs
-            if c.categorical
-        }
-        conts = {
-            c.key: pd.to_numeric(obs[c.key], errors="coerce").to_numpy(dtype=np.float64)
-            for c in covs
-            if not c.categorical
-        }
-        out = []
+        n = len(obs)
+        columns = self._condition_columns(obs)
+        ok = _complete(columns, n)
+        labels = _row_keys(list(columns.values()), n)
+        conts = {k: v for k, v in columns.items() if not self.registry[k].categorical}
 
         def key_without(*drop: str) -> np.ndarray:
-            cols = [v for k, v in {**cats, **conts}.items() if k not in drop]
-            if not cols:
-                return np.full(len(obs), "", dtype=object)
-            return np.array(["\x1f".join(map(repr, r)) for r in zip(*cols, strict=True)])
+            return _row_keys([v for k, v in columns.items() if k not in drop], n)
 
-        if pkey is not None and control is not None:
+        out = []
+        if pkey in columns and control is not None:
             context = key_without(pkey, *conts)
-            is_ctrl = ok & (cats[pkey] == control)
+            is_ctrl = ok & (columns[pkey] == control)
             for label in sorted(set(labels[ok & ~is_ctrl])):
                 target = np.flatnonzero(labels == label)
                 first = target[0]
                 source = np.flatnonzero(is_ctrl & (context == context[first]))
-                changes = {pkey: cats[pkey][first]} | {k: float(v[first]) for k, v in conts.items()}
+                changes = {pkey: columns[pkey][first]}
+                changes |= {k: float(v[first]) for k, v in conts.items()}
                 out.append((source, changes, target))
         for key, values in conts.items():
             rest = key_without(key)
@@ -1889,6 +1882,24 @@ class RNADiffusion:
             model.registry.encode(adata.obs)  # same covariate columns, known values
             model.adata = adata
         return model
+
+
+def _row_keys(columns: list[np.ndarray], n: int) -> np.ndarray:
+    """One string per row joining its values in ``columns`` (strings as they are, other
+    values by ``repr``); all ``""`` without columns."""
+    if not columns:
+        return np.full(n, "", dtype=object)
+    rows = zip(*columns, strict=True)
+    keys = ["\x1f".join(v if isinstance(v, str) else repr(v) for v in r) for r in rows]
+    return np.array(keys, dtype=object)
+
+
+def _complete(columns: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """Rows with a value in every column (not None, not NaN)."""
+    ok = np.ones(n, dtype=bool)
+    for values in columns.values():
+        ok &= pd.notna(values)
+    return ok
 
 
 def _canonical(cov, value) -> str | None:
