@@ -117,6 +117,23 @@ REGISTRY: dict[str, DatasetInfo] = {
             "Srivatsan et al. 2020, Science 367:45-51. Drug list from theislab/chemCPA.", "MIT",
         ),
         DatasetInfo(
+            "kang2018_ifnb_9k", "kang2018_ifnb_9k_genes_counts.h5ad",
+            "acad07e8c5a59dfb2f9444511270c1340d2eb3147bc477c0b8167a83663254d0", None,
+            "PBMCs, ctrl vs IFN-beta stim, 2000 cells x 9015 genes, raw UMI counts (sparse), "
+            "no cell-type labels: a realistic gene space.",
+            "Kang et al. 2018, Nat Biotechnol 36:89-94; GEO GSE96583. From the harmony R "
+            "package (immunogenomics/harmony data/pbmc_stim.RData).", "GPL-3",
+        ),
+        DatasetInfo(
+            "lincs2014_a375_doses", "lincs2014_ljp005_a375_doses.h5ad",
+            "aeae11734ce389a50d232cbf358c53f64f0ea063cc5373d38256a75620773fd1", None,
+            "BULK LINCS L1000 plate LJP005_A375_24H: 377 wells x 978 landmark genes, log2 "
+            "expression; 59 kinase inhibitors x 6 doses (0.04-10 uM) + 26 DMSO wells, SMILES.",
+            "Subramanian et al. 2017, Cell 171:1437-1452. From cmap/cmapPy test_l1000.gct "
+            "(BSD-3); SMILES from theislab/chemCPA embeddings/lincs_drugs_smiles.csv (MIT).",
+            "BSD-3 (data), MIT (SMILES)",
+        ),
+        DatasetInfo(
             "kang2018_full", "kang_2018.h5ad", None,
             "https://figshare.com/ndownloader/files/34464122",
             "Full processed Kang 2018 PBMC dataset (ctrl vs IFN-beta stimulated).",
