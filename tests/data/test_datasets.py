@@ -206,6 +206,7 @@ def test_registry_entries():
     expected = {
         "kang2018_ifnb", "kang2018_ctrl", "papalexi2021", "trapnell2014_hsmm",
         "zeisel2015", "norman2019_tiny", "sciplex_smiles", "kang2018_full", "norman2019_full",
+            "kang2018_ifnb_9k", "lincs2014_a375_doses",
     }  # fmt: skip
     assert set(REGISTRY) == expected
     for name, info in REGISTRY.items():
