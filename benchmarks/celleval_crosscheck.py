@@ -4,7 +4,7 @@ For a few Kang 2018 leave-one-cell-type-out folds (default: CD4 T cells and B ce
 this script predicts the held-out stimulated cells with rnadiff (counterfactual) and with the
 additive baseline, exactly as ``benchmarks/run.py`` does (same split, genes, preprocessing and
 training settings), scores each prediction with rnadiff's own
-``rnadiff.evaluation.metrics.response_metrics`` and, in the cell-eval venv, with
+``rnadiff.evaluation._metrics.response_metrics`` and, in the cell-eval venv, with
 ``benchmarks/peers/celleval_score.py`` (``cell_eval.MetricsEvaluator``, profile ``full``) on
 the very same log-normalized arrays. Both sides use the held-out cell type's real control
 cells as the control.
@@ -153,8 +153,8 @@ def celleval_sig_genes(outdir: Path, name: str, target: str, genes: list[str]) -
 
 
 def crosscheck_fold(split, config, workdir: Path, threads: int) -> list[dict]:
-    from rnadiff.evaluation.benchmark import baseline_predictions, prepare, rnadiff_predictions
-    from rnadiff.evaluation.metrics import _direction_agreement, response_metrics
+    from rnadiff.evaluation._benchmark import baseline_predictions, prepare, rnadiff_predictions
+    from rnadiff.evaluation._metrics import _direction_agreement, response_metrics
 
     ev = split.evaluations[0]
     pk, control = split.setup["perturbation_key"], split.setup["control"]
@@ -226,13 +226,13 @@ def crosscheck_fold(split, config, workdir: Path, threads: int) -> list[dict]:
 def crosscheck_discrimination(split, config, workdir: Path) -> list[dict]:
     """Papalexi seen knock-outs: rnadiff's discrimination score against cell-eval's, with each
     knock-out's target gene left out (both tools' default) and over all genes."""
-    from rnadiff.evaluation.benchmark import (
+    from rnadiff.evaluation._benchmark import (
         baseline_predictions,
         prepare,
         rnadiff_predictions,
         target_gene_indices,
     )
-    from rnadiff.evaluation.metrics import discrimination_score
+    from rnadiff.evaluation._metrics import discrimination_score
 
     pk, control = split.setup["perturbation_key"], split.setup["control"]
     prep = prepare(split, config)
@@ -342,8 +342,8 @@ def main() -> None:
     import torch
 
     from rnadiff import datasets
-    from rnadiff.data import splits
-    from rnadiff.evaluation.benchmark import BenchConfig
+    from rnadiff.data import _splits as splits
+    from rnadiff.evaluation._benchmark import BenchConfig
 
     torch.set_num_threads(args.threads)
     wanted = [f.strip() for f in args.folds.split(",") if f.strip()]

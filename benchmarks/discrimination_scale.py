@@ -39,9 +39,9 @@ import numpy as np
 import pandas as pd
 
 from rnadiff import datasets
-from rnadiff.data import splits
-from rnadiff.evaluation.benchmark import BenchConfig, prepare, target_gene_indices
-from rnadiff.evaluation.metrics import discrimination_score
+from rnadiff.data import _splits as splits
+from rnadiff.evaluation._benchmark import BenchConfig, prepare, target_gene_indices
+from rnadiff.evaluation._metrics import discrimination_score
 
 OUT = Path("benchmarks/results/discrimination_scale")
 FACTORS = (0.5, 0.7, 1.0, 1.3, 1.6, 2.0, 3.0)

@@ -22,9 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 from rnadiff import TrainConfig, datasets
-from rnadiff.data import splits
-from rnadiff.evaluation.benchmark import BenchConfig, prepare, rnadiff_predictions
-from rnadiff.evaluation.metrics import response_metrics
+from rnadiff.data import _splits as splits
+from rnadiff.evaluation._benchmark import BenchConfig, prepare, rnadiff_predictions
+from rnadiff.evaluation._metrics import response_metrics
 
 OUT = Path("benchmarks/results/epochs_study")
 STEPS = (150, 300, 600, 1200)

@@ -42,8 +42,8 @@ def main() -> None:
     import torch
 
     from rnadiff import datasets
-    from rnadiff.data import splits
-    from rnadiff.evaluation.benchmark import BenchConfig, rnadiff_predictions
+    from rnadiff.data import _splits as splits
+    from rnadiff.evaluation._benchmark import BenchConfig, rnadiff_predictions
 
     torch.set_num_threads(1)  # as a benchmark worker: the same numbers
     data = splits.papalexi_clean(datasets.load("papalexi2021"))

@@ -34,11 +34,11 @@ import torch
 from sklearn.decomposition import PCA
 
 from rnadiff import datasets
-from rnadiff.config import ModelConfig, TrainConfig
-from rnadiff.data import splits
-from rnadiff.evaluation.benchmark import BenchConfig, prepare
-from rnadiff.evaluation.design_tasks import _model_order
-from rnadiff.evaluation.metrics import response_metrics
+from rnadiff._config import ModelConfig, TrainConfig
+from rnadiff.data import _splits as splits
+from rnadiff.evaluation._benchmark import BenchConfig, prepare
+from rnadiff.evaluation._design_tasks import _model_order
+from rnadiff.evaluation._metrics import response_metrics
 from rnadiff.model import RNADiffusion
 
 OUT = Path("benchmarks/results/generation_fidelity")

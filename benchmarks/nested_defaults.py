@@ -80,7 +80,7 @@ def config_for(param: str, value):
     """The benchmark's configuration with one default replaced (prediction-only parameters:
     the benchmark's own configuration)."""
     from rnadiff import DiffusionConfig, ModelConfig, NetworkConfig
-    from rnadiff.evaluation.benchmark import BenchConfig
+    from rnadiff.evaluation._benchmark import BenchConfig
 
     if param in PREDICT_ONLY:
         return BenchConfig()
@@ -95,7 +95,7 @@ def config_for(param: str, value):
 
 def _scores(split, prep, pred) -> dict:
     """The benchmark's target metrics of one counterfactual prediction (as ``score_split``)."""
-    from rnadiff.evaluation.metrics import response_metrics
+    from rnadiff.evaluation._metrics import response_metrics
 
     (ev,) = split.evaluations
     pops = prep.evaluations[ev.name]
@@ -108,7 +108,7 @@ def _scores(split, prep, pred) -> dict:
 def _predict_each(split, param: str, values) -> list[tuple[object, dict]]:
     """Train once with the benchmark's configuration; score the counterfactual made with each
     candidate value of a prediction-only parameter."""
-    from rnadiff.evaluation.benchmark import prepare, rnadiff_predictions
+    from rnadiff.evaluation._benchmark import prepare, rnadiff_predictions
 
     config = config_for(param, None)
     prep = prepare(split, config)
@@ -124,7 +124,7 @@ def _predict_each(split, param: str, values) -> list[tuple[object, dict]]:
 
 def _outer_splits(seed: int):
     from rnadiff import datasets
-    from rnadiff.data import splits
+    from rnadiff.data import _splits as splits
 
     return {s.fold: s for s in splits.kang_loo_celltype(datasets.load("kang2018_ifnb"), seed=seed)}
 
@@ -135,8 +135,8 @@ def inner_run(param: str, outer: str, inner: str, values: tuple, seed: int) -> l
     one in all for a prediction-only parameter)."""
     import torch
 
-    from rnadiff.data import splits
-    from rnadiff.evaluation.benchmark import prepare, rnadiff_predictions
+    from rnadiff.data import _splits as splits
+    from rnadiff.evaluation._benchmark import prepare, rnadiff_predictions
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -164,7 +164,7 @@ def outer_run(param: str, fold: str, values: tuple, seed: int) -> list[dict]:
     itself must equal the ones computed here)."""
     import torch
 
-    from rnadiff.evaluation.benchmark import run_split
+    from rnadiff.evaluation._benchmark import run_split
 
     torch.set_num_threads(1)
     split = _outer_splits(seed)[fold]
@@ -186,7 +186,7 @@ def default_check(fold: str, seed: int) -> dict:
     to check the scores of a prediction-only parameter's default against."""
     import torch
 
-    from rnadiff.evaluation.benchmark import BenchConfig, run_split
+    from rnadiff.evaluation._benchmark import BenchConfig, run_split
 
     torch.set_num_threads(1)
     r, _ = run_split(_outer_splits(seed)[fold], BenchConfig(), log=lambda _: None)

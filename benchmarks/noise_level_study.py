@@ -36,11 +36,11 @@ import pandas as pd
 import torch
 
 from rnadiff import datasets
-from rnadiff.config import ModelConfig
-from rnadiff.data import splits
-from rnadiff.evaluation.benchmark import BenchConfig, baseline_predictions, prepare, score_split
-from rnadiff.evaluation.design_tasks import _means, _model_order
-from rnadiff.evaluation.metrics import discrimination_score
+from rnadiff._config import ModelConfig
+from rnadiff.data import _splits as splits
+from rnadiff.evaluation._benchmark import BenchConfig, baseline_predictions, prepare, score_split
+from rnadiff.evaluation._design_tasks import _means, _model_order
+from rnadiff.evaluation._metrics import discrimination_score
 from rnadiff.model import RNADiffusion
 
 OUT = Path("benchmarks/results/noise_level_study")

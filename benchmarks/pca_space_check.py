@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 from rnadiff import datasets
-from rnadiff.data import splits
-from rnadiff.evaluation.benchmark import BenchConfig, baseline_predictions, prepare
-from rnadiff.evaluation.distances import energy_distance, fit_pca, project
+from rnadiff.data import _splits as splits
+from rnadiff.evaluation._benchmark import BenchConfig, baseline_predictions, prepare
+from rnadiff.evaluation._distances import energy_distance, fit_pca, project
 
 OUT = Path("benchmarks/results/pca_space_check.csv")
 

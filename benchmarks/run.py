@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from rnadiff import datasets
-from rnadiff.data import splits
-from rnadiff.evaluation import design_tasks
-from rnadiff.evaluation.benchmark import (
+from rnadiff.data import _splits as splits
+from rnadiff.evaluation import _design_tasks as design_tasks
+from rnadiff.evaluation._benchmark import (
     BenchConfig,
     Predictions,
     Prepared,
@@ -43,8 +43,8 @@ from rnadiff.evaluation.benchmark import (
     score_split,
     summarize,
 )
-from rnadiff.evaluation.metrics import top_de_genes
-from rnadiff.evaluation.plots import plot_fold_bars, plot_mean_change, plot_umap
+from rnadiff.evaluation._metrics import top_de_genes
+from rnadiff.evaluation._plots import plot_fold_bars, plot_mean_change, plot_umap
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLINE = [

@@ -22,9 +22,9 @@ import pandas as pd
 import torch
 
 from rnadiff import datasets
-from rnadiff.config import ModelConfig, NetworkConfig, PreprocessConfig, TrainConfig
-from rnadiff.data import splits
-from rnadiff.evaluation.benchmark import BenchConfig, baseline_predictions, prepare, score_split
+from rnadiff._config import ModelConfig, NetworkConfig, PreprocessConfig, TrainConfig
+from rnadiff.data import _splits as splits
+from rnadiff.evaluation._benchmark import BenchConfig, baseline_predictions, prepare, score_split
 from rnadiff.model import RNADiffusion
 
 OUT = Path("benchmarks/results/speed_study")

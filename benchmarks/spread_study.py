@@ -41,7 +41,7 @@ NOT_WIDENED = "rnadiff (counterfactual, not widened)"
 
 def _splits(task: str, seed: int):
     from rnadiff import datasets
-    from rnadiff.data import splits
+    from rnadiff.data import _splits as splits
 
     if task == "kang_loo_celltype":
         return list(splits.kang_loo_celltype(datasets.load("kang2018_ifnb"), seed=seed))
@@ -51,8 +51,8 @@ def _splits(task: str, seed: int):
 def split_rows(task: str, seed: int, index: int) -> list[dict]:
     import torch
 
-    from rnadiff.evaluation.benchmark import BenchConfig, prepare, rnadiff_predictions
-    from rnadiff.evaluation.metrics import response_metrics
+    from rnadiff.evaluation._benchmark import BenchConfig, prepare, rnadiff_predictions
+    from rnadiff.evaluation._metrics import response_metrics
 
     torch.set_num_threads(1)
     split = _splits(task, seed)[index]

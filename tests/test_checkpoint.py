@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-import rnadiff.training.checkpoint as checkpoint_module
+import rnadiff.training._checkpoint as checkpoint_module
 from rnadiff import InputError, ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion
 from rnadiff.training import load_checkpoint, save_checkpoint
-from rnadiff.training.checkpoint import optimizer_from_tensors, optimizer_to_tensors
+from rnadiff.training._checkpoint import optimizer_from_tensors, optimizer_to_tensors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

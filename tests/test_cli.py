@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from rnadiff import RNADiffusion
 from rnadiff.cli import app
-from rnadiff.conditioning.calibration import widen
+from rnadiff.conditioning._calibration import widen
 
 DATA = Path(os.environ.get("RNADIFF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data"))
 KANG = DATA / "kang2018_ifnb_pbmc_counts.h5ad"
@@ -230,7 +230,7 @@ def test_help_explains_every_option(command):
 
 
 def test_evaluate_scores_a_perfect_prediction_as_perfect(kang_file, tmp_path):
-    from rnadiff.data.preprocessing import detect_input_type, log_normalized_matrix
+    from rnadiff.data._preprocessing import detect_input_type, log_normalized_matrix
 
     real = ad.read_h5ad(kang_file)
     stim = real[(real.obs.group_id == "stim").to_numpy()]
@@ -260,7 +260,7 @@ def test_evaluate_scores_a_perfect_prediction_as_perfect(kang_file, tmp_path):
     assert metrics["r2_mean_all"] == pytest.approx(1.0)
     assert metrics["pearson_delta_top100"] == pytest.approx(1.0)
     assert metrics["de_overlap_top20"] == pytest.approx(1.0)
-    from rnadiff.evaluation.score import score
+    from rnadiff.evaluation._score import score
 
     ctrl = real[(real.obs.group_id == "ctrl").to_numpy()]
     unchanged = score(ctrl, stim, ctrl)  # "no change" is far from the real stimulated cells
@@ -270,7 +270,7 @@ def test_evaluate_scores_a_perfect_prediction_as_perfect(kang_file, tmp_path):
 
 
 def test_evaluate_by_condition_scores_each_and_discriminates(kang_file, tmp_path):
-    from rnadiff.data.preprocessing import detect_input_type, log_normalized_matrix
+    from rnadiff.data._preprocessing import detect_input_type, log_normalized_matrix
 
     real = ad.read_h5ad(kang_file)
     stim = real[(real.obs.group_id == "stim").to_numpy()]

@@ -8,8 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, TrainConfig
-from rnadiff.data.preprocessing import log_expression
-from rnadiff.errors import InputError
+from rnadiff._errors import InputError
+from rnadiff.data._preprocessing import log_expression
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, TrainConfig
-from rnadiff.conditioning.calibration import spread_ratio, widen
-from rnadiff.data.preprocessing import log_expression
-from rnadiff.errors import InputError
-from rnadiff.evaluation.metrics import response_metrics
+from rnadiff._errors import InputError
+from rnadiff.conditioning._calibration import spread_ratio, widen
+from rnadiff.data._preprocessing import log_expression
+from rnadiff.evaluation._metrics import response_metrics
 
 HOLDOUT = "CD14+ Monocytes"
 
@@ -356,7 +356,7 @@ def test_calibration_decodes_at_the_perturbations_own_dose(kang):
 def test_counterfactuals_of_the_same_cells_encode_them_once(kang, trained, monkeypatch):
     import torch
 
-    import rnadiff.model as model_module
+    import rnadiff.model._model as model_module
 
     model, _train = trained
     source = kang[((kang.obs.cluster_id == "B cells") & (kang.obs.group_id == "ctrl")).to_numpy()]

@@ -22,8 +22,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from rnadiff.evaluation.baselines import additive_baseline
-from rnadiff.evaluation.metrics import response_metrics
+from rnadiff.evaluation._baselines import additive_baseline
+from rnadiff.evaluation._metrics import response_metrics
 
 
 def _dense(x) -> np.ndarray:

@@ -1,16 +1,16 @@
 """rnadiff: perturbation-aware, property-conditioned diffusion models of single-cell expression."""
 
 from rnadiff import datasets
-from rnadiff._logging import configure_logger as _configure_logger
-from rnadiff._version import __version__
-from rnadiff.config import (
+from rnadiff._config import (
     DiffusionConfig,
     ModelConfig,
     NetworkConfig,
     PreprocessConfig,
     TrainConfig,
 )
-from rnadiff.errors import DatasetError, InputError, RNADiffError
+from rnadiff._errors import DatasetError, InputError, RNADiffError
+from rnadiff._logging import configure_logger as _configure_logger
+from rnadiff._version import __version__
 from rnadiff.model import RNADiffusion
 
 _configure_logger()

@@ -12,7 +12,7 @@ import anndata as ad
 import numpy as np
 import typer
 
-from rnadiff.errors import InputError, RNADiffError
+from rnadiff._errors import InputError, RNADiffError
 
 app = typer.Typer(
     add_completion=False,
@@ -103,7 +103,7 @@ def _typed(pairs: dict, model, what: str) -> dict:
 
 def _number(text: str, what: str) -> float:
     """``text`` as a number (the model's conversion), with an error that names the option."""
-    from rnadiff.data.covariates import numeric_value
+    from rnadiff.data._covariates import numeric_value
 
     try:
         return numeric_value(what, text)  # refuses text that is no number, "nan" included
@@ -811,7 +811,7 @@ def design(
         )
     )
     if plot is not None:
-        from rnadiff.evaluation.plots import plot_design
+        from rnadiff.evaluation._plots import plot_design
 
         plot_design(cells, plot, title=info["phenotype"][:80])
         typer.echo(f"plot: {plot}")
@@ -907,7 +907,7 @@ def rank(
         ranked.to_csv(out, index=False)
         typer.echo(f"wrote {out}")
     if plot is not None:
-        from rnadiff.evaluation.plots import plot_ranking
+        from rnadiff.evaluation._plots import plot_ranking
 
         plot_ranking(ranked, plot, top=top)
         typer.echo(f"plot: {plot}")
@@ -975,7 +975,7 @@ def evaluate(
     seed: Seed = 0,
 ) -> None:
     """Score predicted cells against real ones: R² of means, Pearson delta, E-distance, MMD, ..."""
-    from rnadiff.evaluation.score import score, score_conditions
+    from rnadiff.evaluation._score import score, score_conditions
 
     predicted = _read(pred)
     real_cells = _subset(_read(real), real_where, "--real-where", real)
@@ -1003,7 +1003,7 @@ def evaluate(
             _folder(out.parent, "--out")
             table.to_csv(out)
         if plot is not None:
-            from rnadiff.evaluation.plots import plot_conditions
+            from rnadiff.evaluation._plots import plot_conditions
 
             _folder(plot.parent, "--plot")
             plot_conditions(table, plot, title=f"{pred.name}: scores per {by}")
@@ -1044,7 +1044,7 @@ def demo(
     quiet: Quiet = False,
 ) -> None:
     """Kang 2018 IFN-beta: hold out one cell type's stimulated cells, train, predict, score."""
-    from rnadiff.evaluation.demo import format_table, run_demo
+    from rnadiff.evaluation._demo import format_table, run_demo
 
     if data is not None and data.is_dir():
         raise InputError(f"--data {data} is a directory; give the Kang 2018 .h5ad file itself")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rnadiff.conditioning.calibration import effect_scales, spread_ratio, widen
+from rnadiff.conditioning._calibration import effect_scales, spread_ratio, widen
 
 
 def test_a_shrunk_prediction_gets_the_inverse_factor():

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnadiff.conditioning.prior import blend_prior, expression_prior, fit_trust, gene_vectors
-from rnadiff.data.covariates import CovariateRegistry
-from rnadiff.errors import InputError
+from rnadiff._errors import InputError
+from rnadiff.conditioning._prior import blend_prior, expression_prior, fit_trust, gene_vectors
+from rnadiff.data._covariates import CovariateRegistry
 
 
 def correlated_genes(n=500, seed=0):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from rnadiff.conditioning.transfer import (
+from rnadiff.conditioning._transfer import (
     interpolation_neighbours,
     measured_contexts,
     nearest_context_weights,

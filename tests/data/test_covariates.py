@@ -1,4 +1,4 @@
-"""Tests of the covariate registry (rnadiff.data.covariates) on real obs tables."""
+"""Tests of the covariate registry (rnadiff.data._covariates) on real obs tables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from rnadiff import InputError
-from rnadiff.data.covariates import Covariate, CovariateRegistry, conditions_frame
+from rnadiff.data._covariates import Covariate, CovariateRegistry, conditions_frame
 
 NORMAN_SETUP = {
     "perturbation_key": "condition",

@@ -1,4 +1,4 @@
-"""Tests of the dataset registry (rnadiff.data.datasets); no internet access needed."""
+"""Tests of the dataset registry (rnadiff.data._datasets); no internet access needed."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rnadiff.data.datasets import REGISTRY, DatasetInfo, fetch, list_datasets, load, load_smiles
-from rnadiff.errors import DatasetError
+from rnadiff._errors import DatasetError
+from rnadiff.data._datasets import REGISTRY, DatasetInfo, fetch, list_datasets, load, load_smiles
 
 _ENV_DATA_DIR = os.environ.get("RNADIFF_DATA_DIR")
 REAL_DATA_DIR = Path(_ENV_DATA_DIR) if _ENV_DATA_DIR else Path(__file__).parents[3] / "shared/data"

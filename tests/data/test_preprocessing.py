@@ -1,4 +1,4 @@
-"""Tests of rnadiff.data.preprocessing on slices of the real data sets."""
+"""Tests of rnadiff.data._preprocessing on slices of the real data sets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from rnadiff import PreprocessConfig
-from rnadiff.data.preprocessing import (
+from rnadiff.data._preprocessing import (
     detect_input_type,
     fit_preprocessing,
     highly_variable_genes,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, TrainConfig
+from rnadiff._errors import InputError
 from rnadiff.design import CellState, Markers
-from rnadiff.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -124,7 +124,7 @@ def test_rank_errors_are_specific(model, kang):
 
 
 def test_pairs_add_every_combination(model, kang):
-    from rnadiff.design.workflow import _candidates
+    from rnadiff.design._workflow import _candidates
 
     assert _candidates(model, ["ctrl", "stim"], pairs=True) == ["ctrl", "stim"]
     assert _candidates(model, None, pairs=False) == ["ctrl", "stim"]

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
+from rnadiff._errors import InputError
 from rnadiff.design import CellState, Combined, Markers, Signature, as_phenotype, fit_logistic
-from rnadiff.errors import InputError
 
 GENES = ["A", "B", "C", "D"]
 

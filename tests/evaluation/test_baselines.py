@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rnadiff.evaluation.baselines import (
+from rnadiff.evaluation._baselines import (
     additive_baseline,
     combination_shift,
     control_baseline,

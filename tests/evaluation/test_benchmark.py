@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnadiff.data import splits
-from rnadiff.evaluation import benchmark
-from rnadiff.evaluation.benchmark import (
+from rnadiff.data import _splits as splits
+from rnadiff.evaluation import _benchmark as benchmark
+from rnadiff.evaluation._benchmark import (
     BenchConfig,
     baseline_predictions,
     load_predictions,
@@ -21,7 +21,7 @@ from rnadiff.evaluation.benchmark import (
     target_gene_indices,
     unpredictable,
 )
-from rnadiff.evaluation.metrics import discrimination_score
+from rnadiff.evaluation._metrics import discrimination_score
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -189,7 +189,7 @@ def test_time_course_split_and_interpolation_baseline():
 
 
 def test_design_and_ranking_tasks_give_tidy_rows(kang_small):
-    from rnadiff.evaluation import design_tasks
+    from rnadiff.evaluation import _design_tasks as design_tasks
 
     config = BenchConfig(max_steps=30, sampler_steps=3, n_top_genes=150)
     kang_split = next(iter(splits.kang_loo_celltype(kang_small)))

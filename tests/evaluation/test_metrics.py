@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rnadiff.evaluation.distances import (
+from rnadiff.evaluation._distances import (
     energy_distance,
     fit_pca,
     knn_auc,
@@ -10,7 +10,7 @@ from rnadiff.evaluation.distances import (
     mmd_rbf,
     project,
 )
-from rnadiff.evaluation.metrics import (
+from rnadiff.evaluation._metrics import (
     de_overlap,
     direction_agreement,
     discrimination_score,

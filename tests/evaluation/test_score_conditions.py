@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnadiff.data.preprocessing import detect_input_type, log_normalized_matrix
-from rnadiff.errors import InputError
-from rnadiff.evaluation import score as score_module
-from rnadiff.evaluation.metrics import discrimination_score
-from rnadiff.evaluation.score import score_conditions
+from rnadiff._errors import InputError
+from rnadiff.data._preprocessing import detect_input_type, log_normalized_matrix
+from rnadiff.evaluation import _score as score_module
+from rnadiff.evaluation._metrics import discrimination_score
+from rnadiff.evaluation._score import score_conditions
 
 
 def _log_copy(adata: ad.AnnData, labels) -> ad.AnnData:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rnadiff._config import NetworkConfig
 from rnadiff.conditioning import drop_covariates
-from rnadiff.config import NetworkConfig
-from rnadiff.models import Denoiser
+from rnadiff.networks import Denoiser
 from rnadiff.sampling import classifier_free_guidance
 
 N, GENES = 12, 7

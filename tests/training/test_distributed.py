@@ -3,8 +3,8 @@
 import torch
 import torch.distributed as dist
 
-from rnadiff.config import DiffusionConfig, NetworkConfig, TrainConfig
-from rnadiff.models import Denoiser
+from rnadiff._config import DiffusionConfig, NetworkConfig, TrainConfig
+from rnadiff.networks import Denoiser
 from rnadiff.training import Trainer
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnadiff.training.thinning import CountThinning
+from rnadiff.training._thinning import CountThinning
 
 
 def _setup(n=40, genes=30, seed=0):

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from rnadiff.config import DiffusionConfig, NetworkConfig, TrainConfig
+from rnadiff._config import DiffusionConfig, NetworkConfig, TrainConfig
 from rnadiff.diffusion import denoising_loss
-from rnadiff.models import Denoiser
+from rnadiff.networks import Denoiser
 from rnadiff.training import (
     Trainer,
     batch_indices,

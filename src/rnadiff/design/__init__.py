@@ -5,7 +5,7 @@ Build a specification from :class:`Markers`, :class:`Signature` and :class:`Cell
 :meth:`rnadiff.RNADiffusion.rank_perturbations`.
 """
 
-from rnadiff.design.phenotype import (
+from rnadiff.design._phenotype import (
     BoundPhenotype,
     CellState,
     Combined,
@@ -15,7 +15,7 @@ from rnadiff.design.phenotype import (
     as_phenotype,
     fit_logistic,
 )
-from rnadiff.design.ranking import (
+from rnadiff.design._ranking import (
     combine_ranks,
     denoising_errors,
     log_uniform_levels,

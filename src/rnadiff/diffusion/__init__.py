@@ -1,14 +1,14 @@
 """Pure diffusion maths (no parameters): noise schedules, EDM preconditioning and losses, and
 the counting noise of log-normalized counts."""
 
-from rnadiff.diffusion.count_noise import (
+from rnadiff.diffusion._count_noise import (
     log_poisson_error,
     log_poisson_variance,
     technical_sigma,
 )
-from rnadiff.diffusion.loss import denoising_loss, edm_loss_weight
-from rnadiff.diffusion.precond import edm_scalings
-from rnadiff.diffusion.schedules import karras_sigmas, sample_training_sigmas
+from rnadiff.diffusion._loss import denoising_loss, edm_loss_weight
+from rnadiff.diffusion._precond import edm_scalings
+from rnadiff.diffusion._schedules import karras_sigmas, sample_training_sigmas
 
 __all__ = [
     "denoising_loss",

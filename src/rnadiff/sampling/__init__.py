@@ -1,14 +1,14 @@
 """Samplers (pure functions sharing one signature) and guidance (denoiser wrappers)."""
 
-from rnadiff.sampling.guidance import (
+from rnadiff.sampling._guidance import (
     classifier_free_guidance,
     compositional_guidance,
     effect_scaling,
     gradient_guidance,
     interpolated_covariate,
 )
-from rnadiff.sampling.inversion import encode
-from rnadiff.sampling.samplers import (
+from rnadiff.sampling._inversion import encode
+from rnadiff.sampling._samplers import (
     SAMPLERS,
     langevin_corrector,
     sample_dpmpp_2m,

@@ -1,8 +1,8 @@
 """Training: the loop (the only owner of an optimizer), EMA and checkpoints."""
 
-from rnadiff.training.checkpoint import load_checkpoint, save_checkpoint
-from rnadiff.training.ema import make_ema, update_ema
-from rnadiff.training.loop import Trainer, batch_indices, lr_at
+from rnadiff.training._checkpoint import load_checkpoint, save_checkpoint
+from rnadiff.training._ema import make_ema, update_ema
+from rnadiff.training._loop import Trainer, batch_indices, lr_at
 
 __all__ = [
     "Trainer",

@@ -5,7 +5,7 @@ cell would have given at ``r`` times its depth. Trained on such pairs, the denoi
 ``E[x0 | shallower cell]``, the estimate :meth:`rnadiff.RNADiffusion.denoise` needs. The thinned
 cell enters the usual denoising loss as ``x0 + sigma * noise`` with ``noise = (x_thin - x0) /
 sigma`` and ``sigma`` the counting noise added by the thinning
-(:func:`rnadiff.diffusion.count_noise.error_curve`), so the loss and its weighting stay as
+(:func:`rnadiff.diffusion._count_noise.error_curve`), so the loss and its weighting stay as
 they are.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rnadiff.diffusion.count_noise import error_curve
+from rnadiff.diffusion._count_noise import error_curve
 
 
 class CountThinning:

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rnadiff.config import ModelConfig, TrainConfig
-from rnadiff.data import datasets
-from rnadiff.data.preprocessing import log_expression
-from rnadiff.errors import InputError
-from rnadiff.evaluation.baselines import additive_baseline, control_baseline
-from rnadiff.evaluation.metrics import response_metrics, top_de_genes
-from rnadiff.evaluation.plots import plot_mean_change
+from rnadiff._config import ModelConfig, TrainConfig
+from rnadiff._errors import InputError
+from rnadiff.data import _datasets as datasets
+from rnadiff.data._preprocessing import log_expression
+from rnadiff.evaluation._baselines import additive_baseline, control_baseline
+from rnadiff.evaluation._metrics import response_metrics, top_de_genes
+from rnadiff.evaluation._plots import plot_mean_change
 from rnadiff.model import RNADiffusion
 
 PERT, CELL, CTRL, STIM = "group_id", "cluster_id", "ctrl", "stim"

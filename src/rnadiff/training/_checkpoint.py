@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from rnadiff.errors import InputError
+from rnadiff._errors import InputError
 
 FORMAT = "rnadiff-checkpoint"
 VERSION = 1

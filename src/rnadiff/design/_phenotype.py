@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rnadiff.errors import InputError
+from rnadiff._errors import InputError
 
 ToLog = Callable[[ad.AnnData], np.ndarray]  # cells -> log expression of the model's genes
 

@@ -19,16 +19,16 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from rnadiff.config import ModelConfig, PreprocessConfig, TrainConfig
-from rnadiff.data.preprocessing import PreprocessState, fit_preprocessing, log_expression
-from rnadiff.data.splits import Evaluation, Split
-from rnadiff.evaluation.baselines import (
+from rnadiff._config import ModelConfig, PreprocessConfig, TrainConfig
+from rnadiff.data._preprocessing import PreprocessState, fit_preprocessing, log_expression
+from rnadiff.data._splits import Evaluation, Split
+from rnadiff.evaluation._baselines import (
     additive_baseline,
     control_baseline,
     linear_baseline,
     train_mean_baseline,
 )
-from rnadiff.evaluation.metrics import (
+from rnadiff.evaluation._metrics import (
     discrimination_score,
     response_metrics,
     target_gene_columns,
@@ -419,7 +419,7 @@ def run_split(
     """All methods on one split: (tidy metric rows, timings).
 
     ``extras``: further tasks run on the trained rnadiff model (e.g. design and ranking,
-    :mod:`rnadiff.evaluation.design_tasks`), each returning tidy rows; ``on_predictions``
+    :mod:`rnadiff.evaluation._design_tasks`), each returning tidy rows; ``on_predictions``
     receives every method's predicted cells (for plots).
     """
     prep = prepare(split, config)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_type_hints
 
-from rnadiff.errors import InputError
+from rnadiff._errors import InputError
 
 
 def _check_choices(obj: Any) -> None:

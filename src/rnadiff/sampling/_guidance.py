@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from rnadiff.conditioning.nulls import drop_covariates
+from rnadiff.conditioning._nulls import drop_covariates
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, dict | None], torch.Tensor]
 

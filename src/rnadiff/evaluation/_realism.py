@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rnadiff.evaluation.distances import _cells, fit_pca, project
+from rnadiff.evaluation._distances import _cells, fit_pca, project
 
 
 def _nearest(a: np.ndarray, b: np.ndarray, *, exclude_self: bool, chunk: int = 1024) -> np.ndarray:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rnadiff._config import NetworkConfig
 from rnadiff.conditioning import ConditionEncoder, FourierEmbedding
-from rnadiff.config import NetworkConfig
 from rnadiff.diffusion import edm_scalings
-from rnadiff.models.mlp import ResidualMLP
+from rnadiff.networks._mlp import ResidualMLP
 
 
 class Denoiser(nn.Module):

@@ -1,7 +1,7 @@
 """Planning where a condition never measured in training takes its denoiser from.
 
 Pure functions on condition tuples and value grids; the model encodes their results and the
-denoiser wrappers of :mod:`rnadiff.sampling.guidance` use them.
+denoiser wrappers of :mod:`rnadiff.sampling._guidance` use them.
 
 * A perturbation in a context (the other categorical covariates) where it was never measured
   takes its effect from the nearest context where it was (:func:`nearest_context_weights`).

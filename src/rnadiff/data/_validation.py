@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from rnadiff.errors import InputError
+from rnadiff._errors import InputError
 
 
 def _values(X) -> np.ndarray:

@@ -16,11 +16,11 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from rnadiff._config import DiffusionConfig, TrainConfig
 from rnadiff.conditioning import random_drop
-from rnadiff.config import DiffusionConfig, TrainConfig
 from rnadiff.diffusion import denoising_loss, sample_training_sigmas
-from rnadiff.training.checkpoint import optimizer_from_tensors, optimizer_to_tensors
-from rnadiff.training.ema import make_ema, update_ema
+from rnadiff.training._checkpoint import optimizer_from_tensors, optimizer_to_tensors
+from rnadiff.training._ema import make_ema, update_ema
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -121,7 +121,7 @@ class Trainer:
 
         ``corrupt(idx, x0, sigma, noise, generator) -> (sigma, noise)`` may replace the
         Gaussian corruption of some cells of each batch (the loss sees ``x0 + sigma * noise``),
-        e.g. :class:`rnadiff.training.thinning.CountThinning`."""
+        e.g. :class:`rnadiff.training._thinning.CountThinning`."""
         cfg = self.config
         distributed = dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)

@@ -2,7 +2,7 @@
 
 All expression inputs are log-normalized values of the same genes in the same order. Mean and
 DE metrics live here; distances between populations (E-distance, MMD, kNN AUC) and the PCA
-space they are computed in live in :mod:`rnadiff.evaluation.distances`.
+space they are computed in live in :mod:`rnadiff.evaluation._distances`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-from rnadiff.evaluation.distances import (
+from rnadiff.evaluation._distances import (
     PCASpace,
     _dense,
     energy_distance,

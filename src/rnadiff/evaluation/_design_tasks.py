@@ -2,7 +2,7 @@
 
 Each function takes a benchmark split, its shared preprocessing and an rnadiff model trained
 on the split's training cells, and returns tidy rows ``task, fold, seed, evaluation, method,
-metric, value`` like :func:`rnadiff.evaluation.benchmark.score_split`.
+metric, value`` like :func:`rnadiff.evaluation._benchmark.score_split`.
 
 * ``papalexi_rank``: each knock-out's held-out cells are the target; all perturbations the
   model knows are ranked; top-1/top-5 accuracy and MRR of the true knock-out, for rnadiff's
@@ -22,12 +22,12 @@ import logging
 import numpy as np
 import pandas as pd
 
-from rnadiff.data.splits import Split
+from rnadiff.data._splits import Split
 from rnadiff.design import Markers, random_ranking_metrics, ranking_metrics
-from rnadiff.design.ranking import cosine
-from rnadiff.design.workflow import rank_perturbations
-from rnadiff.evaluation.metrics import response_metrics, wilcoxon_scores
-from rnadiff.evaluation.realism import nearest_neighbor_ratio
+from rnadiff.design._ranking import cosine
+from rnadiff.design._workflow import rank_perturbations
+from rnadiff.evaluation._metrics import response_metrics, wilcoxon_scores
+from rnadiff.evaluation._realism import nearest_neighbor_ratio
 from rnadiff.model import RNADiffusion
 
 logger = logging.getLogger("rnadiff")

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from rnadiff.conditioning.nulls import is_null
+from rnadiff.conditioning._nulls import is_null
 
 
 class SetEmbedding(nn.Module):

@@ -17,24 +17,25 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from rnadiff._config import ModelConfig, TrainConfig
+from rnadiff._errors import InputError
 from rnadiff._version import __version__
-from rnadiff.conditioning.calibration import SPREAD_RANGE, effect_scales, spread_ratio, widen
-from rnadiff.conditioning.prior import (
+from rnadiff.conditioning._calibration import SPREAD_RANGE, effect_scales, spread_ratio, widen
+from rnadiff.conditioning._prior import (
     TRUST_GRID,
     blend_prior,
     expression_prior,
     fit_trust,
     gene_vectors,
 )
-from rnadiff.conditioning.transfer import (
+from rnadiff.conditioning._transfer import (
     context_of,
     interpolation_neighbours,
     measured_contexts,
     nearest_context_weights,
 )
-from rnadiff.config import ModelConfig, TrainConfig
-from rnadiff.data.covariates import CovariateRegistry, conditions_frame, numeric_value
-from rnadiff.data.preprocessing import (
+from rnadiff.data._covariates import CovariateRegistry, conditions_frame, numeric_value
+from rnadiff.data._preprocessing import (
     PreprocessState,
     detect_input_type,
     expression_matrix,
@@ -44,12 +45,11 @@ from rnadiff.data.preprocessing import (
     total_counts,
     unscale,
 )
-from rnadiff.data.validation import check_genes
-from rnadiff.design.phenotype import Phenotype
+from rnadiff.data._validation import check_genes
+from rnadiff.design._phenotype import Phenotype
 from rnadiff.diffusion import karras_sigmas
-from rnadiff.diffusion.count_noise import technical_sigma
-from rnadiff.errors import InputError
-from rnadiff.models import Denoiser
+from rnadiff.diffusion._count_noise import technical_sigma
+from rnadiff.networks import Denoiser
 from rnadiff.sampling import (
     SAMPLERS,
     classifier_free_guidance,
@@ -59,7 +59,7 @@ from rnadiff.sampling import (
     interpolated_covariate,
 )
 from rnadiff.training import Trainer, load_checkpoint, make_ema, save_checkpoint
-from rnadiff.training.thinning import CountThinning
+from rnadiff.training._thinning import CountThinning
 
 logger = logging.getLogger("rnadiff")
 
@@ -100,7 +100,7 @@ class RNADiffusion:
         That prior's fit on the seen perturbations: ``trust`` in co-expression (``None``: not
         fitted, co-expression alone), ``shares`` (training cells per seen perturbation),
         ``grid`` and ``loo_error`` (the leave-one-out error at each trust tried); see
-        :func:`rnadiff.conditioning.prior.fit_trust`.
+        :func:`rnadiff.conditioning._prior.fit_trust`.
 
     Examples
     --------
@@ -340,7 +340,7 @@ class RNADiffusion:
         perturbation measured in their context (with the continuous covariates, e.g. dose, of
         a random cell of that perturbation there); the factor ``s`` that best maps the mean
         predicted change onto the measured training change (least squares over genes,
-        :func:`rnadiff.conditioning.calibration.effect_scales`, clipped to [0.5, 5]) is
+        :func:`rnadiff.conditioning._calibration.effect_scales`, clipped to [0.5, 5]) is
         stored in ``effect_scales``. ``generate``, ``predict``, ``design`` and
         ``rank_perturbations`` then use ``D(control) + s * (D(perturbation) - D(control))``
         (:func:`rnadiff.sampling.effect_scaling`) for cells of a perturbation in a context
@@ -495,7 +495,7 @@ class RNADiffusion:
         such pair (at most ``max_pairs``, those with the most target cells; both sides with
         at least ``min_cells`` cells) up to ``n_cells`` source cells (seeded) are predicted
         under the target (:meth:`predict`, calibrated effects, not widened) and compared with
-        the real target cells (:func:`rnadiff.conditioning.calibration.spread_ratio`). The
+        the real target cells (:func:`rnadiff.conditioning._calibration.spread_ratio`). The
         mean ratio, clipped to [0.5, 2], is stored in ``spread_scale``; :meth:`predict`
         then widens each target condition's counterfactual cells around their own mean by it
         (``spread=True``), which leaves the predicted mean change as it was. ``train`` runs
@@ -706,7 +706,7 @@ class RNADiffusion:
             genes: each is represented by a mix of the seen perturbations of the genes whose
             expression co-varies most with it, blended with all seen perturbations by their
             cells as far as the trust in co-expression fitted on the seen ones says
-            (``model.prior``; :mod:`rnadiff.conditioning.prior`), with the same mix of their
+            (``model.prior``; :mod:`rnadiff.conditioning._prior`), with the same mix of their
             calibrated effect scales; the mix is logged and stored in
             ``uns['rnadiff']['perturbation_prior']``.
         calibrated
@@ -860,7 +860,7 @@ class RNADiffusion:
             Counterfactual only: widen the predicted cells of each target condition around
             their own mean by ``spread_scale``, the spread lost in transport as
             :meth:`calibrate_spread` measured it on the training cells
-            (:func:`rnadiff.conditioning.calibration.widen`: values stay non-negative and
+            (:func:`rnadiff.conditioning._calibration.widen`: values stay non-negative and
             every gene keeps its mean). The widening is relative to the cells predicted
             together: predict a population in one call, not cell by cell. False: the cells
             as decoded.
@@ -987,7 +987,7 @@ class RNADiffusion:
             condition's typical profile. ``"auto"`` (raw counts only): each cell's own
             counting noise beyond that of the training cells, from its total counts (the
             error of Poisson-sampled log-normalized values at the training cells' mean
-            expression, :func:`rnadiff.diffusion.count_noise.technical_sigma`); cells as
+            expression, :func:`rnadiff.diffusion._count_noise.technical_sigma`); cells as
             deep as the training cells' median are left almost as they are.
         layer
             Layer holding the expression instead of ``X`` (default: the training layer).
@@ -1165,7 +1165,7 @@ class RNADiffusion:
             PCA space of real cells: about 1 for realistic cells). ``uns['rnadiff_design']``:
             success rate, median realism, and both for the unguided cells from the same noise.
         """
-        from rnadiff.design.workflow import design
+        from rnadiff.design._workflow import design
 
         return design(
             self,
@@ -1275,7 +1275,7 @@ class RNADiffusion:
             ``rank_phenotype_score``, ``rank_likelihood_score``, ``mean_rank``, ``rank``;
             settings in ``.attrs['rnadiff_rank']``.
         """
-        from rnadiff.design.workflow import rank_perturbations
+        from rnadiff.design._workflow import rank_perturbations
 
         return rank_perturbations(
             self,
@@ -1341,7 +1341,7 @@ class RNADiffusion:
 
         Each single perturbation's measured effect (log expression, mean change from the
         control in each context where both were measured, averaged over those contexts by its
-        cells) and its number of cells; :func:`rnadiff.conditioning.prior.fit_trust` then
+        cells) and its number of cells; :func:`rnadiff.conditioning._prior.fit_trust` then
         leaves each one out in turn. ``None`` without a perturbation column.
         """
         pkey, control = self.registry.perturbation_key, self.registry.control

@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from rnadiff.config import PreprocessConfig
-from rnadiff.data.validation import (
+from rnadiff._config import PreprocessConfig
+from rnadiff._errors import InputError
+from rnadiff.data._validation import (
     check_genes,
     check_matrix,
     check_unique_names,
     is_integer_valued,
 )
-from rnadiff.errors import InputError
 
 logger = logging.getLogger("rnadiff.preprocessing")
 

@@ -198,7 +198,7 @@ def plot_conditions(
     table, path: str | os.PathLike, *, metrics: tuple[str, ...] | None = None, title: str = ""
 ) -> None:
     """Horizontal bars of per-condition metrics (one panel per metric), e.g. the table of
-    :func:`rnadiff.evaluation.score.score_conditions`.
+    :func:`rnadiff.evaluation._score.score_conditions`.
 
     Parameters
     ----------
@@ -285,7 +285,7 @@ def plot_umap(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rnadiff.evaluation.distances import fit_pca, project
+    from rnadiff.evaluation._distances import fit_pca, project
 
     rng = np.random.default_rng(seed)
 

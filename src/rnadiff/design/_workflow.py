@@ -17,18 +17,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rnadiff.data.covariates import conditions_frame
-from rnadiff.data.preprocessing import scale as to_model_space
-from rnadiff.data.preprocessing import unscale as from_model_space
-from rnadiff.design.phenotype import BoundPhenotype, Phenotype, as_phenotype
-from rnadiff.design.ranking import (
+from rnadiff._errors import InputError
+from rnadiff.data._covariates import conditions_frame
+from rnadiff.data._preprocessing import scale as to_model_space
+from rnadiff.data._preprocessing import unscale as from_model_space
+from rnadiff.design._phenotype import BoundPhenotype, Phenotype, as_phenotype
+from rnadiff.design._ranking import (
     combine_ranks,
     cosine,
     denoising_errors,
     log_uniform_levels,
 )
-from rnadiff.errors import InputError
-from rnadiff.evaluation.realism import nearest_neighbor_ratio
+from rnadiff.evaluation._realism import nearest_neighbor_ratio
 from rnadiff.sampling import gradient_guidance, sample_langevin
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def design(
     ``_bound``: the specification already bound (ranking binds it once, against its own
     reference); ``_realism=False`` skips the realism score (ranking does not use it).
     """
-    from rnadiff.model import _jsonable
+    from rnadiff.model._model import _jsonable
 
     spec = as_phenotype(phenotype)
     if n_cells < 1:

@@ -3,7 +3,7 @@
 The population distances (:func:`energy_distance`, :func:`mmd_rbf`, :func:`knn_auc`) work in
 whatever space they are given. Gene space has thousands of mostly noisy dimensions, so callers
 first project the two populations into a PCA space (:func:`fit_pca`, :func:`project`). Fit it
-on both populations pooled (as :func:`rnadiff.evaluation.metrics.population_metrics` does), or on
+on both populations pooled (as :func:`rnadiff.evaluation._metrics.population_metrics` does), or on
 cells that are in neither: principal axes fitted on a few hundred cells also fit those cells'
 own noise, so a population that was in the fit lies measurably far from a new sample of the
 same distribution.

@@ -6,11 +6,11 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from rnadiff.config import PreprocessConfig
-from rnadiff.data.preprocessing import detect_input_type, log_normalized_matrix
-from rnadiff.data.validation import check_genes, check_matrix
-from rnadiff.errors import InputError
-from rnadiff.evaluation.metrics import (
+from rnadiff._config import PreprocessConfig
+from rnadiff._errors import InputError
+from rnadiff.data._preprocessing import detect_input_type, log_normalized_matrix
+from rnadiff.data._validation import check_genes, check_matrix
+from rnadiff.evaluation._metrics import (
     discrimination_score,
     response_metrics,
     target_gene_columns,
@@ -115,7 +115,7 @@ def score_conditions(
     perturbation); each predicted group is scored by :func:`score`'s metrics against the real
     group of the same label, all changes measured from the same ``control`` cells. With two or
     more real conditions it also gets the perturbation discrimination score
-    (:func:`rnadiff.evaluation.metrics.discrimination_score`, L1): ``discrimination`` leaves
+    (:func:`rnadiff.evaluation._metrics.discrimination_score`, L1): ``discrimination`` leaves
     the condition's own target genes out of its comparison (the parts of a label ``A+B`` that
     are genes of ``pred``), as cell-eval does; ``discrimination_all_genes`` keeps them. Cells
     labelled ``control_label`` are not a condition, so ``real`` may be a whole data set.

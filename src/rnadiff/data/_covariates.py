@@ -10,8 +10,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from rnadiff.data.validation import check_numeric_column, check_obs_columns
-from rnadiff.errors import InputError
+from rnadiff._errors import InputError
+from rnadiff.data._validation import check_numeric_column, check_obs_columns
 
 Role = Literal["perturbation", "cell_type", "batch", "categorical", "dose", "time", "continuous"]
 
@@ -144,7 +144,7 @@ class CovariateRegistry:
         standardized float32 vectors. With ``allow_missing``, absent columns and missing values
         (None/NaN) become the null value (zero row, NaN), i.e. "unspecified". ``soft``:
         ``{covariate: {unseen token: {known token: weight}}}`` encodes an unseen token as a
-        weighted mix of known ones (see :mod:`rnadiff.conditioning.prior`).
+        weighted mix of known ones (see :mod:`rnadiff.conditioning._prior`).
         """
         out = {}
         n = len(obs)

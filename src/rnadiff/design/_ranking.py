@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from rnadiff.diffusion.loss import edm_loss_weight
+from rnadiff.diffusion._loss import edm_loss_weight
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, dict | None], torch.Tensor]
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from rnadiff.config import NetworkConfig
+from rnadiff._config import NetworkConfig
 from rnadiff.diffusion import edm_scalings
-from rnadiff.models import Denoiser
+from rnadiff.networks import Denoiser
 
 N, GENES = 10, 6
 
@@ -114,7 +114,8 @@ def test_gradients_reach_the_condition_encoder():
 
 
 def test_repeated_embeddings_share_their_modulations_with_the_same_result():
-    from rnadiff.models import ResidualMLP, mlp
+    from rnadiff.networks import ResidualMLP
+    from rnadiff.networks import _mlp as mlp
 
     torch.manual_seed(0)
     net = ResidualMLP(12, width=16, depth=2, emb_dim=8, dropout=0.0)
@@ -140,7 +141,7 @@ def test_repeated_embeddings_share_their_modulations_with_the_same_result():
 
 
 def test_distinct_rows_groups_equal_rows_exactly():
-    from rnadiff.models.mlp import distinct_rows
+    from rnadiff.networks._mlp import distinct_rows
 
     x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [1.0, 2.0 + 1e-6], [3.0, 4.0]])
     rows, inverse = distinct_rows(x)

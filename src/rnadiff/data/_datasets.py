@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from rnadiff.errors import DatasetError
+from rnadiff._errors import DatasetError
 
 if TYPE_CHECKING:
     import anndata

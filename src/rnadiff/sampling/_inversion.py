@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rnadiff.sampling.samplers import SAMPLERS, Denoiser
+from rnadiff.sampling._samplers import SAMPLERS, Denoiser
 
 
 def encode(
