@@ -5,14 +5,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import json
 import logging
 import os
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from rnadiff._errors import DatasetError
+from rnadiff.data import _datasets
 from rnadiff.data._datasets import REGISTRY, DatasetInfo, fetch, list_datasets, load, load_smiles
 
 _ENV_DATA_DIR = os.environ.get("RNADIFF_DATA_DIR")
@@ -21,6 +24,7 @@ REAL_DATA_DIR = Path(_ENV_DATA_DIR) if _ENV_DATA_DIR else Path(__file__).parents
 CONTENT = b"toy dataset content\n" * 100
 TOY_SHA = hashlib.sha256(CONTENT).hexdigest()
 TOY_FILE = "toy_file.bin"
+INDEX = _datasets._HASH_INDEX
 
 
 @pytest.fixture(autouse=True)
@@ -47,17 +51,32 @@ def toy(monkeypatch):
     return register
 
 
+@dataclass
+class Server:
+    folder: Path  # served as RNADIFF_DATA_URL
+    requests: list[str] = field(default_factory=list)  # paths of the GET requests received
+    truncated: set[str] = field(default_factory=set)  # paths answered with half their bytes
+
+
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """Serve a temporary folder on 127.0.0.1 and point RNADIFF_DATA_URL at it."""
     root = tmp_path / "served"
     root.mkdir()
-    requests: list[str] = []
+    srv = Server(root / "mirror")
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def do_GET(self):
-            requests.append(self.path)
-            super().do_GET()
+            srv.requests.append(self.path)
+            if self.path not in srv.truncated:
+                return super().do_GET()
+            # Announce the whole file, send half of it, hang up: a connection lost mid-way.
+            data = (root / self.path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
 
         def log_message(self, *args):
             pass
@@ -65,12 +84,12 @@ def server(tmp_path, monkeypatch):
     httpd = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
     )
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     monkeypatch.setenv("RNADIFF_DATA_URL", f"http://127.0.0.1:{httpd.server_address[1]}/mirror/")
-    (root / "mirror").mkdir()
+    srv.folder.mkdir()
     try:
-        yield root / "mirror", requests
+        yield srv
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -126,55 +145,151 @@ def test_cache_dir_argument_env_and_default(toy, tmp_path, monkeypatch):
     assert fetch("toy", download=False) == default_file
 
 
-def test_download_from_mirror_lands_in_cache_once(toy, server, tmp_path):
-    served, requests = server
-    _write(served)
+@pytest.fixture
+def hash_calls(monkeypatch):
+    """Count the SHA-256 computations of the registry (pooch's own check of a download aside)."""
+    calls: list[Path] = []
+    real = _datasets._sha256
+
+    def counting(path):
+        calls.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(_datasets, "_sha256", counting)
+    return calls
+
+
+def test_download_from_mirror_lands_in_cache_once(toy, server, tmp_path, hash_calls):
+    _write(server.folder)
     cache = tmp_path / "cache"
     got = fetch("toy", cache_dir=cache, progress=True)
     assert got == cache / TOY_FILE
     assert got.read_bytes() == CONTENT
-    assert requests == [f"/mirror/{TOY_FILE}"]
-    assert sorted(p.name for p in cache.iterdir()) == [TOY_FILE]  # no temp file left
-    assert fetch("toy", cache_dir=cache, verify=True) == got
-    assert len(requests) == 1  # the second fetch used the cache
+    assert server.requests == [f"/mirror/{TOY_FILE}"]
+    assert sorted(p.name for p in cache.iterdir()) == sorted([INDEX, TOY_FILE])  # no temp file
+    assert fetch("toy", cache_dir=cache) == got
+    assert len(server.requests) == 1  # the second fetch used the cache...
+    assert hash_calls == []  # ...and the hash pooch checked while downloading
 
 
 def test_download_checksum_mismatch_leaves_nothing(toy, server, tmp_path):
-    served, requests = server
-    _write(served, b"tampered content")
+    _write(server.folder, b"tampered content")
     cache = tmp_path / "cache"
-    with pytest.raises(DatasetError, match="expected sha256") as err:
-        fetch("toy", cache_dir=cache, progress=False)
-    assert TOY_SHA in str(err.value)
+    with pytest.raises(DatasetError, match="Checksum mismatch for dataset 'toy'") as err:
+        fetch("toy", cache_dir=cache, progress=False, verify=False)  # downloads always checked
+    assert f"expected sha256 {TOY_SHA}" in str(err.value)
     assert hashlib.sha256(b"tampered content").hexdigest() in str(err.value)
-    assert len(requests) == 1
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no pooch traceback
+    assert len(server.requests) == 1
     assert list(cache.iterdir()) == []
 
 
 def test_download_404_is_a_dataset_error(toy, server, tmp_path):
-    _, requests = server
     cache = tmp_path / "cache"
-    with pytest.raises(DatasetError, match="404"):
+    with pytest.raises(DatasetError, match=r"Could not download dataset 'toy'.*404") as err:
         fetch("toy", cache_dir=cache, progress=False)
-    assert requests == [f"/mirror/{TOY_FILE}"]
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no requests traceback
+    assert server.requests == [f"/mirror/{TOY_FILE}"]
     assert list(cache.iterdir()) == []
 
 
-def test_download_without_pinned_checksum_logs_hash(toy, server, tmp_path, caplog):
+@pytest.mark.parametrize("pinned", [True, False])
+def test_truncated_download_leaves_nothing(toy, server, tmp_path, pinned):
+    if not pinned:
+        toy(sha256=None)  # nothing but the announced length can tell the file is incomplete
+    _write(server.folder)
+    server.truncated.add(f"/mirror/{TOY_FILE}")
+    cache = tmp_path / "cache"
+    with pytest.raises(DatasetError, match="Could not download dataset 'toy'"):
+        fetch("toy", cache_dir=cache, progress=False, verify=pinned)
+    assert server.requests == [f"/mirror/{TOY_FILE}"]
+    assert list(cache.iterdir()) == []
+
+
+def test_unpinned_download_needs_verify_false_and_logs_hash(toy, server, tmp_path, caplog):
     toy(sha256=None)
-    _write(server[0])
+    _write(server.folder)
+    cache = tmp_path / "cache"
+    with pytest.raises(DatasetError, match=r"no pinned SHA-256.*cannot be verified") as err:
+        fetch("toy", cache_dir=cache, progress=False)
+    assert "verify=False" in str(err.value)
+    assert server.requests == []  # refused before any request
+    assert not cache.exists()
     with caplog.at_level(logging.WARNING, logger="rnadiff.datasets"):
-        got = fetch("toy", cache_dir=tmp_path / "cache", progress=False)
+        got = fetch("toy", cache_dir=cache, progress=False, verify=False)
     assert got.read_bytes() == CONTENT
     assert TOY_SHA in caplog.text
 
 
+@pytest.mark.parametrize("name", ["kang2018_full", "norman2019_full"])
+def test_unpinned_entries_refused_unless_verify_false(name, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(DatasetError, match=f"{name}.*cannot be verified.*verify=False"):
+        fetch(name, cache_dir=cache)  # would download from figshare: refused before that
+    assert not cache.exists()
+    local = _write(tmp_path / "data").rename(tmp_path / "data" / REGISTRY[name].filename)
+    with pytest.raises(DatasetError, match=f"the file {local} cannot be verified"):
+        fetch(name, data_dir=tmp_path / "data", cache_dir=cache)
+    assert fetch(name, data_dir=tmp_path / "data", cache_dir=cache, verify=False) == local
+
+
 def test_corrupt_cached_file_fails_verification(toy, tmp_path):
     file = _write(tmp_path / "cache", b"corrupt")
-    assert fetch("toy", cache_dir=tmp_path / "cache", download=False) == file
     with pytest.raises(DatasetError, match="Checksum mismatch") as err:
-        fetch("toy", cache_dir=tmp_path / "cache", verify=True)
+        fetch("toy", cache_dir=tmp_path / "cache")
     assert str(file) in str(err.value)
+    assert f"expected sha256 {TOY_SHA}" in str(err.value)
+    assert f"got {hashlib.sha256(b'corrupt').hexdigest()}" in str(err.value)
+    assert "verify=False" in str(err.value)
+    assert fetch("toy", cache_dir=tmp_path / "cache", verify=False) == file
+
+
+@pytest.mark.parametrize("where", ["path", "data_dir", "cache_dir"])
+def test_local_hash_is_reused_until_the_file_changes(toy, tmp_path, hash_calls, where):
+    cache = tmp_path / "cache"
+    file = _write(cache if where == "cache_dir" else tmp_path / "data")
+    location = {"path": {"path": file}, "data_dir": {"data_dir": file.parent}, "cache_dir": {}}
+    fetch_it = functools.partial(fetch, "toy", cache_dir=cache, **location[where])
+    for _ in range(3):
+        assert fetch_it() == file
+    assert hash_calls == [file.resolve()]
+    index = json.loads((cache / INDEX).read_text())
+    assert index[str(file.resolve())]["sha256"] == TOY_SHA
+
+    stat = file.stat()
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: mtime differs
+    assert fetch_it() == file
+    assert fetch_it() == file
+    assert len(hash_calls) == 2
+
+    file.write_bytes(b"X" * len(CONTENT))  # same size, other bytes, later mtime
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2 * 10**9))
+    bad = hashlib.sha256(b"X" * len(CONTENT)).hexdigest()
+    with pytest.raises(DatasetError, match=f"expected sha256 {TOY_SHA}, got {bad}"):
+        fetch_it()
+    assert len(hash_calls) == 3
+    assert fetch_it(verify=False) == file
+    assert len(hash_calls) == 3  # verify=False does not hash
+    assert [p.name for p in cache.iterdir() if p.name.startswith(INDEX)] == [INDEX]  # no temps
+
+
+def test_unreadable_or_unwritable_index_only_costs_a_rehash(toy, tmp_path, hash_calls, monkeypatch):
+    cache = tmp_path / "cache"
+    file = _write(tmp_path / "data")
+    cache.mkdir()
+    (cache / INDEX).write_text("{not json")
+    assert fetch("toy", data_dir=file.parent, cache_dir=cache) == file
+    assert json.loads((cache / INDEX).read_text())[str(file.resolve())]["sha256"] == TOY_SHA
+    (cache / INDEX).unlink()
+
+    def refuse(*args):
+        raise PermissionError("read-only cache")
+
+    monkeypatch.setattr(_datasets.os, "replace", refuse)
+    assert fetch("toy", data_dir=file.parent, cache_dir=cache) == file
+    assert fetch("toy", data_dir=file.parent, cache_dir=cache) == file
+    assert len(hash_calls) == 3
+    assert list(cache.iterdir()) == []  # the temporary index was removed
 
 
 def test_missing_everywhere_explains_where_and_how(toy, tmp_path):
@@ -214,6 +329,8 @@ def test_registry_entries():
         assert info.source and info.license and info.description
         assert info.url is None or info.url.startswith("https://")
         assert info.sha256 is None or len(info.sha256) == 64
+    unpinned = {name for name, info in REGISTRY.items() if info.sha256 is None}
+    assert unpinned == {"kang2018_full", "norman2019_full"}  # usable only with verify=False
     with pytest.raises(AttributeError):
         REGISTRY["zeisel2015"].url = "x"  # frozen
 
@@ -238,7 +355,7 @@ def test_list_datasets_marks_local_files(tmp_path):
 def test_load_smiles_columns(tmp_path):
     csv = tmp_path / "drugs.csv"
     csv.write_text("Aspirin,CC(=O)Oc1ccccc1C(=O)O,Other\nCaffeine,Cn1cnc2c1c(=O)n(C)c(=O)n2C,X\n")
-    df = load_smiles(path=csv)
+    df = load_smiles(path=csv, verify=False)  # not the registered file
     assert list(df.columns) == ["name", "smiles", "pathway"]
     assert df.shape == (2, 3)
     assert df.loc[1, "name"] == "Caffeine"
@@ -254,13 +371,13 @@ def test_real_pinned_checksums_match_shared_files():
     assert files
     for file in files:
         assert file.name in by_file, f"{file.name} is not registered"
-        assert fetch(by_file[file.name].name, data_dir=REAL_DATA_DIR, verify=True) == file
+        assert fetch(by_file[file.name].name, data_dir=REAL_DATA_DIR) == file
 
 
 @real
 def test_real_norman_tiny_loads(monkeypatch):
     monkeypatch.setenv("RNADIFF_DATA_DIR", str(REAL_DATA_DIR))
-    adata = load("norman2019_tiny", verify=True, download=False)
+    adata = load("norman2019_tiny", download=False)
     assert adata.shape == (50, 50)
     assert "condition" in adata.obs
     smiles = load_smiles(download=False)

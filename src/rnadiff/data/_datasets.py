@@ -2,25 +2,27 @@
 
 Files are looked up, in order, at an explicit ``path``, in a data folder (``data_dir`` or the
 ``RNADIFF_DATA_DIR`` environment variable), in a cache folder (``cache_dir``,
-``RNADIFF_CACHE_DIR`` or ``~/.cache/rnadiff``) and finally downloaded into the cache when the
-entry has a URL. ``RNADIFF_DATA_URL`` names a base URL of a mirror that serves every file as
-``<base>/<filename>``.
+``RNADIFF_CACHE_DIR`` or ``~/.cache/rnadiff``) and finally downloaded into the cache with
+:mod:`pooch` when the entry has a URL. ``RNADIFF_DATA_URL`` names a base URL of a mirror that
+serves every file as ``<base>/<filename>``.
+
+Every file is checked against the entry's pinned SHA-256 unless the caller passes
+``verify=False``; entries without a pinned hash are refused otherwise. The hash of a local file
+is remembered in a small JSON index in the cache folder, keyed by absolute path, size and
+modification time, so an unchanged file is hashed once, not at every call.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
+import json
 import logging
 import os
+import re
 import tempfile
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from tqdm.auto import tqdm
 
 from rnadiff._errors import DatasetError
 
@@ -32,8 +34,8 @@ __all__ = ["REGISTRY", "DatasetInfo", "fetch", "list_datasets", "load", "load_sm
 
 logger = logging.getLogger("rnadiff.datasets")
 
-_CHUNK = 1 << 20
 _TIMEOUT_S = 60
+_HASH_INDEX = ".sha256-index.json"  # in the cache folder: {abs path: {size, mtime_ns, sha256}}
 
 
 @dataclass(frozen=True)
@@ -161,22 +163,75 @@ def _info(name: str) -> DatasetInfo:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    import pooch
+
+    return pooch.file_hash(str(path), alg="sha256")
 
 
-def _verify(path: Path, info: DatasetInfo) -> None:
-    got = _sha256(path)
+def _read_index(cache: Path) -> dict[str, Any]:
+    try:
+        index = json.loads((cache / _HASH_INDEX).read_text())
+    except (OSError, ValueError):  # absent or unreadable: it is only a cache, start afresh
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
+def _remember(cache: Path, file: Path, stat: os.stat_result, sha256: str) -> None:
+    """Record a file's hash in the cache's index; a failure to write only costs a re-hash."""
+    index = {k: v for k, v in _read_index(cache).items() if os.path.exists(k)}
+    index[str(file)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        # A temporary file in the same folder, then os.replace: readers never see half an index.
+        fd, tmp = tempfile.mkstemp(dir=cache, prefix=f"{_HASH_INDEX}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(index, f, indent=1, sort_keys=True)
+            os.replace(tmp, cache / _HASH_INDEX)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as exc:
+        logger.debug("Could not write the hash index in %s: %s", cache, exc)
+
+
+def _file_sha256(file: Path, cache: Path) -> str:
+    """SHA-256 of ``file``, taken from the index while its size and mtime are unchanged."""
+    file = file.resolve()
+    stat = file.stat()
+    entry = _read_index(cache).get(str(file))
+    if (
+        isinstance(entry, dict)
+        and entry.get("size") == stat.st_size
+        and entry.get("mtime_ns") == stat.st_mtime_ns
+        and isinstance(entry.get("sha256"), str)
+    ):
+        return entry["sha256"]
+    sha256 = _sha256(file)
+    after = file.stat()
+    if (after.st_size, after.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns):  # not mid-write
+        _remember(cache, file, stat, sha256)
+    return sha256
+
+
+def _unpinned(info: DatasetInfo, what: str) -> DatasetError:
+    return DatasetError(
+        f"Dataset {info.name!r} has no pinned SHA-256, so {what} cannot be verified. To use it "
+        f"anyway, pass verify=False (e.g. fetch({info.name!r}, verify=False) or "
+        f"load({info.name!r}, verify=False)); a download then logs its SHA-256, which can be "
+        "pinned in the registry."
+    )
+
+
+def _verify_local(file: Path, info: DatasetInfo, cache: Path) -> None:
     if info.sha256 is None:
-        logger.warning("Dataset %r has no pinned sha256; %s has sha256 %s.", info.name, path, got)
-    elif got != info.sha256:
+        raise _unpinned(info, f"the file {file}")
+    got = _file_sha256(file, cache)
+    if got != info.sha256:
         raise DatasetError(
-            f"Checksum mismatch for dataset {info.name!r} at {path}: expected sha256 "
-            f"{info.sha256}, got {got}. The file is corrupt or a different version; delete it "
-            "and fetch it again, or point RNADIFF_DATA_DIR / path= at the right file."
+            f"Checksum mismatch for dataset {info.name!r} at {file}: expected sha256 "
+            f"{info.sha256}, got {got}. The file is corrupt or a different version: delete it "
+            "and fetch it again, point RNADIFF_DATA_DIR / path= at the registered file, or pass "
+            "verify=False to use it as it is."
         )
 
 
@@ -186,7 +241,7 @@ def _cache_folder(cache_dir: str | os.PathLike[str] | None) -> Path:
 
 
 def _candidates(
-    info: DatasetInfo, data_dir: str | os.PathLike[str] | None, cache_dir: Any
+    info: DatasetInfo, data_dir: str | os.PathLike[str] | None, cache: Path
 ) -> list[tuple[str, Path]]:
     out = []
     if data_dir is not None:
@@ -194,7 +249,7 @@ def _candidates(
     elif os.environ.get("RNADIFF_DATA_DIR"):
         env_dir = Path(os.environ["RNADIFF_DATA_DIR"]).expanduser()
         out.append(("RNADIFF_DATA_DIR", env_dir / info.filename))
-    out.append(("cache", _cache_folder(cache_dir) / info.filename))
+    out.append(("cache", cache / info.filename))
     return out
 
 
@@ -205,40 +260,39 @@ def _download_url(info: DatasetInfo) -> str | None:
     return info.url
 
 
-def _download(url: str, dest: Path, info: DatasetInfo, progress: bool) -> None:
+def _download(url: str, dest: Path, info: DatasetInfo, *, progress: bool, verify: bool) -> None:
+    """Download ``url`` to ``dest`` with pooch, which streams into a temporary file beside
+    ``dest`` and moves it into place only once complete and matching the pinned hash."""
+    import pooch
+
+    if info.sha256 is None and verify:
+        raise _unpinned(info, f"a download from {url}")
     if urllib.parse.urlparse(url).scheme not in ("http", "https"):
         raise DatasetError(f"Refusing to download dataset {info.name!r} from non-HTTP URL {url}.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    h, received = hashlib.sha256(), 0
+    known_hash = None if info.sha256 is None else f"sha256:{info.sha256}"
+    downloader = pooch.HTTPDownloader(progressbar=progress, timeout=_TIMEOUT_S)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            bar_kw = {"unit": "B", "unit_scale": True, "unit_divisor": 1024}
-            with tqdm(total=total, desc=info.filename, disable=not progress, **bar_kw) as bar:
-                while chunk := resp.read(_CHUNK):
-                    out.write(chunk)
-                    h.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-        if total is not None and received != total:
-            raise DatasetError(f"Incomplete download of {url}: got {received} of {total} bytes.")
-        got = h.hexdigest()
-        if info.sha256 is None:
-            logger.warning(
-                "Dataset %r has no pinned sha256; downloaded %s, sha256 %s.", info.name, url, got
-            )
-        elif got != info.sha256:
+        pooch.retrieve(url, known_hash, fname=dest.name, path=dest.parent, downloader=downloader)
+    except (OSError, ValueError) as exc:  # requests' errors are OSErrors; a bad hash a ValueError
+        # pooch words a bad hash "... expected sha256:<hex> but got <hex>. ..."
+        got = re.search(r"but got ([0-9a-fA-F]{64})\b", str(exc))
+        if isinstance(exc, ValueError) and got:
             raise DatasetError(
                 f"Checksum mismatch for dataset {info.name!r} downloaded from {url}: expected "
-                f"sha256 {info.sha256}, got {got}. The download was discarded."
-            )
-        os.replace(tmp, dest)
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise DatasetError(f"Could not download dataset {info.name!r} from {url}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+                f"sha256 {info.sha256}, got {got.group(1).lower()}. The download was discarded; "
+                "the server holds a different version of the file."
+            ) from None
+        raise DatasetError(
+            f"Could not download dataset {info.name!r} from {url}: {exc}. Nothing was kept in "
+            f"{dest.parent}."
+        ) from None
+    if info.sha256 is not None:  # pooch has just checked it: spare the next fetch a re-hash
+        _remember(dest.parent, dest.resolve(), dest.stat(), info.sha256)
+    else:
+        logger.warning(
+            "Dataset %r has no pinned sha256; downloaded %s unverified, sha256 %s.",
+            info.name, url, _sha256(dest),
+        )  # fmt: skip
 
 
 def fetch(
@@ -249,7 +303,7 @@ def fetch(
     cache_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
     progress: bool = True,
-    verify: bool = False,
+    verify: bool = True,
 ) -> Path:
     """Return the local path of a registered dataset file, downloading it if needed.
 
@@ -267,10 +321,12 @@ def fetch(
         Download into the cache when the file is not found locally and a URL is known (the
         entry's ``url`` or ``<RNADIFF_DATA_URL>/<filename>``).
     progress : bool, default True
-        Show a tqdm progress bar while downloading.
-    verify : bool, default False
-        Check the SHA-256 of a file found locally against the pinned one (downloads are always
-        checked).
+        Show a progress bar while downloading.
+    verify : bool, default True
+        Check the file's SHA-256 against the pinned one, wherever it was found. A local file's
+        hash is remembered in the cache folder (keyed by absolute path, size and mtime), so an
+        unchanged file is hashed only once. Entries without a pinned hash are refused unless
+        ``verify=False``. A download of a pinned entry is always checked.
 
     Returns
     -------
@@ -280,30 +336,38 @@ def fetch(
     Raises
     ------
     DatasetError
-        If the name is unknown, the file cannot be found or downloaded, or its checksum is wrong.
+        If the name is unknown, the file cannot be found or downloaded, its checksum is wrong,
+        or it has no pinned checksum and ``verify`` is true.
+
+    Examples
+    --------
+    >>> fetch("norman2019_tiny", data_dir="../shared/data")  # doctest: +SKIP
+    PosixPath('../shared/data/norman2019_tiny_counts.h5ad')
     """
     info = _info(name)
+    cache = _cache_folder(cache_dir)
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
             raise DatasetError(f"path={str(p)!r} given for dataset {name!r} does not exist.")
         if verify:
-            _verify(p, info)
+            _verify_local(p, info, cache)
         return p
-    candidates = _candidates(info, data_dir, cache_dir)
+    candidates = _candidates(info, data_dir, cache)
     for _, candidate in candidates:
         if candidate.is_file():
             if verify:
-                _verify(candidate, info)
+                _verify_local(candidate, info, cache)
             return candidate
     url = _download_url(info)
     cached = candidates[-1][1]
     if download and url:
-        _download(url, cached, info, progress)
+        _download(url, cached, info, progress=progress, verify=verify)
         return cached
     looked = "\n".join(f"  - {p} ({where})" for where, p in candidates)
     if url:
-        how = f"Or download it from {url} with fetch({name!r}, download=True)."
+        unverified = ", verify=False" if info.sha256 is None else ""
+        how = f"Or download it from {url} with fetch({name!r}, download=True{unverified})."
     else:
         how = (
             "It has no public download URL: obtain it from the original source "
@@ -324,7 +388,8 @@ def load(name: str, **fetch_kwargs: Any) -> anndata.AnnData:
     name : str
         Registry name of an ``.h5ad`` dataset.
     **fetch_kwargs
-        Passed on to :func:`fetch` (``path``, ``data_dir``, ``cache_dir``, ``download``, ...).
+        Passed on to :func:`fetch` (``path``, ``data_dir``, ``cache_dir``, ``download``,
+        ``verify``, ...).
 
     Returns
     -------
@@ -394,8 +459,10 @@ def list_datasets(
     """
     import pandas as pd
 
+    cache = _cache_folder(cache_dir)
+
     def available(info: DatasetInfo) -> str:
-        found = any(p.is_file() for _, p in _candidates(info, data_dir, cache_dir))
+        found = any(p.is_file() for _, p in _candidates(info, data_dir, cache))
         return "yes" if found else "no"
 
     rows = [(i.name, i.filename, i.description, available(i), i.url) for i in REGISTRY.values()]
