@@ -7,6 +7,7 @@ import pytest
 from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, TrainConfig
 from rnadiff._errors import InputError
 from rnadiff.conditioning._calibration import spread_ratio, widen
+from rnadiff.conditioning._conditions import condition_rows
 from rnadiff.data._preprocessing import log_expression
 from rnadiff.evaluation._metrics import response_metrics
 
@@ -97,9 +98,9 @@ def test_transfer_applies_only_to_unseen_combinations(kang, trained):
             "cluster_id": [HOLDOUT, "B cells", HOLDOUT, None],
         }
     )
-    assert model._transfer_mask(obs, "guide").tolist() == [True, False, False, False]
-    assert model._transfer_mask(obs, "compose").tolist() == [True, False, False, False]
-    assert not model._transfer_mask(obs, "none").any()
+    assert model.engine.transfer_plan(obs, "guide").mask.tolist() == [True, False, False, False]
+    assert model.engine.transfer_plan(obs, "compose").mask.tolist() == [True, False, False, False]
+    assert not model.engine.transfer_plan(obs, "none").mask.any()
     source = kang[((kang.obs.cluster_id == HOLDOUT) & (kang.obs.group_id == "ctrl")).to_numpy()]
     preds = {
         mode: model.predict(
@@ -143,8 +144,8 @@ def test_compose_takes_the_effect_from_the_nearest_measured_cell_type(trained):
     # type whose (model) control profile is closest, the other monocytes
     model, _ = trained
     obs = pd.DataFrame({"group_id": ["stim", "stim", "ctrl"], "cluster_id": [HOLDOUT] * 3})
-    mask = model._transfer_mask(obs, "compose")
-    contexts, weights = model._transfer_contexts(mask, model._condition_rows(obs))
+    mask = model.engine.transfer_plan(obs, "compose").mask
+    contexts, weights = model.engine.transfer_contexts(mask, condition_rows(model.registry, obs))
     names = list(model.registry["cluster_id"].tokens)
     context_names = [names[i] for i in contexts["cluster_id"].argmax(dim=1).tolist()]
     chosen = [c for c, w in zip(context_names, weights[0], strict=True) if w > 0]
@@ -356,7 +357,7 @@ def test_calibration_decodes_at_the_perturbations_own_dose(kang):
 def test_counterfactuals_of_the_same_cells_encode_them_once(kang, trained, monkeypatch):
     import torch
 
-    import rnadiff.model._model as model_module
+    import rnadiff.sampling._engine as model_module
 
     model, _train = trained
     source = kang[((kang.obs.cluster_id == "B cells") & (kang.obs.group_id == "ctrl")).to_numpy()]
@@ -366,7 +367,7 @@ def test_counterfactuals_of_the_same_cells_encode_them_once(kang, trained, monke
         model_module, "encode", lambda *a, **k: calls.append(1) or real_encode(*a, **k)
     )
     kw = dict(steps=8, progress=False)
-    model._last_encoding = None
+    model.engine._last_encoding = None
     first = model.predict(source, perturbation="stim", **kw).X
     n_first = len(calls)
     assert n_first > 0
@@ -375,7 +376,7 @@ def test_counterfactuals_of_the_same_cells_encode_them_once(kang, trained, monke
     assert len(calls) == n_first  # the same cells under the same condition: encoded once
     np.testing.assert_array_equal(again, first)
     assert not np.allclose(other, first)
-    model._last_encoding = None  # without the kept encoding: the same numbers
+    model.engine._last_encoding = None  # without the kept encoding: the same numbers
     np.testing.assert_array_equal(model.predict(source, perturbation="stim", **kw).X, first)
     assert len(calls) == 2 * n_first
     # other cells, or changed weights, are encoded anew
@@ -394,7 +395,7 @@ def test_counterfactuals_of_the_same_cells_encode_them_once(kang, trained, monke
     assert not np.allclose(changed, first)
     # an encoding larger than the limit is not kept
     monkeypatch.setattr(model_module, "KEEP_ENCODING_MAX", 10)
-    model._last_encoding = None
+    model.engine._last_encoding = None
     model.predict(source, perturbation="stim", **kw)
     model.predict(source, perturbation="stim", **kw)
-    assert len(calls) == 6 * n_first and model._last_encoding is None
+    assert len(calls) == 6 * n_first and model.engine._last_encoding is None

@@ -289,7 +289,7 @@ def test_predict_checks_arguments_before_encoding(model, ctrl_cells, monkeypatch
     def no_encoding(*args, **kw):
         raise AssertionError("the source cells were encoded before the arguments were checked")
 
-    monkeypatch.setattr("rnadiff.model._model.encode", no_encoding)
+    monkeypatch.setattr("rnadiff.sampling._engine.encode", no_encoding)
     with pytest.raises(InputError):
         model.predict(ctrl_cells, perturbation="stim", **kwargs, **FAST)
 

@@ -54,7 +54,7 @@ def kang_small_module(_kang_small_session):
 def test_measured_values_and_neighbours(timed, tmp_path):
     assert timed.measured == {"Hours": [0.0, 24.0, 72.0]}
     obs = pd.DataFrame({"Hours": [48.0, 24.0, 100.0, 12.0, np.nan]})
-    ((key, (low, high, weight, where)),) = timed._interpolation(obs).items()
+    ((key, (low, high, weight, where)),) = timed.engine.interpolation(obs).items()
     assert key == "Hours" and where.tolist() == [True, False, False, True, False]
     grid = pd.DataFrame({"Hours": [0.0, 24.0, 72.0]})
     enc = timed.registry.encode(grid, allow_missing=True)["Hours"]

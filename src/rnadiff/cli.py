@@ -796,7 +796,7 @@ def design(
         progress=not quiet,
     )
     _write(cells, out)
-    info = cells.uns["rnadiff_design"]
+    info = cells.uns["rnadiff"]["design"]
     typer.echo(
         f"wrote {cells.n_obs} designed cells to {out} ({time.perf_counter() - t0:.1f} s)\n"
         f"specification: {info['phenotype']}\n"

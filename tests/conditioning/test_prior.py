@@ -7,6 +7,7 @@ import pytest
 from rnadiff._errors import InputError
 from rnadiff.conditioning._prior import blend_prior, expression_prior, fit_trust, gene_vectors
 from rnadiff.data._covariates import CovariateRegistry
+from rnadiff.model import _calibration
 
 
 def correlated_genes(n=500, seed=0):
@@ -162,7 +163,9 @@ def test_model_blends_the_prior_with_its_fitted_trust(kang_small, one_thread):
     prior = model.prior
     assert prior["trust"] in prior["grid"] and len(prior["loo_error"]) == len(prior["grid"])
     assert prior["shares"] == {g: int((labels == g).sum()) for g in genes[:4]}
-    chunked = model._fit_prior(adata, chunk=7)  # the cells read a few at a time: same fit
+    chunked = _calibration.fit_prior(
+        model, adata, chunk=7
+    )  # the cells read a few at a time: same fit
     assert chunked["trust"] == prior["trust"] and chunked["shares"] == prior["shares"]
     assert np.allclose(chunked["loo_error"], prior["loo_error"], rtol=1e-9)
     model.train(config=TrainConfig(max_steps=3, batch_size=32), progress=False)

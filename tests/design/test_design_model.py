@@ -43,7 +43,7 @@ def test_design_meets_markers_that_unguided_cells_miss(model, kang):
     out = model.design(
         spec, conditions={"cluster_id": "B cells"}, n_cells=60, reference=ctrl, progress=False
     )
-    info = out.uns["rnadiff_design"]
+    info = out.uns["rnadiff"]["design"]
     assert out.n_obs == 60 and list(out.var_names) == model.genes
     assert set(out.obs["cluster_id"]) == {"B cells"}
     for col in ("objective", "distance_to_spec", "meets_spec", "realism"):
@@ -73,7 +73,7 @@ def test_design_combines_markers_with_a_cell_state(model, kang):
     out = model.design(spec, n_cells=40, through_denoiser=True, progress=False)
     assert {"meets_term0", "meets_term1"} <= set(out.obs.columns)
     assert out.obs["meets_spec"].equals(out.obs["meets_term0"] & out.obs["meets_term1"])
-    assert out.uns["rnadiff_design"]["success_rate"] > 0.5
+    assert out.uns["rnadiff"]["design"]["success_rate"] > 0.5
 
 
 def test_design_errors_are_specific(model):
@@ -124,10 +124,10 @@ def test_rank_errors_are_specific(model, kang):
 
 
 def test_pairs_add_every_combination(model, kang):
-    from rnadiff.design._workflow import _candidates
+    from rnadiff.design._workflow import candidate_names
 
-    assert _candidates(model, ["ctrl", "stim"], pairs=True) == ["ctrl", "stim"]
-    assert _candidates(model, None, pairs=False) == ["ctrl", "stim"]
+    assert candidate_names(model.engine, ["ctrl", "stim"], pairs=True) == ["ctrl", "stim"]
+    assert candidate_names(model.engine, None, pairs=False) == ["ctrl", "stim"]
 
 
 def test_generation_score_decodes_every_candidate_from_the_encoded_reference(model, kang):

@@ -1,14 +1,42 @@
-"""Covariate encoders and the null value of each covariate (dropout, guidance)."""
+"""Covariate encoders, the null value of each covariate (dropout, guidance), the bookkeeping
+of conditions, transfer planning, the expression prior of unseen perturbations and the
+calibration functions (pure functions on arrays)."""
 
+from rnadiff.conditioning._calibration import effect_scales, spread_ratio, widen
 from rnadiff.conditioning._encoders import ConditionEncoder, FourierEmbedding, SetEmbedding
 from rnadiff.conditioning._nulls import drop_covariates, is_null, null_like, random_drop
+from rnadiff.conditioning._prior import (
+    blend_prior,
+    expression_prior,
+    fit_trust,
+    gene_vectors,
+    prior_weights,
+)
+from rnadiff.conditioning._transfer import (
+    context_of,
+    interpolation_neighbours,
+    measured_contexts,
+    nearest_context_weights,
+)
 
 __all__ = [
     "ConditionEncoder",
     "FourierEmbedding",
     "SetEmbedding",
+    "blend_prior",
+    "context_of",
     "drop_covariates",
+    "effect_scales",
+    "expression_prior",
+    "fit_trust",
+    "gene_vectors",
+    "interpolation_neighbours",
     "is_null",
+    "measured_contexts",
+    "nearest_context_weights",
     "null_like",
+    "prior_weights",
     "random_drop",
+    "spread_ratio",
+    "widen",
 ]

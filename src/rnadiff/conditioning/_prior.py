@@ -184,3 +184,27 @@ def fit_trust(
         return None, np.zeros(0)
     errors /= used
     return float(grid[int(np.argmin(errors))]), errors
+
+
+def prior_weights(
+    gene: str,
+    *,
+    tokens: Sequence[str],
+    control: str | None,
+    genes: Sequence[str],
+    vectors: np.ndarray | None,
+    fit: Mapping | None,
+) -> dict[str, float]:
+    """The seen perturbation tokens standing in for the unseen ``gene`` (empty: none).
+
+    The co-expression mix of :func:`expression_prior` over the seen tokens (all but the
+    control), blended by :func:`blend_prior` with the fitted ``trust`` when ``fit`` has one.
+    """
+    if vectors is None:
+        return {}
+    candidates = {t: t for t in tokens if t != control}
+    weights = expression_prior(gene, candidates, genes, vectors)
+    trust = (fit or {}).get("trust")
+    if weights and trust is not None:
+        weights = blend_prior(weights, fit["shares"], trust)
+    return weights

@@ -25,9 +25,8 @@ import pandas as pd
 from rnadiff.data._splits import Split
 from rnadiff.design import Markers, random_ranking_metrics, ranking_metrics
 from rnadiff.design._ranking import cosine
-from rnadiff.design._workflow import rank_perturbations
+from rnadiff.design._realism import nearest_neighbor_ratio
 from rnadiff.evaluation._metrics import response_metrics, wilcoxon_scores
-from rnadiff.evaluation._realism import nearest_neighbor_ratio
 from rnadiff.model import RNADiffusion
 
 logger = logging.getLogger("rnadiff")
@@ -73,11 +72,10 @@ def papalexi_rank_rows(
     key, control = split.setup["perturbation_key"], split.setup["control"]
     means = _means(prep, split.train.obs, key)
     candidates = sorted(means)
-    rows, task, cache = [], "papalexi_rank", {}
-    for ev in split.evaluations:
+    rows, task = [], "papalexi_rank"
+    for ev in split.evaluations:  # the candidates' cells are decoded once (the engine keeps them)
         true = str(ev.target[key])
-        ranked = rank_perturbations(
-            model,
+        ranked = model.rank_perturbations(
             ev.real,
             reference=ev.control,
             n_cells=n_cells,
@@ -86,7 +84,6 @@ def papalexi_rank_rows(
             n_draws=n_draws,
             seed=split.seed,
             progress=False,
-            cache=cache,
         )
         at = ranked.set_index("perturbation")
         ranks = {

@@ -1,5 +1,6 @@
 """Samplers (pure functions sharing one signature) and guidance (denoiser wrappers)."""
 
+from rnadiff.sampling._engine import SamplingEngine, TransferPlan
 from rnadiff.sampling._guidance import (
     classifier_free_guidance,
     compositional_guidance,
@@ -19,6 +20,8 @@ from rnadiff.sampling._samplers import (
 
 __all__ = [
     "SAMPLERS",
+    "SamplingEngine",
+    "TransferPlan",
     "classifier_free_guidance",
     "compositional_guidance",
     "effect_scaling",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rnadiff.evaluation._realism import nearest_neighbor_ratio
+from rnadiff.design._realism import nearest_neighbor_ratio
 
 
 def test_fresh_cells_from_the_real_distribution_score_about_one():

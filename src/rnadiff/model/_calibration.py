@@ -1,0 +1,245 @@
+"""Calibration on the training cells after training: effect sizes, counterfactual spread, and
+the expression prior of unseen perturbations. Each function takes the trained model."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from rnadiff.conditioning import _conditions as conditions
+from rnadiff.conditioning._calibration import SPREAD_RANGE, effect_scales, spread_ratio
+from rnadiff.conditioning._prior import TRUST_GRID, fit_trust, gene_vectors
+from rnadiff.sampling._engine import TransferPlan
+
+if TYPE_CHECKING:
+    from rnadiff.model._model import RNADiffusion
+
+logger = logging.getLogger("rnadiff")
+EFFECT_COLUMNS = ["scale", "n_cells", "predicted_effect", "observed_effect"]
+SPREAD_COLUMNS = ["source", "target", "n_source", "n_target", "ratio"]
+
+
+def calibrate_effects(
+    model: RNADiffusion, *, n_cells: int, steps: int, seed: int, batch_size: int, progress: bool
+) -> pd.DataFrame:
+    """See :meth:`rnadiff.RNADiffusion.calibrate_effects`."""
+    engine, registry, adata = model.engine, model.registry, model.adata
+    engine.effect_scales = {}
+    pkey, control = registry.perturbation_key, registry.control
+    empty = pd.DataFrame(columns=EFFECT_COLUMNS).rename_axis("perturbation")
+    if pkey is None or control is None:
+        return empty
+    obs = adata.obs[[k for k in registry.keys if k in adata.obs]]
+    labels = conditions.context_and_perturbation(registry, obs)
+    codes, groups = pd.factorize(pd.Series(labels, dtype=object))
+    members = {g: np.flatnonzero(codes == i) for i, g in enumerate(groups)}
+    log = model.log_expression(adata)
+    means = {g: log[rows].mean(0) for g, rows in members.items()}
+    ok = [None not in ctx and p == control for ctx, p in labels]
+    pool = np.flatnonzero(ok)
+    perts = sorted({p for ctx, p in means if p not in (None, control) and (ctx, control) in means})
+    if not len(pool) or not perts:
+        return empty
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(pool, size=min(n_cells, len(pool)), replace=False))
+    obs_src = obs.iloc[idx]
+    ctx_src = [labels[i][0] for i in idx]
+    sigmas = engine.sigmas(steps)
+    z0 = torch.from_numpy(model.model_space(adata[idx]))
+    x = engine.encode(z0, sigmas, engine.cond(obs_src), batch_size=batch_size, obs=obs_src)
+    gen = torch.Generator().manual_seed(seed)
+    # continuous covariates (dose, time) of the decoded cells: those of a random cell of
+    # the perturbation in the same context, so the prediction matches what was measured
+    continuous = [c.key for c in registry.covariates if not c.categorical]
+
+    def decode(pairs: list[tuple[int, str]]) -> np.ndarray:
+        """Decode cell ``i`` of the sample under perturbation ``p`` for each pair (under
+        the control: the cell's own continuous covariates)."""
+        rows = np.array([i for i, _ in pairs])
+        target = obs_src.iloc[rows].copy()
+        target[pkey] = pd.Categorical([p for _, p in pairs])
+        if continuous:
+            donors = [
+                idx[i] if p == control else rng.choice(members[(ctx_src[i], p)]) for i, p in pairs
+            ]
+            for key in continuous:
+                target[key] = obs[key].to_numpy()[donors]
+        z = engine.run(
+            "dpmpp_2m",
+            x[torch.from_numpy(rows)],
+            sigmas,
+            engine.cond(target),
+            plan=TransferPlan(np.zeros(len(target), dtype=bool), "none", None),
+            generator=gen,
+            batch_size=batch_size,
+            obs=target,
+            calibrated=False,
+        )
+        return engine.to_log(z)
+
+    recon = decode([(i, control) for i in range(len(idx))])
+    cells = {p: [i for i, c in enumerate(ctx_src) if (c, p) in means] for p in perts}
+    perts = [p for p in perts if cells[p]]
+    chunk = max(1, 8192 // len(idx))  # perturbations decoded together
+    predicted, observed = {}, {}
+    for start in tqdm(
+        range(0, len(perts), chunk), disable=not progress, desc="calibrating", leave=False
+    ):
+        part = perts[start : start + chunk]
+        out = decode([(i, p) for p in part for i in cells[p]])
+        at = 0
+        for p in part:
+            rows = np.array(cells[p])
+            predicted[p] = (out[at : at + len(rows)] - recon[rows]).mean(0)
+            at += len(rows)
+            observed[p] = np.mean(
+                [means[(ctx_src[i], p)] - means[(ctx_src[i], control)] for i in rows], axis=0
+            )
+    engine.effect_scales = effect_scales(predicted, observed)
+    table = pd.DataFrame(
+        {
+            "scale": engine.effect_scales,
+            "n_cells": {p: len(cells[p]) for p in perts},
+            "predicted_effect": {k: float(np.linalg.norm(v)) for k, v in predicted.items()},
+            "observed_effect": {k: float(np.linalg.norm(v)) for k, v in observed.items()},
+        },
+        columns=EFFECT_COLUMNS,
+    ).rename_axis("perturbation")
+    if len(table):
+        logger.info(
+            "rnadiff: effect calibration on %d control cells: scale median %.2f (%.2f-%.2f)",
+            len(idx),
+            table.scale.median(),
+            table.scale.min(),
+            table.scale.max(),
+        )
+    return table
+
+
+def calibrate_spread(
+    model: RNADiffusion,
+    *,
+    n_cells: int,
+    max_pairs: int,
+    min_cells: int,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    progress: bool,
+) -> pd.DataFrame:
+    """See :meth:`rnadiff.RNADiffusion.calibrate_spread`."""
+    adata, registry = model.adata, model.registry
+    model.spread_scale = 1.0
+    pairs = conditions.spread_pairs(registry, adata.obs, min_cells)[:max_pairs]
+    if not pairs:
+        logger.info("rnadiff: no pair of measured conditions to calibrate the spread on")
+        return pd.DataFrame(columns=SPREAD_COLUMNS)
+    log = model.log_expression(adata)
+    rng = np.random.default_rng(seed)
+    drawn: dict[bytes, np.ndarray] = {}  # one sample per source group: encoded once
+    rows = []
+    for source, changes, target in tqdm(
+        pairs, disable=not progress, desc="calibrating spread", leave=False
+    ):
+        key = source.tobytes()
+        if key not in drawn:
+            drawn[key] = np.sort(rng.choice(source, min(n_cells, len(source)), replace=False))
+        idx = drawn[key]
+        moved = model.predict(
+            adata[idx],
+            target=changes,
+            steps=steps,
+            seed=seed,
+            batch_size=batch_size,
+            spread=False,
+            progress=False,
+        ).X
+        first_source, first_target = adata.obs.iloc[source[0]], adata.obs.iloc[target[0]]
+        rows.append(
+            {
+                "source": conditions.describe(registry, first_source, changes, own=True),
+                "target": conditions.describe(registry, first_target, changes),
+                "n_source": len(idx),
+                "n_target": len(target),
+                "ratio": spread_ratio(moved, log[target]),
+            }
+        )
+    table = pd.DataFrame(rows, columns=SPREAD_COLUMNS)
+    finite = table.ratio[np.isfinite(table.ratio)].to_numpy()
+    if len(finite):
+        model.spread_scale = float(np.clip(finite.mean(), *SPREAD_RANGE))
+    summary = (finite.mean(), finite.min(), finite.max()) if len(finite) else (np.nan,) * 3
+    logger.info(
+        "rnadiff: spread calibration on %d pairs of conditions: ratio %.3f (%.3f-%.3f), "
+        "counterfactual cells widened by %.3f",
+        len(table),
+        *summary,
+        model.spread_scale,
+    )
+    return table
+
+
+def fit_gene_vectors(model: RNADiffusion, adata, seed: int, max_cells: int = 5000) -> np.ndarray:
+    """The genes' loadings on the principal axes of (at most ``max_cells``) training cells."""
+    if adata.n_obs > max_cells:  # the same cells as subsampling after the transform
+        rng = np.random.default_rng(seed)
+        adata = adata[np.sort(rng.choice(adata.n_obs, max_cells, replace=False))]
+    return gene_vectors(model.model_space(adata))
+
+
+def fit_prior(model: RNADiffusion, adata, chunk: int = 8192) -> dict | None:
+    """Fit the expression prior's trust in co-expression on the seen perturbations.
+
+    Each single perturbation's measured effect (log expression, mean change from the
+    control in each context where both were measured, averaged over those contexts by its
+    cells) and its number of cells; :func:`rnadiff.conditioning.fit_trust` then leaves each
+    one out in turn. ``None`` without a perturbation column.
+    """
+    registry = model.registry
+    pkey, control = registry.perturbation_key, registry.control
+    if pkey is None or control is None or pkey not in adata.obs:
+        return None
+    cov = registry[pkey]
+    labels = conditions.context_and_perturbation(registry, adata.obs)
+    codes, groups = pd.factorize(pd.Series(labels, dtype=object))
+    counts = np.bincount(codes, minlength=len(groups))
+    member = sp.csr_matrix(
+        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(groups), len(codes))
+    )
+    sums = np.zeros((len(groups), len(model.genes)))
+    for start in range(0, adata.n_obs, chunk):  # dense log expression, a chunk at a time
+        rows = slice(start, start + chunk)
+        sums += member[:, rows] @ model.log_expression(adata[rows]).astype(np.float64)
+    means = {g: sums[i] / counts[i] for i, g in enumerate(groups)}
+    n = dict(zip(groups, counts, strict=True))
+    effects, shares = {}, {}
+    for (ctx, p), m in means.items():
+        single = p not in (None, control) and len(cov.parts(p)) == 1
+        if not single or None in ctx or (ctx, control) not in means:
+            continue
+        effects[p] = effects.get(p, 0) + n[(ctx, p)] * (m - means[(ctx, control)])
+        shares[p] = shares.get(p, 0) + int(n[(ctx, p)])
+    effects = {p: v / shares[p] for p, v in effects.items()}
+    trust, errors = (None, np.zeros(0))
+    if model.gene_vectors is not None and len(effects) > 1:
+        trust, errors = fit_trust(effects, shares, model.genes, model.gene_vectors)
+    if trust is not None:
+        logger.info(
+            "rnadiff: expression prior: trust in co-expression %.1f (leave-one-out error "
+            "%.4g at trust 0, %.4g at 1)",
+            trust,
+            errors[0],
+            errors[-1],
+        )
+    return {
+        "trust": trust,
+        "shares": shares,
+        "grid": list(TRUST_GRID) if trust is not None else [],
+        "loo_error": [float(e) for e in errors],
+    }

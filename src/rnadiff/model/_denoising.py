@@ -1,0 +1,69 @@
+"""Noise levels of cells to denoise (``RNADiffusion.denoise``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rnadiff._errors import InputError
+from rnadiff.data._preprocessing import detect_input_type, expression_matrix, total_counts
+from rnadiff.diffusion import technical_sigma
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+    from rnadiff.model._model import RNADiffusion
+
+logger = logging.getLogger("rnadiff")
+
+
+def denoise_sigmas(model: RNADiffusion, adata: ad.AnnData, sigma, layer: str | None) -> np.ndarray:
+    """Each cell's noise level: ``sigma`` for every cell, or ``"auto"``: its counting noise
+    beyond the training cells', from its total counts."""
+    if isinstance(sigma, str):
+        if sigma != "auto":
+            raise InputError(f"sigma must be a positive number or 'auto', got {sigma!r}")
+        state = model.preprocess
+        if state.input_type != "counts":
+            raise InputError(
+                "sigma='auto' needs a model trained on raw counts (it estimates counting "
+                "noise from each cell's total counts); give sigma as a number"
+            )
+        if state.expr_mean is None or state.depth is None:
+            raise InputError(
+                "sigma='auto' needs the training cells' depth, which this model was saved "
+                "without (an older rnadiff); give sigma as a number, or retrain"
+            )
+        X = expression_matrix(adata, layer)
+        if detect_input_type(X) != "counts":
+            raise InputError(
+                "sigma='auto' needs raw counts (integers) for the cells to denoise; give "
+                "sigma as a number for other values"
+            )
+        depths = total_counts(X)
+        sigmas = technical_sigma(
+            depths,
+            state.expr_mean,
+            state.std,
+            reference_depth=state.depth,
+            target_sum=state.target_sum,
+            floor=model.config.diffusion.sigma_min,
+        )
+        if len(depths) and np.median(depths) >= 0.8 * state.depth:
+            logger.warning(
+                "rnadiff: these cells are about as deep as the training cells (median %.0f "
+                "vs %.0f counts), so sigma='auto' leaves most of them almost unchanged; "
+                "give sigma as a number to denoise them anyway",
+                np.median(depths),
+                state.depth,
+            )
+        return sigmas
+    try:
+        value = float(sigma)
+    except (TypeError, ValueError):
+        raise InputError(f"sigma must be a positive number or 'auto', got {sigma!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(f"sigma must be a positive number or 'auto', got {sigma}")
+    return np.full(adata.n_obs, value)

@@ -1,0 +1,94 @@
+"""Saving and loading a model: a folder of safetensors and JSON (no pickle)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import torch
+
+from rnadiff._config import ModelConfig, TrainConfig
+from rnadiff._version import __version__
+from rnadiff.data._covariates import CovariateRegistry
+from rnadiff.data._preprocessing import PreprocessState
+from rnadiff.data._validation import check_genes
+from rnadiff.training import load_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+    from rnadiff.model._model import RNADiffusion
+
+
+def save(model: RNADiffusion, path: str | os.PathLike) -> None:
+    """See :meth:`rnadiff.RNADiffusion.save`."""
+    meta = {
+        "rnadiff_version": __version__,
+        "model_config": model.config.to_dict(),
+        "train_config": model.train_config.to_dict() if model.train_config else None,
+        "setup": model.setup,
+        "registry": model.registry.to_dict(),
+        "preprocess": model.preprocess.to_json(),
+        "step": model.step,
+        "history": model.history,
+        "seen_conditions": sorted(list(row) for row in model.seen),
+        "measured_values": model.measured,
+        "effect_scales": model.effect_scales,
+        "spread_scale": model.spread_scale,
+        "prior": model.prior,
+    }
+    weights = {f"model.{k}": v for k, v in model.denoiser.state_dict().items()}
+    weights |= {f"ema.{k}": v for k, v in model.ema.state_dict().items()}
+    state = model.preprocess
+    weights["preprocess.mean"] = torch.from_numpy(state.mean)
+    weights["preprocess.std"] = torch.from_numpy(state.std)
+    if state.expr_mean is not None:
+        weights["preprocess.expr_mean"] = torch.from_numpy(state.expr_mean)
+    if model.gene_vectors is not None:
+        weights["prior.gene_vectors"] = torch.from_numpy(model.gene_vectors)
+    tensors = {"weights": weights}
+    if model._trainer_state is not None:
+        meta["trainer"], tensors["trainer"] = model._trainer_state
+    save_checkpoint(path, meta, tensors)
+
+
+def load(cls: type[RNADiffusion], path, *, adata: ad.AnnData | None = None) -> RNADiffusion:
+    """See :meth:`rnadiff.RNADiffusion.load`."""
+    meta, tensors = load_checkpoint(path)
+    weights = tensors["weights"]
+    state = PreprocessState.from_json(
+        meta["preprocess"],
+        weights["preprocess.mean"].numpy(),
+        weights["preprocess.std"].numpy(),
+        weights["preprocess.expr_mean"].numpy() if "preprocess.expr_mean" in weights else None,
+    )
+    model = cls.__new__(cls)
+    model._init(
+        ModelConfig.from_dict(meta["model_config"]),
+        meta["setup"],
+        CovariateRegistry.from_dict(meta["registry"]),
+        state,
+    )
+    model.denoiser.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("model.")})
+    model.ema.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("ema.")})
+    model.denoiser.eval()
+    model.step, model.history = meta["step"], meta["history"]
+    model.seen = {tuple(row) for row in meta.get("seen_conditions", [])}
+    model.measured = {k: list(v) for k, v in meta.get("measured_values", {}).items()}
+    model.effect_scales = {k: float(v) for k, v in meta.get("effect_scales", {}).items()}
+    model.spread_scale = float(meta.get("spread_scale", 1.0))  # older checkpoints: none
+    if "prior.gene_vectors" in weights:
+        model.gene_vectors = weights["prior.gene_vectors"].numpy()
+    model.prior = meta.get("prior")  # None in older checkpoints: co-expression alone
+    if meta.get("train_config"):
+        # checkpoints from before max_epochs trained without a cap, and those from before
+        # epochs trained exactly max_steps steps
+        old = {"max_epochs": None, "epochs": None}
+        model.train_config = TrainConfig(**{**old, **meta["train_config"]})
+    if "trainer" in tensors:
+        model._trainer_state = (meta["trainer"], tensors["trainer"])
+    if adata is not None:
+        check_genes(adata.var_names, state.genes, what="adata")
+        model.registry.encode(adata.obs)  # same covariate columns, known values
+        model.adata = adata
+    return model

@@ -1,0 +1,104 @@
+"""Training orchestration: the run's configuration and length, checkpoints, calibration."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import TYPE_CHECKING
+
+import torch
+
+from rnadiff._config import TrainConfig
+from rnadiff._errors import InputError
+from rnadiff.data._preprocessing import expression_matrix, total_counts
+from rnadiff.training import Trainer
+from rnadiff.training._thinning import CountThinning
+
+if TYPE_CHECKING:
+    from rnadiff.model._model import RNADiffusion
+
+logger = logging.getLogger("rnadiff")
+
+
+def run_config(model: RNADiffusion, config: TrainConfig | None, **overrides) -> TrainConfig:
+    """The run's configuration: ``config``, else the previous run's, else the defaults, with
+    the given ``overrides``; an explicit ``max_steps`` trains exactly that many steps."""
+    base = config or model.train_config or TrainConfig()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if overrides.get("max_steps") is not None:  # an explicit length: exactly that many steps
+        given["epochs"] = None
+    return TrainConfig(**{**base.to_dict(), **given})
+
+
+def train(
+    model: RNADiffusion,
+    cfg: TrainConfig,
+    *,
+    checkpoint_dir: str | os.PathLike | None,
+    progress: bool,
+) -> None:
+    """Train the model's denoiser with ``cfg`` (see :meth:`rnadiff.RNADiffusion.train`)."""
+    x = torch.from_numpy(model.model_space(model.adata))
+    cond = model.engine.cond(model.adata.obs)
+    steps = cfg.steps_for(x.shape[0])
+    uncapped = dataclasses.replace(cfg, max_epochs=None).steps_for(x.shape[0])
+    if steps < uncapped:
+        logger.info(
+            "rnadiff: training stops at %d of %d steps: max_epochs=%g passes over %d "
+            "cells (small data sets memorize their cells with many passes; "
+            "max_epochs=None trains all steps)",
+            steps,
+            uncapped,
+            cfg.max_epochs,
+            x.shape[0],
+        )
+    trainer = Trainer(
+        model.denoiser,
+        config=dataclasses.replace(cfg, max_steps=steps),
+        diffusion=model.config.diffusion,
+        p_drop=model.config.p_drop,
+        ema=model.ema,
+    )
+    if model._trainer_state is not None:
+        trainer.load_state(*model._trainer_state)
+    model.train_config = cfg
+
+    def checkpoint(t: Trainer) -> None:
+        model.step, model.history = t.step, t.history
+        model._trainer_state = t.state_tensors()
+        model.save(checkpoint_dir)
+
+    trainer.fit(
+        x,
+        cond,
+        on_checkpoint=checkpoint if checkpoint_dir else None,
+        progress=progress,
+        corrupt=thinning(model, cfg.thinning) if cfg.thinning else None,
+    )
+    model.step, model.history = trainer.step, trainer.history
+    model._trainer_state = trainer.state_tensors()
+    if cfg.calibration_cells:
+        model.calibrate_effects(n_cells=cfg.calibration_cells, seed=cfg.seed, progress=progress)
+    if cfg.spread_cells:
+        model.calibrate_spread(n_cells=cfg.spread_cells, seed=cfg.seed, progress=progress)
+    if checkpoint_dir and (cfg.calibration_cells or cfg.spread_cells):
+        model.save(checkpoint_dir)
+
+
+def thinning(model: RNADiffusion, fraction: float) -> CountThinning:
+    """The count-thinning corruption of the training cells (``TrainConfig.thinning``)."""
+    state = model.preprocess
+    if state.input_type != "counts" or state.expr_mean is None:
+        raise InputError("thinning needs raw counts (integers) as the training data")
+    X = expression_matrix(model.adata, model.setup.get("layer"))
+    sub = X[:, model.adata.var_names.get_indexer(list(state.genes))]
+    return CountThinning(
+        sub.toarray() if hasattr(sub, "toarray") else sub,
+        total_counts(X),
+        mean=state.mean,
+        std=state.std,
+        expr_mean=state.expr_mean,
+        target_sum=state.target_sum,
+        fraction=fraction,
+    )
