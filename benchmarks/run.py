@@ -201,7 +201,7 @@ def run_job(task, seed, index, *, requested, peers, budget, config, out, with_rn
                 save_to / prediction_file(task, seed, index),
                 split,
                 index,
-                prep.state.genes,
+                prep.genes,
                 predictions,
             )
 
@@ -253,7 +253,7 @@ def rescore(folder: Path, out: Path, config: BenchConfig) -> pd.DataFrame:
                 f"{path}: split {meta['index']} is now {split.fold!r}, not {meta['fold']!r}"
             )
         prep = prepare(split, config)
-        if list(prep.state.genes) != meta["genes"]:
+        if prep.genes != meta["genes"]:
             raise SystemExit(f"{path}: the preprocessing now selects other genes; run again")
         rows = score_split(split, prep, predictions, config)
         print(f"rescored {meta['task']} {meta['fold']} seed {meta['seed']}: {len(rows)} rows")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
@@ -73,8 +74,19 @@ def test_files_are_safetensors_and_json_only(tmp_path):
     save_checkpoint(tmp_path / "ckpt", META, _tensors())
     folder = tmp_path / "ckpt"
 
-    assert _listing(folder) == ["config.json", "trainer.safetensors", "weights.safetensors"]
+    assert _listing(folder) == [
+        "config.json",
+        "manifest.json",
+        "trainer.safetensors",
+        "weights.safetensors",
+    ]
     json.loads((folder / "config.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == [
+        "config.json",
+        "trainer.safetensors",
+        "weights.safetensors",
+    ]
     for file in folder.glob("*.safetensors"):
         head = file.read_bytes()[:2]
         assert head[:1] != b"\x80", f"{file.name} looks like a pickle"
@@ -114,11 +126,11 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, fail
     def failing_save_file(tensors, filename, *args, **kwargs):
         calls.append(filename)
         if len(calls) == fail_at:
-            raise OSError("disk full")
+            raise OSError(errno.ENOSPC, "No space left on device")
         return real_save_file(tensors, filename, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint_module, "save_file", failing_save_file)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(InputError, match=r"disk full .* the previous checkpoint is intact"):
         save_checkpoint(path, {**META, "step": 2}, _tensors(seed=1))
 
     meta, loaded = load_checkpoint(path)
@@ -129,10 +141,10 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, fail
 
 def test_a_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
     def failing_save_file(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint_module, "save_file", failing_save_file)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match=r"disk full .* nothing was written"):
         save_checkpoint(tmp_path / "ckpt", META, _tensors())
     assert _listing(tmp_path) == []
 
@@ -148,7 +160,7 @@ def test_a_failed_swap_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         return real_replace(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint_module.os, "replace", replace)
-    with pytest.raises(OSError, match="rename failed"):
+    with pytest.raises(InputError, match="rename failed; the previous checkpoint is intact"):
         save_checkpoint(path, {**META, "step": 2}, _tensors(seed=1))
     monkeypatch.undo()
 
@@ -187,10 +199,61 @@ def test_load_rejects_incomplete_and_newer_checkpoints(tmp_path):
         load_checkpoint(path)
 
     save_checkpoint(path, META, _tensors())
-    meta = json.loads((path / "config.json").read_text())
-    (path / "config.json").write_text(json.dumps({**meta, "version": meta["version"] + 1}))
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "version": 99}))
     with pytest.raises(InputError, match="newer"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncate weights", "weights.safetensors is corrupt or was edited"),
+        ("edit config", "config.json is corrupt or was edited"),
+        ("path in manifest", "not a plain file name"),
+        ("manifest not json", "manifest.json is corrupt"),
+        ("pickle instead of weights", "weights.safetensors is corrupt or was edited"),
+    ],
+)
+def test_damaged_checkpoints_are_one_clear_error(tmp_path, damage, message):
+    path = tmp_path / "ckpt"
+    save_checkpoint(path, META, _tensors())
+    weights = path / "weights.safetensors"
+    if damage == "truncate weights":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "edit config":
+        meta = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**meta, "step": 99}))
+    elif damage == "path in manifest":
+        manifest = json.loads((path / "manifest.json").read_text())
+        manifest["files"]["../outside.json"] = "0" * 64
+        (path / "manifest.json").write_text(json.dumps(manifest))
+    elif damage == "manifest not json":
+        (path / "manifest.json").write_text("{not json")
+    else:
+        import pickle
+
+        weights.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(InputError, match=message):
+        load_checkpoint(path)
+
+
+def test_a_folder_of_the_users_is_never_replaced(tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "train.h5ad").write_bytes(b"the user's data")
+    with pytest.raises(InputError, match="not an rnadiff model"):
+        save_checkpoint(folder, META, _tensors())
+    assert (folder / "train.h5ad").read_bytes() == b"the user's data"
+    save_checkpoint(tmp_path / "model", META, _tensors())
+    (tmp_path / "model" / "notes.txt").write_text("mine")  # a checkpoint holding a user file
+    with pytest.raises(InputError, match="also holds other files"):
+        save_checkpoint(tmp_path / "model", META, _tensors(seed=1))
+    assert (tmp_path / "model" / "notes.txt").read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    save_checkpoint(empty, META, _tensors())  # an empty folder is fine
+    assert load_checkpoint(empty)[0]["step"] == 12
 
 
 # --------------------------------------------------------------------------- optimizer state
@@ -294,7 +357,7 @@ def trained(adata) -> RNADiffusion:
 def test_model_files_are_safetensors_and_json_only(trained, tmp_path):
     trained.save(tmp_path / "model")
     files = _listing(tmp_path / "model")
-    assert files == ["config.json", "trainer.safetensors", "weights.safetensors"]
+    assert files == ["config.json", "manifest.json", "trainer.safetensors", "weights.safetensors"]
     assert _listing(tmp_path) == ["model"]
 
 
@@ -329,10 +392,11 @@ def test_loaded_model_generates_identical_cells(trained, tmp_path, sampler):
     before = trained.generate(conditions, guidance=1.5, **kwargs)
     after = loaded.generate(conditions, guidance=1.5, **kwargs)
 
-    assert after.shape == (16, 20)
+    assert after.shape == (16, 30)  # every gene: 20 modelled, 10 at their condition's mean
     assert np.array_equal(before.X, after.X)
     pd.testing.assert_frame_equal(before.obs, after.obs)
-    assert list(after.var_names) == trained.genes
+    assert list(after.var_names) == list(trained.adata.var_names)
+    assert after.var["rnadiff_modelled"].sum() == 20
     other_seed = loaded.generate(conditions, guidance=1.5, **{**kwargs, "seed": 4})
     assert not np.array_equal(other_seed.X, after.X), "the seed must matter"
 
@@ -347,7 +411,7 @@ def test_loaded_model_predicts_identical_cells(trained, adata, tmp_path, method)
     before = trained.predict(source, **kwargs)
     after = loaded.predict(source, **kwargs)
 
-    assert after.shape == (12, 20)
+    assert after.shape == (12, 30)
     assert np.array_equal(before.X, after.X)
     assert list(after.obs_names) == list(source.obs_names)
     assert (after.obs["condition"] == "stim").all()

@@ -42,7 +42,14 @@ def test_end_to_end_counterfactual_and_generation(kang, trained):
     before = source.X.copy()
 
     pred = model.predict(source, perturbation="stim", steps=12, progress=False)
-    assert pred.shape == (source.n_obs, len(model.genes))
+    # every gene of the data: the modelled ones predicted, the others as in the source cells
+    assert pred.shape == (source.n_obs, kang.n_vars)
+    assert pred.var["rnadiff_modelled"].sum() == len(model.genes)
+    others = list(pred.var_names[~pred.var["rnadiff_modelled"].to_numpy()])
+    np.testing.assert_allclose(
+        pred[:, others].X, log_expression(source, model.preprocess, genes=others), rtol=1e-6
+    )
+    assert pred.uns["log1p"] == {"base": None}
     assert list(pred.obs_names) == list(source.obs_names)
     assert (pred.obs["group_id"] == "stim").all()
     assert (pred.obs["rnadiff_source_group_id"] == "ctrl").all()
@@ -53,12 +60,13 @@ def test_end_to_end_counterfactual_and_generation(kang, trained):
     gen = model.generate(
         {"group_id": "stim", "cluster_id": HOLDOUT}, n_cells=60, steps=12, progress=False
     )
-    assert gen.shape == (60, len(model.genes))
+    assert gen.shape == (60, kang.n_vars)
+    assert gen.obs_names.is_unique and not gen.obs_names.isin(pred.obs_names).any()
     assert (gen.obs["cluster_id"] == HOLDOUT).all() and (gen.obs["group_id"] == "stim").all()
 
     x_src = log_expression(source, model.preprocess)
     x_real = log_expression(real, model.preprocess)
-    for prediction in (pred.X, gen.X):
+    for prediction in (pred[:, model.genes].X, gen[:, model.genes].X):
         m = response_metrics(prediction, x_real, x_src, top_n=(50,))
         # The IFN-beta response is shared across cell types: even a small model trained for
         # 400 steps must predict its direction in the held-out type.
@@ -75,8 +83,8 @@ def test_generated_control_resembles_real_control(kang, trained):
     )
     x_real = log_expression(real, model.preprocess).mean(0)
     x_other = log_expression(other, model.preprocess).mean(0)
-    err_own = np.abs(gen.X.mean(0) - x_real).mean()
-    err_other = np.abs(gen.X.mean(0) - x_other).mean()
+    err_own = np.abs(gen[:, model.genes].X.mean(0) - x_real).mean()
+    err_other = np.abs(gen[:, model.genes].X.mean(0) - x_other).mean()
     assert err_own < err_other  # the cell-type condition is followed
 
 
@@ -179,8 +187,8 @@ def test_calibration_factor_is_the_least_squares_fit_on_the_training_controls(mo
     src = train[seen.to_numpy()]
     kw = dict(progress=False, calibrated=False)
     change = (
-        model_.predict(src, perturbation="stim", **kw).X
-        - model_.predict(src, perturbation="ctrl", **kw).X
+        model_.predict(src, perturbation="stim", **kw)[:, model_.genes].X
+        - model_.predict(src, perturbation="ctrl", **kw)[:, model_.genes].X
     )
     log = pd.DataFrame(model_.log_expression(train), index=obs.index)
     means = log.groupby([obs.cluster_id, obs.group_id], observed=True).mean()
@@ -263,7 +271,8 @@ def test_spread_factor_is_the_mean_ratio_over_the_measured_transports(model_):
     for t in types:
         src = ((obs.cluster_id == t) & (obs.group_id == "ctrl")).to_numpy()
         dst = ((obs.cluster_id == t) & (obs.group_id == "stim")).to_numpy()
-        moved = model_.predict(train[src], perturbation="stim", spread=False, progress=False).X
+        moved = model_.predict(train[src], perturbation="stim", spread=False, progress=False)
+        moved = moved[:, model_.genes].X
         ratios.append(spread_ratio(moved, log[dst]))
         (row,) = table.index[table.target.str.contains(f"cluster_id={t}", regex=False)]
         assert table.loc[row, "n_source"] == src.sum() and table.loc[row, "n_target"] == dst.sum()
@@ -277,8 +286,8 @@ def test_counterfactual_cells_are_widened_around_their_mean(kang, model_):
     assert r != 1.0
     cells = kang[(kang.obs.group_id == "ctrl").to_numpy()]  # every type, widened per type
     kw = dict(perturbation="stim", progress=False)
-    wide = model_.predict(cells, **kw)
-    plain = model_.predict(cells, spread=False, **kw)
+    wide = model_.predict(cells, **kw)[:, model_.genes]  # unmodelled genes are not widened
+    plain = model_.predict(cells, spread=False, **kw)[:, model_.genes]
     assert wide.uns["rnadiff"]["spread_scale"] == r and plain.uns["rnadiff"]["spread_scale"] == 1
     assert (wide.X >= 0).all()
     for t in sorted(set(cells.obs.cluster_id)):
@@ -294,7 +303,7 @@ def test_counterfactual_cells_are_widened_around_their_mean(kang, model_):
     before = model_.spread_scale
     try:  # a factor of 1 is the cells as decoded
         model_.spread_scale = 1.0
-        np.testing.assert_array_equal(model_.predict(cells, **kw).X, plain.X)
+        np.testing.assert_array_equal(model_.predict(cells, **kw)[:, model_.genes].X, plain.X)
     finally:
         model_.spread_scale = before
 
@@ -342,11 +351,13 @@ def test_calibration_decodes_at_the_perturbations_own_dose(kang):
     observed = np.mean(
         [means.loc[(t, "stim")] - means.loc[(t, "ctrl")] for t in ctrl.obs.cluster_id], axis=0
     )
-    recon = model.predict(ctrl, perturbation="ctrl", progress=False, calibrated=False).X
+    recon = model.predict(ctrl, perturbation="ctrl", progress=False, calibrated=False)
+    recon = recon[:, model.genes].X
 
     def factor(dose):
         target = {"group_id": "stim", "dose": dose}
-        change = model.predict(ctrl, target=target, progress=False, calibrated=False).X - recon
+        pred = model.predict(ctrl, target=target, progress=False, calibrated=False)
+        change = pred[:, model.genes].X - recon
         p = change.mean(0)
         return np.clip(observed @ p / (p @ p), 0.5, 5.0)
 

@@ -33,9 +33,15 @@ def _positive(obj: Any, *names: str) -> None:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    input: Literal["auto", "counts", "lognorm"] = "auto"  # what X holds; auto detects and says so
+    # what X (or the layer) holds: auto detects and says so; log2 / log10: log-normalized in
+    # that base; normalized: TPM, CPM, FPKM (unlogged)
+    input: Literal["auto", "counts", "lognorm", "log2", "log10", "normalized"] = "auto"
     target_sum: float = 1e4  # counts per cell after normalization, before log1p
-    n_top_genes: int | None = 2000  # highly variable genes kept (None: all genes)
+    # genes modelled at most: every gene with a count up to this many, above it the most
+    # variable by Pearson residuals (None: every gene); the rest pass through to outputs
+    n_top_genes: int | None = 8192
+    genes: tuple[str, ...] | None = None  # model exactly these genes
+    use_highly_variable: bool | None = None  # var['highly_variable'] (None: when present)
     scaling: Literal["zscore", "center"] = "zscore"  # per-gene scaling of log values for the model
     min_std: float = 0.05  # floor of per-gene std, so near-constant genes are not blown up
 
@@ -44,6 +50,11 @@ class PreprocessConfig:
         _positive(self, "target_sum", "min_std")
         if self.n_top_genes is not None and self.n_top_genes < 1:
             raise InputError(f"n_top_genes must be >= 1 or None, got {self.n_top_genes}")
+        if self.genes is not None:
+            genes = tuple(str(g) for g in self.genes)
+            if not genes:
+                raise InputError("genes= is empty; give at least one gene, or None")
+            object.__setattr__(self, "genes", genes)
 
 
 @dataclass(frozen=True)
@@ -91,7 +102,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         return cls(
-            preprocess=PreprocessConfig(**d["preprocess"]),
+            preprocess=PreprocessConfig(**d["preprocess"]),  # older: n_top_genes was 2000
             diffusion=DiffusionConfig(**d["diffusion"]),
             network=NetworkConfig(**d["network"]),
             p_drop=d["p_drop"],

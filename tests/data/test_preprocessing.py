@@ -11,12 +11,12 @@ import pytest
 import scipy.sparse as sp
 
 from rnadiff import PreprocessConfig
+from rnadiff._errors import InputError
+from rnadiff.data._expression import choose_source
+from rnadiff.data._genes import select_genes
 from rnadiff.data._preprocessing import (
-    detect_input_type,
     fit_preprocessing,
-    highly_variable_genes,
     log_expression,
-    prepare_anndata,
     scale,
     unscale,
 )
@@ -62,45 +62,79 @@ def trapnell_fpkm(_trapnell_session) -> ad.AnnData:
     return _trapnell_session.copy()
 
 
-# ------------------------------------------------------------------ input detection
+# ------------------------------------------------------------------ input types
 @pytest.mark.parametrize(
-    ("source", "expected"),
+    ("source", "kind", "base"),
     [
-        ("kang X (sparse counts)", "counts"),
-        ("kang X (dense counts)", "counts"),
-        ("kang logcounts", "lognorm"),
-        ("norman X", "lognorm"),
-        ("norman counts", "counts"),
-        ("trapnell FPKM", "normalized"),
+        ("kang X (sparse counts)", "counts", "e"),
+        ("kang X (dense counts)", "counts", "e"),
+        ("kang logcounts", "lognorm", 2),  # scater's logNormCounts: log2(1 + x)
+        ("norman X", "lognorm", "e"),
+        ("trapnell FPKM", "normalized", "e"),
     ],
 )
-def test_detect_input_type(request, source, expected):
+def test_fit_states_what_the_input_holds(request, source, kind, base, caplog):
     if source.startswith("kang"):
         adata = request.getfixturevalue("kang_small")
-        X = {
-            "kang X (sparse counts)": adata.X,
-            "kang X (dense counts)": dense(adata.X).astype(np.float32),
-            "kang logcounts": adata.layers["logcounts"],
-        }[source]
+        if source == "kang X (dense counts)":
+            adata.X = dense(adata.X).astype(np.float32)
+        layer = "logcounts" if source == "kang logcounts" else None
     elif source.startswith("norman"):
-        adata = request.getfixturevalue("norman_tiny")
-        X = adata.X if source == "norman X" else adata.layers["counts"]
+        adata, layer = request.getfixturevalue("norman_tiny"), None
     else:
-        X = request.getfixturevalue("trapnell_fpkm").X
-    assert detect_input_type(X) == expected
+        adata, layer = request.getfixturevalue("trapnell_fpkm"), None
+    with caplog.at_level(logging.INFO, logger="rnadiff"):
+        state = fit_preprocessing(adata, config=PreprocessConfig(), layer=layer)
+    assert (state.input_type, state.log_base) == (kind, base)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert {"counts": "counts", "lognorm": "Log-normalized", "normalized": "Normalized"}[
+        kind
+    ] in said
 
 
-def test_detect_input_type_single_values_decide(kang_small):
-    counts = dense(kang_small.X)
-    counts[0, np.flatnonzero(counts[0])[0]] += 0.5  # one fractional value: no longer counts
-    assert detect_input_type(counts) == "normalized"  # counts go far above 30
+def test_log2_input_is_converted_to_natural_log(kang_small):
+    state = fit_preprocessing(kang_small, config=PreprocessConfig(), layer="logcounts")
+    got = log_expression(kang_small, state, layer="logcounts")
+    expected = dense(kang_small[:, list(state.genes)].layers["logcounts"]) * np.log(2)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_an_undecidable_input_is_refused_naming_the_option(kang_small):
     logs = dense(kang_small.layers["logcounts"])
-    assert detect_input_type(logs) == "lognorm"
-    logs[3, 3] = 30.5  # one value beyond any log-normalized value
-    assert detect_input_type(logs) == "normalized"
+    adata = ad.AnnData(X=np.log2(1 + np.expm1(logs * np.log(2)) ** 1.3).astype(np.float32))
+    with pytest.raises(InputError, match="input='lognorm'"):
+        fit_preprocessing(adata, config=PreprocessConfig())
+    state = fit_preprocessing(adata, config=PreprocessConfig(input="log2"))
+    assert (state.input_type, state.log_base) == ("lognorm", 2)
 
 
-# ------------------------------------------------------------------ normalization
+def test_rounded_tpm_is_refused_as_ambiguous(kang_small):
+    counts = dense(kang_small.X)
+    tpm = np.round(counts / counts.sum(axis=1, keepdims=True) * 1e6)
+    with pytest.raises(InputError, match="input='counts' or input='normalized'"):
+        fit_preprocessing(ad.AnnData(X=tpm), config=PreprocessConfig())
+    state = fit_preprocessing(ad.AnnData(X=tpm), config=PreprocessConfig(input="normalized"))
+    assert state.input_type == "normalized" and state.depth is None
+
+
+def test_declared_counts_must_be_integers(norman_tiny):
+    with pytest.raises(InputError, match="non-integer"):
+        fit_preprocessing(norman_tiny, config=PreprocessConfig(input="counts"))
+
+
+def test_log_x_with_a_counts_layer_reads_the_counts(norman_tiny, caplog):
+    with caplog.at_level(logging.INFO, logger="rnadiff"):
+        source, info = choose_source(norman_tiny)
+    assert source.layer == "counts" and info.kind == "counts"
+    assert any("layers['counts']" in r.getMessage() for r in caplog.records)
+    raw = ad.AnnData(X=norman_tiny.X.copy(), var=norman_tiny.var.copy())
+    raw.raw = ad.AnnData(X=norman_tiny.layers["counts"], var=norman_tiny.var.copy())
+    source, _ = choose_source(raw)
+    assert source.use_raw
+    assert choose_source(raw, layer=None, use_raw=False)[0].use_raw  # still the raw counts
+    assert choose_source(norman_tiny, layer="counts")[0].layer == "counts"
+
+
 @pytest.mark.parametrize("target_sum", [1e4, 1e6])
 @pytest.mark.parametrize("dataset", ["kang_small", "trapnell_fpkm"])
 def test_normalization_sums_to_target(request, dataset, target_sum):
@@ -109,8 +143,7 @@ def test_normalization_sums_to_target(request, dataset, target_sum):
         adata, config=PreprocessConfig(n_top_genes=None, target_sum=target_sum)
     )
     assert state.input_type == ("counts" if dataset == "kang_small" else "normalized")
-    log_x = log_expression(adata, state)
-    assert log_x.shape == adata.shape
+    log_x = log_expression(adata, state, genes=list(adata.var_names))
     np.testing.assert_allclose(
         np.expm1(log_x.astype(np.float64)).sum(axis=1), target_sum, rtol=1e-4
     )
@@ -118,26 +151,63 @@ def test_normalization_sums_to_target(request, dataset, target_sum):
     np.testing.assert_allclose(log_x, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_lognorm_values_are_used_as_they_are(norman_tiny):
+def test_natural_log_input_is_used_as_it_is(norman_tiny):
     state = fit_preprocessing(norman_tiny, config=PreprocessConfig(n_top_genes=20))
     log_x = log_expression(norman_tiny, state)
     expected = dense(norman_tiny[:, list(state.genes)].X)
-    np.testing.assert_array_equal(log_x, expected)
+    np.testing.assert_allclose(log_x, expected, rtol=1e-6)
 
 
-# ------------------------------------------------------------ highly variable genes
-@pytest.mark.parametrize("n_top", [40, 150])
-def test_hvg_matches_scanpy_seurat_flavor(kang_small, n_top):
-    sc = pytest.importorskip("scanpy")
-    log_x = reference_log_normalize(dense(kang_small.X), 1e4).astype(np.float32)
-    ours = highly_variable_genes(log_x, n_top)
-    assert len(ours) == n_top and np.all(np.diff(ours) > 0)  # unique, in gene order
-    ref = ad.AnnData(X=log_x, var=pd.DataFrame(index=kang_small.var_names))
-    sc.pp.highly_variable_genes(ref, flavor="seurat", n_top_genes=n_top)
-    assert set(kang_small.var_names[ours]) == set(ref.var_names[ref.var["highly_variable"]])
+@pytest.mark.parametrize(
+    ("trained", "given", "message"),
+    [("counts", "logcounts", "looks log-normalized"), ("logcounts", None, "holds raw counts")],
+)
+def test_new_data_of_another_kind_is_refused(kang_small, trained, given, message):
+    layer = None if trained == "counts" else trained
+    state = fit_preprocessing(kang_small, config=PreprocessConfig(), layer=layer)
+    with pytest.raises(InputError, match=message):
+        log_expression(kang_small, state, layer=given)
 
 
-def test_hvg_selection_uses_only_the_cells_given(kang_small):
+# ------------------------------------------------------------------ modelled genes
+def test_every_expressed_gene_is_modelled_up_to_the_budget(kang_small, caplog):
+    adata = kang_small.copy()
+    X = dense(adata.X)
+    X[:, 5] = 0  # never expressed: passes through, never modelled
+    adata.X = sp.csr_matrix(X.astype(np.float32))
+    with caplog.at_level(logging.INFO, logger="rnadiff"):
+        state = fit_preprocessing(adata, config=PreprocessConfig())
+    assert state.selection == "all"
+    assert state.genes == tuple(g for i, g in enumerate(adata.var_names) if i != 5)
+    assert state.input_genes == tuple(adata.var_names)
+    assert any("modelling 299 of 300 genes" in r.getMessage() for r in caplog.records)
+
+
+def test_above_the_budget_genes_are_chosen_by_pearson_residuals(kang_small, caplog):
+    with caplog.at_level(logging.INFO, logger="rnadiff"):
+        state = fit_preprocessing(kang_small, config=PreprocessConfig(n_top_genes=40))
+    expected = kang_small.var_names[select_genes(kang_small.X, 40)]
+    assert state.selection == "pearson_residuals" and state.genes == tuple(expected)
+    assert any("the other 260 pass through" in r.getMessage() for r in caplog.records)
+
+
+def test_given_genes_and_highly_variable_flags_are_honoured(kang_small):
+    genes = (
+        ("ISG15", "IFI6") if "ISG15" in kang_small.var_names else tuple(kang_small.var_names[:2])
+    )
+    state = fit_preprocessing(kang_small, config=PreprocessConfig(genes=genes))
+    assert set(state.genes) == set(genes) and state.selection == "given"
+    flagged = kang_small.copy()
+    flagged.var["highly_variable"] = np.arange(flagged.n_vars) % 3 == 0
+    state = fit_preprocessing(flagged, config=PreprocessConfig())
+    assert state.selection == "highly_variable" and len(state.genes) == 100
+    ignored = fit_preprocessing(flagged, config=PreprocessConfig(use_highly_variable=False))
+    assert ignored.selection == "all"
+    with pytest.raises(InputError, match="not in the data"):
+        fit_preprocessing(kang_small, config=PreprocessConfig(genes=("NOPE",)))
+
+
+def test_selection_uses_only_the_cells_given(kang_small):
     config = PreprocessConfig(n_top_genes=60)
     on_all = fit_preprocessing(kang_small, config=config)
     ctrl = kang_small[kang_small.obs["group_id"] == "ctrl"]
@@ -183,15 +253,6 @@ def test_genes_expressed_only_in_held_out_cells_are_never_selected(kang_small):
 
     assert n_spikes(fit_preprocessing(full, config=config)) > 0  # variable when they are seen
     assert n_spikes(fit_preprocessing(full[~held_out], config=config)) == 0
-
-
-def test_silent_and_constant_genes_are_never_selected(kang_small):
-    log_x = reference_log_normalize(dense(kang_small.X), 1e4).astype(np.float32)
-    log_x[:, 5] = 0.0  # never expressed
-    log_x[:, 7] = np.median(log_x[log_x > 0])  # constant, among many genes of its mean
-    top = highly_variable_genes(log_x, kang_small.n_vars - 2)
-    assert 5 not in top and 7 not in top
-    np.testing.assert_array_equal(highly_variable_genes(log_x, 10_000), np.arange(log_x.shape[1]))
 
 
 # ------------------------------------------------------------------ gene scaling
@@ -254,7 +315,8 @@ def test_log_expression_ignores_extra_genes_of_lognorm_data(kang_small):
         kang_small, config=PreprocessConfig(n_top_genes=60), layer="logcounts"
     )
     expected = log_expression(kang_small, state, layer="logcounts")
-    extra = np.random.default_rng(0).uniform(0, 4, size=(kang_small.n_obs, 25))
+    # extra log2-normalized genes (of other cells): the data stay log2 values
+    extra = kang_small.layers["logcounts"][::-1, :25].toarray()
     new = _with_extra_genes(kang_small, extra, "logcounts")
     np.testing.assert_array_equal(log_expression(new, state), expected)
 
@@ -275,67 +337,3 @@ def test_log_expression_of_counts_with_the_training_genes_does_not_warn(kang_sma
     with caplog.at_level(logging.WARNING, logger="rnadiff"):
         log_expression(kang_small[:, ::-1].copy(), state)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-
-
-# ------------------------------------------------------------------ prepare_anndata
-@pytest.mark.parametrize("storage", ["sparse", "dense"])
-def test_prepare_anndata_counts(kang_small, storage):
-    if storage == "dense":
-        kang_small.X = dense(kang_small.X).astype(np.float32)
-    before = kang_small.copy()
-    config = PreprocessConfig(n_top_genes=70)
-    out = prepare_anndata(kang_small, config=config)
-
-    assert out is not kang_small
-    assert_same_anndata(kang_small, before)  # the user's object is untouched
-    state = fit_preprocessing(before, config=config)
-    genes = list(state.genes)
-    assert list(out.var_names) == genes and out.n_obs == before.n_obs
-    assert list(out.obs_names) == list(before.obs_names)
-    counts = dense(before.X)
-    kept = before.var_names.get_indexer(genes)
-    np.testing.assert_array_equal(dense(out.layers["counts"]), counts[:, kept])
-    expected = reference_log_normalize(counts, config.target_sum)[:, kept]  # all-gene totals
-    np.testing.assert_allclose(dense(out.X), expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out.var["rnadiff_mean"], state.mean)
-    np.testing.assert_allclose(out.var["rnadiff_std"], state.std)
-    uns = out.uns["rnadiff_preprocessing"]
-    assert uns["input_type"] == "counts" and list(uns["genes"]) == genes
-    assert uns["target_sum"] == config.target_sum and uns["n_input_genes"] == before.n_vars
-    # the copy owns its data: changing it leaves the input as it was
-    out.layers["counts"][0, 0] = 12345
-    out.obs["group_id"] = "changed"
-    assert_same_anndata(kang_small, before)
-
-
-def test_prepare_anndata_reads_the_given_layer(norman_tiny):
-    before = norman_tiny.copy()
-    out = prepare_anndata(norman_tiny, config=PreprocessConfig(n_top_genes=20), layer="counts")
-    assert_same_anndata(norman_tiny, before)
-    assert out.uns["rnadiff_preprocessing"]["input_type"] == "counts"
-    counts = dense(before.layers["counts"])
-    kept = before.var_names.get_indexer(list(out.var_names))
-    np.testing.assert_array_equal(dense(out.layers["counts"]), counts[:, kept])
-    expected = reference_log_normalize(counts, 1e4)[:, kept]
-    np.testing.assert_allclose(dense(out.X), expected, rtol=1e-5, atol=1e-5)
-
-
-def test_lognorm_input_is_detected_accepted_and_stated(norman_tiny, caplog):
-    before = norman_tiny.copy()
-    with caplog.at_level(logging.INFO, logger="rnadiff"):
-        state = fit_preprocessing(norman_tiny, config=PreprocessConfig(n_top_genes=None))
-    assert state.input_type == "lognorm"
-    assert "log-normalized" in state.description
-    assert any("adata.X holds log-normalized" in r.getMessage() for r in caplog.records)
-    out = prepare_anndata(norman_tiny, config=PreprocessConfig(n_top_genes=None))
-    assert out.uns["rnadiff_preprocessing"]["input_type"] == "lognorm"
-    np.testing.assert_array_equal(dense(out.X), dense(before.X))
-    assert_same_anndata(norman_tiny, before)
-
-
-@pytest.mark.parametrize(("declared", "detected"), [("auto", "counts"), ("lognorm", "lognorm")])
-def test_declared_input_type_overrides_detection(norman_tiny, declared, detected):
-    state = fit_preprocessing(
-        norman_tiny, config=PreprocessConfig(input=declared, n_top_genes=None), layer="counts"
-    )
-    assert state.input_type == detected

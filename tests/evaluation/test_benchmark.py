@@ -98,7 +98,9 @@ def test_baselines_on_a_kang_fold(kang_small):
         shifts.append(train[stim].mean(0) - train[ctrl].mean(0))
     expected = np.clip(src + np.mean(shifts, axis=0), 0, None)
     np.testing.assert_allclose(preds["baseline: additive"], expected, rtol=1e-5, atol=1e-6)
-    assert preds["baseline: train mean"].shape == (ev.real.n_obs, len(prep.state.genes))
+    # every gene of the data is scored, modelled or not
+    assert preds["baseline: train mean"].shape == (ev.real.n_obs, kang_small.n_vars)
+    assert len(prep.state.genes) == 100 and prep.genes == list(kang_small.var_names)
 
 
 def test_discrimination_leaves_each_knock_out_target_gene_out(kang_small, monkeypatch):

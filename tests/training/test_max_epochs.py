@@ -128,9 +128,11 @@ def test_checkpoints_from_before_max_epochs_load_without_a_cap(
         meta = json.loads(path.read_text())
         if "train_config" in meta:
             del meta["train_config"]["max_epochs"]
+            meta["version"] = 1  # a checkpoint of that time: format 1, no manifest
             path.write_text(json.dumps(meta))
             edited += 1
     assert edited == 1
+    (tmp_path / "m" / "manifest.json").unlink()
     assert RNADiffusion.load(tmp_path / "m", adata=kang_small).train_config.max_epochs is None
 
 
@@ -145,7 +147,9 @@ def test_checkpoints_from_before_epochs_train_exactly_max_steps(
         meta = json.loads(path.read_text())
         if "train_config" in meta:
             del meta["train_config"]["epochs"], meta["train_config"]["min_steps"]
+            meta["version"] = 1  # a checkpoint of that time: format 1, no manifest
             path.write_text(json.dumps(meta))
+    (tmp_path / "m" / "manifest.json").unlink()
     stored = RNADiffusion.load(tmp_path / "m", adata=kang_small).train_config
     assert stored.epochs is None and stored.min_steps == 800
     assert stored.steps_for(10**6) == stored.max_steps == 2

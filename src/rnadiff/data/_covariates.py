@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -12,6 +13,8 @@ import pandas as pd
 
 from rnadiff._errors import InputError
 from rnadiff.data._validation import check_numeric_column, check_obs_columns
+
+logger = logging.getLogger("rnadiff")
 
 Role = Literal["perturbation", "cell_type", "batch", "categorical", "dose", "time", "continuous"]
 
@@ -108,6 +111,8 @@ class CovariateRegistry:
                 )
                 values = pd.unique(obs[key].astype(str))
                 tokens = sorted({p for v in values for p in cov.parts(v)})
+                if is_pert and sep is not None:
+                    _warn_odd_combinations(cov, values)
                 covs.append(dataclasses.replace(cov, tokens=tuple(tokens)))
         pkey = setup.get("perturbation_key")
         if pkey is not None and control is not None:
@@ -213,6 +218,25 @@ class CovariateRegistry:
     def from_dict(cls, d: Mapping) -> CovariateRegistry:
         covs = tuple(Covariate(**{**c, "tokens": tuple(c["tokens"])}) for c in d["covariates"])
         return cls(covs, perturbation_key=d["perturbation_key"], control=d["control"])
+
+
+def _warn_odd_combinations(cov: Covariate, values) -> None:
+    """Warn when a value split at the separator has parts that are not labels of the column
+    (e.g. ``"CD14+ Monocytes"``: ``+`` belongs to the name, not a combination)."""
+    singles = {cov.parts(v)[0] for v in values if len(cov.parts(v)) == 1}
+    odd = [v for v in values if len(cov.parts(v)) > 1 and not set(cov.parts(v)) <= singles]
+    if odd:
+        logger.warning(
+            "rnadiff: %d values of %r hold the combination separator %r but their parts are "
+            "not values of the column themselves (e.g. %r -> %s); if %r is part of the names, "
+            "pass combination_sep=None (--combination-sep '')",
+            len(odd),
+            cov.key,
+            cov.sep,
+            odd[0],
+            cov.parts(odd[0]),
+            cov.sep,
+        )
 
 
 def conditions_frame(

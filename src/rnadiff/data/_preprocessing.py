@@ -1,7 +1,15 @@
-"""Preprocessing: input detection, normalization + log1p, highly variable genes, gene scaling.
+"""Preprocessing: what the input holds, which genes are modelled, and the model's gene scale.
 
-Everything needed to repeat the preprocessing on new data lives in :class:`PreprocessState`,
-which is stored in every checkpoint.
+The model works on ``ln(1 + x)`` of counts normalized to ``target_sum`` per cell (log-normalized
+input is converted to natural log and used as it is), each modelled gene centred and scaled.
+Everything needed to repeat it on new data lives in :class:`PreprocessState`, stored in every
+checkpoint. Statistics are gathered in streaming passes over blocks of cells
+(:mod:`rnadiff.data._genes`), so the whole matrix is never densified.
+
+Which genes are modelled (:func:`select_model_genes`): an explicit list, else the genes flagged
+in ``var['highly_variable']``, else every gene with a count, up to ``n_top_genes``; above that,
+the most variable by analytic Pearson residuals (which keep strongly expressed responders).
+Genes left out are not lost: outputs carry every input gene (:mod:`rnadiff.model._output`).
 """
 
 from __future__ import annotations
@@ -9,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import anndata as ad
 import numpy as np
@@ -18,91 +25,24 @@ import scipy.sparse as sp
 
 from rnadiff._config import PreprocessConfig
 from rnadiff._errors import InputError
-from rnadiff.data._validation import (
-    check_genes,
-    check_matrix,
-    check_unique_names,
-    is_integer_valued,
-)
+from rnadiff.data._expression import Source, columns, matrix
+from rnadiff.data._genes import gene_moments, iter_row_chunks, pearson_residual_variance
+from rnadiff.data._inputs import LOG_BASES, InputInfo, detect_input
+from rnadiff.data._validation import check_matrix, check_unique_names
 
-logger = logging.getLogger("rnadiff.preprocessing")
+logger = logging.getLogger("rnadiff")
 
-InputType = Literal["counts", "normalized", "lognorm"]
-_LOGNORM_MAX = 30.0  # log1p of 1e4-normalized data stays far below this; FPKM or TPM do not
+InputType = str  # "counts", "normalized" or "lognorm"
+_BASE_NAMES = {"e": "natural log", 2: "log2", 10: "log10"}
 
 
-def detect_input_type(X) -> InputType:
-    """Say what a non-negative expression matrix holds.
-
-    Integers are ``"counts"``; non-integers whose maximum stays below 30 are log-normalized
-    (``"lognorm"``); larger non-integers are normalized but not logged (``"normalized"``: FPKM,
-    TPM, CPM).
-    """
-    if is_integer_valued(X):
-        return "counts"
-    values = X.data if sp.issparse(X) else np.asarray(X)
-    return "lognorm" if values.max(initial=0) < _LOGNORM_MAX else "normalized"
-
-
-def _log_like(X) -> bool:
-    """Whether values can be log1p of normalized expression: all below 30 (integers or not)."""
-    values = X.data if sp.issparse(X) else np.asarray(X)
-    return bool(values.max(initial=0) < _LOGNORM_MAX)
-
-
-def describe_input(input_type: InputType, target_sum: float) -> str:
+def describe_input(input_type: str, target_sum: float, log_base="e") -> str:
     return {
-        "counts": f"raw counts (integers): normalized to {target_sum:g} per cell, then log1p",
+        "counts": f"raw counts: normalized to {target_sum:g} per cell, then log1p",
         "normalized": f"normalized unlogged values: rescaled to {target_sum:g} per cell, log1p",
-        "lognorm": "log-normalized values (non-integers below 30): used as they are",
+        "lognorm": f"log-normalized values ({_BASE_NAMES.get(log_base, log_base)}): "
+        + ("used as they are" if log_base == "e" else "converted to natural log"),
     }[input_type]
-
-
-def total_counts(X) -> np.ndarray:
-    """Each cell's total over all genes (its depth, for counts), as float64."""
-    return np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
-
-
-def log_normalized_matrix(X, input_type: InputType, target_sum: float, columns=None) -> np.ndarray:
-    """Dense float32 log1p(normalized) values of ``columns`` (size factors use all genes)."""
-    if input_type == "lognorm":
-        sub = X if columns is None else X[:, columns]
-        return np.asarray(sub.toarray() if sp.issparse(sub) else sub, dtype=np.float32)
-    totals = total_counts(X)
-    if (totals == 0).any():
-        raise InputError(f"{int((totals == 0).sum())} cells have no counts at all; remove them")
-    sub = X if columns is None else X[:, columns]
-    dense = np.asarray(sub.toarray() if sp.issparse(sub) else sub, dtype=np.float64)
-    return np.log1p(dense * (target_sum / totals)[:, None]).astype(np.float32)
-
-
-def highly_variable_genes(log_x: np.ndarray, n_top: int, *, n_bins: int = 20) -> np.ndarray:
-    """Indices of the ``n_top`` most variable genes, Seurat flavor (Satija et al. 2015).
-
-    Dispersion (variance / mean of ``expm1`` values) is z-scored within bins of mean expression,
-    so that highly expressed genes do not win by their mean alone. Returned in gene order.
-    """
-    n_genes = log_x.shape[1]
-    if n_top >= n_genes:
-        return np.arange(n_genes)
-    x = np.expm1(log_x.astype(np.float64))
-    mean = x.mean(axis=0)
-    var = x.var(axis=0, ddof=1)
-    mean[mean == 0] = 1e-12
-    with np.errstate(divide="ignore"):
-        dispersion = np.log(var / mean)
-    dispersion[~np.isfinite(dispersion)] = np.nan
-    frame = pd.DataFrame({"bin": pd.cut(np.log1p(mean), n_bins), "disp": dispersion})
-    grouped = frame.groupby("bin", observed=True)["disp"]
-    bin_mean = grouped.transform("mean").to_numpy()
-    bin_std = grouped.transform("std").to_numpy()
-    single = ~np.isfinite(bin_std)  # one-gene bins: Seurat sets these to a normalized 1
-    bin_std[single], bin_mean[single] = bin_mean[single], 0.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        score = (dispersion - bin_mean) / bin_std
-    score = np.where(np.isfinite(score), score, -np.inf)
-    top = np.argsort(-score, kind="stable")[:n_top]
-    return np.sort(top)
 
 
 @dataclass(frozen=True)
@@ -111,14 +51,17 @@ class PreprocessState:
 
     input_type: InputType
     target_sum: float
-    genes: tuple[str, ...]  # the model's genes, in model order
+    genes: tuple[str, ...]  # the modelled genes, in model order
     mean: np.ndarray  # per-gene mean of log values (training cells)
     std: np.ndarray  # per-gene scale of log values (1 for scaling="center")
-    n_input_genes: int  # genes of the training data used for size factors
+    n_input_genes: int  # genes of the training matrix used for size factors
     # raw counts input only (None otherwise): the training cells' median total counts and each
     # model gene's mean expression per target_sum counts, for the counting noise of a cell
     depth: float | None = None
     expr_mean: np.ndarray | None = None
+    log_base: str | int = "e"  # log-normalized input: the base it came in
+    input_genes: tuple[str, ...] | None = None  # every gene of the training data (outputs)
+    selection: str = "all"  # how the modelled genes were chosen
 
     def to_json(self) -> dict:
         return {
@@ -127,12 +70,16 @@ class PreprocessState:
             "genes": list(self.genes),
             "n_input_genes": self.n_input_genes,
             "depth": self.depth,
+            "log_base": self.log_base,
+            "input_genes": None if self.input_genes is None else list(self.input_genes),
+            "selection": self.selection,
         }
 
     @classmethod
     def from_json(
         cls, d: dict, mean: np.ndarray, std: np.ndarray, expr_mean: np.ndarray | None = None
     ) -> PreprocessState:
+        genes = d.get("input_genes")
         return cls(
             d["input_type"],
             d["target_sum"],
@@ -142,107 +89,309 @@ class PreprocessState:
             d["n_input_genes"],
             d.get("depth"),
             expr_mean,
+            d.get("log_base", "e"),
+            None if genes is None else tuple(genes),
+            d.get("selection", "highly_variable_genes"),
         )
 
     @property
     def description(self) -> str:
-        return describe_input(self.input_type, self.target_sum)
+        return describe_input(self.input_type, self.target_sum, self.log_base)
+
+    @property
+    def all_genes(self) -> tuple[str, ...]:
+        """Every gene outputs carry: the training data's genes (the modelled ones if unknown)."""
+        return self.genes if self.input_genes is None else self.input_genes
 
 
-def expression_matrix(adata: ad.AnnData, layer: str | None):
-    """``adata.X``, or the layer ``layer`` (with a clear error when it does not exist)."""
-    if layer is None:
-        return adata.X
-    if layer not in adata.layers:
-        raise InputError(f"layer {layer!r} not found; layers: {list(adata.layers.keys())}")
-    return adata.layers[layer]
+def resolve_input(info: InputInfo, declared: str, what: str) -> tuple[str, str | int]:
+    """``(input_type, log_base)`` from the detection ``info`` or the ``declared`` input."""
+    if declared == "auto":
+        if info.ambiguous is not None:
+            raise InputError(f"cannot tell what {what} holds: {info.ambiguous}")
+        logger.info("rnadiff: %s: %s", what, info.description)
+        return info.kind, info.log_base or "e"
+    if declared in LOG_BASES:
+        return "lognorm", LOG_BASES[declared]
+    return declared, "e"
+
+
+def _check_declared(info: InputInfo, input_type: str, log_base, what: str) -> None:
+    """A declared input must be possible: counts are integers, logs are below 30."""
+    if input_type == "counts" and info.n_noninteger > 0.01 * max(info.n_values, 1):
+        raise InputError(
+            f"input='counts' but {what} holds non-integer values ({info.n_noninteger} in a "
+            "sample), not raw counts; pass input='lognorm' (or 'log2', 'log10', 'normalized') "
+            "for other values"
+        )
+    if input_type == "lognorm" and info.max_value >= 30:
+        raise InputError(
+            f"input={'lognorm' if log_base == 'e' else f'log{log_base}'!r} but {what} has "
+            f"values up to {info.max_value:.3g} (30 or more); is it logged?"
+        )
+
+
+def totals(M, *, chunk_size: int = 10000) -> np.ndarray:
+    """Each cell's total over all genes (its depth, for counts), as float64."""
+    out = np.zeros(M.shape[0])
+    for rows, chunk in iter_row_chunks(M, chunk_size=chunk_size):
+        out[rows] = np.asarray(chunk.sum(axis=1), dtype=np.float64).ravel()
+    return out
+
+
+total_counts = totals  # the name callers of earlier versions use
+
+
+def log_values(
+    M, cols: np.ndarray, input_type: str, log_base, target_sum: float, cell_totals, *, chunk=8192
+) -> np.ndarray:
+    """Dense float32 natural log-normalized values of columns ``cols`` of ``M``, read a block
+    of cells at a time (size factors from ``cell_totals``, over all of ``M``'s genes)."""
+    out = np.empty((M.shape[0], len(cols)), dtype=np.float32)
+    factor = np.log(np.e if log_base == "e" else float(log_base))
+    for rows, block in iter_row_chunks(M, chunk_size=chunk):
+        sub = block[:, cols]
+        dense = np.asarray(sub.toarray() if sp.issparse(sub) else sub, dtype=np.float64)
+        if input_type == "lognorm":
+            out[rows] = dense * factor
+        else:
+            out[rows] = np.log1p(dense * (target_sum / cell_totals[rows])[:, None])
+    return out
+
+
+class _View:
+    """Columns ``cols`` of ``M`` as a row-sliceable matrix of ``transform(dense block, rows)``
+    (for the streaming statistics of :mod:`rnadiff.data._genes`)."""
+
+    def __init__(self, M, cols: np.ndarray, transform=None):
+        self.M, self.cols, self.transform = M, cols, transform
+        self.shape = (M.shape[0], len(cols))
+
+    def __getitem__(self, rows):
+        sub = self.M[rows][:, self.cols]
+        if self.transform is None:
+            return sub
+        dense = np.asarray(sub.toarray() if sp.issparse(sub) else sub, dtype=np.float64)
+        return self.transform(dense, rows)
+
+
+def _normalizer(input_type: str, log_base, target_sum: float, cell_totals, *, log: bool):
+    """``transform(block, rows)``: normalized values per ``target_sum`` (natural log1p of them
+    with ``log``)."""
+    factor = np.log(np.e if log_base == "e" else float(log_base))
+
+    def transform(block: np.ndarray, rows) -> np.ndarray:
+        if input_type == "lognorm":
+            return block * factor if log else np.expm1(block * factor)
+        x = block * (target_sum / cell_totals[rows])[:, None]
+        return np.log1p(x) if log else x
+
+    return transform
+
+
+def select_model_genes(
+    input_genes: pd.Index,
+    *,
+    var: pd.DataFrame,
+    config: PreprocessConfig,
+    expressed: np.ndarray,
+    variance: callable,
+) -> tuple[np.ndarray, str]:
+    """Positions (in ``input_genes``) of the modelled genes and how they were chosen.
+
+    ``expressed``: genes with any value in the training cells; ``variance(candidates)``:
+    the Pearson residual variance of candidate genes (computed only when needed).
+    """
+    n_top = config.n_top_genes
+    if config.genes is not None:
+        wanted = list(config.genes)
+        pos = input_genes.get_indexer(wanted)
+        if (pos < 0).any():
+            missing = [g for g, p in zip(wanted, pos, strict=True) if p < 0]
+            raise InputError(f"genes=: {len(missing)} genes are not in the data: {missing[:10]}")
+        return np.sort(np.unique(pos)), "given"
+    flagged = var.get("highly_variable")
+    use_hv = config.use_highly_variable
+    if use_hv is None:
+        use_hv = flagged is not None and flagged.dtype == bool and bool(flagged.any())
+    if use_hv:
+        if flagged is None or not bool(np.asarray(flagged, dtype=bool).any()):
+            raise InputError("use_highly_variable=True but var['highly_variable'] flags no gene")
+        return np.flatnonzero(np.asarray(flagged, dtype=bool)), "highly_variable"
+    candidates = np.flatnonzero(expressed)
+    if not len(candidates):
+        raise InputError("no gene has a non-zero value in the training cells")
+    if n_top is None or len(candidates) <= n_top:
+        return candidates, "all"
+    score = variance(candidates)
+    top = candidates[np.argsort(-score, kind="stable")[:n_top]]
+    return np.sort(top), "pearson_residuals"
 
 
 def fit_preprocessing(
-    adata: ad.AnnData, *, config: PreprocessConfig, layer: str | None = None
+    adata: ad.AnnData,
+    *,
+    config: PreprocessConfig,
+    layer: str | None = None,
+    use_raw: bool = False,
 ) -> PreprocessState:
-    """Learn the preprocessing from the training cells ``adata``.
+    """Learn the preprocessing from the training cells ``adata`` (streaming over cells).
 
     Parameters
     ----------
     adata
-        Training cells; only these decide the highly variable genes and gene scales.
+        Training cells; only these decide the modelled genes and gene scales.
     config
         Preprocessing options.
-    layer
-        Layer holding the expression values (``None``: ``adata.X``).
+    layer, use_raw
+        Where expression is read (default ``X``).
 
     Returns
     -------
     PreprocessState
     """
-    X = expression_matrix(adata, layer)
+    source = Source(layer=layer, use_raw=use_raw)
+    M, names = matrix(adata, source)
+    what = source.what
     check_unique_names(adata.var_names, what="gene names (var_names)")
-    what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-    check_matrix(X, what=what, require_counts=config.input == "counts")
-    detected = detect_input_type(X)
-    input_type = detected if config.input == "auto" else config.input
-    if config.input == "lognorm" and not _log_like(X):
-        raise InputError(f"input='lognorm' but {what} has values up to 30 or more; is it logged?")
-    logger.info("rnadiff: %s holds %s", what, describe_input(input_type, config.target_sum))
-    log_x = log_normalized_matrix(X, input_type, config.target_sum)
-    n_top = config.n_top_genes or log_x.shape[1]
-    idx = highly_variable_genes(log_x, n_top)
-    sel = log_x[:, idx]
-    mean = sel.mean(axis=0)
+    check_unique_names(names, what=f"gene names of {what}")
+    check_matrix(M, what=what)
+    info = detect_input(M)
+    input_type, log_base = resolve_input(info, config.input, what)
+    if config.input != "auto":
+        _check_declared(info, input_type, log_base, what)
+    input_genes = pd.Index(adata.var_names)
+    cols = columns(names, input_genes, what)
+    cell_totals = totals(M)
+    if input_type != "lognorm" and (cell_totals == 0).any():
+        raise InputError(
+            f"{int((cell_totals == 0).sum())} cells have no counts at all in {what}; remove them"
+        )
+    gene_sums = np.zeros(M.shape[1])
+    for _, chunk in iter_row_chunks(M):
+        gene_sums += np.asarray(chunk.sum(axis=0), dtype=np.float64).ravel()
+    expressed = gene_sums[cols] > 0
+
+    def variance(candidates: np.ndarray) -> np.ndarray:
+        linear = None  # counts: the residuals of the counts themselves
+        if input_type != "counts":
+            linear = _normalizer(input_type, log_base, 1.0, cell_totals, log=False)
+        return pearson_residual_variance(_View(M, cols[candidates], linear))
+
+    idx, selection = select_model_genes(
+        input_genes, var=adata.var, config=config, expressed=expressed, variance=variance
+    )
+    left = len(input_genes) - len(idx)
+    logger.info(
+        "rnadiff: modelling %d of %d genes (%s)%s",
+        len(idx),
+        len(input_genes),
+        {
+            "all": "every gene with a count",
+            "given": "genes=",
+            "highly_variable": "var['highly_variable']",
+            "pearson_residuals": f"the {len(idx)} most variable by Pearson residuals, "
+            f"n_top_genes={config.n_top_genes}",
+        }[selection],
+        f"; the other {left} pass through to outputs unmodelled" if left else "",
+    )
+    norm = {"target_sum": config.target_sum, "cell_totals": cell_totals}
+    log_view = _View(M, cols[idx], _normalizer(input_type, log_base, log=True, **norm))
+    mean, var = gene_moments(log_view)
     if config.scaling == "zscore":
-        std = np.maximum(sel.std(axis=0), config.min_std)
+        std = np.maximum(np.sqrt(var), config.min_std)
     else:
         std = np.ones_like(mean)
-    genes = tuple(str(g) for g in adata.var_names[idx])
     depth = expr_mean = None
     if input_type == "counts":
-        depth = float(np.median(total_counts(X)))
-        expr_mean = np.expm1(sel.astype(np.float64)).mean(axis=0).astype(np.float32)
+        depth = float(np.median(cell_totals))
+        linear = _View(M, cols[idx], _normalizer(input_type, log_base, log=False, **norm))
+        expr_mean = gene_moments(linear)[0].astype(np.float32)
     return PreprocessState(
         input_type,
         config.target_sum,
-        genes,
+        tuple(str(g) for g in input_genes[idx]),
         mean.astype(np.float32),
         std.astype(np.float32),
-        adata.n_vars,
+        M.shape[1],
         depth,
         expr_mean,
+        log_base,
+        tuple(str(g) for g in input_genes),
+        selection,
     )
 
 
-def log_expression(adata: ad.AnnData, state: PreprocessState, *, layer: str | None = None):
-    """Log-normalized values of the model's genes for new cells, as in training."""
-    X = expression_matrix(adata, layer)
-    check_matrix(X, what="adata.X" if layer is None else f"adata.layers[{layer!r}]")
-    check_unique_names(adata.var_names, what="gene names (var_names)")
-    check_genes(adata.var_names, state.genes, what="the data")
-    detected = detect_input_type(X)
-    if state.input_type != "lognorm" and detected == "lognorm":
+def check_compatible(info: InputInfo, state: PreprocessState, what: str) -> tuple[str, object]:
+    """How to read new data given what it holds (``info``) and what training held: returns
+    ``(input_type, log_base)``; conflicting kinds are an error."""
+    if info.ambiguous is not None:  # undecidable alone: read it as the training data was
+        return state.input_type, state.log_base
+    kind = info.kind
+    if state.input_type == "lognorm":
+        if kind == "lognorm":
+            return "lognorm", info.log_base or "e"
+        found = "raw counts (integers)" if kind == "counts" else "normalized unlogged values"
         raise InputError(
-            "the model was trained on counts but this data looks log-normalized (non-integers "
-            "below 30); pass raw counts, or the layer that holds them"
+            f"the model was trained on log-normalized values but {what} holds {found}; pass "
+            "log-normalized values (log1p of normalized counts), or the layer that holds them "
+            "(layer=...)"
         )
-    if state.input_type == "lognorm" and not _log_like(X):
-        found = "raw counts (integers)" if detected == "counts" else "normalized unlogged values"
+    if kind == "lognorm":
         raise InputError(
-            "the model was trained on log-normalized values but this data looks like "
-            f"{found}, with values up to 30 or more; pass log-normalized values (log1p of "
-            "normalized counts), or the layer that holds them"
+            f"the model was trained on {state.input_type} but {what} looks log-normalized "
+            "(non-integers below 30); pass raw counts, or the layer that holds them (layer=...)"
         )
-    if state.input_type == "lognorm" and detected == "counts":
-        logger.warning(
-            "the model was trained on log-normalized values but this data are integers (all "
-            "below 30, so taken as log values); pass log-normalized values if they are counts"
-        )
-    if state.input_type != "lognorm" and adata.n_vars != state.n_input_genes:
-        logger.warning(
-            "size factors use %d genes here but %d in training; expression levels may shift",
-            adata.n_vars,
-            state.n_input_genes,
-        )
-    columns = adata.var_names.get_indexer(list(state.genes))
-    return log_normalized_matrix(X, state.input_type, state.target_sum, columns)
+    return state.input_type, "e"
+
+
+def log_expression(
+    adata: ad.AnnData,
+    state: PreprocessState,
+    *,
+    layer: str | None = None,
+    use_raw: bool = False,
+    genes: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Natural log-normalized values of ``genes`` (default: the modelled genes) for new
+    cells, as in training (float32, cells x genes)."""
+    source = Source(layer=layer, use_raw=use_raw)
+    M, names = matrix(adata, source)
+    what = "the data" if source.layer is None and not use_raw else source.what
+    check_matrix(M, what=source.what)
+    check_unique_names(names, what="gene names (var_names)")
+    genes = state.genes if genes is None else genes
+    cols = columns(names, genes, what)
+    input_type, log_base = check_compatible(detect_input(M), state, what)
+    cell_totals = None
+    if input_type != "lognorm":
+        cell_totals = totals(M)
+        if (cell_totals == 0).any():
+            raise InputError(f"{int((cell_totals == 0).sum())} cells have no counts at all")
+        if M.shape[1] != state.n_input_genes:
+            logger.warning(
+                "size factors use %d genes here but %d in training; expression levels may shift",
+                M.shape[1],
+                state.n_input_genes,
+            )
+    return log_values(M, cols, input_type, log_base, state.target_sum, cell_totals)
+
+
+def detect_input_type(X) -> str:
+    """``"counts"``, ``"normalized"`` or ``"lognorm"``: what :func:`detect_input` finds."""
+    return detect_input(X).kind
+
+
+def log_normalized_matrix(X, input_type: str, target_sum: float, columns=None) -> np.ndarray:
+    """Dense float32 log1p(normalized) values of ``columns`` (size factors use all genes);
+    log-normalized input is converted to natural log (its base detected)."""
+    cols = np.arange(X.shape[1]) if columns is None else np.asarray(columns)
+    base = detect_input(X).log_base or "e" if input_type == "lognorm" else "e"
+    cell_totals = None if input_type == "lognorm" else totals(X)
+    if cell_totals is not None and (cell_totals == 0).any():
+        n_empty = int((cell_totals == 0).sum())
+        raise InputError(f"{n_empty} cells have no counts at all; remove them")
+    return log_values(X, cols, input_type, base, target_sum, cell_totals)
 
 
 def scale(log_x: np.ndarray, state: PreprocessState) -> np.ndarray:
@@ -255,29 +404,9 @@ def unscale(z: np.ndarray, state: PreprocessState) -> np.ndarray:
     return np.clip(z * state.std + state.mean, 0, None).astype(np.float32)
 
 
-def prepare_anndata(
-    adata: ad.AnnData, *, config: PreprocessConfig | None = None, layer: str | None = None
-) -> ad.AnnData:
-    """Return a preprocessed copy of ``adata``: the user's object is left untouched.
-
-    Returns
-    -------
-    AnnData
-        A copy restricted to the highly variable genes, with ``X`` log-normalized,
-        ``layers['counts']`` the raw counts (when the input had counts),
-        ``var['rnadiff_mean']``/``var['rnadiff_std']`` the gene scales, and
-        ``uns['rnadiff_preprocessing']`` the state needed to repeat it.
-    """
-    config = config or PreprocessConfig()
-    state = fit_preprocessing(adata, config=config, layer=layer)
-    out = adata[:, list(state.genes)].copy()
-    raw = expression_matrix(adata, layer)
-    if state.input_type == "counts":
-        out.layers["counts"] = raw[:, adata.var_names.get_indexer(list(state.genes))].copy()
-    out.X = log_expression(adata, state, layer=layer)
-    out.var["rnadiff_mean"], out.var["rnadiff_std"] = state.mean, state.std
-    out.uns["rnadiff_preprocessing"] = state.to_json()
-    return out
+def expression_matrix(adata: ad.AnnData, layer: str | None):
+    """``adata.X``, or the layer ``layer`` (with a clear error when it does not exist)."""
+    return matrix(adata, Source(layer=layer))[0]
 
 
 def gene_positions(var_names: Sequence[str], genes: Sequence[str]) -> np.ndarray:

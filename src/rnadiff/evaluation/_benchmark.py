@@ -1,8 +1,10 @@
 """The benchmark: every method on the same splits and genes, scored by the same metrics.
 
-Each split is preprocessed once from its training cells (highly variable genes, size
-factors); baselines and peers receive exactly those genes, rnadiff preprocesses its own
-training cells with the same settings (and so selects the same genes).
+Each split is preprocessed once from its training cells (modelled genes, size factors);
+rnadiff preprocesses its own training cells with the same settings (and so models the same
+genes), peers receive those genes. Every method is scored on every gene of the data: genes a
+method does not model pass through from the source cells, so a responder left out of the
+model costs score.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class BenchConfig:
 
     max_steps: int | None = None  # exact rnadiff training steps per split (None: TrainConfig's)
     sampler_steps: int = 20  # DPM-Solver++(2M), the default sampler
-    n_top_genes: int = 2000
+    n_top_genes: int | None = PreprocessConfig().n_top_genes  # genes modelled at most
     distributional: bool = True  # E-distance, MMD, kNN AUC, DE overlap (slower)
     model: ModelConfig | None = None  # None: ModelConfig() with n_top_genes
     train: TrainConfig | None = None  # None: TrainConfig() (max_steps and seed set per split)
@@ -64,26 +66,39 @@ class BenchConfig:
 
 @dataclass
 class Prepared:
-    """A split's shared preprocessing and log-normalized populations."""
+    """A split's shared preprocessing and log-normalized populations of every gene."""
 
     state: PreprocessState
     train: np.ndarray
     evaluations: dict[str, dict[str, np.ndarray]]  # name -> source/real/control
 
+    @property
+    def genes(self) -> list[str]:
+        """Every gene of the data, the order of the populations (and of the scores)."""
+        return list(self.state.all_genes)
+
+    @property
+    def modelled(self) -> np.ndarray:
+        """Positions of the modelled genes among :attr:`genes`."""
+        return pd.Index(self.genes).get_indexer(list(self.state.genes))
+
 
 def prepare(split: Split, config: BenchConfig) -> Prepared:
-    state = fit_preprocessing(split.train, config=PreprocessConfig(n_top_genes=config.n_top_genes))
+    state = fit_preprocessing(split.train, config=config.model_config().preprocess)
+    genes = list(state.all_genes)
     pops = {}
     for ev in split.evaluations:
-        source = log_expression(ev.source, state)
+        source = log_expression(ev.source, state, genes=genes)
         # the control is usually the source itself (Kang, HSMM): normalize it once
-        control = source if ev.control is ev.source else log_expression(ev.control, state)
+        control = (
+            source if ev.control is ev.source else log_expression(ev.control, state, genes=genes)
+        )
         pops[ev.name] = {
             "source": source,
-            "real": log_expression(ev.real, state),
+            "real": log_expression(ev.real, state, genes=genes),
             "control": control,
         }
-    return Prepared(state, log_expression(split.train, state), pops)
+    return Prepared(state, log_expression(split.train, state, genes=genes), pops)
 
 
 def _group_means(x: np.ndarray, obs: pd.DataFrame, keys: list[str]) -> dict[tuple, np.ndarray]:
@@ -183,9 +198,10 @@ def rnadiff_predictions(
     kw = dict(steps=config.sampler_steps, seed=split.seed, progress=False, prior=True)
     for ev in split.evaluations:
         t0 = time.perf_counter()
+        genes = list(model.preprocess.all_genes)
         try:
-            cf = model.predict(ev.source, target=ev.target, **kw).X
-            gen = model.generate(ev.condition, n_cells=ev.real.n_obs, **kw).X
+            cf = model.predict(ev.source, target=ev.target, **kw)[:, genes].X
+            gen = model.generate(ev.condition, n_cells=ev.real.n_obs, **kw)[:, genes].X
         except ValueError:  # e.g. a perturbation the model never saw: it says it cannot
             out[ev.name] = {}
             continue
@@ -270,7 +286,7 @@ def score_split(
         methods = {m for preds in predictions.values() for m in preds}
         real = {ev.name: prep.evaluations[ev.name]["real"] for ev in split.evaluations}
         control = prep.evaluations[split.evaluations[0].name]["control"]
-        exclude = target_gene_indices(split, prep.state.genes)
+        exclude = target_gene_indices(split, prep.genes)
         for method in sorted(methods):
             pred = {e: p[method] for e, p in predictions.items() if method in p}
             if len(pred) == len(real):
@@ -439,6 +455,7 @@ def run_split(
     for name, run in (peers or {}).items():
         try:
             theirs, timing = run(split, prep)
+            theirs = with_every_gene(theirs, prep)
         except RuntimeError as err:  # reported, not dropped
             log(f"{split.task}/{split.fold}: {name} gave no usable prediction: {err}")
             timings.append({"method": name, "error": str(err)})
@@ -455,12 +472,31 @@ def run_split(
     return rows, times
 
 
+def with_every_gene(predictions: Predictions, prep: Prepared) -> Predictions:
+    """Peers predict the modelled genes; the other genes pass through from the source cells
+    (as rnadiff's do), so every method is scored on every gene."""
+    cols = prep.modelled
+    if len(cols) == len(prep.genes):
+        return predictions
+    out: Predictions = {}
+    for ev_name, preds in predictions.items():
+        source = prep.evaluations[ev_name]["source"]
+        out[ev_name] = {}
+        for method, x in preds.items():
+            full = source.copy() if len(x) == len(source) else np.tile(source.mean(0), (len(x), 1))
+            full[:, cols] = x
+            out[ev_name][method] = full
+    return out
+
+
 def peer_inputs(split: Split, ev: Evaluation, prep: Prepared) -> dict[str, ad.AnnData]:
-    """The files a peer gets: counts in ``layers['counts']``, log-normalized ``X``, same genes."""
+    """The files a peer gets: counts in ``layers['counts']``, log-normalized ``X``, the
+    modelled genes."""
     genes = list(prep.state.genes)
+    cols = prep.modelled
 
     def pack(adata: ad.AnnData, logx: np.ndarray) -> ad.AnnData:
-        out = ad.AnnData(X=logx, obs=adata.obs.copy(), var=pd.DataFrame(index=genes))
+        out = ad.AnnData(X=logx[:, cols], obs=adata.obs.copy(), var=pd.DataFrame(index=genes))
         counts = adata[:, genes].X
         out.layers["counts"] = counts.toarray() if hasattr(counts, "toarray") else counts
         return out

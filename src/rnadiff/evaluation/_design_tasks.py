@@ -49,7 +49,7 @@ def _row(task, split, evaluation, method, metric, value) -> dict:
 
 def _model_order(prep, model: RNADiffusion) -> np.ndarray:
     """Columns of the shared preprocessing's populations in the model's gene order."""
-    return pd.Index(prep.state.genes).get_indexer(model.genes)
+    return pd.Index(prep.genes).get_indexer(model.genes)
 
 
 def _means(prep, obs: pd.DataFrame, key: str) -> dict[str, np.ndarray]:
@@ -107,7 +107,8 @@ def ifng_down_genes(split: Split, prep, n: int = 10) -> list[str]:
     """Genes most decreased in knock-out vs non-targeting training cells (Wilcoxon)."""
     key, control = split.setup["perturbation_key"], split.setup["control"]
     is_ctrl = (split.train.obs[key].astype(str) == control).to_numpy()
-    z = wilcoxon_scores(prep.train[~is_ctrl], prep.train[is_ctrl])
+    cols = prep.modelled  # markers must be genes the model models
+    z = wilcoxon_scores(prep.train[~is_ctrl][:, cols], prep.train[is_ctrl][:, cols])
     order = np.argsort(z, kind="stable")[:n]
     return [prep.state.genes[i] for i in order if z[i] < 0]
 
@@ -177,13 +178,13 @@ def kang_design_rows(
         reference=ev.control,
         seed=split.seed,
         progress=False,
-    )
+    )[:, model.genes]
     unguided_ctrl = model.generate(
         {ct_key: cell_type, pkey: split.setup["control"]},
         n_cells=n_cells,
         seed=split.seed,
         progress=False,
-    ).X
+    )[:, model.genes].X
     order = _model_order(prep, model)
     real, control = pops["real"][:, order], pops["control"][:, order]
     bound = spec.bind(model.genes, reference=control)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from rnadiff.conditioning import _conditions as conditions
 from rnadiff.conditioning._calibration import SPREAD_RANGE, effect_scales, spread_ratio
 from rnadiff.conditioning._prior import TRUST_GRID, fit_trust, gene_vectors
+from rnadiff.model._passthrough import Passthrough
 from rnadiff.sampling._engine import TransferPlan
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ def calibrate_spread(
             batch_size=batch_size,
             spread=False,
             progress=False,
-        ).X
+        )[:, model.genes].X
         first_source, first_target = adata.obs.iloc[source[0]], adata.obs.iloc[target[0]]
         rows.append(
             {
@@ -243,3 +244,19 @@ def fit_prior(model: RNADiffusion, adata, chunk: int = 8192) -> dict | None:
         "grid": list(TRUST_GRID) if trust is not None else [],
         "loo_error": [float(e) for e in errors],
     }
+
+
+def fit_passthrough(model: RNADiffusion, adata, chunk: int = 8192) -> Passthrough | None:
+    """Training means of the genes the model leaves out, per condition (``None``: it models
+    every gene of the data)."""
+    modelled = set(model.genes)
+    others = [g for g in model.preprocess.all_genes if g not in modelled]
+    if not others:
+        return None
+
+    def chunks():
+        for start in range(0, adata.n_obs, chunk):
+            rows = slice(start, min(start + chunk, adata.n_obs))
+            yield rows, model.log_expression(adata[rows], genes=others)
+
+    return Passthrough.fit(model.registry, adata.obs, chunks(), others)

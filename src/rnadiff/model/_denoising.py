@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rnadiff._errors import InputError
-from rnadiff.data._preprocessing import detect_input_type, expression_matrix, total_counts
+from rnadiff.data._expression import Source, matrix
+from rnadiff.data._inputs import detect_input
+from rnadiff.data._preprocessing import total_counts
 from rnadiff.diffusion import technical_sigma
 
 if TYPE_CHECKING:
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("rnadiff")
 
 
-def denoise_sigmas(model: RNADiffusion, adata: ad.AnnData, sigma, layer: str | None) -> np.ndarray:
+def denoise_sigmas(model: RNADiffusion, adata: ad.AnnData, sigma, source: Source) -> np.ndarray:
     """Each cell's noise level: ``sigma`` for every cell, or ``"auto"``: its counting noise
     beyond the training cells', from its total counts."""
     if isinstance(sigma, str):
@@ -36,8 +38,8 @@ def denoise_sigmas(model: RNADiffusion, adata: ad.AnnData, sigma, layer: str | N
                 "sigma='auto' needs the training cells' depth, which this model was saved "
                 "without (an older rnadiff); give sigma as a number, or retrain"
             )
-        X = expression_matrix(adata, layer)
-        if detect_input_type(X) != "counts":
+        X, _ = matrix(adata, source)
+        if detect_input(X).kind != "counts":
             raise InputError(
                 "sigma='auto' needs raw counts (integers) for the cells to denoise; give "
                 "sigma as a number for other values"

@@ -24,6 +24,7 @@ from rnadiff._errors import InputError
 from rnadiff.conditioning import _conditions as conditions
 from rnadiff.conditioning._calibration import widen
 from rnadiff.data._covariates import CovariateRegistry, conditions_frame, numeric_value
+from rnadiff.data._expression import choose_source
 from rnadiff.data._preprocessing import fit_preprocessing, log_expression, scale
 from rnadiff.data._validation import check_genes
 from rnadiff.design._phenotype import Phenotype, as_phenotype
@@ -34,9 +35,11 @@ from rnadiff.design._workflow import (
     rank_candidates,
 )
 from rnadiff.model import _calibration, _persistence, _training
+from rnadiff.model._data import check_cells, fingerprint, source_for
 from rnadiff.model._denoising import denoise_sigmas
 from rnadiff.model._docs import shared_docs
 from rnadiff.model._output import jsonable, plain, to_anndata
+from rnadiff.model._passthrough import Passthrough
 from rnadiff.networks import Denoiser
 from rnadiff.sampling._engine import Guidance, SamplingEngine, transfer_scale
 from rnadiff.training import make_ema
@@ -111,7 +114,12 @@ class RNADiffusion:
         setup = plain(adata.uns[SETUP_KEY])  # h5ad round trips turn lists into arrays
         registry = CovariateRegistry.fit(adata.obs, setup)
         config = config or ModelConfig()
-        state = fit_preprocessing(adata, config=config.preprocess, layer=setup.get("layer"))
+        state = fit_preprocessing(
+            adata,
+            config=config.preprocess,
+            layer=setup.get("layer"),
+            use_raw=bool(setup.get("use_raw")),
+        )
         logger.info("rnadiff: model of %d cells x %d genes", adata.n_obs, len(state.genes))
         # The initial weights come from their own seeded generator, not from whatever the
         # global torch RNG went through before: the same seed gives the same model.
@@ -121,8 +129,10 @@ class RNADiffusion:
         self.seen = conditions.condition_keys(registry, adata.obs)
         self.measured = conditions.measured_values(registry, adata.obs)
         self.adata = adata
+        self.fingerprint = fingerprint(adata, setup)
         self.gene_vectors = _calibration.fit_gene_vectors(self, adata, seed)
         self.prior = _calibration.fit_prior(self, adata)
+        self.passthrough = _calibration.fit_passthrough(self, adata)
 
     def _init(self, config, setup, registry, state) -> None:
         self.config, self.setup, self.registry, self.preprocess = config, setup, registry, state
@@ -139,6 +149,8 @@ class RNADiffusion:
         self._trainer_state: tuple[dict, dict] | None = None
         self.step, self.history, self.adata = 0, [], None
         self.spread_scale = 1.0  # calibrate_spread(): widening of counterfactual cells
+        self.passthrough: Passthrough | None = None  # training means of unmodelled genes
+        self.fingerprint: dict | None = None  # of the training data (resume checks it)
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -153,8 +165,9 @@ class RNADiffusion:
         dose_key: str | None = None,
         time_key: str | None = None,
         continuous_keys: Sequence[str] = (),
-        combination_sep: str = "+",
+        combination_sep: str | None = "+",
         layer: str | None = None,
+        use_raw: bool = False,
     ) -> None:
         """Register which ``.obs`` columns condition the model, and where expression lives.
 
@@ -176,15 +189,23 @@ class RNADiffusion:
         continuous_keys
             Other continuous covariates.
         combination_sep
-            Separator of combination perturbations.
-        layer
-            Layer holding the expression values instead of ``X``.
+            Separator of combination perturbations (only the perturbation column is split;
+            ``None``: no combinations, e.g. when ``+`` belongs to the names).
+        layer, use_raw
+            Read expression from ``layers[layer]`` or ``adata.raw`` instead of ``X``. By
+            default ``X``, unless it holds log-normalized values and raw counts sit beside it
+            (``layers['counts']`` or ``adata.raw``): those are read, and the log says so.
 
         Returns
         -------
         None
             Writes only ``adata.uns['rnadiff_setup']`` (a dict of the arguments).
         """
+        if control is not None and perturbation_key is None:
+            raise InputError("control given without perturbation_key")
+        if adata.n_obs == 0 or adata.n_vars == 0:
+            raise InputError(f"adata is empty ({adata.n_obs} cells x {adata.n_vars} genes)")
+        source, _ = choose_source(adata, layer=layer, use_raw=use_raw)
         setup = {
             "perturbation_key": perturbation_key,
             "control": control,
@@ -194,13 +215,10 @@ class RNADiffusion:
             "dose_key": dose_key,
             "time_key": time_key,
             "continuous_keys": list(continuous_keys),
-            "combination_sep": combination_sep,
-            "layer": layer,
+            "combination_sep": combination_sep or None,
+            "layer": source.layer,
+            "use_raw": source.use_raw,
         }
-        if control is not None and perturbation_key is None:
-            raise InputError("control given without perturbation_key")
-        if layer is not None and layer not in adata.layers:
-            raise InputError(f"layer {layer!r} not found; layers: {list(adata.layers.keys())}")
         CovariateRegistry.fit(adata.obs, setup)  # validates columns, values and the control
         adata.uns[SETUP_KEY] = setup
 
@@ -449,6 +467,7 @@ class RNADiffusion:
         prior: bool = False,
         calibrated: bool = True,
         spread: bool = True,
+        layer: str | None = None,
         seed: int = 0,
         batch_size: int = 2048,
         progress: bool = True,
@@ -480,6 +499,9 @@ class RNADiffusion:
             Counterfactual only: widen the predicted cells of each target condition around
             their own mean by ``spread_scale`` (:func:`rnadiff.conditioning.widen`: values
             stay non-negative, every gene keeps its mean). Predict a population in one call.
+        layer
+            Layer of ``source`` holding its expression (default: the training data's, else
+            ``X``).
         {run}
 
         Returns
@@ -490,6 +512,7 @@ class RNADiffusion:
             applied and ``rnadiff_source_<key>`` for each changed covariate;
             ``uns['rnadiff']``: the settings.
         """
+        check_cells(source, "source")
         changes = dict(target or {})
         if perturbation is not None:
             if self.registry.perturbation_key is None:
@@ -522,7 +545,7 @@ class RNADiffusion:
         sigmas = engine.sigmas(steps, sigma_max=sigma_max)
         plan = engine.transfer_plan(obs_tgt, transfer, transfer_scale)  # checked before encoding
         if method == "counterfactual":
-            z0 = torch.from_numpy(self.model_space(source))
+            z0 = torch.from_numpy(self.model_space(source, layer))
             x = engine.encode(
                 z0, sigmas, cond_src, batch_size=batch_size, progress=progress, obs=obs_src
             )
@@ -550,9 +573,8 @@ class RNADiffusion:
             labels = conditions.condition_labels(self.registry, obs_tgt)
             x_log = widen(x_log, labels, self.spread_scale)  # each condition around its mean
             info["spread_scale"] = self.spread_scale
-        out = self._output(x_log, obs_tgt, info)
-        out.obs_names = source.obs_names.copy()
-        return out
+        others = self._other_genes(source, layer) if method == "counterfactual" else None
+        return self._output(x_log, obs_tgt, info, others=others, names=source.obs_names)
 
     def denoise(
         self,
@@ -560,9 +582,11 @@ class RNADiffusion:
         *,
         sigma: float | Literal["auto"] = "auto",
         layer: str | None = None,
+        key_added: str = "rnadiff_denoised",
+        inplace: bool = False,
         batch_size: int = 2048,
         progress: bool = True,
-    ) -> ad.AnnData:
+    ) -> ad.AnnData | None:
         """Denoise cells: the model's estimate of each clean profile (Tweedie's formula).
 
         Each cell, in the model's space, is taken as a clean profile plus Gaussian noise of
@@ -570,19 +594,26 @@ class RNADiffusion:
         model's distribution of the cell's condition (registered covariates in ``obs``;
         missing ones unset). It pulls cells towards the training cells, so it suits a model
         trained on deeper cells of the same kind (``TrainConfig(thinning=0.5)`` teaches it
-        what shallower copies of its cells look like).
+        what shallower copies of its cells look like). Genes the model does not model keep
+        the cells' own values.
 
         Parameters
         ----------
         adata
-            Cells with the model's genes, raw counts or log-normalized as the training
-            data; left unmodified.
+            Cells with the model's genes, raw counts or log-normalized as the training data.
         sigma
             Noise level, in units of each gene's training standard deviation. ``"auto"`` (raw
             counts only): each cell's counting noise beyond the training cells', from its
             total counts (:func:`rnadiff.diffusion.technical_sigma`).
         layer
-            Layer holding the expression instead of ``X`` (default: the training layer).
+            Layer holding the expression (default: the training data's, else ``X``).
+        key_added
+            With ``inplace``: the layer of ``adata`` the denoised values go to.
+        inplace
+            Add the result to ``adata`` (``layers[key_added]``, log-normalized, every gene of
+            ``adata``; ``obs[key_added + '_sigma']``; ``uns[key_added]`` the settings) and
+            return None; nothing of ``adata`` is overwritten. Otherwise ``adata`` is left as
+            it is and a new AnnData is returned.
         batch_size
             Cells per denoiser call.
         progress
@@ -590,26 +621,33 @@ class RNADiffusion:
 
         Returns
         -------
-        AnnData
+        AnnData or None
             One denoised cell per input cell, same ``obs_names`` and ``obs`` plus
             ``rnadiff_sigma``; ``X``: log-normalized expression; ``uns['rnadiff']``.
         """
+        check_cells(adata, "adata")
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
-        layer = self.setup.get("layer") if layer is None else layer
+        if inplace and key_added in adata.layers:
+            raise InputError(f"adata.layers[{key_added!r}] exists; give another key_added")
         z0 = self.model_space(adata, layer)
-        sigmas = denoise_sigmas(self, adata, sigma, layer)
+        sigmas = denoise_sigmas(self, adata, sigma, source_for(self, adata, layer))
         obs = adata.obs[[k for k in self.registry.keys if k in adata.obs]].copy()
         bar = (lambda b: tqdm(b, desc="denoising", leave=False)) if progress else None
-        z = self.engine.denoise(z0, sigmas, obs, batch_size=batch_size, progress=bar)
-        info = {
-            "method": "denoise",
-            "sigma": sigma if sigma == "auto" else float(sigma),
-            "sigma_median": float(np.median(sigmas)) if len(sigmas) else None,
-            "layer": layer,
-        }
-        result = self._output(self.engine.to_log(z), adata.obs, info)
-        result.obs_names = adata.obs_names.copy()
+        x = self.engine.to_log(
+            self.engine.denoise(z0, sigmas, obs, batch_size=batch_size, progress=bar)
+        )
+        info = {"method": "denoise", "sigma": sigma if sigma == "auto" else float(sigma)}
+        info |= {"sigma_median": float(np.median(sigmas)), "layer": layer}
+        if inplace:
+            full = self.log_expression(adata, layer=layer, genes=adata.var_names)
+            full[:, adata.var_names.get_indexer(self.genes)] = x
+            adata.layers[key_added] = full
+            adata.obs[f"{key_added}_sigma"] = sigmas
+            adata.uns[key_added] = {**info, "n_modelled_genes": len(self.genes)}
+            return None
+        others = self._other_genes(adata, layer)
+        result = self._output(x, adata.obs, info, others=others, names=adata.obs_names)
         result.obs["rnadiff_sigma"] = sigmas
         return result
 
@@ -817,25 +855,47 @@ class RNADiffusion:
         )
 
     # ------------------------------------------------------------------ data
-    def log_expression(self, adata: ad.AnnData) -> np.ndarray:
-        """Log-normalized expression of the model's genes for ``adata`` (cells x genes).
+    def log_expression(
+        self, adata: ad.AnnData, *, layer: str | None = None, genes: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """Natural log-normalized expression of ``genes`` (default: the modelled genes) for
+        ``adata``, normalized as the training cells were (cells x genes, float32).
 
-        Raw counts or log-normalized cells are normalized as the training cells were; cells
-        rnadiff generated (``uns['rnadiff']``) are taken as they are.
+        Read from ``layer``, else from the training source when ``adata`` has it, else ``X``;
+        cells rnadiff produced (``uns['rnadiff']``) are taken as they are.
         """
-        check_genes(adata.var_names, self.preprocess.genes, what="the data")
-        if "rnadiff" in adata.uns:
-            x = adata[:, self.genes].X
+        genes = self.genes if genes is None else list(genes)
+        check_genes(adata.var_names, genes, what="the data")
+        if "rnadiff" in adata.uns and layer is None:
+            x = adata[:, genes].X
             return np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
-        layer = self.setup.get("layer")
-        layer = layer if layer in adata.layers else None
-        return log_expression(adata, self.preprocess, layer=layer)
+        source = source_for(self, adata, layer)
+        return log_expression(
+            adata, self.preprocess, layer=source.layer, use_raw=source.use_raw, genes=genes
+        )
 
     def model_space(self, adata: ad.AnnData, layer: str | None = None) -> np.ndarray:
-        """Cells in the model's space (scaled log expression), from ``layer`` (default: the
-        training layer)."""
-        layer = self.setup.get("layer") if layer is None else layer
-        return scale(log_expression(adata, self.preprocess, layer=layer), self.preprocess)
+        """Cells in the model's space (scaled log expression of the modelled genes)."""
+        return scale(self.log_expression(adata, layer=layer), self.preprocess)
+
+    def _other_genes(self, adata: ad.AnnData, layer: str | None) -> np.ndarray | None:
+        """The unmodelled genes of cells ``adata`` (missing ones: their training mean)."""
+        if self.passthrough is None:
+            return None
+        genes = list(self.passthrough.genes)
+        out = np.tile(self.passthrough.overall.astype(np.float32), (adata.n_obs, 1))
+        have = pd.Index(genes).isin(adata.var_names)
+        if not have.all():
+            logger.warning(
+                "rnadiff: %d of the %d genes the model passes through are not in these cells; "
+                "outputs carry their training mean",
+                int((~have).sum()),
+                len(genes),
+            )
+        if have.any():
+            present = [g for g, h in zip(genes, have, strict=True) if h]
+            out[:, have] = self.log_expression(adata, layer=layer, genes=present)
+        return out
 
     def _log_of(self, adata: ad.AnnData, what: str) -> np.ndarray:
         if not isinstance(adata, ad.AnnData):
@@ -871,10 +931,10 @@ class RNADiffusion:
             "effect_scales": self.engine.effect_scales_used(obs, calibrated),
         }
 
-    def _output(self, x_log: np.ndarray, obs: pd.DataFrame, info: dict) -> ad.AnnData:
-        return to_anndata(
-            x_log, obs, info, genes=self.genes, input_description=self.preprocess.description
-        )
+    def _output(self, x_log, obs, info, *, others=None, names=None) -> ad.AnnData:
+        if others is None and self.passthrough is not None:  # generated: condition means
+            others = self.passthrough.for_conditions(self.registry, obs)
+        return to_anndata(x_log, obs, info, state=self.preprocess, others=others, names=names)
 
     @property
     def genes(self) -> list[str]:

@@ -1,41 +1,88 @@
 """Output formatting: the AnnData that every method of the model returns.
 
-One schema for every method, documented once here:
+One schema for every method (``generate``, ``predict``, ``denoise``, ``design``):
 
-* ``X``: log-normalized expression (natural ``log1p`` of counts per ``target_sum``) of the
-  model's genes;
-* ``obs``: the condition of each cell (registered covariates) plus what the method adds;
-* ``uns['rnadiff']``: how the result was made: ``method`` (``generate``, ``predict``,
-  ``denoise``, ``design``), the settings of the call, ``rnadiff_version`` and ``input`` (what
-  the training data held).
+* ``X``: natural ``log1p`` of expression normalized to ``target_sum`` per cell, for every gene
+  of the training data; ``uns['log1p'] = {'base': None}`` says so to scanpy (so
+  ``sc.pp.log1p`` does not log it again);
+* ``var``: ``rnadiff_modelled`` (False: the gene passed through, see
+  :mod:`rnadiff.model._passthrough`), ``rnadiff_mean`` and ``rnadiff_std`` (the model's gene
+  scale; NaN for genes not modelled);
+* ``obs``: each cell's condition (the registered covariates) plus what the method adds; names
+  unique (generated cells get ``<method>-<request hash>-<i>``, so outputs of different requests
+  concatenate without clashes);
+* ``uns['rnadiff']``: how the result was made: ``method``, the call's settings,
+  ``rnadiff_version``, ``input`` (what the training data held), ``n_modelled_genes``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
+from rnadiff._errors import InputError
 from rnadiff._version import __version__
 
 
-def to_anndata(log_x: np.ndarray, obs: pd.DataFrame, info: dict, *, genes, input_description):
-    """An AnnData of log expression ``log_x`` with ``obs`` and ``uns['rnadiff'] = info``."""
+def to_anndata(
+    log_x: np.ndarray,
+    obs: pd.DataFrame,
+    info: dict,
+    *,
+    state,
+    others: np.ndarray | None = None,
+    names: pd.Index | None = None,
+) -> ad.AnnData:
+    """An AnnData of every training gene: ``log_x`` for the modelled genes, ``others`` (cells
+    x unmodelled genes) for the rest; ``names`` the obs names (default: from a hash of
+    ``info``)."""
+    x = np.asarray(log_x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise InputError(
+            f"the model produced {int((~np.isfinite(x)).sum())} non-finite values (guidance or "
+            "another scale too strong?); nothing was written"
+        )
+    genes = list(state.genes)
+    every = list(state.all_genes)
+    if len(every) > len(genes):
+        modelled = pd.Index(every).isin(genes)
+        full = np.empty((len(x), len(every)), dtype=np.float32)
+        full[:, modelled] = x[:, pd.Index(genes).get_indexer(np.array(every)[modelled])]
+        full[:, ~modelled] = others if others is not None else 0.0
+        x = full
     obs = obs.copy()
-    obs.index = obs.index.astype(str)
     for col in obs.columns:
         if obs[col].dtype == object:
             obs[col] = obs[col].astype("category")
-    var = pd.DataFrame(index=pd.Index(list(genes), name=None))
-    out = ad.AnnData(X=np.asarray(log_x, dtype=np.float32), obs=obs, var=var)
+    if names is None:
+        digest = hashlib.blake2b(repr(sorted(info.items())).encode(), digest_size=4).hexdigest()
+        names = pd.Index([f"{info['method']}-{digest}-{i}" for i in range(len(obs))])
+    obs.index = pd.Index(names).astype(str)
+    out = ad.AnnData(X=x, obs=obs, var=var_table(state))
+    out.uns["log1p"] = {"base": None}
     out.uns["rnadiff"] = {
         **info,
         "rnadiff_version": __version__,
-        "input": input_description,
+        "input": state.description,
+        "n_modelled_genes": len(genes),
     }
     return out
+
+
+def var_table(state) -> pd.DataFrame:
+    """``var`` of outputs: what the model knows about each gene."""
+    every = pd.Index(list(state.all_genes), name=None)
+    pos = pd.Index(list(state.genes)).get_indexer(every)
+    modelled = pos >= 0
+    var = pd.DataFrame(index=every)
+    var["rnadiff_modelled"] = modelled
+    var["rnadiff_mean"] = np.where(modelled, np.asarray(state.mean)[pos], np.nan).astype(np.float32)
+    var["rnadiff_std"] = np.where(modelled, np.asarray(state.std)[pos], np.nan).astype(np.float32)
+    return var
 
 
 def jsonable(guidance):

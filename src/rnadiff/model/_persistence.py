@@ -1,18 +1,26 @@
-"""Saving and loading a model: a folder of safetensors and JSON (no pickle)."""
+"""Saving and loading a model: a folder of safetensors and JSON with a manifest of SHA-256
+hashes (no pickle). Anything missing, corrupt or of another shape is one clear error naming
+the file (:func:`rnadiff.training.load_checkpoint` checks the hashes)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from rnadiff._config import ModelConfig, TrainConfig
+from rnadiff._errors import InputError
 from rnadiff._version import __version__
 from rnadiff.data._covariates import CovariateRegistry
 from rnadiff.data._preprocessing import PreprocessState
 from rnadiff.data._validation import check_genes
+from rnadiff.model._data import check_same_data, fingerprint
+from rnadiff.model._passthrough import Passthrough
 from rnadiff.training import load_checkpoint, save_checkpoint
+from rnadiff.training._checkpoint import META
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -36,6 +44,8 @@ def save(model: RNADiffusion, path: str | os.PathLike) -> None:
         "effect_scales": model.effect_scales,
         "spread_scale": model.spread_scale,
         "prior": model.prior,
+        "fingerprint": model.fingerprint,
+        "passthrough": None if model.passthrough is None else model.passthrough.to_json(),
     }
     weights = {f"model.{k}": v for k, v in model.denoiser.state_dict().items()}
     weights |= {f"ema.{k}": v for k, v in model.ema.state_dict().items()}
@@ -46,6 +56,11 @@ def save(model: RNADiffusion, path: str | os.PathLike) -> None:
         weights["preprocess.expr_mean"] = torch.from_numpy(state.expr_mean)
     if model.gene_vectors is not None:
         weights["prior.gene_vectors"] = torch.from_numpy(model.gene_vectors)
+    if model.passthrough is not None:
+        weights["passthrough.means"] = torch.from_numpy(model.passthrough.means)
+        weights["passthrough.overall"] = torch.from_numpy(
+            np.asarray(model.passthrough.overall, dtype=np.float32)
+        )
     tensors = {"weights": weights}
     if model._trainer_state is not None:
         meta["trainer"], tensors["trainer"] = model._trainer_state
@@ -55,13 +70,35 @@ def save(model: RNADiffusion, path: str | os.PathLike) -> None:
 def load(cls: type[RNADiffusion], path, *, adata: ad.AnnData | None = None) -> RNADiffusion:
     """See :meth:`rnadiff.RNADiffusion.load`."""
     meta, tensors = load_checkpoint(path)
+    meta_file = Path(path) / META
+    if "weights" not in tensors:
+        raise InputError(f"checkpoint {path} is incomplete: weights.safetensors is not listed")
+    try:
+        model = _build(cls, meta, tensors)
+    except KeyError as err:
+        raise InputError(f"{meta_file} lacks {err.args[0]!r}; the checkpoint is damaged") from None
+    except (TypeError, ValueError, AttributeError) as err:
+        raise InputError(f"{meta_file} holds a value rnadiff cannot use: {err}") from None
+    if adata is not None:
+        check_genes(adata.var_names, model.preprocess.genes, what="adata")
+        model.registry.encode(adata.obs)  # same covariate columns, known values
+        check_same_data(meta.get("fingerprint"), fingerprint(adata, model.setup))
+        model.adata = adata
+    return model
+
+
+def _build(cls, meta: dict, tensors: dict) -> RNADiffusion:
     weights = tensors["weights"]
-    state = PreprocessState.from_json(
-        meta["preprocess"],
-        weights["preprocess.mean"].numpy(),
-        weights["preprocess.std"].numpy(),
-        weights["preprocess.expr_mean"].numpy() if "preprocess.expr_mean" in weights else None,
-    )
+    file = "weights.safetensors"
+    try:
+        state = PreprocessState.from_json(
+            meta["preprocess"],
+            weights["preprocess.mean"].numpy(),
+            weights["preprocess.std"].numpy(),
+            weights["preprocess.expr_mean"].numpy() if "preprocess.expr_mean" in weights else None,
+        )
+    except KeyError as err:
+        raise InputError(f"{file} lacks the tensor {err.args[0]!r}") from None
     model = cls.__new__(cls)
     model._init(
         ModelConfig.from_dict(meta["model_config"]),
@@ -69,8 +106,15 @@ def load(cls: type[RNADiffusion], path, *, adata: ad.AnnData | None = None) -> R
         CovariateRegistry.from_dict(meta["registry"]),
         state,
     )
-    model.denoiser.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("model.")})
-    model.ema.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("ema.")})
+    for prefix, module in (("model.", model.denoiser), ("ema.", model.ema)):
+        found = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+        try:
+            module.load_state_dict(found)
+        except RuntimeError as err:  # missing keys or other shapes: another network
+            first = str(err).strip().splitlines()
+            raise InputError(
+                f"{file} does not fit the network described in config.json ({first[-1]})"
+            ) from None
     model.denoiser.eval()
     model.step, model.history = meta["step"], meta["history"]
     model.seen = {tuple(row) for row in meta.get("seen_conditions", [])}
@@ -80,6 +124,13 @@ def load(cls: type[RNADiffusion], path, *, adata: ad.AnnData | None = None) -> R
     if "prior.gene_vectors" in weights:
         model.gene_vectors = weights["prior.gene_vectors"].numpy()
     model.prior = meta.get("prior")  # None in older checkpoints: co-expression alone
+    model.fingerprint = meta.get("fingerprint")
+    if meta.get("passthrough") is not None:
+        model.passthrough = Passthrough.from_json(
+            meta["passthrough"],
+            weights["passthrough.means"].numpy(),
+            weights["passthrough.overall"].numpy(),
+        )
     if meta.get("train_config"):
         # checkpoints from before max_epochs trained without a cap, and those from before
         # epochs trained exactly max_steps steps
@@ -87,8 +138,4 @@ def load(cls: type[RNADiffusion], path, *, adata: ad.AnnData | None = None) -> R
         model.train_config = TrainConfig(**{**old, **meta["train_config"]})
     if "trainer" in tensors:
         model._trainer_state = (meta["trainer"], tensors["trainer"])
-    if adata is not None:
-        check_genes(adata.var_names, state.genes, what="adata")
-        model.registry.encode(adata.obs)  # same covariate columns, known values
-        model.adata = adata
     return model

@@ -11,7 +11,9 @@ import torch
 
 from rnadiff._config import TrainConfig
 from rnadiff._errors import InputError
-from rnadiff.data._preprocessing import expression_matrix, total_counts
+from rnadiff.data._expression import matrix
+from rnadiff.data._preprocessing import total_counts
+from rnadiff.model._data import source_for
 from rnadiff.training import Trainer
 from rnadiff.training._thinning import CountThinning
 
@@ -91,8 +93,9 @@ def thinning(model: RNADiffusion, fraction: float) -> CountThinning:
     state = model.preprocess
     if state.input_type != "counts" or state.expr_mean is None:
         raise InputError("thinning needs raw counts (integers) as the training data")
-    X = expression_matrix(model.adata, model.setup.get("layer"))
-    sub = X[:, model.adata.var_names.get_indexer(list(state.genes))]
+    source = source_for(model, model.adata, None)
+    X, names = matrix(model.adata, source)
+    sub = X[:, names.get_indexer(list(state.genes))]
     return CountThinning(
         sub.toarray() if hasattr(sub, "toarray") else sub,
         total_counts(X),

@@ -1,0 +1,109 @@
+"""Files and folders the project writes: atomically, and never over something of the user's.
+
+Every file is written to a temporary file in the same folder, flushed to disk, and renamed over
+the target, so a crash or a full disk leaves either the previous file or the new one, never a
+half-written mix. A folder (a model checkpoint) is replaced only when it is absent, empty, or
+one of ours (:func:`check_replaceable`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from rnadiff._errors import InputError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def io_error(err: OSError, what: str, kept: str) -> InputError:
+    """A clear message for an OSError while writing ``what`` (``kept``: what survived)."""
+    if err.errno in DISK_FULL:
+        return InputError(f"disk full while writing {what}; {kept}")
+    reason = err.strerror or str(err)
+    return InputError(f"cannot write {what}: {reason}; {kept}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, what: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is synced and renamed to
+    ``path``, on failure removed (the previous ``path``, if any, stays as it was)."""
+    path = Path(path)
+    what = what or str(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise io_error(err, what, "nothing was written") from None
+    tmp = Path(name)
+    kept = "the previous file is intact" if path.exists() else "nothing was written"
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise io_error(err, what, kept) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], *, what=None) -> None:
+    """``write(tmp)`` to a temporary file, then rename it to ``path`` (see
+    :func:`atomic_path`)."""
+    with atomic_path(path, what=what) as tmp:
+        write(tmp)
+
+
+def write_h5ad(adata, path: str | os.PathLike) -> None:
+    """``adata.write_h5ad(path)``, atomically."""
+    write_atomic(path, lambda tmp: adata.write_h5ad(tmp), what=f"{path}")
+
+
+def check_replaceable(
+    folder: str | os.PathLike, *, ours: Callable[[Path], Iterable[str] | None], what: str
+) -> None:
+    """Refuse to replace ``folder`` unless it is absent, empty, or one of ours.
+
+    ``ours(folder)`` returns the names of the files rnadiff wrote there (``None``: not one of
+    ours); a folder of ours that also holds other files is refused too, naming them.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise InputError(f"{what} {folder} is a file, not a folder; give a new folder name")
+    entries = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+    if not entries:
+        return
+    known = ours(folder)
+    if known is None:
+        raise InputError(
+            f"{what} {folder} already holds files that are not an rnadiff model (e.g. "
+            f"{sorted(entries)[:3]}); give a new or empty folder"
+        )
+    foreign = sorted(entries - set(known))
+    if foreign:
+        raise InputError(
+            f"{what} {folder} is an rnadiff model but also holds other files ({foreign[:3]}); "
+            "move them or give another folder"
+        )
+
+
+def check_not_over(target: str | os.PathLike, inputs: Iterable[str | os.PathLike], what: str):
+    """Refuse a folder ``target`` that is the current folder, or that holds (or is) one of
+    the ``inputs`` files."""
+    target = Path(target).resolve()
+    if target == Path.cwd().resolve():
+        raise InputError(f"{what} {target} is the current folder; give a new folder for the model")
+    for f in inputs:
+        f = Path(f).resolve()
+        if f == target or target in f.parents:
+            raise InputError(f"{what} {target} would hold the input file {f}; give another folder")
