@@ -72,7 +72,13 @@ EXTRA_TASKS = {
     "papalexi_marker_rank": ("papalexi_seen", design_tasks.papalexi_marker_rows),
     "kang_design": ("kang_loo_celltype", design_tasks.kang_design_rows),
 }
-BASE_TASKS = ["kang_loo_celltype", "papalexi_seen", "papalexi_unseen", "hsmm_time"]
+BASE_TASKS = [
+    "kang_loo_celltype",
+    "papalexi_seen",
+    "papalexi_unseen",
+    "hsmm_time",
+    "kang9k_heldout",
+]
 
 
 def task_splits(task: str, seed: int):
@@ -83,6 +89,8 @@ def task_splits(task: str, seed: int):
         return getattr(splits, task)(data, seed=seed)
     if task == "hsmm_time":
         return splits.hsmm_time(datasets.load("trapnell2014_hsmm"), seed=seed)
+    if task == "kang9k_heldout":
+        return splits.kang9k_heldout(datasets.load("kang2018_ifnb_9k"), seed=seed)
     raise SystemExit(f"unknown task {task!r}")
 
 
@@ -396,13 +404,18 @@ def _notes(times: pd.DataFrame) -> list[str]:
     return [*out, ""] if out else []
 
 
-def bench_config(max_steps: int | None, width: int | None) -> BenchConfig:
-    """The benchmark's configuration: rnadiff's defaults, or another length or width."""
-    if width is None:
-        return BenchConfig(max_steps=max_steps)
+def bench_config(max_steps: int | None, width: int | None, n_top_genes=None) -> BenchConfig:
+    """The benchmark's configuration: rnadiff's defaults, or another length, width or gene
+    budget (``n_top_genes``: a number, ``"all"``, or None for the default)."""
     from rnadiff import ModelConfig, NetworkConfig
 
-    return BenchConfig(max_steps=max_steps, model=ModelConfig(network=NetworkConfig(width=width)))
+    genes = {}
+    if n_top_genes is not None:
+        genes = {"n_top_genes": None if n_top_genes == "all" else int(n_top_genes)}
+    if width is None:
+        return BenchConfig(max_steps=max_steps, **genes)
+    model = ModelConfig(network=NetworkConfig(width=width))
+    return BenchConfig(max_steps=max_steps, model=model, **genes)
 
 
 def main() -> None:
@@ -423,6 +436,11 @@ def main() -> None:
         type=int,
         default=None,
         help="rnadiff's hidden width (default: NetworkConfig's), to benchmark another one",
+    )
+    parser.add_argument(
+        "--n-top-genes",
+        default=None,
+        help="genes modelled at most (a number, or 'all'; default: PreprocessConfig's)",
     )
     parser.add_argument("--peers", default="scgen,cpa,squidiff")
     parser.add_argument("--peer-budget", default="quick", choices=["quick", "full"])
@@ -467,7 +485,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.rescore_predictions is not None:
-        rows = rescore(args.rescore_predictions, args.out, bench_config(args.max_steps, args.width))
+        rows = rescore(
+            args.rescore_predictions,
+            args.out,
+            bench_config(args.max_steps, args.width, args.n_top_genes),
+        )
         rows.to_csv(args.out / "folds.csv", index=False)
         times = pd.read_csv(args.out / "timings.csv")
         print(write_reports(rows, times, args.out))
@@ -476,7 +498,7 @@ def main() -> None:
         rows, times = (pd.read_csv(args.out / f) for f in ("folds.csv", "timings.csv"))
         print(write_reports(rows, times, args.out))
         return
-    config = bench_config(args.max_steps, args.width)
+    config = bench_config(args.max_steps, args.width, args.n_top_genes)
     args.out.mkdir(parents=True, exist_ok=True)
     peers = []  # installed peers; each worker builds its own runners
     for name in filter(None, args.peers.split(",")):

@@ -472,9 +472,12 @@ def test_denoise_writes_denoised_cells_with_their_obs(model_dir, kang_file, tmp_
     assert "wrote" in text and cells.n_obs == ctrl.n_obs
     assert list(cells.obs_names) == list(ctrl.obs_names)
     assert (cells.obs["cluster_id"].astype(str) == ctrl.obs["cluster_id"].astype(str)).all()
-    assert cells.uns["rnadiff"]["method"] == "denoise"
-    assert cells.uns["rnadiff"]["sigma"] == 0.5
-    assert np.isfinite(cells.X).all() and (cells.X >= 0).all()
+    # the input cells as they were, the denoised values of every gene in a layer
+    assert (cells.X != ctrl.X).nnz == 0 and list(cells.var_names) == list(real.var_names)
+    assert cells.uns["rnadiff_denoised"]["method"] == "denoise"
+    assert cells.uns["rnadiff_denoised"]["sigma"] == 0.5
+    denoised = cells.layers["rnadiff_denoised"]
+    assert np.isfinite(denoised).all() and (denoised >= 0).all()
 
 
 def test_denoise_rejects_a_bad_sigma_in_one_line(model_dir, kang_file, tmp_path):
@@ -491,9 +494,9 @@ def test_denoise_sets_each_cells_sigma_from_its_depth_by_default(model_dir, kang
     out = tmp_path / "auto.h5ad"
     invoke("denoise", "--model", model_dir, "--data", kang_file, "--out", out, "--quiet")
     cells = ad.read_h5ad(out)
-    assert cells.uns["rnadiff"]["sigma"] == "auto"
+    assert cells.uns["rnadiff_denoised"]["sigma"] == "auto"
     depth = np.asarray(ad.read_h5ad(kang_file).X.sum(axis=1)).ravel()
-    sigma = cells.obs["rnadiff_sigma"].to_numpy()
+    sigma = cells.obs["rnadiff_denoised_sigma"].to_numpy()
     assert (sigma > 0).all()
     assert np.corrcoef(np.log(depth), sigma)[0, 1] < 0  # shallower cells: larger levels
     cmd = [sys.executable, "-m", "rnadiff.cli", "denoise", "--model", str(model_dir)]

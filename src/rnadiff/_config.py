@@ -122,7 +122,10 @@ class TrainConfig:
     ema_decay: float = 0.995  # EMA of the weights, used for sampling
     grad_clip: float = 1.0  # max global gradient norm
     seed: int = 0
-    checkpoint_every: int = 1000  # steps between checkpoints when a checkpoint dir is given
+    # checkpoints (when a checkpoint dir is given): every this many steps (None: four times per
+    # run), and at least every checkpoint_minutes, so that a killed run loses little
+    checkpoint_every: int | None = None
+    checkpoint_minutes: float = 5.0
     calibration_cells: int = 128  # control cells that calibrate effect sizes after training; 0: off
     spread_cells: int = (
         256  # source cells per pair that calibrate the counterfactual spread; 0: off
@@ -131,7 +134,9 @@ class TrainConfig:
     max_epochs: float | None = 200.0  # passes over the cells at most (None: no cap)
 
     def __post_init__(self):
-        _positive(self, "max_steps", "batch_size", "lr", "checkpoint_every", "grad_clip")
+        _positive(self, "max_steps", "batch_size", "lr", "grad_clip", "checkpoint_minutes")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise InputError(f"checkpoint_every must be >= 1 or None, got {self.checkpoint_every}")
         if self.min_steps < 1:
             raise InputError(f"min_steps must be >= 1, got {self.min_steps}")
         if self.epochs is not None and not (0 < self.epochs < float("inf")):
@@ -146,6 +151,10 @@ class TrainConfig:
             raise InputError(f"spread_cells must be >= 0, got {self.spread_cells}")
         if self.max_epochs is not None and not (0 < self.max_epochs < float("inf")):
             raise InputError(f"max_epochs must be positive or None, got {self.max_epochs}")
+
+    def checkpoint_interval(self, steps: int) -> int:
+        """Steps between checkpoints of a run of ``steps`` steps."""
+        return self.checkpoint_every or max(1, math.ceil(steps / 4))
 
     def steps_for(self, n_cells: int) -> int:
         """Optimizer steps of a run on ``n_cells`` cells.

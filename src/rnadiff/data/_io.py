@@ -38,7 +38,10 @@ def atomic_path(path: str | os.PathLike, *, what: str | None = None) -> Iterator
         raise InputError(f"{path} is a folder; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # the suffix is kept: writers (matplotlib, anndata) read the format from it
+        fd, name = tempfile.mkstemp(
+            prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+        )
         os.close(fd)
     except OSError as err:
         raise io_error(err, what, "nothing was written") from None
@@ -65,6 +68,21 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], *, what
 def write_h5ad(adata, path: str | os.PathLike) -> None:
     """``adata.write_h5ad(path)``, atomically."""
     write_atomic(path, lambda tmp: adata.write_h5ad(tmp), what=f"{path}")
+
+
+def write_csv(frame, path: str | os.PathLike, **kwargs) -> None:
+    """``frame.to_csv(path, **kwargs)``, atomically."""
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, **kwargs), what=f"{path}")
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    """``path.write_text(text)``, atomically."""
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text), what=f"{path}")
+
+
+def save_figure(fig, path: str | os.PathLike, **kwargs) -> None:
+    """``fig.savefig(path, **kwargs)``, atomically (the format from ``path``'s suffix)."""
+    write_atomic(path, lambda tmp: fig.savefig(tmp, **kwargs), what=f"{path}")
 
 
 def check_replaceable(
@@ -95,6 +113,18 @@ def check_replaceable(
             f"{what} {folder} is an rnadiff model but also holds other files ({foreign[:3]}); "
             "move them or give another folder"
         )
+
+
+def check_creatable(folder: str | os.PathLike, what: str) -> None:
+    """Fail early (before hours of work) if the folder ``folder`` cannot be created."""
+    folder = Path(folder)
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise InputError(f"{what} {folder}: cannot create the folder: {p} is a file")
+            if not os.access(p, os.W_OK):
+                raise InputError(f"{what} {folder}: the folder {p} is not writable")
+            return
 
 
 def check_not_over(target: str | os.PathLike, inputs: Iterable[str | os.PathLike], what: str):

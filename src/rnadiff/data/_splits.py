@@ -153,3 +153,28 @@ def hsmm_time(adata: ad.AnnData, *, seed: int = 0, held_out: float = 48) -> Iter
     )
     setup = {"time_key": "Hours", "categorical_keys": ["Media"]}
     yield Split("hsmm_time", f"{held_out:g}h", seed, adata[~held], setup, [evaluation])
+
+
+def kang9k_heldout(adata: ad.AnnData, *, seed: int = 0, fraction: float = 0.5) -> Iterator[Split]:
+    """Kang 2018, 9,015 genes: hold out ``fraction`` of the stimulated and of the control
+    cells (seeded); the held-out stimulated cells are predicted from the held-out controls.
+
+    The file has no cell-type labels: the perturbation is seen in training, and the task tests
+    a realistic gene space (which genes are modelled, every gene scored).
+    """
+    key, control = "group_id", "ctrl"
+    rng = np.random.default_rng(seed)
+    test = np.zeros(adata.n_obs, dtype=bool)
+    for _, idx in adata.obs.groupby(key, observed=True).indices.items():
+        test[rng.choice(idx, size=round(len(idx) * fraction), replace=False)] = True
+    source = adata[test & _mask(adata, **{key: control})]
+    evaluation = Evaluation(
+        name="stim",
+        source=source,
+        real=adata[test & _mask(adata, **{key: "stim"})],
+        control=source,
+        target={key: "stim"},
+        condition={key: "stim"},
+    )
+    setup = {"perturbation_key": key, "control": control}
+    yield Split("kang9k_heldout", f"seed{seed}", seed, adata[~test], setup, [evaluation])

@@ -17,6 +17,7 @@ import pandas as pd
 from rnadiff._config import ModelConfig, TrainConfig
 from rnadiff._errors import InputError
 from rnadiff.data import _datasets as datasets
+from rnadiff.data._io import check_replaceable, write_csv, write_h5ad, write_text
 from rnadiff.data._preprocessing import log_expression
 from rnadiff.evaluation._baselines import additive_baseline, control_baseline
 from rnadiff.evaluation._metrics import response_metrics, top_de_genes
@@ -71,8 +72,12 @@ def run_demo(
         One row per method, one column per metric, plus timings.
     """
     out = Path(out_dir)
+    check_replaceable(out, ours=demo_files, what="the demo's output folder")
     out.mkdir(parents=True, exist_ok=True)
-    adata = datasets.load("kang2018_ifnb", path=data_path)
+    # the folder is marked as the demo's first, so that a run cut short can be run again
+    write_text(json.dumps({"holdout": holdout, "status": "running"}), out / "demo.json")
+    # a file the user names is theirs to vouch for; the registry's copy is checked
+    adata = datasets.load("kang2018_ifnb", path=data_path, verify=data_path is None)
     if holdout not in set(adata.obs[CELL]):
         raise InputError(
             f"unknown cell type {holdout!r}; choose from {sorted(set(adata.obs[CELL]))}"
@@ -104,8 +109,8 @@ def run_demo(
     t0 = time.perf_counter()
     pred_gen = model.generate({PERT: STIM, CELL: holdout}, n_cells=real.n_obs, **sampling)
     gen_s = time.perf_counter() - t0
-    pred_cf.write_h5ad(out / "predicted_counterfactual.h5ad")
-    pred_gen.write_h5ad(out / "predicted_generated.h5ad")
+    write_h5ad(pred_cf, out / "predicted_counterfactual.h5ad")
+    write_h5ad(pred_gen, out / "predicted_generated.h5ad")
 
     x_src = log_expression(source, model.preprocess)
     x_real = log_expression(real, model.preprocess)
@@ -116,8 +121,8 @@ def run_demo(
         ctrl = log_expression(train[in_ct & (train.obs[PERT] == CTRL).to_numpy()], model.preprocess)
         shifts.append(stim.mean(axis=0) - ctrl.mean(axis=0))
     predictions = {
-        "rnadiff (counterfactual)": pred_cf.X,
-        "rnadiff (generation)": pred_gen.X,
+        "rnadiff (counterfactual)": pred_cf[:, model.genes].X,
+        "rnadiff (generation)": pred_gen[:, model.genes].X,
         "baseline: control": control_baseline(x_src),
         "baseline: control + mean shift": additive_baseline(x_src, shifts),
     }
@@ -127,7 +132,7 @@ def run_demo(
         m = response_metrics(pred, x_real, x_src, top_n=(100,))
         rows.append({"method": name, **m, "predict_s": seconds.get(name, 0.0)})
     table = pd.DataFrame(rows).set_index("method")
-    table.to_csv(out / "metrics.csv")
+    write_csv(table, out / "metrics.csv")
 
     real_change = x_real.mean(0) - x_src.mean(0)
     top = top_de_genes(x_real, x_src, 100)
@@ -152,9 +157,24 @@ def run_demo(
         "n_source": source.n_obs,
         "n_real": real.n_obs,
     }
-    (out / "demo.json").write_text(json.dumps(info, indent=1))
+    write_text(json.dumps(info, indent=1), out / "demo.json")
     table.attrs.update(info)
     return table
+
+
+DEMO_FILES = [
+    "model",
+    "predicted_counterfactual.h5ad",
+    "predicted_generated.h5ad",
+    "metrics.csv",
+    "mean_change.png",
+    "demo.json",
+]
+
+
+def demo_files(folder: Path) -> list[str] | None:
+    """The files of a demo's output folder (``None``: not one)."""
+    return DEMO_FILES if (Path(folder) / "demo.json").is_file() else None
 
 
 def format_table(table: pd.DataFrame) -> str:

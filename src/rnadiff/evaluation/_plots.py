@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rnadiff.data._io import save_figure
+
 
 def plot_mean_change(
     predicted_change: Mapping[str, np.ndarray],
@@ -68,7 +70,7 @@ def plot_mean_change(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
     plt.close(fig)
 
 
@@ -108,7 +110,7 @@ def plot_fold_bars(rows, path: str | os.PathLike, *, metrics: list[str]) -> None
         ax.set_ylabel(metric, fontsize=8)
     axes[0, 0].legend(fontsize=7, ncol=3, loc="lower left", bbox_to_anchor=(0, 1.02))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -150,7 +152,7 @@ def plot_design(designed, path: str | os.PathLike, *, title: str = "") -> None:
     ax.set_title(title or "designed cells")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -190,7 +192,7 @@ def plot_ranking(
     axes[0].set_ylabel("candidate (best combined rank on top)")
     fig.suptitle(title or "perturbations ranked for the target phenotype")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -240,7 +242,7 @@ def plot_conditions(
         ax.tick_params(axis="y", labelsize=7)
     fig.suptitle(title or "per-condition scores")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -322,6 +324,6 @@ def plot_umap(
     axes[0][0].legend(fontsize=7, markerscale=3, loc="best")
     fig.suptitle(title or "real and predicted cells")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return kind

@@ -8,13 +8,16 @@ import pandas as pd
 
 from rnadiff._config import PreprocessConfig
 from rnadiff._errors import InputError
-from rnadiff.data._preprocessing import detect_input_type, log_normalized_matrix
+from rnadiff.data._expression import Source, matrix
+from rnadiff.data._inputs import detect_input
+from rnadiff.data._preprocessing import log_normalized_matrix
 from rnadiff.data._validation import check_genes, check_matrix
 from rnadiff.evaluation._metrics import (
     discrimination_score,
     response_metrics,
     target_gene_columns,
 )
+from rnadiff.model._data import check_cells
 
 
 def _check_genes(available, genes: list[str], *, what: str) -> None:
@@ -30,13 +33,22 @@ def _check_genes(available, genes: list[str], *, what: str) -> None:
     )
 
 
-def _log_values(adata: ad.AnnData, genes: list[str], *, what: str) -> np.ndarray:
-    """Log-normalized values of ``genes``; counts are normalized to 1e4 per cell first."""
-    check_matrix(adata.X, what=f"{what}.X")
+def _log_values(
+    adata: ad.AnnData, genes: list[str], *, what: str, layer: str | None = None
+) -> np.ndarray:
+    """Natural log-normalized values of ``genes`` (of ``X`` or ``layer``): counts and
+    unlogged values are normalized to 1e4 per cell first, log2 / log10 values converted;
+    a matrix whose kind cannot be told is an error."""
+    check_cells(adata, what)
+    X = adata.X if layer is None else matrix(adata, Source(layer=layer))[0]
+    where = f"{what}.X" if layer is None else f"{what}.layers[{layer!r}]"
+    check_matrix(X, what=where)
     _check_genes(adata.var_names, genes, what=what)
     columns = adata.var_names.get_indexer(genes)
-    kind = detect_input_type(adata.X)
-    return log_normalized_matrix(adata.X, kind, PreprocessConfig().target_sum, columns)
+    info = detect_input(X)
+    if info.ambiguous is not None:
+        raise InputError(f"cannot tell what {where} holds: {info.ambiguous}")
+    return log_normalized_matrix(X, info.kind, PreprocessConfig().target_sum, columns)
 
 
 def score(
@@ -47,6 +59,7 @@ def score(
     top_n: tuple[int, ...] = (20, 100),
     distributional: bool = True,
     seed: int = 0,
+    layer: str | None = None,
 ) -> pd.Series:
     """All response metrics of ``pred`` against ``real``, changes measured from ``control``.
 
@@ -65,6 +78,8 @@ def score(
         Also compute E-distance, MMD, kNN AUC, DE overlap and direction agreement.
     seed
         Seed of subsampling in the distributional metrics.
+    layer
+        Layer of ``real`` and ``control`` holding their expression (default: ``X``).
 
     Returns
     -------
@@ -75,8 +90,8 @@ def score(
     _check_genes(real.var_names, genes, what="the real cells")
     _check_genes(control.var_names, genes, what="the control cells")
     x_pred = _log_values(pred, genes, what="pred")
-    x_real = _log_values(real, genes, what="real")
-    x_ctrl = _log_values(control, genes, what="control")
+    x_real = _log_values(real, genes, what="real", layer=layer)
+    x_ctrl = _log_values(control, genes, what="control", layer=layer)
     metrics = response_metrics(
         x_pred, x_real, x_ctrl, top_n=top_n, distributional=distributional, seed=seed
     )
@@ -108,6 +123,7 @@ def score_conditions(
     seed: int = 0,
     control_label: str | None = None,
     sep: str = "+",
+    layer: str | None = None,
 ) -> pd.DataFrame:
     """Score every predicted condition against the real cells of the same condition.
 
@@ -139,6 +155,8 @@ def score_conditions(
         the column and all share one label; otherwise none.
     sep
         Separator of combined perturbations in a label.
+    layer
+        Layer of ``real`` and ``control`` holding their expression (default: ``X``).
 
     Returns
     -------
@@ -167,8 +185,8 @@ def score_conditions(
             f"{' ...' if len(unknown) > 10 else ''}; real conditions: {candidates[:10]}"
         )
     x_pred = _log_values(pred, genes, what="pred")
-    x_real = _log_values(real, genes, what="real")
-    x_ctrl = _log_values(control, genes, what="control")
+    x_real = _log_values(real, genes, what="real", layer=layer)
+    x_ctrl = _log_values(control, genes, what="control", layer=layer)
     rows = {}
     for c in conditions:
         p, r = x_pred[pred_labels == c], x_real[real_labels == c]

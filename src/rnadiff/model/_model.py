@@ -22,8 +22,7 @@ from tqdm.auto import tqdm
 from rnadiff._config import ModelConfig, TrainConfig
 from rnadiff._errors import InputError
 from rnadiff.conditioning import _conditions as conditions
-from rnadiff.conditioning._calibration import widen
-from rnadiff.data._covariates import CovariateRegistry, conditions_frame, numeric_value
+from rnadiff.data._covariates import CovariateRegistry, conditions_frame
 from rnadiff.data._expression import choose_source
 from rnadiff.data._preprocessing import fit_preprocessing, log_expression, scale
 from rnadiff.data._validation import check_genes
@@ -34,7 +33,7 @@ from rnadiff.design._workflow import (
     design_cells,
     rank_candidates,
 )
-from rnadiff.model import _calibration, _persistence, _training
+from rnadiff.model import _calibration, _persistence, _predict, _training
 from rnadiff.model._data import check_cells, fingerprint, source_for
 from rnadiff.model._denoising import denoise_sigmas
 from rnadiff.model._docs import shared_docs
@@ -227,6 +226,9 @@ class RNADiffusion:
         self,
         *,
         max_steps: int | None = None,
+        epochs: float | None = None,
+        min_steps: int | None = None,
+        max_epochs: float | None = None,
         batch_size: int | None = None,
         lr: float | None = None,
         seed: int | None = None,
@@ -239,18 +241,20 @@ class RNADiffusion:
 
         Parameters
         ----------
-        max_steps, batch_size, lr, seed, checkpoint_every
-            Override the fields of ``config``. A ``max_steps`` given here trains exactly that
-            many steps (``epochs=None``; ``max_epochs`` still applies); by default a run aims
-            at ``config.epochs`` passes over the cells (:meth:`TrainConfig.steps_for`).
+        max_steps, epochs, min_steps, max_epochs, batch_size, lr, seed, checkpoint_every
+            Override the fields of ``config`` (see :class:`TrainConfig`). The length:
+            ``max_steps`` alone trains exactly that many steps; with ``epochs`` or
+            ``min_steps`` the run aims at ``epochs`` passes over the cells, between
+            ``min_steps`` and ``max_steps`` (:meth:`TrainConfig.steps_for`); training stops
+            after ``max_epochs`` passes (small data sets memorize their cells with many;
+            ``max_epochs=0``: no cap).
         checkpoint_dir
-            Save a checkpoint here every ``checkpoint_every`` steps and at the end; an
-            interrupted run continues with ``RNADiffusion.load(checkpoint_dir, adata=adata)``
-            followed by ``train()``.
+            Save checkpoints here (four per run and every ``checkpoint_minutes``, and at the
+            end); an interrupted run continues, exactly as it would have gone, with
+            ``RNADiffusion.load(checkpoint_dir, adata=adata).train(checkpoint_dir=...)`` on
+            the same data (other data are refused).
         config
             Training configuration; default: the previous run's, else ``TrainConfig()``.
-            Training stops after ``config.max_epochs`` passes over the cells (small data sets
-            memorize their cells with many passes).
         progress
             Show a progress bar.
 
@@ -266,6 +270,9 @@ class RNADiffusion:
             self,
             config,
             max_steps=max_steps,
+            epochs=epochs,
+            min_steps=min_steps,
+            max_epochs=max_epochs,
             batch_size=batch_size,
             lr=lr,
             seed=seed,
@@ -455,7 +462,7 @@ class RNADiffusion:
         self,
         source: ad.AnnData,
         *,
-        perturbation: str | None = None,
+        perturbation: str | Sequence[str] | None = None,
         target: Mapping[str, object] | None = None,
         method: Literal["counterfactual", "generate"] = "counterfactual",
         sampler: str = "dpmpp_2m",
@@ -480,7 +487,10 @@ class RNADiffusion:
             Cells to perturb (e.g. control cells of one cell type), with the registered
             covariate columns in ``obs`` and the model's genes; left unmodified.
         perturbation
-            Shorthand for ``target={perturbation_key: perturbation}``.
+            Shorthand for ``target={perturbation_key: perturbation}``; a list of them, or
+            ``"all"`` (every perturbation of the model but the control), predicts the source
+            cells under each into one AnnData (cell names get ``-<perturbation>``;
+            ``uns['rnadiff']['predictions']`` has each one's record), e.g. a whole screen.
         target
             Covariates to change, e.g. ``{"condition": "stim"}``; others keep the source's.
         method
@@ -513,68 +523,26 @@ class RNADiffusion:
             ``uns['rnadiff']``: the settings.
         """
         check_cells(source, "source")
-        changes = dict(target or {})
-        if perturbation is not None:
-            if self.registry.perturbation_key is None:
-                raise InputError("the model has no perturbation covariate")
-            changes[self.registry.perturbation_key] = perturbation
-        if not changes:
-            raise InputError("give a perturbation or a target to predict")
-        for key in changes:
+        names = _predict.targets(self, perturbation)
+        for key in target or {}:
             self.registry[key]  # raises on unknown covariates
+        if not target and names == [None]:
+            raise InputError("give a perturbation or a target to predict")
         if method not in ("counterfactual", "generate"):
             raise InputError(f"method must be 'counterfactual' or 'generate', got {method!r}")
         self.engine.check_sampling(sampler, guidance)
         if encode_sigma is not None and not 0 < float(encode_sigma) < float("inf"):
             raise InputError(f"encode_sigma must be a positive number, got {encode_sigma}")
-        engine = self.engine
-        obs_src = source.obs[[k for k in self.registry.keys if k in source.obs]].copy()
-        cond_src = engine.cond(obs_src)
-        obs_tgt = obs_src.copy()
-        for key, value in changes.items():
-            if not self.registry[key].categorical:
-                value = numeric_value(key, value)
-            obs_tgt[f"rnadiff_source_{key}"] = obs_tgt[key]
-            obs_tgt[key] = (
-                pd.Categorical([value] * len(obs_tgt)) if isinstance(value, str) else value
-            )
-        soft = engine.soft_prior(obs_tgt, use=True) if prior else None
-        cond_tgt = engine.cond(obs_tgt, soft=soft)
-        gen = torch.Generator().manual_seed(seed)
-        sigma_max = float(encode_sigma or self.config.diffusion.sigma_max)
-        sigmas = engine.sigmas(steps, sigma_max=sigma_max)
-        plan = engine.transfer_plan(obs_tgt, transfer, transfer_scale)  # checked before encoding
-        if method == "counterfactual":
-            z0 = torch.from_numpy(self.model_space(source, layer))
-            x = engine.encode(
-                z0, sigmas, cond_src, batch_size=batch_size, progress=progress, obs=obs_src
-            )
-        else:
-            x = torch.randn(source.n_obs, engine.n_genes, generator=gen) * sigma_max
-        z = engine.run(
-            sampler,
-            x,
-            sigmas,
-            cond_tgt,
-            plan=plan,
-            guidance=guidance,
-            generator=gen,
-            batch_size=batch_size,
-            progress=progress,
-            obs=obs_tgt,
-            calibrated=calibrated,
-        )
-        info = {"method": method, "sampler": sampler, "steps": steps, "seed": seed}
-        info |= self._sampling_info(obs_tgt, plan, guidance, soft, calibrated)
-        info |= {"encode_sigma": sigma_max, "spread_scale": 1.0}
-        info["target"] = {k: str(v) for k, v in changes.items()}
-        x_log = engine.to_log(z)
-        if spread and method == "counterfactual" and self.spread_scale != 1:
-            labels = conditions.condition_labels(self.registry, obs_tgt)
-            x_log = widen(x_log, labels, self.spread_scale)  # each condition around its mean
-            info["spread_scale"] = self.spread_scale
-        others = self._other_genes(source, layer) if method == "counterfactual" else None
-        return self._output(x_log, obs_tgt, info, others=others, names=source.obs_names)
+        kw = dict(method=method, sampler=sampler, steps=steps, guidance=guidance)
+        kw |= dict(transfer=transfer, transfer_scale=transfer_scale, encode_sigma=encode_sigma)
+        kw |= dict(prior=prior, calibrated=calibrated, spread=spread, layer=layer, seed=seed)
+        kw |= dict(batch_size=batch_size, progress=progress and len(names) == 1)
+        pkey = self.registry.perturbation_key
+        preds = [
+            _predict.predict_one(self, source, {**(target or {}), pkey: p} if p else target, **kw)
+            for p in tqdm(names, disable=not progress or len(names) == 1, desc="perturbations")
+        ]
+        return preds[0] if len(preds) == 1 else _predict.stack(preds, names)
 
     def denoise(
         self,
@@ -671,6 +639,7 @@ class RNADiffusion:
         steps: int = 20,
         reference: ad.AnnData | None = None,
         realism_reference: ad.AnnData | None = None,
+        layer: str | None = None,
         seed: int = 0,
         batch_size: int = 2048,
         progress: bool = True,
@@ -705,6 +674,8 @@ class RNADiffusion:
             cells generated without guidance under the same conditions and seed.
         realism_reference
             Real cells the realism score compares with; default: the training cells.
+        layer
+            Layer of ``reference`` and ``realism_reference`` holding their expression.
         {run}
 
         Returns
@@ -718,7 +689,7 @@ class RNADiffusion:
         """
         frame = conditions_frame({} if conditions is None else conditions, self.registry)
         spec = as_phenotype(phenotype)
-        ref = self._log_of(reference, "reference") if reference is not None else None
+        ref = self._log_of(reference, "reference", layer) if reference is not None else None
         x, obs, summary = design_cells(
             self.engine,
             spec,
@@ -735,7 +706,7 @@ class RNADiffusion:
             sampler=sampler,
             steps=steps,
             reference_log=ref,
-            realism_real=self._realism_cells(realism_reference, seed),
+            realism_real=self._realism_cells(realism_reference, seed, layer),
             to_log=lambda a: self._log_of(a, "phenotype cells"),
             seed=seed,
             batch_size=batch_size,
@@ -761,6 +732,7 @@ class RNADiffusion:
         noise_range: tuple[float, float] = (0.75, 3.0),
         steps: int = 20,
         design_scale: float = 1.0,
+        layer: str | None = None,
         seed: int = 0,
         batch_size: int = 2048,
         progress: bool = True,
@@ -803,6 +775,8 @@ class RNADiffusion:
             Sampler steps for generation.
         design_scale
             Guidance step of the designed cells (specification targets).
+        layer
+            Layer of ``target`` and ``reference`` holding their expression.
         seed, batch_size, progress
             As in :meth:`generate`.
 
@@ -837,10 +811,12 @@ class RNADiffusion:
             self.engine,
             names,
             context=context,
-            target_log=self._log_of(target, "target") if is_cells else None,
+            target_log=self._log_of(target, "target", layer) if is_cells else None,
             target_obs=target.obs if is_cells else None,
             spec=None if is_cells else as_phenotype(target),
-            reference_log=self._log_of(reference, "reference") if reference is not None else None,
+            reference_log=(
+                self._log_of(reference, "reference", layer) if reference is not None else None
+            ),
             reference_obs=reference.obs if reference is not None else None,
             to_log=lambda a: self._log_of(a, "phenotype cells"),
             n_cells=n_cells,
@@ -897,21 +873,18 @@ class RNADiffusion:
             out[:, have] = self.log_expression(adata, layer=layer, genes=present)
         return out
 
-    def _log_of(self, adata: ad.AnnData, what: str) -> np.ndarray:
-        if not isinstance(adata, ad.AnnData):
-            raise InputError(f"{what} must be an AnnData, got {type(adata).__name__}")
-        if adata.n_obs == 0:
-            raise InputError(f"{what} has no cells")
+    def _log_of(self, adata: ad.AnnData, what: str, layer: str | None = None) -> np.ndarray:
+        check_cells(adata, what)
         try:
-            return self.log_expression(adata)
+            return self.log_expression(adata, layer=layer)
         except InputError as err:
             raise InputError(f"{what}: {err}") from None
 
-    def _realism_cells(self, given: ad.AnnData | None, seed: int, max_real: int = 5000):
+    def _realism_cells(self, given, seed: int, layer=None, max_real: int = 5000):
         """Real cells for the realism score: ``given``, else a seeded sample of the training
         cells, else None."""
         if given is not None:
-            return self._log_of(given, "realism_reference")
+            return self._log_of(given, "realism_reference", layer)
         if self.adata is None:
             return None
         cells = self.adata

@@ -24,12 +24,24 @@ logger = logging.getLogger("rnadiff")
 
 
 def run_config(model: RNADiffusion, config: TrainConfig | None, **overrides) -> TrainConfig:
-    """The run's configuration: ``config``, else the previous run's, else the defaults, with
-    the given ``overrides``; an explicit ``max_steps`` trains exactly that many steps."""
+    """The run's configuration: ``config``, else the previous run's (a resumed run keeps its
+    settings), else the defaults, with the ``overrides`` that are given (not None).
+
+    The length rule: ``max_steps`` alone trains exactly that many steps; with ``epochs`` or
+    ``min_steps`` the length follows the data (``epochs`` passes, between ``min_steps`` and
+    ``max_steps``); ``max_epochs=0`` lifts the cap on passes over the cells.
+    """
     base = config or model.train_config or TrainConfig()
     given = {k: v for k, v in overrides.items() if v is not None}
-    if overrides.get("max_steps") is not None:  # an explicit length: exactly that many steps
+    if given.get("max_epochs", 0) < 0:
+        raise InputError(f"max_epochs must be >= 0 (0: no cap), got {given['max_epochs']}")
+    follows_data = "epochs" in given or "min_steps" in given
+    if "max_steps" in given and not follows_data:  # an explicit length: exactly that many
         given["epochs"] = None
+    elif follows_data and base.epochs is None and "epochs" not in given:
+        given["epochs"] = TrainConfig().epochs
+    if given.get("max_epochs") == 0:
+        given["max_epochs"] = None
     return TrainConfig(**{**base.to_dict(), **given})
 
 

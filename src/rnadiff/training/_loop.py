@@ -9,6 +9,7 @@ its own slice of every global minibatch.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
 import torch
@@ -135,6 +136,7 @@ class Trainer:
             unit="step",
         )
         running, count = self.loss_window
+        every, last_save = cfg.checkpoint_interval(cfg.max_steps), time.monotonic()
         while self.step < cfg.max_steps:
             idx = batch_indices(
                 self.step, x.shape[0], cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world
@@ -170,12 +172,11 @@ class Trainer:
                 running, count = 0.0, 0
             self.loss_window = (running, count)
             bar.update(1)
-            if (
-                on_checkpoint is not None
-                and rank == 0
-                and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps)
-            ):
+            due = self.step % every == 0 or self.step == cfg.max_steps
+            due = due or time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes
+            if on_checkpoint is not None and rank == 0 and due:
                 on_checkpoint(self)
+                last_save = time.monotonic()
         bar.close()
         self.model.eval()
         return self.history

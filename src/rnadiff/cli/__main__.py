@@ -1,0 +1,5 @@
+"""``python -m rnadiff.cli``: the command line."""
+
+from rnadiff.cli import main
+
+main()

@@ -1,0 +1,258 @@
+"""``rnadiff generate | predict | denoise``: cells from a trained model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rnadiff._errors import InputError
+from rnadiff.cli._common import (
+    Calibrated,
+    GenePrior,
+    GuidanceOpt,
+    Layer,
+    ModelDir,
+    Quiet,
+    Sampler,
+    Seed,
+    Steps,
+    Threads,
+    TransferOpt,
+    TransferScale,
+    Where,
+    _guidance,
+    _load,
+    _pairs,
+    _read,
+    _subset,
+    _summary,
+    _threads,
+    _write,
+)
+
+
+def _conditions_csv(path: Path):
+    """The conditions of a --conditions-csv file, one per row, as text (empty: unspecified)."""
+    import pandas as pd
+
+    if path.is_dir():
+        raise InputError(f"--conditions-csv {path} is a directory, not a CSV file")
+    if not path.is_file():
+        raise InputError(f"--conditions-csv: file not found: {path}")
+    try:
+        frame = pd.read_csv(path, dtype=str)
+    except pd.errors.EmptyDataError:
+        raise InputError(
+            f"--conditions-csv {path} is empty; give a header row of covariates "
+            "and one condition per row"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
+        raise InputError(f"--conditions-csv: cannot read {path} as CSV: {err}") from None
+    if len(frame) == 0:
+        raise InputError(f"--conditions-csv {path} has a header but no conditions (rows)")
+    if any(str(c).startswith("Unnamed:") for c in frame.columns):
+        raise InputError(f"--conditions-csv {path}: a column has no name in the header row")
+    return frame  # the model turns continuous covariates' text into numbers
+
+
+def generate(
+    model: ModelDir,
+    out: Annotated[Path, typer.Option(help="Output .h5ad of generated cells.")],
+    condition: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=VALUE of one condition (repeatable: all form one condition); covariates "
+            "left out are unspecified."
+        ),
+    ] = None,
+    conditions_csv: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV with one condition per row and covariates as columns (instead of "
+            "--condition)."
+        ),
+    ] = None,
+    n: Annotated[int, typer.Option(help="Cells per condition.")] = 100,
+    sampler: Sampler = "dpmpp_2m",
+    steps: Steps = 20,
+    guidance: GuidanceOpt = "1",
+    transfer: TransferOpt = "compose",
+    transfer_scale: TransferScale = None,
+    gene_prior: GenePrior = False,
+    calibrated: Calibrated = True,
+    seed: Seed = 0,
+    threads: Threads = None,
+    quiet: Quiet = False,
+) -> None:
+    """Generate cells under given conditions (log-normalized expression of every gene the
+    model was trained on; conditions in .obs)."""
+    _threads(threads)
+    if conditions_csv is not None and condition:
+        raise InputError("give either --condition or --conditions-csv, not both")
+    conds = _conditions_csv(conditions_csv) if conditions_csv else _pairs(condition, "--condition")
+    m = _load(model)
+    t0 = time.perf_counter()
+    cells = m.generate(
+        conds,
+        n_cells=n,
+        sampler=sampler,
+        steps=steps,
+        guidance=_guidance(guidance),
+        transfer=transfer,
+        transfer_scale=transfer_scale,
+        prior=gene_prior,
+        calibrated=calibrated,
+        seed=seed,
+        progress=not quiet,
+    )
+    _write(cells, out)
+    _summary(cells, m.registry.keys, out, time.perf_counter() - t0)
+
+
+def predict(
+    model: ModelDir,
+    source: Annotated[
+        Path,
+        typer.Option(help="Source cells (.h5ad) with the model's genes and covariate columns."),
+    ],
+    out: Annotated[Path, typer.Option(help="Output .h5ad of predicted cells.")],
+    perturbation: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Target perturbation (e.g. 'stim' or 'A+B'). Repeatable, or 'all' (every "
+            "perturbation of the model but the control): the source cells are predicted under "
+            "each, into one file (cell names get '-<perturbation>'), e.g. a whole screen for "
+            "'rnadiff evaluate --by'."
+        ),
+    ] = None,
+    set: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE: other covariates to change (repeatable)."),
+    ] = None,
+    where: Where = None,
+    layer: Layer = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="counterfactual (encode each cell, decode under the target) or generate (new "
+            "cells under each cell's target condition)."
+        ),
+    ] = "counterfactual",
+    encode_sigma: Annotated[
+        float | None,
+        typer.Option(
+            help="Counterfactual: noise level cells are encoded to (default: the maximum; lower "
+            "keeps more of the cell)."
+        ),
+    ] = None,
+    sampler: Sampler = "dpmpp_2m",
+    steps: Steps = 20,
+    guidance: GuidanceOpt = "1",
+    transfer: TransferOpt = "compose",
+    transfer_scale: TransferScale = None,
+    gene_prior: GenePrior = False,
+    calibrated: Calibrated = True,
+    spread: Annotated[
+        bool,
+        typer.Option(
+            "--spread/--no-spread",
+            help="Counterfactual: widen each target condition's predicted cells around their "
+            "mean by the spread that encoding and decoding lose, as measured on the training "
+            "cells (every gene's mean is kept); --no-spread: the cells as decoded.",
+        ),
+    ] = True,
+    seed: Seed = 0,
+    threads: Threads = None,
+    quiet: Quiet = False,
+) -> None:
+    """Predict source cells under a target perturbation (counterfactual or generation).
+
+    Genes the model does not model keep the source cells' values."""
+    _threads(threads)
+    target = _pairs(set, "--set")
+    m = _load(model)
+    src = _subset(_read(source), where, "--where", source)
+    perts = perturbation[0] if perturbation and len(perturbation) == 1 else perturbation
+    t0 = time.perf_counter()
+    pred = m.predict(
+        src,
+        perturbation=perts,
+        target=target,
+        method=method,
+        sampler=sampler,
+        steps=steps,
+        guidance=_guidance(guidance),
+        transfer=transfer,
+        transfer_scale=transfer_scale,
+        encode_sigma=encode_sigma,
+        prior=gene_prior,
+        calibrated=calibrated,
+        spread=spread,
+        layer=layer,
+        seed=seed,
+        progress=not quiet,
+    )
+    _write(pred, out)
+    _summary(pred, m.registry.keys, out, time.perf_counter() - t0)
+
+
+def _sigma(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--sigma must be a positive number or 'auto', got {text!r}") from None
+
+
+def denoise(
+    model: ModelDir,
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Cells to denoise (.h5ad): raw counts or log-normalized, as the training data, "
+            "with the model's genes; registered covariate columns in obs are used where present."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output .h5ad: the --data cells as they were, plus the denoised log-normalized "
+            "values of every gene in layers[--key-added] (nothing of the input overwritten)."
+        ),
+    ],
+    sigma: Annotated[
+        str,
+        typer.Option(
+            help="Noise level the cells are taken to carry, in per-gene training standard "
+            "deviations (larger pulls harder towards the training cells), or 'auto': each "
+            "cell's counting noise beyond the training cells', from its total counts (raw "
+            "counts only)."
+        ),
+    ] = "auto",
+    layer: Layer = None,
+    key_added: Annotated[
+        str, typer.Option(help="Layer of the output holding the denoised values.")
+    ] = "rnadiff_denoised",
+    where: Where = None,
+    threads: Threads = None,
+    quiet: Quiet = False,
+) -> None:
+    """Denoise cells with the model (the posterior mean of each clean profile)."""
+    _threads(threads)
+    m = _load(model)
+    cells = _subset(_read(data), where, "--where", data).copy()
+    t0 = time.perf_counter()
+    m.denoise(
+        cells,
+        sigma=_sigma(sigma),
+        layer=layer,
+        key_added=key_added,
+        inplace=True,
+        progress=not quiet,
+    )
+    _write(cells, out)
+    _summary(cells, m.registry.keys, out, time.perf_counter() - t0)

@@ -1,0 +1,284 @@
+"""``rnadiff train``: fit a model on an .h5ad file, or resume one."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rnadiff._errors import InputError
+from rnadiff.cli._common import Quiet, Seed, Threads, _genes, _read, _threads
+
+# options of 'train' that still apply with --resume (the checkpoint keeps all the others)
+_RESUME_OPTIONS = {
+    "data",
+    "out",
+    "max_steps",
+    "epochs",
+    "min_steps",
+    "max_epochs",
+    "resume",
+    "quiet",
+    "threads",
+}
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not left at its default)."""
+    return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+
+
+def _gene_list(text: str | None) -> tuple[str, ...] | None:
+    """``--genes``: a file with one gene per line, or genes separated by commas."""
+    if text is None:
+        return None
+    path = Path(text)
+    if path.is_file():
+        genes = tuple(g.strip() for g in path.read_text().splitlines() if g.strip())
+    else:
+        genes = _genes(text)
+    if not genes:
+        raise InputError(f"--genes {text!r} names no gene")
+    return genes
+
+
+def train(
+    ctx: typer.Context,
+    data: Annotated[
+        Path, typer.Option(help="Training cells (.h5ad): raw counts or log-normalized.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Model folder (checkpoints go here during training). It must be new, empty or "
+            "an rnadiff model; never the current folder or the folder of --data."
+        ),
+    ],
+    perturbation_key: Annotated[
+        str | None, typer.Option(help="obs column of the perturbation; combinations written A+B.")
+    ] = None,
+    control: Annotated[
+        str | None, typer.Option(help="Value of the perturbation column that marks control cells.")
+    ] = None,
+    combination_sep: Annotated[
+        str,
+        typer.Option(
+            help="Separator of combined perturbations in the perturbation column ('' : none, "
+            "when the separator belongs to the names). Other columns are never split."
+        ),
+    ] = "+",
+    cell_type_key: Annotated[str | None, typer.Option(help="obs column of the cell type.")] = None,
+    batch_key: Annotated[str | None, typer.Option(help="obs column of the batch.")] = None,
+    categorical: Annotated[
+        list[str] | None, typer.Option(help="Other categorical obs columns (repeatable).")
+    ] = None,
+    dose_key: Annotated[
+        str | None, typer.Option(help="obs column of the dose (log1p-transformed).")
+    ] = None,
+    time_key: Annotated[str | None, typer.Option(help="obs column of the time.")] = None,
+    continuous: Annotated[
+        list[str] | None, typer.Option(help="Other continuous obs columns (repeatable).")
+    ] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            help="Layer holding expression instead of X (default: X, or the raw counts in "
+            "layers['counts'] / .raw when X is log-normalized)."
+        ),
+    ] = None,
+    use_raw: Annotated[
+        bool, typer.Option("--use-raw", help="Read expression from .raw instead of X.")
+    ] = False,
+    input: Annotated[
+        str,
+        typer.Option(
+            help="What the expression holds: auto (detect and say; ambiguous data are refused), "
+            "counts, lognorm (natural log1p of normalized counts), log2, log10, or normalized "
+            "(TPM, CPM, FPKM; unlogged)."
+        ),
+    ] = "auto",
+    n_top_genes: Annotated[
+        int,
+        typer.Option(
+            help="Genes modelled at most (0: every gene): every gene with a count up to this "
+            "many, above it the most variable by Pearson residuals. Genes left out still "
+            "appear in every output (var['rnadiff_modelled'] is False)."
+        ),
+    ] = 8192,
+    genes: Annotated[
+        str | None,
+        typer.Option(help="Model exactly these genes: comma-separated, or a file of one per line."),
+    ] = None,
+    highly_variable: Annotated[
+        bool | None,
+        typer.Option(
+            "--highly-variable/--ignore-highly-variable",
+            help="Model the genes flagged in var['highly_variable'] (default: when the column "
+            "exists).",
+            show_default=False,
+        ),
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Optimizer steps in total (a resumed run continues up to this); with --epochs "
+            "or --min-steps, the most steps. Default: 12 passes over the training cells, at "
+            "least 800 and at most 4000 steps."
+        ),
+    ] = None,
+    epochs: Annotated[
+        float | None,
+        typer.Option(
+            help="Passes over the training cells a run aims for (default 12), kept between "
+            "--min-steps and --max-steps."
+        ),
+    ] = None,
+    min_steps: Annotated[
+        int | None,
+        typer.Option(help="Optimizer steps at least when the length follows --epochs (800)."),
+    ] = None,
+    max_epochs: Annotated[
+        float | None,
+        typer.Option(
+            help="Passes over the training cells at most (default 200; 0: no cap): tiny data "
+            "sets (a few hundred cells) memorize their cells with many passes."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Cells per minibatch.")] = 128,
+    lr: Annotated[
+        float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")
+    ] = 2e-3,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(help="Steps between checkpoints in --out (default: four per run)."),
+    ] = None,
+    checkpoint_minutes: Annotated[
+        float, typer.Option(help="Minutes between checkpoints at most, whatever the steps.")
+    ] = 5.0,
+    width: Annotated[int, typer.Option(help="Hidden width of the denoiser network.")] = 128,
+    depth: Annotated[int, typer.Option(help="Residual blocks of the denoiser network.")] = 3,
+    calibration_cells: Annotated[
+        int,
+        typer.Option(
+            help="Training control cells from which each perturbation's effect size is "
+            "calibrated after training (0: no calibration)."
+        ),
+    ] = 128,
+    spread_cells: Annotated[
+        int,
+        typer.Option(
+            help="Training cells per pair of measured conditions from which the spread lost by "
+            "counterfactual cells is calibrated after training (0: none)."
+        ),
+    ] = 256,
+    thinning: Annotated[
+        float,
+        typer.Option(
+            help="Share of each training batch corrupted by thinning the cells' counts (a "
+            "shallower copy of each cell) instead of Gaussian noise; 0.5 for a model meant for "
+            "'rnadiff denoise' (raw counts only)."
+        ),
+    ] = 0.0,
+    p_mean: Annotated[
+        float,
+        typer.Option(
+            help="Mean of ln(sigma) of the training noise levels (EDM's -1.2). Higher values "
+            "train more at high noise, where covariate effects are learned."
+        ),
+    ] = -1.2,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue training from the checkpoint in --out on the same --data (other "
+            "data are refused), with the checkpoint's model and training settings: only "
+            "--max-steps, --epochs, --min-steps and --max-epochs (when given) apply.",
+        ),
+    ] = False,
+    seed: Seed = 0,
+    threads: Threads = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train a conditional diffusion model on an .h5ad file and save it to a folder."""
+    from rnadiff import (
+        DiffusionConfig,
+        ModelConfig,
+        NetworkConfig,
+        PreprocessConfig,
+        RNADiffusion,
+        TrainConfig,
+    )
+    from rnadiff.data._io import check_creatable, check_not_over, check_replaceable
+    from rnadiff.training._checkpoint import checkpoint_files
+
+    _threads(threads)
+    check_not_over(out, [data], "--out")
+    check_creatable(out, "--out")
+    if not resume:  # refused before any training, not after
+        check_replaceable(out, ours=checkpoint_files, what="--out")
+    elif not (out / "config.json").is_file():
+        raise InputError(f"--resume: {out} holds no checkpoint to resume")
+    length = dict(max_steps=max_steps, epochs=epochs, min_steps=min_steps, max_epochs=max_epochs)
+    adata = _read(data)
+    t0 = time.perf_counter()
+    if resume:
+        ignored = [
+            "--" + p.name.replace("_", "-")
+            for p in ctx.command.params
+            if p.name not in _RESUME_OPTIONS and _given(ctx, p.name)
+        ]
+        model = RNADiffusion.load(out, adata=adata)
+        typer.echo(f"resuming from step {model.step} of {out}")
+        if ignored:
+            typer.echo(
+                "note: --resume keeps the checkpoint's model and training settings; only "
+                "--max-steps, --epochs, --min-steps and --max-epochs (when given) apply; "
+                f"ignored: {', '.join(ignored)}",
+                err=True,
+            )
+        model.train(**length, checkpoint_dir=out, progress=not quiet)
+    else:
+        RNADiffusion.setup_anndata(
+            adata,
+            perturbation_key=perturbation_key,
+            control=control,
+            cell_type_key=cell_type_key,
+            batch_key=batch_key,
+            categorical_keys=categorical or [],
+            dose_key=dose_key,
+            time_key=time_key,
+            continuous_keys=continuous or [],
+            combination_sep=combination_sep or None,
+            layer=layer,
+            use_raw=use_raw,
+        )
+        preprocess = PreprocessConfig(
+            input=input,
+            n_top_genes=n_top_genes or None,
+            genes=_gene_list(genes),
+            use_highly_variable=highly_variable,
+        )
+        config = ModelConfig(
+            preprocess=preprocess,
+            network=NetworkConfig(width=width, depth=depth),
+            diffusion=DiffusionConfig(p_mean=p_mean),
+        )
+        train_config = TrainConfig(
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            checkpoint_minutes=checkpoint_minutes,
+            calibration_cells=calibration_cells,
+            spread_cells=spread_cells,
+            thinning=thinning,
+        )
+        model = RNADiffusion(adata, config=config, seed=seed)
+        model.train(**length, config=train_config, checkpoint_dir=out, progress=not quiet)
+    model.save(out)
+    last = model.history[-1]["loss"] if model.history else float("nan")
+    typer.echo(
+        f"{model!r}\nfinal loss {last:.4f}; saved to {out} ({time.perf_counter() - t0:.0f} s)"
+    )
