@@ -192,9 +192,8 @@ def test_cells_without_counts(kang_small, tiny_model_config):
 
 def test_duplicate_gene_names(kang_small, tiny_model_config):
     kang_small.var_names = [*kang_small.var_names[:-1], kang_small.var_names[0]]
-    RNADiffusion.setup_anndata(kang_small, **KANG_SETUP)
-    with pytest.raises(InputError) as info:
-        RNADiffusion(kang_small, config=tiny_model_config)
+    with pytest.raises(InputError) as info:  # refused when the data are registered
+        RNADiffusion.setup_anndata(kang_small, **KANG_SETUP)
     assert_names(info, "not unique", kang_small.var_names[0])
 
 
@@ -313,14 +312,25 @@ def test_generate_bad_arguments(model, kwargs, needles):
 @pytest.mark.parametrize(
     ("kwargs", "needles"),
     [
-        ({"guidance": float("nan")}, ["guidance", "finite", "nan"]),
-        ({"guidance": {"group_id": float("inf")}}, ["guidance", "finite", "inf"]),
+        ({"guidance": float("nan")}, ["guidance", "out of range", "nan"]),
+        ({"guidance": {"group_id": float("inf")}}, ["guidance", "out of range", "inf"]),
+        ({"guidance": 1e30}, ["guidance", "out of range", "-20 to 50"]),
         ({"guidance": "strong"}, ["guidance", "'strong'"]),
         ({"transfer_scale": float("nan")}, ["transfer_scale", "nan"]),
-        ({"transfer_scale": -1.0}, ["transfer_scale", ">= 0", "-1"]),
+        ({"transfer_scale": -1.0}, ["transfer_scale", "from 0 to 20", "-1"]),
+        ({"transfer_scale": 1e9}, ["transfer_scale", "out of range"]),
         ({"batch_size": 0}, ["batch_size", "got 0"]),
     ],
-    ids=["guidance-nan", "guidance-inf", "guidance-text", "scale-nan", "scale-negative", "batch"],
+    ids=[
+        "guidance-nan",
+        "guidance-inf",
+        "guidance-huge",
+        "guidance-text",
+        "scale-nan",
+        "scale-negative",
+        "scale-huge",
+        "batch",
+    ],
 )
 @pytest.mark.parametrize("method", ["generate", "predict"])
 def test_sampling_settings_must_be_finite(model, ctrl_cells, method, kwargs, needles):

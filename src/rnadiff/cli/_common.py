@@ -130,7 +130,7 @@ def cli_words(message: str) -> str:
             return flag if value == "True" else f"--no-{flag[2:]}"
         return f"{flag} {value.strip(chr(39))}"
 
-    message = re.sub(r"\b(\w+)=('[^']*'|(\w[\w.]*))", option, message)
+    message = re.sub(r"\b(\w+)=('[^']*'|(\w[\w.]*|\.\.\.))", option, message)
     # "max_epochs must be ..." -> "--max-epochs must be ..."
     return re.sub(
         r"^(\w+)(?= must)", lambda m: _OPTIONS.get(m.group(1), m.group(1)), message, count=1
@@ -227,11 +227,21 @@ def _cells(path: Path | None, where: list[str] | None, option: str) -> ad.AnnDat
     return None if path is None else _subset(_read(path), where, option, path)
 
 
+def _check_out(path: Path, suffix: str = ".h5ad", option: str = "--out") -> None:
+    """Refuse an output path early, before any work: a folder, or the wrong kind of file."""
+    from rnadiff.data._io import check_creatable
+
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file name ending in {suffix}")
+    if path.suffix != suffix:
+        raise InputError(f"{option} {path}: give a file name ending in {suffix}")
+    check_creatable(path.parent, option)
+
+
 def _write(adata: ad.AnnData, path: Path) -> None:
     from rnadiff.data._io import write_h5ad
 
-    if path.suffix != ".h5ad":
-        raise InputError(f"--out {path}: give a file name ending in .h5ad")
+    _check_out(path)
     write_h5ad(adata, path)
 
 

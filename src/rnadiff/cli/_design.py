@@ -18,6 +18,7 @@ from rnadiff.cli._common import (
     Steps,
     Threads,
     _cells,
+    _check_out,
     _csv,
     _genes,
     _guidance,
@@ -122,6 +123,9 @@ def design(
 ) -> None:
     """Design cells whose marker genes meet a specification, and say how realistic they are."""
     _threads(threads)
+    _check_out(out)
+    if plot is not None:
+        _check_out(plot, ".png", "--plot")
     spec = _markers(up, down, min_lfc, percentile)
     conditions = _pairs(condition, "--condition")
     m = _load(model)
@@ -209,6 +213,10 @@ def rank(
 ) -> None:
     """Rank candidate perturbations by how well they would produce a target phenotype."""
     _threads(threads)
+    if out is not None:
+        _check_out(out, ".csv")
+    if plot is not None:
+        _check_out(plot, ".png", "--plot")
     markers = bool(_genes(up) or _genes(down))
     if target is None and not markers:
         raise InputError(

@@ -17,6 +17,7 @@ from rnadiff.cli._common import (
     Threads,
     TransferOpt,
     TransferScale,
+    _check_out,
     _csv,
     _guidance,
     _read,
@@ -94,6 +95,10 @@ def evaluate(
     from rnadiff.evaluation._score import score, score_conditions
 
     _threads(threads)
+    if out is not None:
+        _check_out(out, ".csv")
+    if plot is not None:
+        _check_out(plot, ".png", "--plot")
     predicted = _read(pred)
     real_cells = _subset(_read(real), real_where, "--real-where", real)
     control_file = control or real

@@ -23,6 +23,7 @@ from rnadiff.cli._common import (
     TransferOpt,
     TransferScale,
     Where,
+    _check_out,
     _guidance,
     _load,
     _pairs,
@@ -90,6 +91,7 @@ def generate(
     """Generate cells under given conditions (log-normalized expression of every gene the
     model was trained on; conditions in .obs)."""
     _threads(threads)
+    _check_out(out)
     if conditions_csv is not None and condition:
         raise InputError("give either --condition or --conditions-csv, not both")
     conds = _conditions_csv(conditions_csv) if conditions_csv else _pairs(condition, "--condition")
@@ -172,6 +174,7 @@ def predict(
 
     Genes the model does not model keep the source cells' values."""
     _threads(threads)
+    _check_out(out)
     target = _pairs(set, "--set")
     m = _load(model)
     src = _subset(_read(source), where, "--where", source)
@@ -243,6 +246,7 @@ def denoise(
 ) -> None:
     """Denoise cells with the model (the posterior mean of each clean profile)."""
     _threads(threads)
+    _check_out(out)
     m = _load(model)
     cells = _subset(_read(data), where, "--where", data).copy()
     t0 = time.perf_counter()

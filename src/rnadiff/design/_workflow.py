@@ -62,8 +62,8 @@ def design_cells(
     """
     if n_cells < 1:
         raise InputError(f"n_cells must be at least 1, got {n_cells}")
-    if not np.isfinite(scale) or scale < 0:
-        raise InputError(f"scale must be a non-negative number, got {scale}")
+    if not 0 <= scale <= 100:
+        raise InputError(f"scale={scale} is out of range: the guidance step is from 0 to 100")
     if langevin_steps < 0:
         raise InputError(f"langevin_steps must be >= 0, got {langevin_steps}")
     engine.check_sampling(sampler, guidance)

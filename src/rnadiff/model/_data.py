@@ -33,6 +33,12 @@ def check_cells(adata, what: str) -> None:
         raise InputError(f"{what} must be an AnnData, got {type(adata).__name__}")
     if adata.n_obs == 0:
         raise InputError(f"{what} has no cells")
+    if not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()].unique()[:3].tolist()
+        raise InputError(
+            f"cell names (obs_names) of {what} are not unique (e.g. {dup}); outputs keep them, "
+            "so make them unique first (adata.obs_names_make_unique())"
+        )
 
 
 def fingerprint(adata: ad.AnnData, setup: dict) -> dict:

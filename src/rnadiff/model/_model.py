@@ -25,7 +25,7 @@ from rnadiff.conditioning import _conditions as conditions
 from rnadiff.data._covariates import CovariateRegistry, conditions_frame
 from rnadiff.data._expression import choose_source
 from rnadiff.data._preprocessing import fit_preprocessing, log_expression, scale
-from rnadiff.data._validation import check_genes
+from rnadiff.data._validation import check_genes, check_unique_names
 from rnadiff.design._phenotype import Phenotype, as_phenotype
 from rnadiff.design._workflow import (
     candidate_names,
@@ -204,6 +204,8 @@ class RNADiffusion:
             raise InputError("control given without perturbation_key")
         if adata.n_obs == 0 or adata.n_vars == 0:
             raise InputError(f"adata is empty ({adata.n_obs} cells x {adata.n_vars} genes)")
+        check_unique_names(adata.obs_names, what="cell names (obs_names)")
+        check_unique_names(adata.var_names, what="gene names (var_names)")
         source, _ = choose_source(adata, layer=layer, use_raw=use_raw)
         setup = {
             "perturbation_key": perturbation_key,

@@ -51,6 +51,10 @@ logger = logging.getLogger("rnadiff")
 Guidance = float | Mapping[str, float]
 TRANSFER_SCALES = {"guide": 3.0, "compose": 1.5}  # chosen on Kang 2018 folds (docs: benchmarks)
 KEEP_ENCODING_MAX = 2**26  # values of the last encoding kept (256 MB)
+# ranges of the scales a user may ask for: far beyond them every output is off the data, and
+# large enough scales overflow to non-finite cells
+GUIDANCE_RANGE = (-20.0, 50.0)
+TRANSFER_MAX = 20.0
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,10 @@ class TransferPlan:
 
 def transfer_scale(transfer: str, scale: float | None) -> float | None:
     """The scale of a transfer mode: ``scale``, checked, or the mode's default."""
-    if scale is not None and not 0 <= float(scale) < float("inf"):
-        raise InputError(f"transfer_scale must be a finite number >= 0, got {scale}")
+    if scale is not None and not 0 <= float(scale) <= TRANSFER_MAX:
+        raise InputError(
+            f"transfer_scale={scale} is out of range: it must be a number from 0 to {TRANSFER_MAX}"
+        )
     return TRANSFER_SCALES.get(transfer) if scale is None else float(scale)
 
 
@@ -144,13 +150,17 @@ class SamplingEngine:
             for key in guidance:
                 self.registry[key]  # raises on unknown covariates
         weights = guidance.values() if isinstance(guidance, Mapping) else [guidance]
+        lo, hi = GUIDANCE_RANGE
         for w in weights:
             try:
-                finite = bool(np.isfinite(float(w)))
+                ok = bool(lo <= float(w) <= hi)
             except (TypeError, ValueError):
-                finite = False
-            if not finite:
-                raise InputError(f"guidance weights must be finite numbers, got {w!r}")
+                ok = False
+            if not ok:
+                raise InputError(
+                    f"guidance={w!r} is out of range: guidance weights are numbers from {lo:g} "
+                    f"to {hi:g} (1: the condition as trained; beyond ~10 cells leave the data)"
+                )
 
     @staticmethod
     def batches(n: int, batch_size: int) -> list[slice]:

@@ -137,46 +137,56 @@ class Trainer:
         )
         running, count = self.loss_window
         every, last_save = cfg.checkpoint_interval(cfg.max_steps), time.monotonic()
-        while self.step < cfg.max_steps:
-            idx = batch_indices(
-                self.step, x.shape[0], cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world
-            )
-            gen = _seeded(cfg.seed, 2, self.step, rank)
-            x0 = x[idx]
-            batch_cond = random_drop(
-                {k: v[idx] for k, v in cond.items()}, self.p_drop, generator=gen
-            )
-            sigma = sample_training_sigmas(
-                len(idx), p_mean=self.diffusion.p_mean, p_std=self.diffusion.p_std, generator=gen
-            )
-            noise = torch.randn(x0.shape, generator=gen)
-            if corrupt is not None:
-                sigma, noise = corrupt(idx, x0, sigma, noise, gen)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr_at(self.step, cfg)
-            with torch.random.fork_rng(devices=[]):  # dropout draws, seeded per step
-                torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
-                loss = denoising_loss(
-                    net, x0, sigma, noise, cond=batch_cond, sigma_data=self.diffusion.sigma_data
-                ).mean()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
-            self.optimizer.step()
-            update_ema(self.ema, self.model, decay=cfg.ema_decay, step=self.step)
-            self.step += 1
-            running, count = running + loss.item(), count + 1
-            if self.step % log_every == 0 or self.step == cfg.max_steps:
-                self.history.append({"step": self.step, "loss": running / count})
-                bar.set_postfix(loss=f"{running / count:.4f}")
-                running, count = 0.0, 0
-            self.loss_window = (running, count)
-            bar.update(1)
-            due = self.step % every == 0 or self.step == cfg.max_steps
-            due = due or time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes
-            if on_checkpoint is not None and rank == 0 and due:
-                on_checkpoint(self)
-                last_save = time.monotonic()
-        bar.close()
+        try:
+            while self.step < cfg.max_steps:
+                idx = batch_indices(
+                    self.step,
+                    x.shape[0],
+                    cfg.batch_size,
+                    seed=cfg.seed,
+                    rank=rank,
+                    world_size=world,
+                )
+                gen = _seeded(cfg.seed, 2, self.step, rank)
+                x0 = x[idx]
+                batch_cond = random_drop(
+                    {k: v[idx] for k, v in cond.items()}, self.p_drop, generator=gen
+                )
+                sigma = sample_training_sigmas(
+                    len(idx),
+                    p_mean=self.diffusion.p_mean,
+                    p_std=self.diffusion.p_std,
+                    generator=gen,
+                )
+                noise = torch.randn(x0.shape, generator=gen)
+                if corrupt is not None:
+                    sigma, noise = corrupt(idx, x0, sigma, noise, gen)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr_at(self.step, cfg)
+                with torch.random.fork_rng(devices=[]):  # dropout draws, seeded per step
+                    torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+                    loss = denoising_loss(
+                        net, x0, sigma, noise, cond=batch_cond, sigma_data=self.diffusion.sigma_data
+                    ).mean()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
+                self.optimizer.step()
+                update_ema(self.ema, self.model, decay=cfg.ema_decay, step=self.step)
+                self.step += 1
+                running, count = running + loss.item(), count + 1
+                if self.step % log_every == 0 or self.step == cfg.max_steps:
+                    self.history.append({"step": self.step, "loss": running / count})
+                    bar.set_postfix(loss=f"{running / count:.4f}")
+                    running, count = 0.0, 0
+                self.loss_window = (running, count)
+                bar.update(1)
+                due = self.step % every == 0 or self.step == cfg.max_steps
+                due = due or time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes
+                if on_checkpoint is not None and rank == 0 and due:
+                    on_checkpoint(self)
+                    last_save = time.monotonic()
+        finally:  # an error mid-run ends the bar's line before it is reported
+            bar.close()
         self.model.eval()
         return self.history
