@@ -9,11 +9,12 @@ from rnadiff._config import (
     TrainConfig,
 )
 from rnadiff._errors import DatasetError, InputError, RNADiffError
-from rnadiff._logging import configure_logger as _configure_logger
+from rnadiff._settings import settings
+from rnadiff._settings import watch_loggers as _watch_loggers
 from rnadiff._version import __version__
 from rnadiff.model import RNADiffusion
 
-_configure_logger()
+_watch_loggers()  # the loggers of the modules imported above: no handler, only a filter
 
 __all__ = [
     "DatasetError",
@@ -27,4 +28,5 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "datasets",
+    "settings",
 ]

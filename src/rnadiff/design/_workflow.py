@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from rnadiff._errors import InputError
-from rnadiff.design._phenotype import BoundPhenotype, Phenotype, ToLog, as_phenotype
+from rnadiff.design._phenotype import BoundPhenotype, Phenotype, ToLog
 from rnadiff.design._ranking import combine_ranks, cosine, denoising_errors, log_uniform_levels
 from rnadiff.design._realism import nearest_neighbor_ratio
 from rnadiff.sampling import gradient_guidance, sample_langevin
@@ -152,6 +152,32 @@ def _score_realism(x, obs, unguided, real, seed, max_real: int = 5000) -> dict:
         "unguided_realism_median": float(np.median(ratios[len(x) :])),
         "realism_reference_distance": ref_dist,
     }
+
+
+def ranking_request(
+    engine: SamplingEngine,
+    candidates: Sequence[str] | None,
+    context: Mapping | None,
+    pairs: bool,
+    *,
+    noise_range,
+    **counts: int,
+) -> tuple[list[str], dict]:
+    """The checked request of :meth:`rnadiff.RNADiffusion.rank_perturbations`: the candidate
+    names and the context."""
+    check_rank_settings(noise_range=noise_range, **counts)
+    reg = engine.registry
+    pkey = reg.perturbation_key
+    if pkey is None:
+        raise InputError("the model has no perturbation covariate to rank")
+    context = dict(context or {})
+    if pkey in context:
+        raise InputError(f"context must not set the perturbation ({pkey!r}); it is ranked")
+    for key in context:
+        reg[key]  # raises on unknown covariates
+    names = candidate_names(engine, candidates, pairs)
+    reg.encode(pd.DataFrame([{pkey: c, **context} for c in names]), allow_missing=True)
+    return names, context
 
 
 def check_rank_settings(*, noise_range, **counts: int) -> None:
@@ -393,4 +419,4 @@ def _pairs(items: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for i, a in enumerate(items) for b in items[i + 1 :]]
 
 
-__all__ = ["as_phenotype", "candidate_names", "check_rank_settings", "design_cells"]
+__all__ = ["candidate_names", "design_cells", "rank_candidates", "ranking_request"]

@@ -8,8 +8,9 @@ cells that are in neither: principal axes fitted on a few hundred cells also fit
 own noise, so a population that was in the fit lies measurably far from a new sample of the
 same distribution.
 
-All pairwise computations are blockwise, so memory stays bounded; time is quadratic in the
-number of cells (subsample large populations first).
+The numerical work is scikit-learn's (PCA, nearest neighbours, ROC AUC, chunked pairwise
+distances, so memory stays bounded); time is quadratic in the number of cells (subsample large
+populations first).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import stats
-from scipy.spatial.distance import cdist
+from scipy.spatial.distance import pdist
+from sklearn.decomposition import PCA
+from sklearn.metrics import pairwise_distances_chunked, roc_auc_score
+from sklearn.neighbors import NearestNeighbors
 
-_BLOCK_ENTRIES = 2**22  # entries of one block of a pairwise matrix (32 MiB of float64)
+_BLOCK_MIB = 32  # memory of one block of a pairwise distance matrix
 
 
 def _dense(x) -> np.ndarray:
@@ -40,16 +43,18 @@ def _cells(x, name: str, *, min_cells: int = 1) -> np.ndarray:
 
 def _pairwise_sum(
     a: np.ndarray,
-    b: np.ndarray,
+    b: np.ndarray | None = None,
     fn: Callable[[np.ndarray], np.ndarray] | None = None,
     *,
     metric: str = "euclidean",
 ) -> float:
-    """``sum_ij fn(d(a_i, b_j))`` (``fn`` default: identity) without holding the whole matrix."""
-    rows = max(1, _BLOCK_ENTRIES // max(1, len(b)))
+    """``sum_ij fn(d(a_i, b_j))`` (``fn`` default: identity; ``b`` default: ``a``), blockwise.
+
+    Within one population (``b=None``) the self-pairs are exactly 0 (scikit-learn sets the
+    diagonal to 0, whatever rounding its Euclidean distances have elsewhere).
+    """
     total = 0.0
-    for i in range(0, len(a), rows):
-        d = cdist(a[i : i + rows], b, metric)
+    for d in pairwise_distances_chunked(a, b, metric=metric, working_memory=_BLOCK_MIB):
         total += float((d if fn is None else fn(d)).sum())
     return total
 
@@ -88,9 +93,10 @@ def fit_pca(
     seed
         Seed of the randomized SVD (unused by the exact SVD).
     method
-        ``"exact"``: full thin SVD. ``"randomized"``: Halko, Martinsson & Tropp 2011, Alg. 4.4
-        (4 power iterations, 10 extra dimensions). ``"auto"``: randomized when the matrix has
-        more than 1000 cells and genes and ``n_components`` is under a quarter of that.
+        :class:`sklearn.decomposition.PCA` with ``"exact"``: ``svd_solver="full"``;
+        ``"randomized"``: ``svd_solver="randomized"`` (Halko, Martinsson & Tropp 2011, with
+        scikit-learn's power iterations). ``"auto"``: randomized when the matrix has more than
+        1000 cells and genes and ``n_components`` is under a quarter of that, else exact.
 
     Returns
     -------
@@ -101,31 +107,16 @@ def fit_pca(
     x = _cells(real_reference, "real_reference", min_cells=2)
     if n_components < 1:
         raise ValueError(f"n_components must be >= 1, got {n_components}")
-    q = min(n_components, *x.shape)
-    mean = x.mean(axis=0)
-    xc = x - mean
-    small = min(x.shape)
-    if method == "randomized" or (method == "auto" and small > 1000 and q < small // 4):
-        s, vt = _randomized_svd(xc, q, seed=seed)
-    elif method in ("exact", "auto"):
-        _, s, vt = np.linalg.svd(xc, full_matrices=False)
-        s, vt = s[:q], vt[:q]
-    else:
+    if method not in ("auto", "exact", "randomized"):
         raise ValueError(f"unknown method {method!r}")
+    q = min(n_components, *x.shape)
+    small = min(x.shape)
+    randomized = method == "randomized" or (method == "auto" and small > 1000 and q < small // 4)
+    pca = PCA(q, svd_solver="randomized" if randomized else "full", random_state=seed).fit(x)
+    vt = pca.components_
     signs = np.sign(vt[np.arange(q), np.argmax(np.abs(vt), axis=1)])
     vt = vt * np.where(signs == 0, 1.0, signs)[:, None]
-    return PCASpace(mean=mean, components=vt, explained_variance=s**2 / (x.shape[0] - 1))
-
-
-def _randomized_svd(x: np.ndarray, q: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    k = min(q + 10, *x.shape)
-    basis, _ = np.linalg.qr(x @ rng.standard_normal((x.shape[1], k)))
-    for _ in range(4):  # power iterations sharpen a slowly decaying spectrum
-        basis, _ = np.linalg.qr(x.T @ basis)
-        basis, _ = np.linalg.qr(x @ basis)
-    _, s, vt = np.linalg.svd(basis.T @ x, full_matrices=False)
-    return s[:q], vt[:q]
+    return PCASpace(mean=pca.mean_, components=vt, explained_variance=pca.explained_variance_)
 
 
 def project(x, pca: PCASpace) -> np.ndarray:
@@ -138,37 +129,72 @@ def project(x, pca: PCASpace) -> np.ndarray:
 
 # --- population distances --------------------------------------------------------------------
 
+EnergyKind = Literal["u", "pertpy", "scperturb"]
 
-def energy_distance(x, y) -> float:
-    """Energy distance between two populations, with Euclidean distances between cells.
+# kind -> (distance between cells, whether the within-population means include the self-pairs)
+ENERGY_KINDS: dict[str, tuple[str, bool]] = {
+    "u": ("euclidean", False),  # U-statistic: unbiased, about 0 for one distribution
+    "pertpy": ("euclidean", True),  # V-statistic of pertpy (since PR #733) and cell-eval
+    "scperturb": ("sqeuclidean", True),  # scPerturb, pertpy before PR #733: 2 |mean x - mean y|^2
+}
+
+
+def energy_distance(x, y, *, kind: EnergyKind = "u") -> float:
+    """Energy distance between two populations: ``2 E d(X, Y) - E d(X, X') - E d(Y, Y')``.
 
     Székely & Rizzo 2013 (J. Stat. Plan. Inference), as used for perturbations by
-    Peidli et al. 2024 (scPerturb, Nat. Methods):
-    ``2 E|X - Y| - E|X - X'| - E|Y - Y'|``.
+    Peidli et al. 2024 (scPerturb, Nat. Methods).
 
     Parameters
     ----------
     x, y
-        Cells x features (at least 2 cells each), in one space (e.g. :func:`project` ed).
+        Cells x features, in one space (e.g. :func:`project` ed); at least 2 cells each for
+        ``kind="u"``, 1 otherwise.
+    kind
+        ``"u"``: Euclidean ``d``; the cross term averages all ``n_x * n_y`` pairs, the within
+        terms the distinct pairs ``i != j`` only (U-statistics), so the estimate is unbiased
+        for the population value: about 0, and possibly slightly negative, for two samples
+        of one distribution. ``"pertpy"``: Euclidean ``d``, every mean over all pairs, the
+        zero self-pairs included (V-statistics), as ``pertpy.tools.Distance("edistance")``
+        computes it since scverse/pertpy PR #733 (2025) and cell-eval's ``edistance``; it
+        exceeds ``"u"`` by ``W_x / n_x + W_y / n_y`` (``W``: mean distance between distinct
+        cells), so it is positive even for two samples of one distribution and shrinks with
+        the number of cells. ``"scperturb"``: V-statistics of squared Euclidean ``d``, the
+        scPerturb package's default and pertpy's before PR #733; it equals
+        ``2 |mean(x) - mean(y)|^2`` exactly, i.e. it only compares means.
 
     Returns
     -------
     float
-        The cross term averages all ``n_x * n_y`` pairs; the within terms average the distinct
-        pairs ``i != j`` only (U-statistics), so the estimate is unbiased for the population
-        value: about 0, and possibly slightly negative, for two samples of one distribution.
-        Two point masses at distance ``d`` give exactly ``2 d``. pertpy and cell-eval include
-        the self-pairs in the within terms, and some versions use squared distances, so their
-        numbers are not directly comparable.
+        The energy distance. Two point masses at distance ``r`` give ``2 r`` (``2 r^2`` for
+        ``"scperturb"``) whatever the kind.
     """
-    a = _cells(x, "x", min_cells=2)
-    b = _cells(y, "y", min_cells=2)
+    return _energy_distances(x, y, kinds=(kind,))[kind]
+
+
+def _energy_distances(x, y, *, kinds: Sequence[str]) -> dict[str, float]:
+    """:func:`energy_distance` of several kinds, sharing the pairwise sums they have in common."""
+    unknown = [k for k in kinds if k not in ENERGY_KINDS]
+    if unknown:
+        raise ValueError(f"kind must be one of {sorted(ENERGY_KINDS)}, got {unknown[0]!r}")
+    min_cells = 2 if "u" in kinds else 1
+    a = _cells(x, "x", min_cells=min_cells)
+    b = _cells(y, "y", min_cells=min_cells)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"x has {a.shape[1]} features, y {b.shape[1]}")
     n, m = len(a), len(b)
-    # cdist is exact on the diagonal, so the self-pairs add 0 to the within sums
-    cross = _pairwise_sum(a, b) / (n * m)
-    within_a = _pairwise_sum(a, a) / (n * (n - 1))
-    within_b = _pairwise_sum(b, b) / (m * (m - 1))
-    return 2 * cross - within_a - within_b
+    sums: dict[str, tuple[float, float, float]] = {}
+    out = {}
+    for kind in kinds:
+        metric, self_pairs = ENERGY_KINDS[kind]
+        if metric not in sums:  # the self-pairs add 0 to the within sums
+            sums[metric] = tuple(
+                _pairwise_sum(u, v, metric=metric) for u, v in ((a, b), (a, None), (b, None))
+            )
+        cross, within_a, within_b = sums[metric]
+        pairs_a, pairs_b = (n * n, m * m) if self_pairs else (n * (n - 1), m * (m - 1))
+        out[kind] = 2 * cross / (n * m) - within_a / pairs_a - within_b / pairs_b
+    return out
 
 
 def median_bandwidths(
@@ -182,7 +208,7 @@ def median_bandwidths(
     """
     a = _cells(x, "x")
     a = a[np.linspace(0, len(a) - 1, min(len(a), max_cells)).astype(int)]
-    d = cdist(a, a)[np.triu_indices(len(a), k=1)]
+    d = pdist(a)
     d = d[d > 0]
     median = float(np.median(d)) if d.size else 1.0
     return median * np.asarray(scales, dtype=np.float64)
@@ -221,10 +247,11 @@ def mmd_rbf(x, y, *, bandwidths: Sequence[float] | None = None) -> float:
     def kernel(sq: np.ndarray) -> np.ndarray:
         return np.mean([np.exp(-g * sq) for g in gammas], axis=0)
 
-    def mean_k(u: np.ndarray, v: np.ndarray) -> float:
-        return _pairwise_sum(u, v, kernel, metric="sqeuclidean") / (len(u) * len(v))
+    def mean_k(u: np.ndarray, v: np.ndarray | None) -> float:
+        pairs = len(u) * len(u if v is None else v)
+        return _pairwise_sum(u, v, kernel, metric="sqeuclidean") / pairs
 
-    return max(0.0, mean_k(a, a) + mean_k(b, b) - 2 * mean_k(a, b))
+    return max(0.0, mean_k(a, None) + mean_k(b, None) - 2 * mean_k(a, b))
 
 
 def knn_auc(real, generated, *, k: int = 10, max_cells: int = 2000, seed: int = 0) -> float:
@@ -233,8 +260,9 @@ def knn_auc(real, generated, *, k: int = 10, max_cells: int = 2000, seed: int = 
     A two-sample classifier test (Lopez-Paz & Oquab 2017, ICLR) with a leave-one-out kNN
     classifier: the larger population is subsampled to the size of the smaller (balanced
     classes, at most ``max_cells`` each); every cell is scored by the fraction of its ``k``
-    nearest other cells (Euclidean) that are generated; the AUC of these scores, real vs
-    generated, comes from the Mann-Whitney U statistic (ties count one half).
+    nearest other cells (Euclidean, :class:`sklearn.neighbors.NearestNeighbors`) that are
+    generated; :func:`sklearn.metrics.roc_auc_score` of these scores, real vs generated (ties
+    count one half, as in the Mann-Whitney U statistic).
 
     Parameters
     ----------
@@ -245,7 +273,7 @@ def knn_auc(real, generated, *, k: int = 10, max_cells: int = 2000, seed: int = 
     max_cells
         Cells per population at most; more are subsampled.
     seed
-        Seed of the subsampling and of the order that breaks distance ties.
+        Seed of the subsampling and of the cell order, which breaks distance ties.
 
     Returns
     -------
@@ -261,17 +289,10 @@ def knn_auc(real, generated, *, k: int = 10, max_cells: int = 2000, seed: int = 
     rng = np.random.default_rng(seed)
     n = min(len(a), len(b), max_cells)
     pool = np.vstack([a[rng.permutation(len(a))[:n]], b[rng.permutation(len(b))[:n]]])
-    is_gen = np.repeat([0.0, 1.0], n)
-    order = rng.permutation(2 * n)  # argpartition breaks ties by position: randomize it
+    is_gen = np.repeat([0, 1], n)
+    order = rng.permutation(2 * n)  # neighbour searches break ties by position: randomize it
     pool, is_gen = pool[order], is_gen[order]
     k = min(k, 2 * n - 1)
-    score = np.empty(2 * n)
-    rows = max(1, _BLOCK_ENTRIES // (2 * n))
-    for i in range(0, 2 * n, rows):
-        d = cdist(pool[i : i + rows], pool, "sqeuclidean")
-        d[np.arange(len(d)), np.arange(i, i + len(d))] = np.inf  # leave the cell itself out
-        nearest = np.argpartition(d, k - 1, axis=1)[:, :k]
-        score[i : i + rows] = is_gen[nearest].mean(axis=1)
-    ranks = stats.rankdata(score)
-    u = ranks[is_gen == 1].sum() - n * (n + 1) / 2
-    return float(u / (n * n))
+    # kneighbors() without query points leaves each cell out of its own neighbours
+    nearest = NearestNeighbors(n_neighbors=k).fit(pool).kneighbors(return_distance=False)
+    return float(roc_auc_score(is_gen, is_gen[nearest].mean(axis=1)))

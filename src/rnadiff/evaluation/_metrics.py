@@ -16,7 +16,7 @@ from scipy import stats
 from rnadiff.evaluation._distances import (
     PCASpace,
     _dense,
-    energy_distance,
+    _energy_distances,
     fit_pca,
     knn_auc,
     median_bandwidths,
@@ -118,9 +118,10 @@ def response_metrics(
         The benchmark's names ``r2_mean_top20``, ``r2_mean_top100`` and
         ``pearson_delta_top100`` need ``top_n=(20, 100)``.
     distributional
-        Also return :func:`population_metrics` (``mse_mean``, ``edistance``, ``mmd``,
-        ``de_overlap_top20``, ``de_overlap_top100``, ``direction_agreement_top100``,
-        ``knn_auc``); ``pred`` must then hold cells, not a mean vector.
+        Also return :func:`population_metrics` (``mse_mean``, ``edistance``,
+        ``edistance_pertpy``, ``mmd``, ``de_overlap_top20``, ``de_overlap_top100``,
+        ``direction_agreement_top100``, ``knn_auc``); ``pred`` must then hold cells, not a
+        mean vector.
     pca, seed
         Passed to :func:`population_metrics` when ``distributional``.
 
@@ -301,9 +302,14 @@ def population_metrics(
     Returns
     -------
     dict
-        ``mse_mean`` (gene space); ``edistance`` (:func:`energy_distance`), ``mmd``
-        (:func:`mmd_rbf`, bandwidths from the real cells' median distance) and ``knn_auc``
-        (:func:`knn_auc`) in the PCA space; ``de_overlap_top{n}`` and
+        ``mse_mean`` (gene space); in the PCA space: ``edistance``
+        (:func:`energy_distance`, the unbiased U-statistic: about 0 for a new sample of the
+        real population, whatever the number of cells), ``edistance_pertpy`` (the same with
+        the self-pairs in the within means, ``kind="pertpy"``: the number pertpy and
+        cell-eval report for these cells in this space; above ``edistance`` by an amount that
+        shrinks with the number of cells, so it is not comparable across population sizes),
+        ``mmd`` (:func:`mmd_rbf`, bandwidths from the real cells' median distance) and
+        ``knn_auc`` (:func:`knn_auc`); ``de_overlap_top{n}`` and
         ``direction_agreement_top{n}`` on the real top DE genes.
     """
     pred_c, real_c, ctrl_c = _dense(pred), _dense(real), _dense(control)
@@ -317,7 +323,8 @@ def population_metrics(
     if pca is None:  # pooled: both populations in-sample alike (see ``pca`` above)
         pca = fit_pca(np.vstack([sp, sr]), n_components=50, seed=seed)
     zp, zr = project(sp, pca), project(sr, pca)
-    out["edistance"] = energy_distance(zp, zr)
+    e = _energy_distances(zp, zr, kinds=("u", "pertpy"))
+    out["edistance"], out["edistance_pertpy"] = e["u"], e["pertpy"]
     out["mmd"] = mmd_rbf(zp, zr, bandwidths=median_bandwidths(zr))
 
     n_max = max(*de_top_n, direction_top_n)

@@ -260,3 +260,17 @@ def fit_passthrough(model: RNADiffusion, adata, chunk: int = 8192) -> Passthroug
             yield rows, model.log_expression(adata[rows], genes=others)
 
     return Passthrough.fit(model.registry, adata.obs, chunks(), others)
+
+
+def fit_statistics(model: RNADiffusion, adata, seed: int) -> None:
+    """What the model keeps of its training cells: the conditions and continuous values
+    measured, the data's fingerprint, the expression prior and the unmodelled genes' means."""
+    from rnadiff.model._data import fingerprint
+
+    model.seen = conditions.condition_keys(model.registry, adata.obs)
+    model.measured = conditions.measured_values(model.registry, adata.obs)
+    model.adata = adata
+    model.fingerprint = fingerprint(adata, model.setup)
+    model.gene_vectors = fit_gene_vectors(model, adata, seed)
+    model.prior = fit_prior(model, adata)
+    model.passthrough = fit_passthrough(model, adata)

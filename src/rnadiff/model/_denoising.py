@@ -6,12 +6,15 @@ import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from rnadiff._errors import InputError
 from rnadiff.data._expression import Source, matrix
 from rnadiff.data._inputs import detect_input
 from rnadiff.data._preprocessing import total_counts
 from rnadiff.diffusion import technical_sigma
+from rnadiff.model._data import other_genes, source_for
+from rnadiff.model._output import output
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -69,3 +72,26 @@ def denoise_sigmas(model: RNADiffusion, adata: ad.AnnData, sigma, source: Source
     if not np.isfinite(value) or value <= 0:
         raise InputError(f"sigma must be a positive number or 'auto', got {sigma}")
     return np.full(adata.n_obs, value)
+
+
+def denoise(model: RNADiffusion, adata, sigma, *, layer, key_added, inplace, batch_size, progress):
+    """See :meth:`rnadiff.RNADiffusion.denoise` (arguments checked)."""
+    z0 = model.model_space(adata, layer)
+    sigmas = denoise_sigmas(model, adata, sigma, source_for(model, adata, layer))
+    obs = adata.obs[[k for k in model.registry.keys if k in adata.obs]].copy()
+    bar = (lambda b: tqdm(b, desc="denoising", leave=False)) if progress else None
+    z = model.engine.denoise(z0, sigmas, obs, batch_size=batch_size, progress=bar)
+    x = model.engine.to_log(z)
+    info = {"method": "denoise", "sigma": sigma if sigma == "auto" else float(sigma)}
+    info |= {"sigma_median": float(np.median(sigmas)), "layer": layer}
+    if inplace:
+        full = model.log_expression(adata, layer=layer, genes=adata.var_names)
+        full[:, adata.var_names.get_indexer(model.genes)] = x
+        adata.layers[key_added] = full
+        adata.obs[f"{key_added}_sigma"] = sigmas
+        adata.uns[key_added] = {**info, "n_modelled_genes": len(model.genes)}
+        return None
+    others = other_genes(model, adata, layer)
+    result = output(model, x, adata.obs, info, others=others, names=adata.obs_names)
+    result.obs["rnadiff_sigma"] = sigmas
+    return result

@@ -55,13 +55,192 @@ progress
     Show a progress bar.""",
 }
 
+# the parameters of each method of RNADiffusion (so the face file stays short)
+METHOD_PARAMS = {
+    "setup_anndata_params": """\
+adata
+    Cells x genes; raw counts or log-normalized values in ``X`` (or ``layer``).
+perturbation_key
+    Column of the perturbation (drug, CRISPR target, stimulus); combinations are
+    written ``A+B`` (see ``combination_sep``).
+control
+    The value of ``perturbation_key`` that marks unperturbed cells.
+cell_type_key, batch_key
+    Columns of the cell type and the batch.
+categorical_keys
+    Other categorical covariates.
+dose_key, time_key
+    Continuous covariates: dose (``log1p``-transformed) and time.
+continuous_keys
+    Other continuous covariates.
+combination_sep
+    Separator of combination perturbations (only the perturbation column is split;
+    ``None``: no combinations, e.g. when ``+`` belongs to the names).
+layer, use_raw
+    Read expression from ``layers[layer]`` or ``adata.raw`` instead of ``X``. By
+    default ``X``, unless it holds log-normalized values and raw counts sit beside it
+    (``layers['counts']`` or ``adata.raw``): those are read, and the log says so.""",
+    "train_params": """\
+max_steps, epochs, min_steps, max_epochs, batch_size, lr, seed, checkpoint_every
+    Override the fields of ``config`` (see :class:`TrainConfig`). The length:
+    ``max_steps`` alone trains exactly that many steps; with ``epochs`` or
+    ``min_steps`` the run aims at ``epochs`` passes over the cells, between
+    ``min_steps`` and ``max_steps`` (:meth:`TrainConfig.steps_for`); training stops
+    after ``max_epochs`` passes (small data sets memorize their cells with many;
+    ``max_epochs=0``: no cap).
+checkpoint_dir
+    Save checkpoints here (four per run and every ``checkpoint_minutes``, and at the
+    end); an interrupted run continues, exactly as it would have gone, with
+    ``RNADiffusion.load(checkpoint_dir, adata=adata).train(checkpoint_dir=...)`` on
+    the same data (other data are refused).
+config
+    Training configuration; default: the previous run's, else ``TrainConfig()``.
+progress
+    Show a progress bar.""",
+    "calibrate_effects_params": """\
+n_cells
+    Training control cells to predict from (seeded choice).
+steps
+    Steps of the encoding and decoding (DPM-Solver++(2M)).
+seed, batch_size, progress
+    Seed of the choice of cells; cells per denoiser call; a progress bar.""",
+    "calibrate_spread_params": """\
+n_cells
+    Source cells predicted per pair (seeded choice).
+max_pairs, min_cells
+    Pairs used at most (those with the most target cells first); training cells each
+    side of a pair needs.
+steps
+    Steps of the encoding and decoding (DPM-Solver++(2M)).
+seed, batch_size, progress
+    Seed of the choice of cells and of the sampler; cells per call; a progress bar.""",
+    "predict_params": """\
+source
+    Cells to perturb (e.g. control cells of one cell type), with the registered
+    covariate columns in ``obs`` and the model's genes; left unmodified.
+perturbation
+    Shorthand for ``target={perturbation_key: perturbation}``; a list of them, or
+    ``"all"`` (every perturbation of the model but the control), predicts the source
+    cells under each into one AnnData (cell names get ``-<perturbation>``;
+    ``uns['rnadiff']['predictions']`` has each one's record), e.g. a whole screen.
+target
+    Covariates to change, e.g. ``{"condition": "stim"}``; others keep the source's.
+method
+    ``"counterfactual"``: encode each cell to noise with the probability-flow ODE
+    under its own condition, decode under the target (the cell's identity is kept);
+    ``"generate"``: sample new cells under each cell's target condition.
+{sampler}
+{guidance}
+{transfer}
+encode_sigma
+    Counterfactual only: noise level the cells are encoded to (default
+    ``sigma_max``, a full inversion); lower values keep more of the source cell.
+{prior}
+{calibrated}
+spread
+    Counterfactual only: widen the predicted cells of each target condition around
+    their own mean by ``spread_scale`` (:func:`rnadiff.conditioning.widen`: values
+    stay non-negative, every gene keeps its mean). Predict a population in one call.
+layer
+    Layer of ``source`` holding its expression (default: the training data's, else
+    ``X``).
+{run}""",
+    "denoise_params": """\
+adata
+    Cells with the model's genes, raw counts or log-normalized as the training data.
+sigma
+    Noise level, in units of each gene's training standard deviation. ``"auto"`` (raw
+    counts only): each cell's counting noise beyond the training cells', from its
+    total counts (:func:`rnadiff.diffusion.technical_sigma`).
+layer
+    Layer holding the expression (default: the training data's, else ``X``).
+key_added
+    With ``inplace``: the layer of ``adata`` the denoised values go to.
+inplace
+    Add the result to ``adata`` (``layers[key_added]``, log-normalized, every gene of
+    ``adata``; ``obs[key_added + '_sigma']``; ``uns[key_added]`` the settings) and
+    return None; nothing of ``adata`` is overwritten. Otherwise ``adata`` is left as
+    it is and a new AnnData is returned.
+batch_size
+    Cells per denoiser call.
+progress
+    Show a progress bar over batches.""",
+    "design_params": """\
+phenotype
+    A :class:`rnadiff.design.Markers`, :class:`~rnadiff.design.Signature` or
+    :class:`~rnadiff.design.CellState`, a weighted sum or a list of terms.
+conditions
+    Covariates to condition on, e.g. ``{"cell_type": "CD14+ Monocytes"}``; ``None``:
+    unconditional.
+n_cells
+    Cells per condition.
+scale
+    Step of the gradient guidance: 1 moves each denoised estimate onto the
+    specification (for one term), smaller values go part of the way, 0 is unguided.
+through_denoiser
+    Differentiate the objective through the network (diffusion posterior sampling).
+guide_sigma_min
+    Guide only at noise levels at or above this.
+langevin_steps, snr
+    Langevin corrector steps after each sampler step (0: none) and their
+    signal-to-noise ratio.
+{guidance}
+{transfer}
+{sampler}
+reference
+    Reference cells for relative specifications (marker fold changes); default:
+    cells generated without guidance under the same conditions and seed.
+realism_reference
+    Real cells the realism score compares with; default: the training cells.
+layer
+    Layer of ``reference`` and ``realism_reference`` holding their expression.
+{run}""",
+    "rank_perturbations_params": """\
+target
+    Target cells (AnnData; their registered covariates other than the perturbation        Parameters
+----------
+target
+    Target cells (AnnData; their registered covariates other than the perturbation
+    are their context) or a phenotype specification.
+candidates
+    Perturbations to rank; default: every perturbation the model knows.
+context
+    Other covariates for every candidate, e.g. ``{"cell_type": "B cells"}``.
+pairs
+    Also rank every pair ``A+B`` of the (non-control) candidates.
+reference
+    Real reference cells (e.g. controls in the context); default: generated ones.
+n_cells
+    Cells per candidate for the generation score (and designed cells of a spec).
+max_target_cells
+    Target cells scored (a seeded subset beyond this).
+n_noise_levels, n_draws
+    Noise levels and draws per level of the likelihood score.
+noise_range
+    Lowest and highest noise level of the likelihood score, in units of
+    ``sigma_data`` (at low noise the condition hardly matters).
+steps
+    Sampler steps for generation.
+design_scale
+    Guidance step of the designed cells (specification targets).
+layer
+    Layer of ``target`` and ``reference`` holding their expression.
+seed, batch_size, progress
+    As in :meth:`generate`.""",
+}
+
 
 def shared_docs(fn):
-    """Replace ``{name}`` lines of ``fn``'s docstring by the shared descriptions."""
+    """Replace ``{name}`` lines of ``fn``'s docstring by the shared descriptions (which may
+    hold placeholders themselves)."""
+    texts = SHARED | METHOD_PARAMS
 
     def fill(match: re.Match) -> str:
         indent, key = match.group(1), match.group(2)
-        return "\n".join(indent + line if line else line for line in SHARED[key].splitlines())
+        return "\n".join(indent + line if line else line for line in texts[key].splitlines())
 
-    fn.__doc__ = re.sub(r"^( *)\{(\w+)\}$", fill, fn.__doc__, flags=re.M)
+    doc = fn.__doc__
+    for _ in range(3):
+        doc = re.sub(r"^( *)\{(\w+)\}$", fill, doc, flags=re.M)
+    fn.__doc__ = doc
     return fn

@@ -21,23 +21,14 @@ from tqdm.auto import tqdm
 
 from rnadiff._config import ModelConfig, TrainConfig
 from rnadiff._errors import InputError
-from rnadiff.conditioning import _conditions as conditions
 from rnadiff.data._covariates import CovariateRegistry, conditions_frame
-from rnadiff.data._expression import choose_source
-from rnadiff.data._preprocessing import fit_preprocessing, log_expression, scale
-from rnadiff.data._validation import check_genes, check_unique_names
+from rnadiff.data._preprocessing import fit_preprocessing, scale
 from rnadiff.design._phenotype import Phenotype, as_phenotype
-from rnadiff.design._workflow import (
-    candidate_names,
-    check_rank_settings,
-    design_cells,
-    rank_candidates,
-)
-from rnadiff.model import _calibration, _persistence, _predict, _training
-from rnadiff.model._data import check_cells, fingerprint, source_for
-from rnadiff.model._denoising import denoise_sigmas
+from rnadiff.design._workflow import design_cells, rank_candidates, ranking_request
+from rnadiff.model import _calibration, _data, _denoising, _persistence, _predict, _training
+from rnadiff.model._data import EngineField, check_cells
 from rnadiff.model._docs import shared_docs
-from rnadiff.model._output import jsonable, plain, to_anndata
+from rnadiff.model._output import jsonable, output, plain, sampling_info
 from rnadiff.model._passthrough import Passthrough
 from rnadiff.networks import Denoiser
 from rnadiff.sampling._engine import Guidance, SamplingEngine, transfer_scale
@@ -47,19 +38,6 @@ logger = logging.getLogger("rnadiff")
 
 SETUP_KEY = "rnadiff_setup"
 Transfer = Literal["guide", "compose", "none"]
-
-
-class _EngineField:
-    """An attribute of the model kept on its sampling engine (what sampling knows)."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __get__(self, model, owner=None):
-        return self if model is None else getattr(model.engine, self.name)
-
-    def __set__(self, model, value) -> None:
-        setattr(model.engine, self.name, value)
 
 
 class RNADiffusion:
@@ -101,11 +79,11 @@ class RNADiffusion:
     >>> pred = model.predict(ctrl_b_cells, perturbation="stim")
     """
 
-    seen = _EngineField("seen")
-    measured = _EngineField("measured")
-    effect_scales = _EngineField("effect_scales")
-    gene_vectors = _EngineField("gene_vectors")
-    prior = _EngineField("prior_fit")
+    seen = EngineField("seen")
+    measured = EngineField("measured")
+    effect_scales = EngineField("effect_scales")
+    gene_vectors = EngineField("gene_vectors")
+    prior = EngineField("prior_fit")
 
     def __init__(self, adata: ad.AnnData, *, config: ModelConfig | None = None, seed: int = 0):
         if SETUP_KEY not in adata.uns:
@@ -113,25 +91,15 @@ class RNADiffusion:
         setup = plain(adata.uns[SETUP_KEY])  # h5ad round trips turn lists into arrays
         registry = CovariateRegistry.fit(adata.obs, setup)
         config = config or ModelConfig()
-        state = fit_preprocessing(
-            adata,
-            config=config.preprocess,
-            layer=setup.get("layer"),
-            use_raw=bool(setup.get("use_raw")),
-        )
+        source = {"layer": setup.get("layer"), "use_raw": bool(setup.get("use_raw"))}
+        state = fit_preprocessing(adata, config=config.preprocess, **source)
         logger.info("rnadiff: model of %d cells x %d genes", adata.n_obs, len(state.genes))
         # The initial weights come from their own seeded generator, not from whatever the
         # global torch RNG went through before: the same seed gives the same model.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self._init(config, setup, registry, state)
-        self.seen = conditions.condition_keys(registry, adata.obs)
-        self.measured = conditions.measured_values(registry, adata.obs)
-        self.adata = adata
-        self.fingerprint = fingerprint(adata, setup)
-        self.gene_vectors = _calibration.fit_gene_vectors(self, adata, seed)
-        self.prior = _calibration.fit_prior(self, adata)
-        self.passthrough = _calibration.fit_passthrough(self, adata)
+        _calibration.fit_statistics(self, adata, seed)  # what sampling needs to know
 
     def _init(self, config, setup, registry, state) -> None:
         self.config, self.setup, self.registry, self.preprocess = config, setup, registry, state
@@ -151,8 +119,8 @@ class RNADiffusion:
         self.passthrough: Passthrough | None = None  # training means of unmodelled genes
         self.fingerprint: dict | None = None  # of the training data (resume checks it)
 
-    # ------------------------------------------------------------------ set-up
     @staticmethod
+    @shared_docs
     def setup_anndata(
         adata: ad.AnnData,
         *,
@@ -172,58 +140,16 @@ class RNADiffusion:
 
         Parameters
         ----------
-        adata
-            Cells x genes; raw counts or log-normalized values in ``X`` (or ``layer``).
-        perturbation_key
-            Column of the perturbation (drug, CRISPR target, stimulus); combinations are
-            written ``A+B`` (see ``combination_sep``).
-        control
-            The value of ``perturbation_key`` that marks unperturbed cells.
-        cell_type_key, batch_key
-            Columns of the cell type and the batch.
-        categorical_keys
-            Other categorical covariates.
-        dose_key, time_key
-            Continuous covariates: dose (``log1p``-transformed) and time.
-        continuous_keys
-            Other continuous covariates.
-        combination_sep
-            Separator of combination perturbations (only the perturbation column is split;
-            ``None``: no combinations, e.g. when ``+`` belongs to the names).
-        layer, use_raw
-            Read expression from ``layers[layer]`` or ``adata.raw`` instead of ``X``. By
-            default ``X``, unless it holds log-normalized values and raw counts sit beside it
-            (``layers['counts']`` or ``adata.raw``): those are read, and the log says so.
+        {setup_anndata_params}
 
         Returns
         -------
         None
             Writes only ``adata.uns['rnadiff_setup']`` (a dict of the arguments).
         """
-        if control is not None and perturbation_key is None:
-            raise InputError("control given without perturbation_key")
-        if adata.n_obs == 0 or adata.n_vars == 0:
-            raise InputError(f"adata is empty ({adata.n_obs} cells x {adata.n_vars} genes)")
-        check_unique_names(adata.obs_names, what="cell names (obs_names)")
-        check_unique_names(adata.var_names, what="gene names (var_names)")
-        source, _ = choose_source(adata, layer=layer, use_raw=use_raw)
-        setup = {
-            "perturbation_key": perturbation_key,
-            "control": control,
-            "cell_type_key": cell_type_key,
-            "batch_key": batch_key,
-            "categorical_keys": list(categorical_keys),
-            "dose_key": dose_key,
-            "time_key": time_key,
-            "continuous_keys": list(continuous_keys),
-            "combination_sep": combination_sep or None,
-            "layer": source.layer,
-            "use_raw": source.use_raw,
-        }
-        CovariateRegistry.fit(adata.obs, setup)  # validates columns, values and the control
-        adata.uns[SETUP_KEY] = setup
+        _data.setup(**locals())  # checks them and records them in adata.uns
 
-    # ---------------------------------------------------------------- training
+    @shared_docs
     def train(
         self,
         *,
@@ -243,22 +169,7 @@ class RNADiffusion:
 
         Parameters
         ----------
-        max_steps, epochs, min_steps, max_epochs, batch_size, lr, seed, checkpoint_every
-            Override the fields of ``config`` (see :class:`TrainConfig`). The length:
-            ``max_steps`` alone trains exactly that many steps; with ``epochs`` or
-            ``min_steps`` the run aims at ``epochs`` passes over the cells, between
-            ``min_steps`` and ``max_steps`` (:meth:`TrainConfig.steps_for`); training stops
-            after ``max_epochs`` passes (small data sets memorize their cells with many;
-            ``max_epochs=0``: no cap).
-        checkpoint_dir
-            Save checkpoints here (four per run and every ``checkpoint_minutes``, and at the
-            end); an interrupted run continues, exactly as it would have gone, with
-            ``RNADiffusion.load(checkpoint_dir, adata=adata).train(checkpoint_dir=...)`` on
-            the same data (other data are refused).
-        config
-            Training configuration; default: the previous run's, else ``TrainConfig()``.
-        progress
-            Show a progress bar.
+        {train_params}
 
         Returns
         -------
@@ -268,21 +179,13 @@ class RNADiffusion:
         """
         if self.adata is None:
             raise InputError("this model has no training data; load it with adata=...")
-        cfg = _training.run_config(
-            self,
-            config,
-            max_steps=max_steps,
-            epochs=epochs,
-            min_steps=min_steps,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-        )
+        length = dict(max_steps=max_steps, epochs=epochs, min_steps=min_steps)
+        length |= dict(max_epochs=max_epochs, checkpoint_every=checkpoint_every)
+        cfg = _training.run_config(self, config, batch_size=batch_size, lr=lr, seed=seed, **length)
         _training.train(self, cfg, checkpoint_dir=checkpoint_dir, progress=progress)
         return self
 
+    @shared_docs
     def calibrate_effects(
         self,
         *,
@@ -294,28 +197,14 @@ class RNADiffusion:
     ) -> pd.DataFrame:
         """Calibrate the size of each perturbation's predicted effect on the training cells.
 
-        A diffusion model learns a covariate's mean effect from its high noise levels, which
-        training visits rarely; its counterfactual effects come out smaller than the ones it
-        was trained on. Up to ``n_cells`` training control cells (seeded) are encoded and
-        decoded under the control and under each perturbation measured in their context
-        (with the continuous covariates of a random cell of that perturbation there); the
-        least-squares factor of the predicted onto the measured mean change
-        (:func:`rnadiff.conditioning.effect_scales`, clipped to [0.5, 5]) is stored in
-        ``effect_scales``; sampling then uses ``D(control) + s * (D(perturbation) -
-        D(control))`` where the perturbation was measured in the cell's context.
+        The least-squares factor of each perturbation's predicted onto its measured mean change
+        on training control cells (:func:`rnadiff.conditioning.effect_scales`, in [0.5, 5]),
+        stored in ``effect_scales`` and used where the perturbation was measured in the cell's
+        context (user guide: calibration). Training runs it.
 
         Parameters
         ----------
-        n_cells
-            Training control cells to predict from.
-        steps
-            Steps of the encoding and decoding (DPM-Solver++(2M)).
-        seed
-            Seed of the choice of cells.
-        batch_size
-            Cells per denoiser call.
-        progress
-            Show a progress bar over the perturbations.
+        {calibrate_effects_params}
 
         Returns
         -------
@@ -327,6 +216,7 @@ class RNADiffusion:
         kw = dict(n_cells=n_cells, steps=steps, seed=seed, batch_size=batch_size)
         return _calibration.calibrate_effects(self, **kw, progress=progress)
 
+    @shared_docs
     def calibrate_spread(
         self,
         *,
@@ -340,33 +230,14 @@ class RNADiffusion:
     ) -> pd.DataFrame:
         """Calibrate the spread of counterfactual cells on the training cells.
 
-        Encoding a cell to noise and decoding it under another condition loses some of the
-        population's spread. This measures it on transports between conditions both measured
-        in training: each context's control cells to each perturbation measured there, and
-        neighbouring measured values of a continuous covariate, both ways. For each pair (at
-        most ``max_pairs``, those with the most target cells; both sides with at least
-        ``min_cells`` cells) up to ``n_cells`` source cells are predicted under the target
-        and compared with the real target cells
-        (:func:`rnadiff.conditioning.spread_ratio`). The mean ratio, clipped to [0.5, 2], is
-        ``spread_scale``; :meth:`predict` widens each target condition's counterfactual
-        cells around their own mean by it (every gene's mean unchanged).
+        The mean ratio of real to predicted spread on transports between conditions measured
+        in training (:func:`rnadiff.conditioning.spread_ratio`, in [0.5, 2]) is
+        ``spread_scale``, by which :meth:`predict` widens each target condition's cells around
+        their mean (user guide: calibration). Training runs it.
 
         Parameters
         ----------
-        n_cells
-            Source cells predicted per pair.
-        max_pairs
-            Pairs of conditions used at most.
-        min_cells
-            Training cells each side of a pair needs.
-        steps
-            Steps of the encoding and decoding (DPM-Solver++(2M)).
-        seed
-            Seed of the choice of cells and of the sampler.
-        batch_size
-            Cells per denoiser call.
-        progress
-            Show a progress bar over the pairs.
+        {calibrate_spread_params}
 
         Returns
         -------
@@ -389,7 +260,6 @@ class RNADiffusion:
             if value < 1:
                 raise InputError(f"{name} must be at least 1, got {value}")
 
-    # -------------------------------------------------------------- sampling
     @shared_docs
     def generate(
         self,
@@ -441,23 +311,14 @@ class RNADiffusion:
         if n_cells < 1:
             raise InputError(f"n_cells must be at least 1, got {n_cells}")
         soft = self.engine.soft_prior(frame, use=True) if prior else None
+        kw = dict(sampler=sampler, steps=steps, guidance=guidance, transfer=transfer)
+        kw |= dict(transfer_scale=transfer_scale, soft=soft, seed=seed, batch_size=batch_size)
         z, obs, plan = self.engine.sample(
-            frame,
-            n_cells,
-            sampler=sampler,
-            steps=steps,
-            guidance=guidance,
-            transfer=transfer,
-            transfer_scale=transfer_scale,
-            soft=soft,
-            seed=seed,
-            batch_size=batch_size,
-            progress=progress,
-            calibrated=calibrated,
+            frame, n_cells, progress=progress, calibrated=calibrated, **kw
         )
         info = {"method": "generate", "sampler": sampler, "steps": steps}
-        info |= self._sampling_info(obs, plan, guidance, soft, calibrated) | {"seed": seed}
-        return self._output(self.engine.to_log(z), obs, info)
+        info |= sampling_info(self, obs, plan, guidance, soft, calibrated) | {"seed": seed}
+        return output(self, self.engine.to_log(z), obs, info)
 
     @shared_docs
     def predict(
@@ -485,36 +346,7 @@ class RNADiffusion:
 
         Parameters
         ----------
-        source
-            Cells to perturb (e.g. control cells of one cell type), with the registered
-            covariate columns in ``obs`` and the model's genes; left unmodified.
-        perturbation
-            Shorthand for ``target={perturbation_key: perturbation}``; a list of them, or
-            ``"all"`` (every perturbation of the model but the control), predicts the source
-            cells under each into one AnnData (cell names get ``-<perturbation>``;
-            ``uns['rnadiff']['predictions']`` has each one's record), e.g. a whole screen.
-        target
-            Covariates to change, e.g. ``{"condition": "stim"}``; others keep the source's.
-        method
-            ``"counterfactual"``: encode each cell to noise with the probability-flow ODE
-            under its own condition, decode under the target (the cell's identity is kept);
-            ``"generate"``: sample new cells under each cell's target condition.
-        {sampler}
-        {guidance}
-        {transfer}
-        encode_sigma
-            Counterfactual only: noise level the cells are encoded to (default
-            ``sigma_max``, a full inversion); lower values keep more of the source cell.
-        {prior}
-        {calibrated}
-        spread
-            Counterfactual only: widen the predicted cells of each target condition around
-            their own mean by ``spread_scale`` (:func:`rnadiff.conditioning.widen`: values
-            stay non-negative, every gene keeps its mean). Predict a population in one call.
-        layer
-            Layer of ``source`` holding its expression (default: the training data's, else
-            ``X``).
-        {run}
+        {predict_params}
 
         Returns
         -------
@@ -546,6 +378,7 @@ class RNADiffusion:
         ]
         return preds[0] if len(preds) == 1 else _predict.stack(preds, names)
 
+    @shared_docs
     def denoise(
         self,
         adata: ad.AnnData,
@@ -569,25 +402,7 @@ class RNADiffusion:
 
         Parameters
         ----------
-        adata
-            Cells with the model's genes, raw counts or log-normalized as the training data.
-        sigma
-            Noise level, in units of each gene's training standard deviation. ``"auto"`` (raw
-            counts only): each cell's counting noise beyond the training cells', from its
-            total counts (:func:`rnadiff.diffusion.technical_sigma`).
-        layer
-            Layer holding the expression (default: the training data's, else ``X``).
-        key_added
-            With ``inplace``: the layer of ``adata`` the denoised values go to.
-        inplace
-            Add the result to ``adata`` (``layers[key_added]``, log-normalized, every gene of
-            ``adata``; ``obs[key_added + '_sigma']``; ``uns[key_added]`` the settings) and
-            return None; nothing of ``adata`` is overwritten. Otherwise ``adata`` is left as
-            it is and a new AnnData is returned.
-        batch_size
-            Cells per denoiser call.
-        progress
-            Show a progress bar over batches.
+        {denoise_params}
 
         Returns
         -------
@@ -600,28 +415,9 @@ class RNADiffusion:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         if inplace and key_added in adata.layers:
             raise InputError(f"adata.layers[{key_added!r}] exists; give another key_added")
-        z0 = self.model_space(adata, layer)
-        sigmas = denoise_sigmas(self, adata, sigma, source_for(self, adata, layer))
-        obs = adata.obs[[k for k in self.registry.keys if k in adata.obs]].copy()
-        bar = (lambda b: tqdm(b, desc="denoising", leave=False)) if progress else None
-        x = self.engine.to_log(
-            self.engine.denoise(z0, sigmas, obs, batch_size=batch_size, progress=bar)
-        )
-        info = {"method": "denoise", "sigma": sigma if sigma == "auto" else float(sigma)}
-        info |= {"sigma_median": float(np.median(sigmas)), "layer": layer}
-        if inplace:
-            full = self.log_expression(adata, layer=layer, genes=adata.var_names)
-            full[:, adata.var_names.get_indexer(self.genes)] = x
-            adata.layers[key_added] = full
-            adata.obs[f"{key_added}_sigma"] = sigmas
-            adata.uns[key_added] = {**info, "n_modelled_genes": len(self.genes)}
-            return None
-        others = self._other_genes(adata, layer)
-        result = self._output(x, adata.obs, info, others=others, names=adata.obs_names)
-        result.obs["rnadiff_sigma"] = sigmas
-        return result
+        kw = dict(layer=layer, key_added=key_added, inplace=inplace, batch_size=batch_size)
+        return _denoising.denoise(self, adata, sigma, progress=progress, **kw)
 
-    # ------------------------------------------------------ design and ranking
     @shared_docs
     def design(
         self,
@@ -650,35 +446,7 @@ class RNADiffusion:
 
         Parameters
         ----------
-        phenotype
-            A :class:`rnadiff.design.Markers`, :class:`~rnadiff.design.Signature` or
-            :class:`~rnadiff.design.CellState`, a weighted sum or a list of terms.
-        conditions
-            Covariates to condition on, e.g. ``{"cell_type": "CD14+ Monocytes"}``; ``None``:
-            unconditional.
-        n_cells
-            Cells per condition.
-        scale
-            Step of the gradient guidance: 1 moves each denoised estimate onto the
-            specification (for one term), smaller values go part of the way, 0 is unguided.
-        through_denoiser
-            Differentiate the objective through the network (diffusion posterior sampling).
-        guide_sigma_min
-            Guide only at noise levels at or above this.
-        langevin_steps, snr
-            Langevin corrector steps after each sampler step (0: none) and their
-            signal-to-noise ratio.
-        {guidance}
-        {transfer}
-        {sampler}
-        reference
-            Reference cells for relative specifications (marker fold changes); default:
-            cells generated without guidance under the same conditions and seed.
-        realism_reference
-            Real cells the realism score compares with; default: the training cells.
-        layer
-            Layer of ``reference`` and ``realism_reference`` holding their expression.
-        {run}
+        {design_params}
 
         Returns
         -------
@@ -691,34 +459,22 @@ class RNADiffusion:
         """
         frame = conditions_frame({} if conditions is None else conditions, self.registry)
         spec = as_phenotype(phenotype)
-        ref = self._log_of(reference, "reference", layer) if reference is not None else None
+        ref = _data.log_of(self, reference, "reference", layer) if reference is not None else None
+        kw = dict(n_cells=n_cells, scale=scale, through_denoiser=through_denoiser, snr=snr)
+        kw |= dict(guide_sigma_min=guide_sigma_min, langevin_steps=langevin_steps, seed=seed)
+        kw |= dict(guidance=guidance, transfer=transfer, transfer_scale=transfer_scale)
+        kw |= dict(sampler=sampler, steps=steps, batch_size=batch_size, progress=progress)
+        real = _data.realism_cells(self, realism_reference, seed, layer)
+        to_log = lambda a: _data.log_of(self, a, "phenotype cells")  # noqa: E731
         x, obs, summary = design_cells(
-            self.engine,
-            spec,
-            frame,
-            n_cells=n_cells,
-            scale=scale,
-            through_denoiser=through_denoiser,
-            guide_sigma_min=guide_sigma_min,
-            langevin_steps=langevin_steps,
-            snr=snr,
-            guidance=guidance,
-            transfer=transfer,
-            transfer_scale=transfer_scale,
-            sampler=sampler,
-            steps=steps,
-            reference_log=ref,
-            realism_real=self._realism_cells(realism_reference, seed, layer),
-            to_log=lambda a: self._log_of(a, "phenotype cells"),
-            seed=seed,
-            batch_size=batch_size,
-            progress=progress,
+            self.engine, spec, frame, reference_log=ref, realism_real=real, to_log=to_log, **kw
         )
         info = {"method": "design", "sampler": "langevin" if langevin_steps else sampler}
         info |= {"steps": steps, "seed": seed, "guidance": jsonable(guidance)}
         info |= {"transfer": transfer, "design": summary}
-        return self._output(x, obs, info)
+        return output(self, x, obs, info)
 
+    @shared_docs
     def rank_perturbations(
         self,
         target: Phenotype | Sequence[Phenotype] | ad.AnnData,
@@ -741,46 +497,16 @@ class RNADiffusion:
     ) -> pd.DataFrame:
         """Rank candidate perturbations by how well they would produce a target phenotype.
 
-        Two scores and a combined rank (mean of the two ranks; ties go to the generation
-        score): ``phenotype_score`` (generation: cells under each candidate decoded from one
-        shared start, the encoded ``reference`` cells or seeded noise; for target cells the
-        cosine of the candidate's predicted mean change and the target's change, for a
-        specification the mean objective and ``success_rate``) and ``likelihood_score``
-        (diffusion classifier: the target cells' denoising error under the control minus
-        under the candidate, averaged over noise levels in ``noise_range``; for a
-        specification the targets are designed cells that meet it). ``vote_share``: the
-        fraction of target cells whose lowest error is the candidate.
+        Two scores and a combined rank (mean of the two ranks; ties go to the first):
+        ``phenotype_score`` (generation: cells under each candidate decoded from one shared
+        start; for target cells the cosine of the predicted and the target's mean change,
+        for a specification its mean objective and ``success_rate``) and
+        ``likelihood_score`` (diffusion classifier: the target cells' denoising error under
+        the control minus under the candidate). See the user guide (design and ranking).
 
         Parameters
         ----------
-        target
-            Target cells (AnnData; their registered covariates other than the perturbation
-            are their context) or a phenotype specification.
-        candidates
-            Perturbations to rank; default: every perturbation the model knows.
-        context
-            Other covariates for every candidate, e.g. ``{"cell_type": "B cells"}``.
-        pairs
-            Also rank every pair ``A+B`` of the (non-control) candidates.
-        reference
-            Real reference cells (e.g. controls in the context); default: generated ones.
-        n_cells
-            Cells per candidate for the generation score (and designed cells of a spec).
-        max_target_cells
-            Target cells scored (a seeded subset beyond this).
-        n_noise_levels, n_draws
-            Noise levels and draws per level of the likelihood score.
-        noise_range
-            Lowest and highest noise level of the likelihood score, in units of
-            ``sigma_data`` (at low noise the condition hardly matters).
-        steps
-            Sampler steps for generation.
-        design_scale
-            Guidance step of the designed cells (specification targets).
-        layer
-            Layer of ``target`` and ``reference`` holding their expression.
-        seed, batch_size, progress
-            As in :meth:`generate`.
+        {rank_perturbations_params}
 
         Returns
         -------
@@ -790,126 +516,43 @@ class RNADiffusion:
             ``rank_phenotype_score``, ``rank_likelihood_score``, ``mean_rank``, ``rank``;
             settings in ``.attrs['rnadiff_rank']``.
         """
-        check_rank_settings(
-            n_cells=n_cells,
-            max_target_cells=max_target_cells,
-            n_noise_levels=n_noise_levels,
-            n_draws=n_draws,
-            noise_range=noise_range,
+        counts = dict(n_cells=n_cells, max_target_cells=max_target_cells)
+        counts |= dict(n_noise_levels=n_noise_levels, n_draws=n_draws)
+        names, context = ranking_request(
+            self.engine, candidates, context, pairs, noise_range=noise_range, **counts
         )
-        pkey = self.registry.perturbation_key
-        if pkey is None:
-            raise InputError("the model has no perturbation covariate to rank")
-        context = dict(context or {})
-        if pkey in context:
-            raise InputError(f"context must not set the perturbation ({pkey!r}); it is ranked")
-        for key in context:
-            self.registry[key]  # raises on unknown covariates
-        names = candidate_names(self.engine, candidates, pairs)
-        rows = pd.DataFrame([{pkey: c, **context} for c in names])
-        self.registry.encode(rows, allow_missing=True)  # unknown values raise here
         is_cells = isinstance(target, ad.AnnData)
+        ref = _data.log_of(self, reference, "reference", layer) if reference is not None else None
         return rank_candidates(
             self.engine,
             names,
             context=context,
-            target_log=self._log_of(target, "target", layer) if is_cells else None,
+            target_log=_data.log_of(self, target, "target", layer) if is_cells else None,
             target_obs=target.obs if is_cells else None,
             spec=None if is_cells else as_phenotype(target),
-            reference_log=(
-                self._log_of(reference, "reference", layer) if reference is not None else None
-            ),
+            reference_log=ref,
             reference_obs=reference.obs if reference is not None else None,
-            to_log=lambda a: self._log_of(a, "phenotype cells"),
-            n_cells=n_cells,
-            max_target_cells=max_target_cells,
-            n_noise_levels=n_noise_levels,
-            n_draws=n_draws,
+            to_log=lambda a: _data.log_of(self, a, "phenotype cells"),
             noise_range=noise_range,
             steps=steps,
             design_scale=design_scale,
             seed=seed,
             batch_size=batch_size,
+            **counts,
         )
 
-    # ------------------------------------------------------------------ data
     def log_expression(
         self, adata: ad.AnnData, *, layer: str | None = None, genes: Sequence[str] | None = None
     ) -> np.ndarray:
         """Natural log-normalized expression of ``genes`` (default: the modelled genes) for
-        ``adata``, normalized as the training cells were (cells x genes, float32).
-
-        Read from ``layer``, else from the training source when ``adata`` has it, else ``X``;
-        cells rnadiff produced (``uns['rnadiff']``) are taken as they are.
-        """
-        genes = self.genes if genes is None else list(genes)
-        check_genes(adata.var_names, genes, what="the data")
-        if "rnadiff" in adata.uns and layer is None:
-            x = adata[:, genes].X
-            return np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
-        source = source_for(self, adata, layer)
-        return log_expression(
-            adata, self.preprocess, layer=source.layer, use_raw=source.use_raw, genes=genes
-        )
+        ``adata``, normalized as the training cells were (cells x genes, float32): read from
+        ``layer``, else the training source when ``adata`` has it, else ``X``; rnadiff's own
+        outputs (``uns['rnadiff']``) as they are."""
+        return _data.log_expression(self, adata, layer, genes)
 
     def model_space(self, adata: ad.AnnData, layer: str | None = None) -> np.ndarray:
         """Cells in the model's space (scaled log expression of the modelled genes)."""
         return scale(self.log_expression(adata, layer=layer), self.preprocess)
-
-    def _other_genes(self, adata: ad.AnnData, layer: str | None) -> np.ndarray | None:
-        """The unmodelled genes of cells ``adata`` (missing ones: their training mean)."""
-        if self.passthrough is None:
-            return None
-        genes = list(self.passthrough.genes)
-        out = np.tile(self.passthrough.overall.astype(np.float32), (adata.n_obs, 1))
-        have = pd.Index(genes).isin(adata.var_names)
-        if not have.all():
-            logger.warning(
-                "rnadiff: %d of the %d genes the model passes through are not in these cells; "
-                "outputs carry their training mean",
-                int((~have).sum()),
-                len(genes),
-            )
-        if have.any():
-            present = [g for g, h in zip(genes, have, strict=True) if h]
-            out[:, have] = self.log_expression(adata, layer=layer, genes=present)
-        return out
-
-    def _log_of(self, adata: ad.AnnData, what: str, layer: str | None = None) -> np.ndarray:
-        check_cells(adata, what)
-        try:
-            return self.log_expression(adata, layer=layer)
-        except InputError as err:
-            raise InputError(f"{what}: {err}") from None
-
-    def _realism_cells(self, given, seed: int, layer=None, max_real: int = 5000):
-        """Real cells for the realism score: ``given``, else a seeded sample of the training
-        cells, else None."""
-        if given is not None:
-            return self._log_of(given, "realism_reference", layer)
-        if self.adata is None:
-            return None
-        cells = self.adata
-        if cells.n_obs > max_real:  # normalize only the cells the score uses
-            rng = np.random.default_rng(seed)
-            cells = cells[np.sort(rng.choice(cells.n_obs, max_real, replace=False))]
-        return self.log_expression(cells)
-
-    def _sampling_info(self, obs, plan, guidance, soft, calibrated) -> dict:
-        return {
-            "guidance": jsonable(guidance),
-            "transfer": plan.mode,
-            "transferred_cells": int(plan.mask.sum()),
-            "transfer_scale": plan.scale,
-            "interpolated_cells": self.engine.interpolated_cells(obs),
-            "perturbation_prior": self.engine.used_prior(soft),
-            "effect_scales": self.engine.effect_scales_used(obs, calibrated),
-        }
-
-    def _output(self, x_log, obs, info, *, others=None, names=None) -> ad.AnnData:
-        if others is None and self.passthrough is not None:  # generated: condition means
-            others = self.passthrough.for_conditions(self.registry, obs)
-        return to_anndata(x_log, obs, info, state=self.preprocess, others=others, names=names)
 
     @property
     def genes(self) -> list[str]:
@@ -926,7 +569,6 @@ class RNADiffusion:
             f"covariates: {covs or 'none'}; trained {self.step} steps)"
         )
 
-    # --------------------------------------------------------------- save/load
     def save(self, path: str | os.PathLike) -> None:
         """Save to a folder: ``config.json`` + safetensors, atomically (no pickle)."""
         _persistence.save(self, path)

@@ -99,3 +99,24 @@ def plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def sampling_info(model, obs, plan, guidance, soft, calibrated: bool) -> dict:
+    """The sampling settings and what they did, for ``uns['rnadiff']``."""
+    return {
+        "guidance": jsonable(guidance),
+        "transfer": plan.mode,
+        "transferred_cells": int(plan.mask.sum()),
+        "transfer_scale": plan.scale,
+        "interpolated_cells": model.engine.interpolated_cells(obs),
+        "perturbation_prior": model.engine.used_prior(soft),
+        "effect_scales": model.engine.effect_scales_used(obs, calibrated),
+    }
+
+
+def output(model, x_log, obs, info, *, others=None, names=None) -> ad.AnnData:
+    """The model's AnnData of ``x_log`` (modelled genes); unmodelled genes from ``others``, or
+    (generated cells) their condition's training means."""
+    if others is None and model.passthrough is not None:
+        others = model.passthrough.for_conditions(model.registry, obs)
+    return to_anndata(x_log, obs, info, state=model.preprocess, others=others, names=names)

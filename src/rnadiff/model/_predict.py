@@ -11,6 +11,8 @@ import torch
 from rnadiff.conditioning import _conditions as conditions
 from rnadiff.conditioning._calibration import widen
 from rnadiff.data._covariates import numeric_value
+from rnadiff.model._data import other_genes
+from rnadiff.model._output import output, sampling_info
 
 if TYPE_CHECKING:
     from rnadiff.model._model import RNADiffusion
@@ -80,7 +82,7 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
         **run,
     )
     info = {"method": method, "sampler": kw["sampler"], "steps": kw["steps"], "seed": seed}
-    info |= model._sampling_info(obs_tgt, plan, kw["guidance"], soft, kw["calibrated"])
+    info |= sampling_info(model, obs_tgt, plan, kw["guidance"], soft, kw["calibrated"])
     info |= {"encode_sigma": sigma_max, "spread_scale": 1.0, "layer": layer}
     info["target"] = {k: str(v) for k, v in changes.items()}
     x_log = engine.to_log(z)
@@ -88,8 +90,8 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
         labels = conditions.condition_labels(registry, obs_tgt)
         x_log = widen(x_log, labels, model.spread_scale)  # each condition around its mean
         info["spread_scale"] = model.spread_scale
-    others = model._other_genes(source, layer) if method == "counterfactual" else None
-    return model._output(x_log, obs_tgt, info, others=others, names=source.obs_names)
+    others = other_genes(model, source, layer) if method == "counterfactual" else None
+    return output(model, x_log, obs_tgt, info, others=others, names=source.obs_names)
 
 
 def stack(predictions: list[ad.AnnData], names: list[str]) -> ad.AnnData:
