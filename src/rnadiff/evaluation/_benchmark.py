@@ -84,6 +84,9 @@ class Prepared:
 
 
 def prepare(split: Split, config: BenchConfig) -> Prepared:
+    """The split's shared preprocessing (fitted on its training cells with the benchmark's
+    model configuration) and the log-normalized populations of every gene: training cells,
+    and each evaluation's source, real and control cells."""
     state = fit_preprocessing(split.train, config=config.model_config().preprocess)
     genes = list(state.all_genes)
     pops = {}
