@@ -61,5 +61,12 @@ nested: install
 peers:
 	bash benchmarks/peers/install.sh all
 
+# The documentation site, built offline into site/; the tutorials (notebooks/) are executed
+# on the real data (RNADIFF_DATA_DIR; ~4 min on 2 cores). RNADIFF_DOCS_EXECUTE=0 skips them.
+.PHONY: docs
+docs: install
+	$(BIN)/pip install --quiet -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache
