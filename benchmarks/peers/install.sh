@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install one peer tool (or all) into its own virtual environment under .peers/<peer>.
 #
-#   bash benchmarks/peers/install.sh scgen|cpa|squidiff|celleval|all
+#   bash benchmarks/peers/install.sh scgen|cpa|squidiff|celleval|cellflow|scvi|state|gears|all
 #
 # Pins follow the shared peers notes (what installed and ran on this CPU-only machine).
 # Idempotent: a peer whose .peers/<peer>/.installed exists is skipped (delete the folder to redo).
@@ -13,7 +13,8 @@ PEERS_DIR="${RNADIFF_PEERS_DIR:-$ROOT/.peers}"
 PYTHON="${PYTHON:-python3}"
 TORCH="torch==2.13.0"
 
-usage() { echo "usage: $0 scgen|cpa|squidiff|celleval|all" >&2; exit 2; }
+PEERS=(scgen cpa squidiff celleval cellflow scvi state gears)
+usage() { echo "usage: $0 ${PEERS[*]}|all" >&2; exit 2; }
 [ $# -eq 1 ] || usage
 
 key_packages() {
@@ -22,6 +23,10 @@ key_packages() {
     cpa) echo "torch cpa-tools scvi-tools jax jaxlib flax anndata scanpy numpy pandas scipy" ;;
     squidiff) echo "torch squidiff scanpy anndata numpy scikit-learn" ;;
     celleval) echo "torch cell-eval anndata numpy polars pdex" ;;
+    cellflow) echo "cellflow-tools jax jaxlib flax optax ott-jax anndata scanpy numpy scikit-learn scipy" ;;
+    scvi) echo "torch scvi-tools jax lightning anndata scanpy numpy" ;;
+    state) echo "torch arc-state lightning anndata scanpy numpy" ;;
+    gears) echo "torch cell-gears torch_geometric anndata scanpy numpy scipy" ;;
   esac
 }
 
@@ -62,6 +67,23 @@ install_peer() {
     celleval)
       "${pip[@]}" "$TORCH" cell-eval
       ;;
+    cellflow)
+      # JAX only (no torch); `import cellflow` needs requests, which only its `embedding`
+      # extra declares. cellflow-tools pins scikit-learn==1.5.1 and scipy<1.16 itself.
+      "${pip[@]}" "cellflow-tools==0.0.9" requests
+      ;;
+    scvi)
+      "${pip[@]}" "$TORCH" scvi-tools
+      ;;
+    state)
+      # torch first: an unpinned torch would pull a CUDA build of several GB
+      "${pip[@]}" "$TORCH"
+      "${pip[@]}" arc-state
+      ;;
+    gears)
+      "${pip[@]}" "$TORCH"
+      "${pip[@]}" cell-gears torch_geometric "scipy<1.15"
+      ;;
     *) usage ;;
   esac
   "$venv/bin/python" - "$venv/versions.json" $(key_packages "$peer") <<'PY'
@@ -82,7 +104,9 @@ PY
 }
 
 case "$1" in
-  all) for p in scgen cpa squidiff celleval; do install_peer "$p"; done ;;
-  scgen|cpa|squidiff|celleval) install_peer "$1" ;;
-  *) usage ;;
+  all) for p in "${PEERS[@]}"; do install_peer "$p"; done ;;
+  *)
+    for p in "${PEERS[@]}"; do [ "$p" = "$1" ] && { install_peer "$1"; exit 0; }; done
+    usage
+    ;;
 esac
