@@ -8,13 +8,13 @@ ifneq ($(wildcard ../shared/data),)
 export RNADIFF_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install demo test lint format bench nested peers clean
+.PHONY: install demo test lint format bench study nested peers clean
 
 $(BIN)/rnadiff: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch is pinned to the CPU build on this machine's disk; an unpinned torch pulls a CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,docs]"
 	touch $(BIN)/rnadiff
 
 install: $(BIN)/rnadiff
@@ -33,29 +33,20 @@ format: install
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-# Full-size runs (not part of the tests): results go to benchmarks/results/.
-# Peers (scGen, CPA, Squidiff) take part when installed with `make peers`.
+# Full-size runs (not part of the tests). The benchmark: every task, 3 seeds, peers when
+# installed (`make peers`), into benchmarks/results/latest/ (~30 min on 2 cores with peers).
 bench: install
-	$(BIN)/python benchmarks/run.py --out benchmarks/results
-	# cross-check of some metrics against cell-eval's (skipped when its venv is missing)
-	$(BIN)/python benchmarks/celleval_crosscheck.py --out benchmarks/results
-	# `rnadiff evaluate --by` on a screen must give the benchmark's per-knock-out scores (~1 min)
-	$(BIN)/python benchmarks/evaluate_by_check.py
-	# denoising: Zeisel 2015 deep cells thinned, denoised, compared with the deep truth
-	$(BIN)/python benchmarks/denoise_zeisel.py
-	# does the discrimination score reward exaggerated effects? (no model, ~1 min)
-	$(BIN)/python benchmarks/discrimination_scale.py
-	# training length vs memorization on the small HSMM time course (TrainConfig.max_epochs, ~10 min)
-	$(BIN)/python benchmarks/epochs_study.py
-	# is the E-distance's PCA space fair? a perfect prediction must score ~0 (no model, ~2 min)
-	$(BIN)/python benchmarks/pca_space_check.py
-	# do counterfactual cells lose spread, and would a spread calibration help? (~4 min)
-	$(BIN)/python benchmarks/spread_study.py
+	$(BIN)/python benchmarks/run.py
+
+# A study: the benchmark under the variants of benchmarks/studies/$(STUDY).toml, into
+# benchmarks/results/studies/$(STUDY)/, e.g. `make study STUDY=genes`.
+study: install
+	$(BIN)/python benchmarks/run.py --study $(STUDY)
 
 # Were Kang's defaults chosen on the test folds? Each re-chosen on inner folds (~1 h 10 min)
 nested: install
 	for p in steps p_mean width compose; do \
-		$(BIN)/python benchmarks/nested_defaults.py --param $$p || exit 1; \
+		$(BIN)/python benchmarks/run.py --study nested_$$p || exit 1; \
 	done
 
 peers:
@@ -65,7 +56,6 @@ peers:
 # on the real data (RNADIFF_DATA_DIR; ~4 min on 2 cores). RNADIFF_DOCS_EXECUTE=0 skips them.
 .PHONY: docs
 docs: install
-	$(BIN)/pip install --quiet -e ".[docs]"
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:

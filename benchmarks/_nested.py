@@ -34,8 +34,10 @@ Files: `inner.csv` (every inner run), `inner_means.csv` (means, ranks, choice), 
 (outer scores per fold and rule), `wins.csv` (per fold, does each rule beat the additive
 baseline, scGen and CPA of the committed benchmark run at the same seed), `summary.md`.
 
-    RNADIFF_DATA_DIR=../shared/data .venv/bin/python benchmarks/nested_defaults.py \\
-        --param steps|p_mean|width|compose [--seed 0] [--jobs 2] [--tag w128]
+    RNADIFF_DATA_DIR=../shared/data .venv/bin/python benchmarks/run.py \\
+        --study nested_steps|nested_p_mean|nested_width|nested_compose [--jobs 2]
+
+(each study file sets ``param``, ``seed`` and ``tag``; its procedure is :func:`run`)
 
 The benchmark's configuration is rnadiff's defaults at the time of the run: the committed
 folders without a tag were run at width 256 without spread calibration (before 2026-11-25);
@@ -57,18 +59,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-RESULTS = Path("benchmarks/results")
+RESULTS = Path(__file__).resolve().parent / "results"
 PARAMS = {  # candidates in order of preference (ties), the default, stored outer rows, folder
     "steps": (
         (600, 800, 1200),
         800,
-        RESULTS / "training_length/kang_seed0_rows.csv",
-        "nested_length",
+        RESULTS / "studies/training_length/kang_seed0_rows.csv",
+        "length",
     ),
-    "p_mean": ((-1.2, 0.0, 1.0), -1.2, None, "nested_p_mean"),
-    # nested_width/ and _seed1/ were run when 256 was the default (before 2026-11-25)
-    "width": ((128, 256, 512), 128, None, "nested_width"),
-    "compose": ((1.5, 1.25, 2.0), 1.5, None, "nested_compose"),
+    "p_mean": ((-1.2, 0.0, 1.0), -1.2, None, "p_mean"),
+    # width/ and width_seed1/ were run when 256 was the default (before 2026-11-25)
+    "width": ((128, 256, 512), 128, None, "width"),
+    "compose": ((1.5, 1.25, 2.0), 1.5, None, "compose"),
 }
 # candidates that change only the prediction: one training serves them all
 PREDICT_ONLY = {"compose": "transfer_scale"}
@@ -238,24 +240,19 @@ def fold_wins(table: pd.DataFrame, folds: pd.DataFrame, seed: int) -> pd.DataFra
     return pd.DataFrame(rows, columns=["rule", "fold", "rival", "metric", "win"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--param", choices=sorted(PARAMS), default="steps")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--tag",
-        default="",
-        help="suffix of the results folder (e.g. w128 for a re-run after a change of the "
-        "defaults); tagged runs make fresh outer runs",
-    )
-    args = parser.parse_args()
+def run(param: str = "steps", *, seed: int = 0, jobs: int = 2, tag: str = "") -> None:
+    """The nested choice of ``param`` (see the module docstring) into
+    ``results/studies/nested/<param>[_seed<seed>][_<tag>]``; ``tag``: a suffix for a re-run
+    after a change of the defaults (tagged runs make fresh outer runs)."""
+    if param not in PARAMS:
+        raise SystemExit(f"unknown nested parameter {param!r}; choose from {sorted(PARAMS)}")
+    args = argparse.Namespace(param=param, seed=seed, jobs=jobs, tag=tag)
     values, default, stored_rows, folder = PARAMS[args.param]
     if args.seed != 0:  # stored rows are seed 0's; other seeds get fresh outer runs
         stored_rows, folder = None, f"{folder}_seed{args.seed}"
     if args.tag:
         stored_rows, folder = None, f"{folder}_{args.tag}"
-    out = RESULTS / folder
+    out = RESULTS / "studies" / "nested" / folder
     t_start = time.perf_counter()
     folds = list(_outer_splits(args.seed))
     predict_only = args.param in PREDICT_ONLY
@@ -329,7 +326,7 @@ def main() -> None:
     names = " / ".join(f"{v:g}" for v in values)
     lines = [
         f"# Nested choice of `{args.param}` (Kang, seed {args.seed}; "
-        f"`benchmarks/nested_defaults.py --param {args.param}`)",
+        f"`benchmarks/run.py --study nested_{args.param}`)",
         "",
         *([check, ""] if check else []),
         f"| outer fold | chosen {args.param} | inner mean ranks ({names}) |",
@@ -351,8 +348,8 @@ def main() -> None:
             f"| {rule} | {m.pearson_delta_top100:.3f} | {m.r2_mean_top100:.3f} | "
             f"{m.edistance:.3f} |"
         )
-    if (RESULTS / "folds.csv").exists():
-        wins = fold_wins(table, pd.read_csv(RESULTS / "folds.csv"), args.seed)
+    if (RESULTS / "latest" / "folds.csv").exists():
+        wins = fold_wins(table, pd.read_csv(RESULTS / "latest" / "folds.csv"), args.seed)
         lines += [
             "",
             f"Folds (of {len(folds)}) where the rule beats each method of the benchmark's own "
@@ -376,7 +373,3 @@ def main() -> None:
     ]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-if __name__ == "__main__":
-    main()

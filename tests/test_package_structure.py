@@ -135,7 +135,9 @@ def test_no_import_circle_between_packages():
 def test_a_circle_or_an_upward_import_is_caught(tmp_path):
     """The checks above can fail: they see a planted upward import in a parsed file."""
     planted = tmp_path / "_planted.py"
-    planted.write_text("from rnadiff.model import RNADiffusion\n\ndef f():\n    import rnadiff.cli\n")
+    planted.write_text(
+        "from rnadiff.model import RNADiffusion\n\ndef f():\n    import rnadiff.cli\n"
+    )
     found = _imports(planted, "rnadiff.sampling._planted")
     assert {"rnadiff.model", "rnadiff.cli"} <= found
     assert LAYERS[_package("rnadiff.cli")] > LAYERS[_package("rnadiff.sampling._planted")]

@@ -83,6 +83,15 @@ install_peer() {
     gears)
       "${pip[@]}" "$TORCH"
       "${pip[@]}" cell-gears torch_geometric "scipy<1.15"
+      # GO annotations, which GEARS would download at run time: the SQLite file of Debian's
+      # Bioconductor org.Hs.eg.db (NCBI gene2go), unpacked without installing R
+      local deb_dir
+      deb_dir="$(mktemp -d)"
+      (cd "$deb_dir" && apt-get download "r-bioc-org.hs.eg.db=3.16.0-1") \
+        || { echo "[gears] apt-get download failed (run apt-get update first)" >&2; exit 1; }
+      dpkg-deb -x "$deb_dir"/r-bioc-org.hs.eg.db_*.deb "$deb_dir/x"
+      cp "$deb_dir"/x/usr/lib/R/site-library/org.Hs.eg.db/extdata/org.Hs.eg.sqlite "$venv/"
+      rm -rf "$deb_dir"
       ;;
     *) usage ;;
   esac

@@ -27,6 +27,9 @@ Besides X (the tutorial's conversion of expected counts), the output holds
 way. log1p of an expected count overstates the mean log expression of sparse genes (Jensen),
 so the two score differently; X is the prediction of record.
 
+Several targets: one training; the source counts are added once per target as ``ood`` cells
+labelled with that target. The covariate is the context (cell type, else batch, else one).
+
 ``--max-epochs`` overrides the epoch cap.
 """
 
@@ -112,7 +115,7 @@ def run(task: _contract.Task) -> _contract.Prediction:
     train_kw = dict(BUDGETS[args.budget])
     if args.max_epochs:
         train_kw["max_epochs"] = args.max_epochs
-    pk, ck = args.perturbation_key, args.cell_type_key
+    pk, ck = args.perturbation_key, task.context_key
     rng = np.random.default_rng(args.seed)
 
     def part(a, split: np.ndarray, perturbation=None) -> ad.AnnData:
@@ -128,10 +131,13 @@ def run(task: _contract.Task) -> _contract.Prediction:
     split = np.where(rng.random(n_train) < 0.1, "valid", "train")
     train = part(task.train, split)
     train.obs_names = [f"train-{i}" for i in range(n_train)]
-    # the counterfactual cells: source counts labelled with the target perturbation
-    ood = part(task.source, np.array(["ood"] * task.source.n_obs), perturbation=args.target)
-    ood.obs_names = [f"ood-{i}" for i in range(ood.n_obs)]
-    adata = ad.concat([train, ood], merge="same")
+    # the counterfactual cells: source counts labelled with each target, one block per target
+    oods = []
+    for j, target in enumerate(task.targets):
+        ood = part(task.source, np.array(["ood"] * task.source.n_obs), perturbation=target)
+        ood.obs_names = [f"ood-{j}-{i}" for i in range(ood.n_obs)]
+        oods.append(ood)
+    adata = ad.concat([train, *oods], merge="same")
     adata.obs[DOSE] = "1.0"
     adata.obs[SMILES] = "C"  # cpa-tools 0.8.1 reads a SMILES column even when unused
     for k in (pk, ck, SPLIT):
@@ -202,7 +208,16 @@ def run(task: _contract.Task) -> _contract.Prediction:
         notes=notes,
         settings={**MODEL_PARAMS, **TRAINER_PARAMS, **train_kw, "valid_fraction": 0.1},
         layers={"nb_sample": sampled},
+        history=_loss_history(history),
+        history_unit="epoch (recon_loss)",
     )
+
+
+def _loss_history(history) -> list[float]:
+    """CPA's per-epoch training reconstruction loss, when its epoch history has one."""
+    if history is None or "recon_loss" not in getattr(history, "columns", []):
+        return []
+    return [float(v) for v in history["recon_loss"].to_numpy(dtype=float)]
 
 
 if __name__ == "__main__":

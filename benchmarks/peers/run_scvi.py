@@ -14,7 +14,11 @@ scVI (Lopez et al. 2018) is a VAE on raw counts, not a perturbation model; laten
    ``module._get_generative_input`` -> ``module.generative`` -> ``px.get_normalized('scale')
    * 1e4``) with ``z`` replaced by the shifted latent, the source cell's own library and batch.
    The normalized expression (the decoder's mean frequencies, scaled to 1e4) is then log1p'ed:
-   a denoised *mean* per cell, so its cell-to-cell spread is smaller than real cells'.
+   a denoised *mean* per cell, so its cell-to-cell spread is smaller than real cells', and
+   log1p of a mean exceeds the mean of log1p for sparse genes. X is this prediction.
+4. ``layers['zinb_sample']``: one draw of counts per cell from the same decoded ZINB (the
+   source cell's library, ``torch.manual_seed(--seed)``), log-normalized like the data
+   (1e4, log1p): cells with count noise, for the population metrics.
 
 Settings: scvi-tools defaults for the model (n_hidden 128, n_latent 10, 1 layer, dropout 0.1,
 ZINB likelihood, gene-wise dispersion) and the optimiser (Adam lr 1e-3, weight decay 1e-6,
@@ -77,8 +81,10 @@ def run(task: _contract.Task) -> _contract.Prediction:
         shifts = {
             t: np.mean(_contract.context_shifts(task, z_train, t), axis=0) for t in task.targets
         }
+        torch.manual_seed(args.seed)
         blocks = [_decode_shifted(model, source, shifts[t]) for t in task.targets]
-    X = np.log1p(np.concatenate(blocks, axis=0)).astype(np.float32)
+    X = np.log1p(np.concatenate([b[0] for b in blocks], axis=0)).astype(np.float32)
+    sampled = _contract.log_normalize(np.concatenate([b[1] for b in blocks], axis=0))
     n_ctx = len(_contract.context_shifts(task, z_train, task.targets[0]))
     notes = (
         f"scVI latent arithmetic: SCVI on layers['counts'] ({epochs} epochs), z = qz mean, "
@@ -105,26 +111,29 @@ def run(task: _contract.Task) -> _contract.Prediction:
             "library_size": LIBRARY_SIZE,
             "z": "qz mean",
         },
+        layers={"zinb_sample": sampled},
         history=elbo,
         history_unit="epoch (elbo_train)",
     )
 
 
-def _decode_shifted(model, adata, shift: np.ndarray) -> np.ndarray:
-    """``get_normalized_expression(adata, library_size=1e4)`` with ``z = qz.loc + shift``."""
+def _decode_shifted(model, adata, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``get_normalized_expression(adata, library_size=1e4)`` with ``z = qz.loc + shift``, and
+    one draw of counts per cell from the decoded ZINB (the source cell's own library)."""
     import torch
 
     adata = model._validate_anndata(adata)
     module = model.module
     module.eval()
     delta = torch.as_tensor(shift, dtype=torch.float32)
-    out = []
+    means, draws = [], []
     for tensors in model._make_data_loader(adata=adata, batch_size=256, shuffle=False):
         inf = module.inference(**module._get_inference_input(tensors))
         inf = {**inf, "z": inf["qz"].loc + delta}
         gen = module.generative(**module._get_generative_input(tensors, inf))
-        out.append((gen["px"].get_normalized("scale") * LIBRARY_SIZE).cpu().numpy())
-    return np.concatenate(out, axis=0)
+        means.append((gen["px"].get_normalized("scale") * LIBRARY_SIZE).cpu().numpy())
+        draws.append(gen["px"].sample().cpu().numpy())
+    return np.concatenate(means, axis=0), np.concatenate(draws, axis=0)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import nested_defaults as nd  # noqa: E402
+import _nested as nd  # noqa: E402
 
 
 def _inner(rows):

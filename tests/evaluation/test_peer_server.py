@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import run as bench  # noqa: E402
+import _peers as bench  # noqa: E402
 
 # a runner whose prediction is drawn from the global numpy state that _contract seeds, so a
 # task that reused an earlier task's state would give different values

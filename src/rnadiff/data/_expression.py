@@ -7,6 +7,7 @@ log-normalized ``X`` it reads those counts instead, and says so (:func:`choose_s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -61,6 +62,32 @@ def matrix(adata: ad.AnnData, source: Source) -> tuple[object, pd.Index]:
     return adata.layers[source.layer], pd.Index(adata.var_names)
 
 
+def detect(adata: ad.AnnData, source: Source) -> InputInfo:
+    """What ``source`` holds (:func:`rnadiff.data._inputs.detect_input`); for ``X``, scanpy's
+    record ``uns['log1p']`` (written by ``sc.pp.log1p``) settles the log base of log-like
+    values that the data alone cannot."""
+    M, _ = matrix(adata, source)
+    info = detect_input(M)
+    record = adata.uns.get("log1p") if source.layer is None and not source.use_raw else None
+    if record is None or info.kind == "counts" or info.max_value >= 30:
+        return info
+    base = record.get("base") if isinstance(record, dict) else None
+    base = "e" if base is None else float(base)
+    if base != "e" and not base > 1:
+        return info
+    base = int(base) if base in (2.0, 10.0) else base
+    name = "natural log" if base == "e" else f"log base {base:g}"
+    return dataclasses.replace(
+        info,
+        kind="lognorm",
+        log_base=base,
+        ambiguous=None,
+        description=f"Log-normalized values ({name}, as uns['log1p'] records; max "
+        f"{info.max_value:.3g}): rnadiff "
+        + ("uses them as they are." if base == "e" else "converts them to natural log."),
+    )
+
+
 def columns(names: pd.Index, genes, what: str) -> np.ndarray:
     """Positions of ``genes`` in ``names``; missing genes are an error naming ``what``."""
     pos = names.get_indexer(list(genes))
@@ -81,8 +108,7 @@ def choose_source(
     which is logged.
     """
     source = Source(layer=layer, use_raw=use_raw)
-    X, _ = matrix(adata, source)
-    info = detect_input(X)
+    info = detect(adata, source)
     if layer is not None or use_raw or info.kind == "counts":
         return source, info
     for name in COUNT_LAYERS:

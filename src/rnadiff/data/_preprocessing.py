@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from rnadiff._config import PreprocessConfig
 from rnadiff._errors import InputError
-from rnadiff.data._expression import Source, columns, matrix
+from rnadiff.data._expression import Source, columns, detect, matrix
 from rnadiff.data._genes import gene_moments, iter_row_chunks, pearson_residual_variance
 from rnadiff.data._inputs import LOG_BASES, InputInfo, detect_input
 from rnadiff.data._validation import check_matrix, check_unique_names
@@ -256,7 +256,7 @@ def fit_preprocessing(
     check_unique_names(adata.var_names, what="gene names (var_names)")
     check_unique_names(names, what=f"gene names of {what}")
     check_matrix(M, what=what)
-    info = detect_input(M)
+    info = detect(adata, source)
     input_type, log_base = resolve_input(info, config.input, what)
     if config.input != "auto":
         _check_declared(info, input_type, log_base, what)
@@ -275,7 +275,8 @@ def fit_preprocessing(
     def variance(candidates: np.ndarray) -> np.ndarray:
         linear = None  # counts: the residuals of the counts themselves
         if input_type != "counts":
-            linear = _normalizer(input_type, log_base, 1.0, cell_totals, log=False)
+            # other values as counts per target_sum (the scale of UMI counts per cell)
+            linear = _normalizer(input_type, log_base, config.target_sum, cell_totals, log=False)
         return pearson_residual_variance(_View(M, cols[candidates], linear))
 
     idx, selection = select_model_genes(
@@ -362,7 +363,7 @@ def log_expression(
     check_unique_names(names, what="gene names (var_names)")
     genes = state.genes if genes is None else genes
     cols = columns(names, genes, what)
-    input_type, log_base = check_compatible(detect_input(M), state, what)
+    input_type, log_base = check_compatible(detect(adata, source), state, what)
     cell_totals = None
     if input_type != "lognorm":
         cell_totals = totals(M)

@@ -8,9 +8,8 @@ import pandas as pd
 
 from rnadiff._config import PreprocessConfig
 from rnadiff._errors import InputError
-from rnadiff.data._expression import Source, matrix
-from rnadiff.data._inputs import detect_input
-from rnadiff.data._preprocessing import log_normalized_matrix
+from rnadiff.data._expression import Source, detect, matrix
+from rnadiff.data._preprocessing import log_values, totals
 from rnadiff.data._validation import check_genes, check_matrix
 from rnadiff.evaluation._metrics import (
     discrimination_score,
@@ -40,15 +39,21 @@ def _log_values(
     unlogged values are normalized to 1e4 per cell first, log2 / log10 values converted;
     a matrix whose kind cannot be told is an error."""
     check_cells(adata, what)
-    X = adata.X if layer is None else matrix(adata, Source(layer=layer))[0]
+    source = Source(layer=layer)
+    X = matrix(adata, source)[0]
     where = f"{what}.X" if layer is None else f"{what}.layers[{layer!r}]"
     check_matrix(X, what=where)
     _check_genes(adata.var_names, genes, what=what)
     columns = adata.var_names.get_indexer(genes)
-    info = detect_input(X)
+    info = detect(adata, source)
     if info.ambiguous is not None:
-        raise InputError(f"cannot tell what {where} holds: {info.ambiguous}")
-    return log_normalized_matrix(X, info.kind, PreprocessConfig().target_sum, columns)
+        raise InputError(
+            f"cannot tell what {where} holds: {info.ambiguous} (or record the base in "
+            "uns['log1p'], as sc.pp.log1p does)"
+        )
+    base = info.log_base or "e"
+    cell_totals = None if info.kind == "lognorm" else totals(X)
+    return log_values(X, columns, info.kind, base, PreprocessConfig().target_sum, cell_totals)
 
 
 def score(

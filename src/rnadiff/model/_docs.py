@@ -197,9 +197,6 @@ layer
 {run}""",
     "rank_perturbations_params": """\
 target
-    Target cells (AnnData; their registered covariates other than the perturbation        Parameters
-----------
-target
     Target cells (AnnData; their registered covariates other than the perturbation
     are their context) or a phenotype specification.
 candidates

@@ -1,0 +1,112 @@
+"""Peer tools in their own virtual environments, driven through the runners' contract
+(``benchmarks/peers/_contract.py``): one long-lived server process per peer and worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+from rnadiff.data import _splits as splits
+from rnadiff.evaluation._benchmark import Predictions, Prepared, peer_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class PeerServer:
+    """A peer runner kept alive across folds (``run_<peer>.py --serve``) in one worker.
+
+    The peer's imports (pertpy 12 s, cpa 8 s on this machine) are then paid once per worker
+    instead of once per fold; every task is seeded as in a fresh process.
+    """
+
+    def __init__(self, python: Path, script: Path):
+        self.log = tempfile.TemporaryFile(mode="w+")  # the tools' output, for error messages
+        self.proc = subprocess.Popen(
+            [str(python), str(script), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+
+    def request(self, argv: list[str]) -> None:
+        """Run one task; raise ``RuntimeError`` with the peer's reason when it fails."""
+        self.proc.stdin.write(json.dumps(argv) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:  # the process died (killed, crashed interpreter)
+            self.log.seek(0)
+            tail = self.log.read().strip().splitlines() or ["no output"]
+            raise RuntimeError(f"peer process exited ({self.proc.wait()}): {tail[-1]}")
+        reply = json.loads(line)
+        if not reply["ok"]:
+            raise RuntimeError(reply["error"])
+
+
+_SERVERS: dict[str, PeerServer] = {}  # per worker process: one server per peer
+
+
+def peer_runner(name: str, budget: str):
+    """A function running peer ``name`` in its own venv on a split (Kang-style contract)."""
+    python = ROOT / ".peers" / name / "bin" / "python"
+    script = ROOT / "benchmarks" / "peers" / f"run_{name}.py"
+    if not python.exists() or not script.exists():
+        return None
+
+    def request(argv: list[str]) -> None:
+        server = _SERVERS.get(name)
+        if server is None or server.proc.poll() is not None:
+            server = _SERVERS[name] = PeerServer(python, script)
+        try:
+            server.request(argv)
+        except RuntimeError as e:
+            raise RuntimeError(f"{name} failed: {e}") from None
+
+    def run(split: splits.Split, prep: Prepared) -> tuple[Predictions, dict]:
+        out: Predictions = {}
+        timing = {"train_s": 0.0, "predict_s": 0.0}
+        setup = split.setup
+        for ev in split.evaluations:
+            with tempfile.TemporaryDirectory() as tmp:
+                files = {k: Path(tmp) / f"{k}.h5ad" for k in ("train", "source", "pred")}
+                for k, a in peer_inputs(split, ev, prep).items():
+                    if k in files:
+                        a.write_h5ad(files[k])
+                request(
+                    [
+                        "--train",
+                        str(files["train"]),
+                        "--source",
+                        str(files["source"]),
+                        "--out",
+                        str(files["pred"]),
+                        "--perturbation-key",
+                        setup["perturbation_key"],
+                        "--control",
+                        setup["control"],
+                        "--target",
+                        str(ev.target[setup["perturbation_key"]]),
+                        "--cell-type-key",
+                        setup["cell_type_key"],
+                        "--seed",
+                        str(split.seed),
+                        "--budget",
+                        budget,
+                    ]
+                )
+                pred = ad.read_h5ad(files["pred"])
+                genes = list(prep.state.genes)
+                x = pred[:, genes].X
+                out[ev.name] = {name: np.asarray(x.toarray() if hasattr(x, "toarray") else x)}
+                info = pred.uns.get("peer", {})
+                timing["train_s"] += float(info.get("train_s", 0.0))
+                timing["predict_s"] += float(info.get("predict_s", 0.0))
+                timing["version"] = str(info.get("version", "?"))
+        return out, timing
+
+    return run

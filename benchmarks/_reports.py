@@ -1,0 +1,178 @@
+"""Reports of a benchmark run: summary tables (Markdown), paired comparisons and plots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from rnadiff.data import _splits as splits
+from rnadiff.data._io import write_csv, write_text
+from rnadiff.evaluation._benchmark import (
+    Predictions,
+    Prepared,
+    paired_comparison,
+    summarize,
+)
+from rnadiff.evaluation._metrics import top_de_genes
+from rnadiff.evaluation._plots import plot_fold_bars, plot_mean_change, plot_umap
+
+HEADLINE = [
+    "pearson_delta_top100",
+    "r2_mean_top100",
+    "r2_mean_all",
+    "edistance",
+    "mmd",
+    "knn_auc",
+    "discrimination",
+    "discrimination_all_genes",
+    "top1",
+    "top5",
+    "mrr",
+    "rank",
+    "success_rate",
+    "realism_ratio",
+    "pearson_delta",
+]
+
+
+def cpu_info() -> dict:
+    """The CPU the run had (its speed varies by up to 1.7x between machine hours)."""
+    info: dict = {"cores": os.cpu_count()}
+    try:
+        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return info
+    for line in block.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "cpu family", "model", "stepping", "cpu MHz"):
+            info[key.strip()] = value.strip()
+    return info
+
+
+def plots_for(out: Path):
+    """Plots of the first seed's predictions: UMAP and predicted vs real mean change."""
+
+    def on_predictions(split: splits.Split, prep: Prepared, predictions: Predictions) -> None:
+        if split.seed != 0 or split.task not in ("kang_loo_celltype", "hsmm_time"):
+            return
+        for ev in split.evaluations:
+            pops, preds = prep.evaluations[ev.name], predictions.get(ev.name, {})
+            methods = {m: x for m, x in preds.items() if m != "baseline: control"}
+            name = f"{split.task}_{str(split.fold).replace(' ', '_').replace('+', '')}"
+            plot_umap(
+                {"real target": pops["real"], "real control": pops["control"]},
+                methods,
+                out / f"umap_{name}.png",
+                title=f"{split.task}: {ev.name} (seed 0)",
+            )
+            control = pops["control"].mean(axis=0)
+            plot_mean_change(
+                {m: x.mean(axis=0) - control for m, x in methods.items()},
+                pops["real"].mean(axis=0) - control,
+                out / f"mean_change_{name}.png",
+                highlight=top_de_genes(pops["real"], pops["control"], 100),
+                title=f"{split.task}: {ev.name} (seed 0)",
+            )
+
+    return on_predictions
+
+
+# the method whose paired comparisons summary.md shows, per task (paired.csv has them all)
+PRIMARY = ("rnadiff (counterfactual)", "rnadiff (combined)", "rnadiff design (markers)")
+
+
+def markdown(
+    summary: pd.DataFrame, timings: pd.DataFrame | None = None, paired: pd.DataFrame | None = None
+) -> str:
+    """Mean ± sd per method and headline metric, per task; the paired comparison of the task's
+    primary rnadiff method with every other method; notes of methods that could not run and
+    training / prediction time per method."""
+    lines = []
+    for task, frame in summary.groupby("task"):
+        frame = frame[frame.metric.isin(HEADLINE)]
+        cells = frame.assign(
+            v=frame["mean"].map("{:.3f}".format) + " ± " + frame["sd"].map("{:.3f}".format)
+        )
+        table = cells.pivot(index="method", columns="metric", values="v")
+        table = table[[m for m in HEADLINE if m in table.columns]].fillna("n/a")
+        lines += [
+            f"### {task}",
+            "",
+            "| method | " + " | ".join(table.columns) + " |",
+            "|---" * (len(table.columns) + 1) + "|",
+        ]
+        lines += [f"| {m} | " + " | ".join(row) + " |" for m, row in table.iterrows()]
+        lines.append("")
+        if paired is not None:
+            lines += _paired_lines(paired[paired.task == task])
+        if timings is not None and "task" in timings:
+            lines += _notes(timings[timings.task == task])
+    return "\n".join(lines)
+
+
+def _paired_lines(paired: pd.DataFrame) -> list[str]:
+    """Advantage of the primary method over each other one: mean ± se (better/equal/worse)."""
+    primary = [m for m in PRIMARY if m in set(paired.method)]
+    if not primary:
+        return []
+    frame = paired[(paired.method == primary[0]) & paired.metric.isin(HEADLINE)]
+    if frame.empty:
+        return []
+    cells = frame.assign(
+        v=frame["mean"].map("{:+.3f}".format)
+        + " ± "
+        + frame["se"].map("{:.3f}".format)
+        + " ("
+        + frame[["better", "equal", "worse"]].astype(str).agg("/".join, axis=1)
+        + ", "
+        + frame["verdict"]
+        + ")"
+    )
+    table = cells.pivot(index="reference", columns="metric", values="v")
+    table = table[[m for m in HEADLINE if m in table.columns]].fillna("n/a")
+    return [
+        f"Paired advantage of {primary[0]} (positive: better; mean ± se over pairs of fold, "
+        "seed and evaluation; better/equal/worse pairs; verdict at 2 se):",
+        "",
+        "| versus | " + " | ".join(table.columns) + " |",
+        "|---" * (len(table.columns) + 1) + "|",
+        *[f"| {m} | " + " | ".join(row) + " |" for m, row in table.iterrows()],
+        "",
+    ]
+
+
+def write_reports(rows: pd.DataFrame, times: pd.DataFrame, out: Path) -> str:
+    """``summary.csv``, ``paired.csv``, ``summary.md`` and ``kang_folds.png`` from the rows;
+    returns the markdown."""
+    summary = summarize(rows)
+    write_csv(summary, out / "summary.csv", index=False)
+    paired = paired_comparison(rows)
+    write_csv(paired, out / "paired.csv", index=False)
+    text = markdown(summary, times, paired)
+    write_text(text, out / "summary.md")
+    if "kang_loo_celltype" in set(rows.task):
+        plot_fold_bars(
+            rows[rows.task == "kang_loo_celltype"],
+            out / "kang_folds.png",
+            metrics=["pearson_delta_top100", "r2_mean_top100", "edistance"],
+        )
+    return text
+
+
+def _notes(times: pd.DataFrame) -> list[str]:
+    out = []
+    for column in ("note", "error"):
+        if column in times:
+            for (method, text), group in times.dropna(subset=[column]).groupby(["method", column]):
+                out.append(f"- {method}: {text} ({len(group)} splits)")
+    ran = times[times.get("train_s", pd.Series(dtype=float)).fillna(0) > 0]
+    if len(ran):
+        per = ran.groupby("method")[["train_s", "predict_s"]].mean()
+        for method, row in per.iterrows():
+            out.append(
+                f"- time, {method}: train {row.train_s:.0f} s, predict {row.predict_s:.1f} s "
+                "per split (mean)"
+            )
+    return [*out, ""] if out else []
