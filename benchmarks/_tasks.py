@@ -23,6 +23,9 @@ BASE_TASKS = [
     "hsmm_time",
     "kang9k_heldout",
 ]
+# inner tasks: built from a base task's training cells only, for choosing defaults without
+# looking at the held-out cells the benchmark scores (studies run on them)
+INNER_TASKS = ["kang9k_inner", "hsmm_inner"]
 # tasks the peers run on (each peer gets the split files of the contract in peers/_contract.py)
 PEER_TASKS = {"kang_loo_celltype"}
 
@@ -38,16 +41,33 @@ def task_splits(task: str, seed: int):
         return splits.hsmm_time(datasets.load("trapnell2014_hsmm"), seed=seed)
     if task == "kang9k_heldout":
         return splits.kang9k_heldout(datasets.load("kang2018_ifnb_9k"), seed=seed)
+    if task in INNER_TASKS:
+        return _inner(task, seed)
     raise SystemExit(f"unknown task {task!r}; choose from {BASE_TASKS + list(EXTRA_TASKS)}")
+
+
+def _inner(task: str, seed: int):
+    """The inner split of a base task: the same kind of held-out prediction, made within the
+    outer split's training cells (Kang 9k: half of them held out again; HSMM: 24 h held out
+    of the 0 / 24 / 72 h training cells and predicted from 0 h)."""
+    import dataclasses
+
+    if task == "kang9k_inner":
+        (outer,) = task_splits("kang9k_heldout", seed)
+        (split,) = splits.kang9k_heldout(outer.train, seed=seed)
+    else:
+        (outer,) = task_splits("hsmm_time", seed)
+        (split,) = splits.hsmm_time(outer.train, seed=seed, held_out=24)
+    yield dataclasses.replace(split, task=task)
 
 
 def with_parents(requested: list[str]) -> list[str]:
     """The base tasks to run for ``requested`` tasks (an extra task needs its parent)."""
-    unknown = [t for t in requested if t not in BASE_TASKS and t not in EXTRA_TASKS]
+    unknown = [t for t in requested if t not in BASE_TASKS + INNER_TASKS and t not in EXTRA_TASKS]
     if unknown:
         raise SystemExit(f"unknown tasks {unknown}; choose from {BASE_TASKS + list(EXTRA_TASKS)}")
     return [
         t
-        for t in BASE_TASKS
+        for t in BASE_TASKS + INNER_TASKS
         if t in requested or any(EXTRA_TASKS[e][0] == t for e in requested if e in EXTRA_TASKS)
     ]

@@ -1,6 +1,6 @@
 """rnadiff: perturbation-aware, property-conditioned diffusion models of single-cell expression."""
 
-from rnadiff import datasets
+from rnadiff import datasets, design, evaluation
 from rnadiff._config import (
     DiffusionConfig,
     ModelConfig,
@@ -28,5 +28,7 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "datasets",
+    "design",
+    "evaluation",
     "settings",
 ]

@@ -40,6 +40,11 @@ class PreprocessConfig:
     # genes modelled at most: every gene with a count up to this many, above it the most
     # variable by Pearson residuals (None: every gene); the rest pass through to outputs
     n_top_genes: int | None = 8192
+    # with few cells, at most this many genes per training cell (never fewer than
+    # min_genes): a gene is learned from the cells, and poorly learned genes dilute the loss
+    # (None: no such limit)
+    genes_per_cell: float | None = None
+    min_genes: int = 2000
     genes: tuple[str, ...] | None = None  # model exactly these genes
     use_highly_variable: bool | None = None  # var['highly_variable'] (None: when present)
     scaling: Literal["zscore", "center"] = "zscore"  # per-gene scaling of log values for the model
@@ -50,6 +55,17 @@ class PreprocessConfig:
         _positive(self, "target_sum", "min_std")
         if self.n_top_genes is not None and self.n_top_genes < 1:
             raise InputError(f"n_top_genes must be >= 1 or None, got {self.n_top_genes}")
+        if self.genes_per_cell is not None and not self.genes_per_cell > 0:
+            raise InputError(f"genes_per_cell must be positive or None, got {self.genes_per_cell}")
+        _positive(self, "min_genes")
+
+    def gene_budget(self, n_cells: int) -> int | None:
+        """Genes modelled at most for ``n_cells`` training cells (None: every gene)."""
+        budget = self.n_top_genes
+        if self.genes_per_cell is not None:
+            by_cells = max(self.min_genes, math.ceil(self.genes_per_cell * n_cells))
+            budget = by_cells if budget is None else min(budget, by_cells)
+        return budget
         if self.genes is not None:
             genes = tuple(str(g) for g in self.genes)
             if not genes:

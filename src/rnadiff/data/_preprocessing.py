@@ -196,13 +196,14 @@ def select_model_genes(
     config: PreprocessConfig,
     expressed: np.ndarray,
     variance: callable,
+    n_cells: int,
 ) -> tuple[np.ndarray, str]:
     """Positions (in ``input_genes``) of the modelled genes and how they were chosen.
 
     ``expressed``: genes with any value in the training cells; ``variance(candidates)``:
     the Pearson residual variance of candidate genes (computed only when needed).
     """
-    n_top = config.n_top_genes
+    n_top = config.gene_budget(n_cells)
     if config.genes is not None:
         wanted = list(config.genes)
         pos = input_genes.get_indexer(wanted)
@@ -280,7 +281,12 @@ def fit_preprocessing(
         return pearson_residual_variance(_View(M, cols[candidates], linear))
 
     idx, selection = select_model_genes(
-        input_genes, var=adata.var, config=config, expressed=expressed, variance=variance
+        input_genes,
+        var=adata.var,
+        config=config,
+        expressed=expressed,
+        variance=variance,
+        n_cells=adata.n_obs,
     )
     left = len(input_genes) - len(idx)
     logger.info(
@@ -292,7 +298,7 @@ def fit_preprocessing(
             "given": "genes=",
             "highly_variable": "var['highly_variable']",
             "pearson_residuals": f"the {len(idx)} most variable by Pearson residuals, "
-            f"n_top_genes={config.n_top_genes}",
+            f"n_top_genes={config.n_top_genes}, genes_per_cell={config.genes_per_cell}",
         }[selection],
         f"; the other {left} pass through to outputs unmodelled" if left else "",
     )
