@@ -148,6 +148,7 @@ class TrainConfig:
     )
     thinning: float = 0.0  # share of each batch corrupted by thinning its counts (raw counts only)
     max_epochs: float | None = 200.0  # passes over the cells at most (None: no cap)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of the forward pass (GPU)
 
     def __post_init__(self):
         _positive(self, "max_steps", "batch_size", "lr", "grad_clip", "checkpoint_minutes")

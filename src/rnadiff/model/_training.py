@@ -7,12 +7,9 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-import torch
-
 from rnadiff._config import TrainConfig
 from rnadiff._errors import InputError
-from rnadiff.data._expression import matrix
-from rnadiff.data._preprocessing import total_counts
+from rnadiff.data._loader import CellMatrix, ConditionTable
 from rnadiff.model._data import source_for
 from rnadiff.training import Trainer
 from rnadiff.training._thinning import CountThinning
@@ -51,12 +48,16 @@ def train(
     *,
     checkpoint_dir: str | os.PathLike | None,
     progress: bool,
+    device: str = "auto",
 ) -> None:
-    """Train the model's denoiser with ``cfg`` (see :meth:`rnadiff.RNADiffusion.train`)."""
-    x = torch.from_numpy(model.model_space(model.adata))
-    cond = model.engine.cond(model.adata.obs)
-    steps = cfg.steps_for(x.shape[0])
-    uncapped = dataclasses.replace(cfg, max_epochs=None).steps_for(x.shape[0])
+    """Train the model's denoiser with ``cfg`` (see :meth:`rnadiff.RNADiffusion.train`): the
+    cells are read a minibatch at a time (:class:`rnadiff.data.CellMatrix`), never densified
+    whole."""
+    data = CellMatrix.of(model.adata, model.preprocess, source_for(model, model.adata, None))
+    cond = ConditionTable(model.registry, model.adata.obs)
+    n = len(data)
+    steps = cfg.steps_for(n)
+    uncapped = dataclasses.replace(cfg, max_epochs=None).steps_for(n)
     if steps < uncapped:
         logger.info(
             "rnadiff: training stops at %d of %d steps: max_epochs=%g passes over %d "
@@ -65,7 +66,7 @@ def train(
             steps,
             uncapped,
             cfg.max_epochs,
-            x.shape[0],
+            n,
         )
     trainer = Trainer(
         model.denoiser,
@@ -73,6 +74,7 @@ def train(
         diffusion=model.config.diffusion,
         p_drop=model.config.p_drop,
         ema=model.ema,
+        device=device,
     )
     if model._trainer_state is not None:
         trainer.load_state(*model._trainer_state)
@@ -84,11 +86,11 @@ def train(
         model.save(checkpoint_dir)
 
     trainer.fit(
-        x,
+        data,
         cond,
         on_checkpoint=checkpoint if checkpoint_dir else None,
         progress=progress,
-        corrupt=thinning(model, cfg.thinning) if cfg.thinning else None,
+        corrupt=thinning(model, data, cfg.thinning) if cfg.thinning else None,
     )
     model.step, model.history = trainer.step, trainer.history
     model._trainer_state = trainer.state_tensors()
@@ -100,17 +102,14 @@ def train(
         model.save(checkpoint_dir)
 
 
-def thinning(model: RNADiffusion, fraction: float) -> CountThinning:
+def thinning(model: RNADiffusion, data: CellMatrix, fraction: float) -> CountThinning:
     """The count-thinning corruption of the training cells (``TrainConfig.thinning``)."""
     state = model.preprocess
     if state.input_type != "counts" or state.expr_mean is None:
         raise InputError("thinning needs raw counts (integers) as the training data")
-    source = source_for(model, model.adata, None)
-    X, names = matrix(model.adata, source)
-    sub = X[:, names.get_indexer(list(state.genes))]
     return CountThinning(
-        sub.toarray() if hasattr(sub, "toarray") else sub,
-        total_counts(X),
+        data.counts,
+        data.totals,
         mean=state.mean,
         std=state.std,
         expr_mean=state.expr_mean,

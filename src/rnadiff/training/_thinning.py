@@ -61,7 +61,10 @@ class CountThinning:
         totals = np.asarray(totals, dtype=np.float64)
         if (totals <= 0).any():
             raise ValueError("every cell needs counts")
-        self.counts = torch.as_tensor(np.asarray(counts, dtype=np.float32))
+        # a matrix of counts, or a function of cell indices giving theirs (read from disk)
+        self.counts = (
+            counts if callable(counts) else torch.as_tensor(np.asarray(counts, dtype=np.float32))
+        )
         self.totals = torch.as_tensor(totals)
         self.mean = torch.as_tensor(np.asarray(mean, dtype=np.float32))
         self.std = torch.as_tensor(np.asarray(std, dtype=np.float32))
@@ -100,7 +103,11 @@ class CountThinning:
         rows = idx[pick]
         lo, hi = self.log_rates
         rate = torch.exp(lo + (hi - lo) * torch.rand(len(rows), generator=generator))
-        counts = self.counts[rows]
+        counts = (
+            torch.as_tensor(self.counts(rows.numpy()), dtype=torch.float32)
+            if callable(self.counts)
+            else self.counts[rows]
+        )
         kept = torch.binomial(counts, rate[:, None].expand_as(counts), generator=generator)
         total = torch.binomial(self.totals[rows], rate.double(), generator=generator)
         total = torch.maximum(total, kept.sum(1).double()).clamp_min(1.0)

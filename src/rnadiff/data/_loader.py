@@ -1,0 +1,153 @@
+"""Minibatches of training cells, densified one at a time.
+
+The training matrix stays as the user gave it: a dense array, a scipy sparse matrix in memory,
+or a backed (on-disk) AnnData matrix. :class:`CellMatrix` reads the rows of one minibatch,
+normalizes them as preprocessing did and returns them in the model's space; the whole matrix is
+never densified. On disk, rows are read a block of neighbouring cells at a time (a contiguous
+read) and kept in a small cache, and the minibatches are drawn by block shuffling
+(:func:`rnadiff.training.batch_indices`) so that consecutive minibatches share blocks.
+:class:`ConditionTable` keeps each cell's condition as a code into a table of the distinct
+conditions, so the memory of conditions grows with the cells, not with cells x tokens.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from rnadiff.data._covariates import CovariateRegistry
+from rnadiff.data._expression import Source, columns, matrix
+from rnadiff.data._preprocessing import PreprocessState, totals
+
+BLOCK = 256  # cells read from disk at once (one contiguous read)
+
+
+def is_backed(M) -> bool:
+    """Whether ``M`` lives on disk (an h5py-backed AnnData matrix), not in memory."""
+    return not isinstance(M, np.ndarray) and not sp.issparse(M)
+
+
+class CellMatrix:
+    """The training cells in the model's space, one minibatch at a time.
+
+    Parameters
+    ----------
+    M
+        Cells x genes as given: dense, scipy sparse, or backed.
+    cols
+        Positions of the modelled genes in ``M``'s columns.
+    state
+        The preprocessing to repeat (normalization, log, per-gene scaling).
+    cell_totals
+        Each cell's total over all of ``M``'s genes (its size factor), ``None`` for
+        log-normalized input.
+    cache_blocks
+        Blocks of :data:`BLOCK` cells kept in memory when ``M`` is on disk.
+    """
+
+    def __init__(
+        self,
+        M,
+        cols: np.ndarray,
+        state: PreprocessState,
+        cell_totals: np.ndarray | None,
+        *,
+        cache_blocks: int = 64,
+    ):
+        self.M, self.cols, self.state, self.totals = M, np.asarray(cols), state, cell_totals
+        self.backed = is_backed(M)
+        self._cache: OrderedDict[int, sp.csr_matrix] = OrderedDict()
+        self._cache_blocks = cache_blocks
+        base = state.log_base
+        self._log_factor = float(np.log(np.e if base == "e" else float(base)))
+        self._mean = state.mean.astype(np.float32)
+        self._std = state.std.astype(np.float32)
+
+    @classmethod
+    def of(cls, adata, state: PreprocessState, source: Source) -> CellMatrix:
+        """The training cells of ``adata`` read from ``source``."""
+        M, names = matrix(adata, source)
+        cols = columns(names, state.genes, source.what)
+        cell_totals = None if state.input_type == "lognorm" else totals(M)
+        return cls(M, cols, state, cell_totals)
+
+    def __len__(self) -> int:
+        return self.M.shape[0]
+
+    @property
+    def n_genes(self) -> int:
+        return len(self.cols)
+
+    def counts(self, idx: np.ndarray) -> np.ndarray:
+        """The raw values of the modelled genes for cells ``idx`` (float64, dense)."""
+        sub = self._read(np.asarray(idx))
+        return np.asarray(sub.toarray() if sp.issparse(sub) else sub, dtype=np.float64)
+
+    def rows(self, idx) -> torch.Tensor:
+        """Cells ``idx`` in the model's space, ``(len(idx), n_genes)`` float32."""
+        idx = np.asarray(idx)
+        x = self.counts(idx)
+        if self.state.input_type == "lognorm":
+            x *= self._log_factor
+        else:
+            x = np.log1p(x * (self.state.target_sum / self.totals[idx])[:, None])
+        return torch.from_numpy(((x - self._mean) / self._std).astype(np.float32))
+
+    def _read(self, idx: np.ndarray):
+        """The modelled genes' values of cells ``idx`` as given (sparse or dense)."""
+        if not self.backed:
+            return self.M[idx][:, self.cols]
+        blocks = np.unique(idx // BLOCK)
+        parts = {b: self._block(int(b)) for b in blocks}
+        pos = np.searchsorted(blocks, idx // BLOCK)
+        offsets = np.concatenate([[0], np.cumsum([parts[b].shape[0] for b in blocks])])
+        stacked = sp.vstack([parts[b] for b in blocks], format="csr")
+        return stacked[offsets[pos] + idx % BLOCK]
+
+    def _block(self, b: int) -> sp.csr_matrix:
+        """Block ``b`` of :data:`BLOCK` cells (modelled genes, CSR), read once and cached."""
+        if b in self._cache:
+            self._cache.move_to_end(b)
+            return self._cache[b]
+        start = b * BLOCK
+        chunk = self.M[start : min(start + BLOCK, self.M.shape[0])]
+        chunk = sp.csr_matrix(chunk)[:, self.cols]
+        self._cache[b] = chunk
+        if len(self._cache) > self._cache_blocks:
+            self._cache.popitem(last=False)
+        return chunk
+
+
+class ConditionTable:
+    """Each cell's condition as a code into a table of the distinct conditions.
+
+    ``rows(idx)`` gives the condition tensors of cells ``idx``, as
+    :meth:`rnadiff.data.CovariateRegistry.encode` would for those cells.
+    """
+
+    def __init__(self, registry: CovariateRegistry, obs: pd.DataFrame):
+        keys = registry.keys
+        frame = obs[keys] if keys else pd.DataFrame(index=obs.index)
+        if keys:
+            labels = pd.Series(
+                ["\x1f".join(map(str, row)) for row in frame.itertuples(index=False)],
+                dtype=object,
+            )
+            codes, _ = pd.factorize(labels)
+            _, first = np.unique(codes, return_index=True)  # each condition's first cell
+            encoded = registry.encode(frame.iloc[first])
+        else:
+            codes, encoded = np.zeros(len(obs), dtype=np.int64), {}
+        self.codes = torch.from_numpy(codes.astype(np.int64))
+        self.table = {k: torch.from_numpy(v) for k, v in encoded.items()}
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def rows(self, idx) -> dict[str, torch.Tensor]:
+        code = self.codes[torch.as_tensor(idx)]
+        return {k: v[code] for k, v in self.table.items()}
