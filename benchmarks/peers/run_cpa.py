@@ -214,9 +214,11 @@ def run(task: _contract.Task) -> _contract.Prediction:
 
 
 def _loss_history(history) -> list[float]:
-    """CPA's per-epoch training reconstruction loss, when its epoch history has one."""
+    """CPA's per-epoch training reconstruction loss (the ``mode == 'train'`` rows)."""
     if history is None or "recon_loss" not in getattr(history, "columns", []):
         return []
+    if "mode" in history.columns:
+        history = history[history["mode"] == "train"]
     return [float(v) for v in history["recon_loss"].to_numpy(dtype=float)]
 
 
