@@ -19,9 +19,10 @@ from the genes of the task (the perturbation genes and the expressed genes).
 How the task is posed: conditions ``<gene>+ctrl`` / ``ctrl``, ``cell_type`` = the context;
 a custom split puts every training condition in ``train`` (the task predicts seen knock-outs
 from new control cells) and 3 of them also in ``val`` and ``test`` (GEARS keeps the epoch
-with the best validation DE MSE, and fails on an empty test set). Prediction is per source cell: each source cell's expression is the input
-graph (GEARS's ``create_cell_graph_for_prediction``) with the target's perturbation index,
-through the best model. GEARS's defaults otherwise: hidden 64, 1 GO and 1 gene GNN layer,
+with the best validation DE MSE, and fails on an empty test set). Prediction is per source
+cell: each source cell's expression is the input graph (GEARS's
+``create_cell_graph_for_prediction``) with the target's perturbation index, through the best
+model. GEARS's defaults otherwise: hidden 64, 1 GO and 1 gene GNN layer,
 20 similar genes, co-expression threshold 0.4, direction loss weight 0.1, Adam lr 1e-3 halved
 every epoch (StepLR gamma 0.5), batch 32.
 
