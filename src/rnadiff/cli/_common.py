@@ -87,6 +87,27 @@ Where = Annotated[
     ),
 ]
 
+Backed = Annotated[
+    bool | None,
+    typer.Option(
+        "--backed/--in-memory",
+        help="Leave the expression matrix on disk and read it a block of cells at a time "
+        "(default: when the file is larger than 2 GiB), or load it into memory.",
+        show_default=False,
+    ),
+]
+ChunkCells = Annotated[
+    int,
+    typer.Option(
+        help="Cells produced and written at a time: larger outputs are written to the file "
+        "chunk by chunk, so memory stays flat in the number of cells."
+    ),
+]
+Device = Annotated[
+    str,
+    typer.Option(help="Where the network runs: auto (a CUDA GPU when there is one), cpu or cuda."),
+]
+
 # Python names in messages of the API -> the option that sets them here
 _OPTIONS = {
     "input": "--input",
@@ -186,13 +207,19 @@ def _guidance(text: str) -> float | dict[str, float]:
         raise InputError(f"--guidance must be a number or KEY=W pairs, got {text!r}") from None
 
 
-def _read(path: Path, what: str = "input") -> ad.AnnData:
+BACKED_BYTES = 2 * 2**30  # files larger than this are read from disk (backed), not loaded
+
+
+def _read(path: Path, what: str = "input", backed: bool | None = False) -> ad.AnnData:
+    """Read an .h5ad; ``backed``: leave X on disk (``None``: when the file is large)."""
     if path.is_dir():
         raise InputError(f"{path} is a directory, not an .h5ad file")
     if not path.is_file():
         raise InputError(f"file not found: {path}")
+    if backed is None:
+        backed = path.stat().st_size > BACKED_BYTES
     try:
-        return ad.read_h5ad(path)
+        return ad.read_h5ad(path, backed="r" if backed else None)
     except Exception as err:  # h5py/anndata raise many types for a bad file
         raise InputError(f"cannot read {path} as .h5ad: {str(err).splitlines()[0]}") from None
 
@@ -210,6 +237,20 @@ def _matches(column, value: str, what: str) -> np.ndarray:
     except ValueError:
         raise InputError(f"{what}: the column holds numbers, so the value must be one") from None
     return np.isclose(column.to_numpy(dtype=np.float64), number, rtol=1e-6, atol=0.0)
+
+
+def _where_mask(adata: ad.AnnData, where: list[str] | None, option: str, path: Path):
+    """Cells (a boolean mask) whose obs column KEY equals VALUE for every KEY=VALUE."""
+    keep = np.ones(adata.n_obs, dtype=bool)
+    for key, value in _pairs(where, option).items():
+        if key not in adata.obs:
+            raise InputError(f"{option}: column {key!r} not in {path}")
+        keep &= _matches(adata.obs[key], value, f"{option} {key}={value}")
+        if not keep.any():
+            raise InputError(f"{option} {key}={value}: no cells of {path} left")
+    if not keep.any():
+        raise InputError(f"{path} has no cells")
+    return keep
 
 
 def _subset(adata: ad.AnnData, where: list[str] | None, option: str, path: Path) -> ad.AnnData:

@@ -6,11 +6,16 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
+import pandas as pd
 import typer
+from tqdm.auto import tqdm
 
 from rnadiff._errors import InputError
 from rnadiff.cli._common import (
+    Backed,
     Calibrated,
+    ChunkCells,
     GenePrior,
     GuidanceOpt,
     Layer,
@@ -31,8 +36,11 @@ from rnadiff.cli._common import (
     _subset,
     _summary,
     _threads,
+    _where_mask,
     _write,
 )
+from rnadiff.data._io import write_h5ad_chunks
+from rnadiff.model._output import var_table
 
 
 def _conditions_csv(path: Path):
@@ -84,6 +92,7 @@ def generate(
     transfer_scale: TransferScale = None,
     gene_prior: GenePrior = False,
     calibrated: Calibrated = True,
+    chunk_cells: ChunkCells = 50000,
     seed: Seed = 0,
     threads: Threads = None,
     quiet: Quiet = False,
@@ -96,22 +105,35 @@ def generate(
         raise InputError("give either --condition or --conditions-csv, not both")
     conds = _conditions_csv(conditions_csv) if conditions_csv else _pairs(condition, "--condition")
     m = _load(model)
+    kw = dict(sampler=sampler, steps=steps, guidance=_guidance(guidance), transfer=transfer)
+    kw |= dict(transfer_scale=transfer_scale, prior=gene_prior, calibrated=calibrated)
     t0 = time.perf_counter()
-    cells = m.generate(
-        conds,
-        n_cells=n,
-        sampler=sampler,
-        steps=steps,
-        guidance=_guidance(guidance),
-        transfer=transfer,
-        transfer_scale=transfer_scale,
-        prior=gene_prior,
-        calibrated=calibrated,
-        seed=seed,
-        progress=not quiet,
+    frame = pd.DataFrame([conds]) if isinstance(conds, dict) else conds
+    if n * len(frame) <= chunk_cells:
+        cells = m.generate(conds, n_cells=n, seed=seed, progress=not quiet, **kw)
+        _write(cells, out)
+        _summary(cells, m.registry.keys, out, time.perf_counter() - t0)
+        return
+    # many cells: each condition in chunks (seed + chunk number), written as they come
+    parts = [(i, k) for i in range(len(frame)) for k in range(0, n, chunk_cells)]
+    uns: dict = {}
+
+    def chunks():
+        for number, (i, k) in enumerate(tqdm(parts, disable=quiet, desc="generating")):
+            row = frame.iloc[[i]].dropna(axis=1)
+            part = m.generate(
+                row, n_cells=min(chunk_cells, n - k), seed=seed + number, **kw, progress=False
+            )
+            part.obs["rnadiff_condition"] = i
+            uns.setdefault("rnadiff", {**part.uns["rnadiff"], "chunked": chunk_cells})
+            uns["log1p"] = {"base": None}
+            yield part.X, part.obs
+
+    var = var_table(m.preprocess)
+    total = write_h5ad_chunks(out, chunks(), var=var, uns=uns)
+    typer.echo(
+        f"wrote {total} cells x {len(var)} genes to {out} in chunks of {chunk_cells} ({time.perf_counter() - t0:.1f} s)"
     )
-    _write(cells, out)
-    _summary(cells, m.registry.keys, out, time.perf_counter() - t0)
 
 
 def predict(
@@ -166,6 +188,8 @@ def predict(
             "cells (every gene's mean is kept); --no-spread: the cells as decoded.",
         ),
     ] = True,
+    backed: Backed = None,
+    chunk_cells: ChunkCells = 50000,
     seed: Seed = 0,
     threads: Threads = None,
     quiet: Quiet = False,
@@ -177,11 +201,11 @@ def predict(
     _check_out(out)
     target = _pairs(set, "--set")
     m = _load(model)
-    src = _subset(_read(source), where, "--where", source)
+    src = _read(source, backed=backed)
+    rows = np.flatnonzero(_where_mask(src, where, "--where", source))
     perts = perturbation[0] if perturbation and len(perturbation) == 1 else perturbation
     t0 = time.perf_counter()
-    pred = m.predict(
-        src,
+    predict_kw = dict(
         perturbation=perts,
         target=target,
         method=method,
@@ -196,10 +220,30 @@ def predict(
         spread=spread,
         layer=layer,
         seed=seed,
-        progress=not quiet,
     )
-    _write(pred, out)
-    _summary(pred, m.registry.keys, out, time.perf_counter() - t0)
+    if len(rows) <= chunk_cells and not src.isbacked:
+        pred = m.predict(src[rows], progress=not quiet, **predict_kw)
+        _write(pred, out)
+        _summary(pred, m.registry.keys, out, time.perf_counter() - t0)
+        return
+    # many cells: the source read and predicted a chunk at a time, written as it comes (the
+    # spread widening is then relative to each chunk's cells)
+    uns: dict = {}
+
+    def chunks():
+        starts = range(0, len(rows), chunk_cells)
+        for start in tqdm(starts, disable=quiet, desc="predicting"):
+            part = src[rows[start : start + chunk_cells]]
+            part = part.to_memory() if src.isbacked else part
+            pred = m.predict(part, progress=False, **predict_kw)
+            uns.setdefault("rnadiff", {**pred.uns["rnadiff"], "chunked": chunk_cells})
+            uns["log1p"] = {"base": None}
+            yield pred.X, pred.obs
+
+    total = write_h5ad_chunks(out, chunks(), var=var_table(m.preprocess), uns=uns)
+    typer.echo(
+        f"wrote {total} predicted cells to {out} in chunks of {chunk_cells} ({time.perf_counter() - t0:.1f} s)"
+    )
 
 
 def _sigma(text: str) -> float | str:

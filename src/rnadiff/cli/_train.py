@@ -9,10 +9,13 @@ from typing import Annotated
 import typer
 
 from rnadiff._errors import InputError
-from rnadiff.cli._common import Quiet, Seed, Threads, _genes, _read, _threads
+from rnadiff.cli._common import Backed, Device, Quiet, Seed, Threads, _genes, _read, _threads
 
 # options of 'train' that still apply with --resume (the checkpoint keeps all the others)
 _RESUME_OPTIONS = {
+    "backed",
+    "device",
+    "compile",
     "data",
     "out",
     "max_steps",
@@ -197,11 +200,24 @@ def train(
             "--max-steps, --epochs, --min-steps and --max-epochs (when given) apply.",
         ),
     ] = False,
+    backed: Backed = None,
+    device: Device = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(help="fp32, or bf16 (autocast of the forward pass; for GPUs)."),
+    ] = "fp32",
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the training step (GPU).")
+    ] = False,
     seed: Seed = 0,
     threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train a conditional diffusion model on an .h5ad file and save it to a folder."""
+    """Train a conditional diffusion model on an .h5ad file and save it to a folder.
+
+    Under torchrun (several processes, e.g. `torchrun --nproc_per_node 2 -m rnadiff.cli train
+    ...`) the processes train one model together (DistributedDataParallel); only the first
+    writes."""
     from rnadiff import (
         DiffusionConfig,
         ModelConfig,
@@ -221,7 +237,7 @@ def train(
     elif not (out / "config.json").is_file():
         raise InputError(f"--resume: {out} holds no checkpoint to resume")
     length = dict(max_steps=max_steps, epochs=epochs, min_steps=min_steps, max_epochs=max_epochs)
-    adata = _read(data)
+    adata = _read(data, backed=backed)
     t0 = time.perf_counter()
     if resume:
         ignored = [
@@ -238,7 +254,9 @@ def train(
                 f"ignored: {', '.join(ignored)}",
                 err=True,
             )
-        model.train(**length, checkpoint_dir=out, progress=not quiet)
+        model.train(
+            **length, checkpoint_dir=out, progress=not quiet, device=device, compile=compile
+        )
     else:
         RNADiffusion.setup_anndata(
             adata,
@@ -274,9 +292,17 @@ def train(
             calibration_cells=calibration_cells,
             spread_cells=spread_cells,
             thinning=thinning,
+            precision=precision,
         )
         model = RNADiffusion(adata, config=config, seed=seed)
-        model.train(**length, config=train_config, checkpoint_dir=out, progress=not quiet)
+        model.train(
+            **length,
+            config=train_config,
+            checkpoint_dir=out,
+            progress=not quiet,
+            device=device,
+            compile=compile,
+        )
     model.save(out)
     last = model.history[-1]["loss"] if model.history else float("nan")
     typer.echo(

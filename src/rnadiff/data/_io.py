@@ -70,6 +70,47 @@ def write_h5ad(adata, path: str | os.PathLike) -> None:
     write_atomic(path, lambda tmp: adata.write_h5ad(tmp), what=f"{path}")
 
 
+def write_h5ad_chunks(path: str | os.PathLike, chunks, *, var, uns: dict | None = None) -> int:
+    """Write an .h5ad whose cells come in ``chunks`` of ``(X, obs)`` (dense float32 X), so
+    that memory stays flat in the number of cells; atomically (see :func:`atomic_path`).
+
+    Returns the number of cells written. ``uns`` is written after the cells (it may be a dict
+    that the chunks fill in as they go).
+    """
+    import h5py
+    import pandas as pd
+    from anndata.io import write_elem
+
+    n_genes = len(var)
+    with atomic_path(path, what=f"{path}") as tmp:
+        obs_parts = []
+        with h5py.File(tmp, "w") as f:
+            f.attrs["encoding-type"], f.attrs["encoding-version"] = "anndata", "0.1.0"
+            X = f.create_dataset(
+                "X",
+                shape=(0, n_genes),
+                maxshape=(None, n_genes),
+                dtype="float32",
+                chunks=(max(1, min(4096, 2**20 // max(n_genes, 1))), n_genes),
+            )
+            X.attrs["encoding-type"], X.attrs["encoding-version"] = "array", "0.2.0"
+            for x, obs in chunks:
+                start = X.shape[0]
+                X.resize(start + len(x), axis=0)
+                X[start:] = x
+                obs_parts.append(obs)
+            obs = pd.concat(obs_parts) if obs_parts else pd.DataFrame()
+            for col in obs.columns:  # as anndata writes them: text as categories
+                if obs[col].dtype == object:
+                    obs[col] = obs[col].astype("category")
+            write_elem(f, "obs", obs)
+            write_elem(f, "var", var)
+            write_elem(f, "uns", dict(uns or {}))
+            for key in ("layers", "obsm", "varm", "obsp", "varp"):
+                write_elem(f, key, {})
+        return len(obs)
+
+
 def write_csv(frame, path: str | os.PathLike, **kwargs) -> None:
     """``frame.to_csv(path, **kwargs)``, atomically."""
     write_atomic(path, lambda tmp: frame.to_csv(tmp, **kwargs), what=f"{path}")

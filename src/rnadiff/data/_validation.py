@@ -49,9 +49,15 @@ def check_numeric_column(obs: pd.DataFrame, key: str) -> np.ndarray:
 
 
 def check_matrix(X, *, what: str = "X", require_counts: bool = False) -> None:
-    """Expression values must be finite and non-negative; counts must also be integers."""
+    """Expression values must be finite and non-negative; counts must also be integers.
+
+    A matrix on disk (backed AnnData) is checked a block of cells at a time."""
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise InputError(f"{what} is empty (shape {X.shape})")
+    if not isinstance(X, np.ndarray) and not sp.issparse(X):  # on disk: stream it
+        for start in range(0, X.shape[0], 16384):
+            check_matrix(X[start : start + 16384], what=what, require_counts=require_counts)
+        return
     values = _values(X)
     if not np.issubdtype(values.dtype, np.number):
         raise InputError(f"{what} must be numeric, got dtype {values.dtype}")

@@ -292,7 +292,7 @@ def rank_candidates(
     d = engine.diffusion
     lo, hi = noise_range
     errors = denoising_errors(
-        engine.denoiser,
+        engine.network,
         z,
         [engine.cond(f, allow_missing=True) for f in frames],
         log_uniform_levels(n_noise_levels, lo * d.sigma_data, hi * d.sigma_data),

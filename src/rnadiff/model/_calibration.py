@@ -40,8 +40,7 @@ def calibrate_effects(
     labels = conditions.context_and_perturbation(registry, obs)
     codes, groups = pd.factorize(pd.Series(labels, dtype=object))
     members = {g: np.flatnonzero(codes == i) for i, g in enumerate(groups)}
-    log = model.log_expression(adata)
-    means = {g: log[rows].mean(0) for g, rows in members.items()}
+    means = dict(zip(groups, group_means(model, adata, codes, len(groups)), strict=True))
     ok = [None not in ctx and p == control for ctx, p in labels]
     pool = np.flatnonzero(ok)
     perts = sorted({p for ctx, p in means if p not in (None, control) and (ctx, control) in means})
@@ -141,7 +140,6 @@ def calibrate_spread(
     if not pairs:
         logger.info("rnadiff: no pair of measured conditions to calibrate the spread on")
         return pd.DataFrame(columns=SPREAD_COLUMNS)
-    log = model.log_expression(adata)
     rng = np.random.default_rng(seed)
     drawn: dict[bytes, np.ndarray] = {}  # one sample per source group: encoded once
     rows = []
@@ -168,7 +166,7 @@ def calibrate_spread(
                 "target": conditions.describe(registry, first_target, changes),
                 "n_source": len(idx),
                 "n_target": len(target),
-                "ratio": spread_ratio(moved, log[target]),
+                "ratio": spread_ratio(moved, _real_cells(model, adata, target, seed)),
             }
         )
     table = pd.DataFrame(rows, columns=SPREAD_COLUMNS)
@@ -184,6 +182,30 @@ def calibrate_spread(
         model.spread_scale,
     )
     return table
+
+
+MAX_REAL = 4096  # real target cells per pair the spread is measured on (a seeded sample)
+
+
+def _real_cells(model: RNADiffusion, adata, rows: np.ndarray, seed: int) -> np.ndarray:
+    """Log expression of (at most :data:`MAX_REAL` of) the training cells ``rows``."""
+    if len(rows) > MAX_REAL:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_REAL, replace=False))
+    return model.log_expression(adata[rows])
+
+
+def group_means(model: RNADiffusion, adata, codes, n_groups: int, chunk: int = 8192):
+    """Mean log expression of each group of training cells (``codes``), read a chunk of cells
+    at a time: ``(n_groups, n_genes)``."""
+    counts = np.bincount(codes, minlength=n_groups)
+    member = sp.csr_matrix(
+        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_groups, len(codes))
+    )
+    sums = np.zeros((n_groups, len(model.genes)))
+    for start in range(0, adata.n_obs, chunk):  # dense log expression, a chunk at a time
+        rows = slice(start, start + chunk)
+        sums += member[:, rows] @ model.log_expression(adata[rows]).astype(np.float64)
+    return sums / np.maximum(counts, 1)[:, None]
 
 
 def fit_gene_vectors(model: RNADiffusion, adata, seed: int, max_cells: int = 5000) -> np.ndarray:
@@ -210,14 +232,7 @@ def fit_prior(model: RNADiffusion, adata, chunk: int = 8192) -> dict | None:
     labels = conditions.context_and_perturbation(registry, adata.obs)
     codes, groups = pd.factorize(pd.Series(labels, dtype=object))
     counts = np.bincount(codes, minlength=len(groups))
-    member = sp.csr_matrix(
-        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(groups), len(codes))
-    )
-    sums = np.zeros((len(groups), len(model.genes)))
-    for start in range(0, adata.n_obs, chunk):  # dense log expression, a chunk at a time
-        rows = slice(start, start + chunk)
-        sums += member[:, rows] @ model.log_expression(adata[rows]).astype(np.float64)
-    means = {g: sums[i] / counts[i] for i, g in enumerate(groups)}
+    means = dict(zip(groups, group_means(model, adata, codes, len(groups), chunk), strict=True))
     n = dict(zip(groups, counts, strict=True))
     effects, shares = {}, {}
     for (ctx, p), m in means.items():

@@ -95,6 +95,11 @@ checkpoint_dir
     the same data (other data are refused).
 config
     Training configuration; default: the previous run's, else ``TrainConfig()``.
+device
+    Where to train: ``"auto"`` (a CUDA GPU when there is one), ``"cpu"`` or ``"cuda"``. The
+    model stays there; sampling runs its network there too.
+compile
+    Compile the training step with ``torch.compile`` (worth it on a GPU; slow to start).
 progress
     Show a progress bar.""",
     "calibrate_effects_params": """\

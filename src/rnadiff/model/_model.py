@@ -163,6 +163,8 @@ class RNADiffusion:
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int | None = None,
         config: TrainConfig | None = None,
+        device: str = "auto",
+        compile: bool = False,
         progress: bool = True,
     ) -> RNADiffusion:
         """Train (or continue training) the denoiser on the model's cells, then calibrate.
@@ -182,7 +184,8 @@ class RNADiffusion:
         length = dict(max_steps=max_steps, epochs=epochs, min_steps=min_steps)
         length |= dict(max_epochs=max_epochs, checkpoint_every=checkpoint_every)
         cfg = _training.run_config(self, config, batch_size=batch_size, lr=lr, seed=seed, **length)
-        _training.train(self, cfg, checkpoint_dir=checkpoint_dir, progress=progress)
+        run = dict(checkpoint_dir=checkpoint_dir, progress=progress, device=device)
+        _training.train(self, cfg, compile=compile, **run)
         return self
 
     @shared_docs

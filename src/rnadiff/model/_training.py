@@ -49,6 +49,7 @@ def train(
     checkpoint_dir: str | os.PathLike | None,
     progress: bool,
     device: str = "auto",
+    compile: bool = False,
 ) -> None:
     """Train the model's denoiser with ``cfg`` (see :meth:`rnadiff.RNADiffusion.train`): the
     cells are read a minibatch at a time (:class:`rnadiff.data.CellMatrix`), never densified
@@ -75,6 +76,7 @@ def train(
         p_drop=model.config.p_drop,
         ema=model.ema,
         device=device,
+        compile=compile,
     )
     if model._trainer_state is not None:
         trainer.load_state(*model._trainer_state)

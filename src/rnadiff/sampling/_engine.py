@@ -85,6 +85,18 @@ def transfer_scale(transfer: str, scale: float | None) -> float | None:
     return TRANSFER_SCALES.get(transfer) if scale is None else float(scale)
 
 
+class _OnDevice:
+    """``denoiser(x, sigma, cond)`` run on ``device``, CPU tensors in and out."""
+
+    def __init__(self, module: nn.Module, device: torch.device):
+        self.module, self.device = module, device
+
+    def __call__(self, x, sigma, cond=None):
+        d = self.device
+        cond = None if cond is None else {k: v.to(d, non_blocking=True) for k, v in cond.items()}
+        return self.module(x.to(d, non_blocking=True), sigma.to(d), cond).to("cpu")
+
+
 @dataclass
 class SamplingEngine:
     """A trained denoiser and what sampling needs to know about its training data.
@@ -121,6 +133,13 @@ class SamplingEngine:
     _last_encoding: tuple[bytes, torch.Tensor] | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ basics
+    @property
+    def network(self):
+        """The EMA network as a denoiser of CPU tensors, wherever its weights live (on a GPU,
+        inputs go there and outputs come back): guidance arithmetic stays on the CPU."""
+        device = next(self.denoiser.parameters()).device
+        return self.denoiser if device.type == "cpu" else _OnDevice(self.denoiser, device)
+
     @property
     def n_genes(self) -> int:
         return len(self.preprocess.genes)
@@ -276,7 +295,7 @@ class SamplingEngine:
         frame = pd.DataFrame(everyone, columns=others).assign(**{pkey: control})
         n = len(everyone)
         with torch.no_grad():  # the model's mean control profile of each context
-            profiles = self.denoiser(
+            profiles = self.network(
                 torch.zeros(n, self.n_genes),
                 torch.full((n,), float(self.diffusion.sigma_max)),
                 self.cond(frame, allow_missing=True),
@@ -321,7 +340,7 @@ class SamplingEngine:
 
     def core(self, interpolation: dict, b: slice):
         """The EMA denoiser, interpolated between measured continuous values where asked."""
-        core = self.denoiser
+        core = self.network
         for key, (low, high, weight, where) in interpolation.items():
             if where[b].any():
                 core = interpolated_covariate(

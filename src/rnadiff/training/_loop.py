@@ -145,7 +145,9 @@ class Trainer:
         p_drop: float,
         ema: nn.Module | None = None,
         device: str | torch.device = "cpu",
+        compile: bool = False,
     ):
+        self.compile = compile
         self.device = resolve_device(device)
         self.model = denoiser.to(self.device)
         self.config, self.diffusion, self.p_drop = config, diffusion, p_drop
@@ -202,6 +204,9 @@ class Trainer:
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         device = self.device
         net = nn.parallel.DistributedDataParallel(self.model) if distributed else self.model
+        if self.compile:  # the forward and backward as one graph (worth it on a GPU)
+            net = torch.compile(net)
+        pin = device.type == "cuda"  # page-locked batches: copies overlap with compute
         bf16 = cfg.precision == "bf16"
         self.model.train()
         bar = tqdm(
@@ -234,6 +239,8 @@ class Trainer:
                 noise = torch.randn((len(idx_all), x0.shape[1]), generator=gen)[share]
                 if corrupt is not None:
                     sigma, noise = corrupt(idx, x0, sigma, noise, gen)
+                if pin:
+                    x0, sigma, noise = (t.pin_memory() for t in (x0, sigma, noise))
                 x0, sigma, noise = (t.to(device, non_blocking=True) for t in (x0, sigma, noise))
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr_at(self.step, cfg)
