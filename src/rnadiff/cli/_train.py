@@ -228,8 +228,10 @@ def train(
     )
     from rnadiff.data._io import check_creatable, check_not_over, check_replaceable
     from rnadiff.training._checkpoint import checkpoint_files
+    from rnadiff.training._distributed import init_from_env, is_main
 
     _threads(threads)
+    device = init_from_env(device)  # under torchrun: one model, several processes
     check_not_over(out, [data], "--out")
     check_creatable(out, "--out")
     if not resume:  # refused before any training, not after
@@ -304,6 +306,8 @@ def train(
             compile=compile,
         )
     model.save(out)
+    if not is_main():
+        return
     last = model.history[-1]["loss"] if model.history else float("nan")
     typer.echo(
         f"{model!r}\nfinal loss {last:.4f}; saved to {out} ({time.perf_counter() - t0:.0f} s)"

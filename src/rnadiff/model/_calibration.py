@@ -281,11 +281,19 @@ def fit_statistics(model: RNADiffusion, adata, seed: int) -> None:
     """What the model keeps of its training cells: the conditions and continuous values
     measured, the data's fingerprint, the expression prior and the unmodelled genes' means."""
     from rnadiff.model._data import fingerprint
+    from rnadiff.training._distributed import shared
 
     model.seen = conditions.condition_keys(model.registry, adata.obs)
     model.measured = conditions.measured_values(model.registry, adata.obs)
     model.adata = adata
-    model.fingerprint = fingerprint(adata, model.setup)
-    model.gene_vectors = fit_gene_vectors(model, adata, seed)
-    model.prior = fit_prior(model, adata)
-    model.passthrough = fit_passthrough(model, adata)
+
+    def compute():  # once (rank 0 under torchrun), for every process
+        model.gene_vectors = fit_gene_vectors(model, adata, seed)
+        return (
+            fingerprint(adata, model.setup),
+            model.gene_vectors,
+            fit_prior(model, adata),
+            fit_passthrough(model, adata),
+        )
+
+    model.fingerprint, model.gene_vectors, model.prior, model.passthrough = shared(compute)

@@ -33,6 +33,7 @@ from rnadiff.model._passthrough import Passthrough
 from rnadiff.networks import Denoiser
 from rnadiff.sampling._engine import Guidance, SamplingEngine, transfer_scale
 from rnadiff.training import make_ema
+from rnadiff.training._distributed import shared
 
 logger = logging.getLogger("rnadiff")
 
@@ -92,7 +93,7 @@ class RNADiffusion:
         registry = CovariateRegistry.fit(adata.obs, setup)
         config = config or ModelConfig()
         source = {"layer": setup.get("layer"), "use_raw": bool(setup.get("use_raw"))}
-        state = fit_preprocessing(adata, config=config.preprocess, **source)
+        state = shared(lambda: fit_preprocessing(adata, config=config.preprocess, **source))
         logger.info("rnadiff: model of %d cells x %d genes", adata.n_obs, len(state.genes))
         # The initial weights come from their own seeded generator, not from whatever the
         # global torch RNG went through before: the same seed gives the same model.

@@ -21,6 +21,7 @@ from rnadiff.model._data import check_same_data, fingerprint
 from rnadiff.model._passthrough import Passthrough
 from rnadiff.training import load_checkpoint, save_checkpoint
 from rnadiff.training._checkpoint import META
+from rnadiff.training._distributed import is_main
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
 
 
 def save(model: RNADiffusion, path: str | os.PathLike) -> None:
-    """See :meth:`rnadiff.RNADiffusion.save`."""
+    """See :meth:`rnadiff.RNADiffusion.save`. Under torchrun only rank 0 writes."""
+    if not is_main():
+        return
     meta = {
         "rnadiff_version": __version__,
         "model_config": model.config.to_dict(),
@@ -46,6 +49,10 @@ def save(model: RNADiffusion, path: str | os.PathLike) -> None:
         "prior": model.prior,
         "fingerprint": model.fingerprint,
         "passthrough": None if model.passthrough is None else model.passthrough.to_json(),
+        "distributed": {  # how the run was trained: processes, and the global batch
+            "world_size": getattr(model, "world_size", 1),
+            "global_batch": model.train_config.batch_size if model.train_config else None,
+        },
     }
     weights = {f"model.{k}": v for k, v in model.denoiser.state_dict().items()}
     weights |= {f"ema.{k}": v for k, v in model.ema.state_dict().items()}
@@ -125,6 +132,7 @@ def _build(cls, meta: dict, tensors: dict) -> RNADiffusion:
         model.gene_vectors = weights["prior.gene_vectors"].numpy()
     model.prior = meta.get("prior")  # None in older checkpoints: co-expression alone
     model.fingerprint = meta.get("fingerprint")
+    model.world_size = meta.get("distributed", {}).get("world_size", 1)
     if meta.get("passthrough") is not None:
         model.passthrough = Passthrough.from_json(
             meta["passthrough"],

@@ -12,6 +12,7 @@ from rnadiff._errors import InputError
 from rnadiff.data._loader import CellMatrix, ConditionTable
 from rnadiff.model._data import source_for
 from rnadiff.training import Trainer
+from rnadiff.training._distributed import shared, world_size
 from rnadiff.training._thinning import CountThinning
 
 if TYPE_CHECKING:
@@ -96,10 +97,16 @@ def train(
     )
     model.step, model.history = trainer.step, trainer.history
     model._trainer_state = trainer.state_tensors()
-    if cfg.calibration_cells:
-        model.calibrate_effects(n_cells=cfg.calibration_cells, seed=cfg.seed, progress=progress)
-    if cfg.spread_cells:
-        model.calibrate_spread(n_cells=cfg.spread_cells, seed=cfg.seed, progress=progress)
+    model.world_size = world_size()  # the run's processes (its global batch is cfg.batch_size)
+
+    def calibrate():  # once (rank 0 under torchrun), for every process
+        if cfg.calibration_cells:
+            model.calibrate_effects(n_cells=cfg.calibration_cells, seed=cfg.seed, progress=progress)
+        if cfg.spread_cells:
+            model.calibrate_spread(n_cells=cfg.spread_cells, seed=cfg.seed, progress=progress)
+        return model.effect_scales, model.spread_scale
+
+    model.effect_scales, model.spread_scale = shared(calibrate)
     if checkpoint_dir and (cfg.calibration_cells or cfg.spread_cells):
         model.save(checkpoint_dir)
 

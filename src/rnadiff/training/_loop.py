@@ -261,7 +261,11 @@ class Trainer:
                 self.optimizer.step()
                 update_ema(self.ema, self.model, decay=cfg.ema_decay, step=self.step)
                 self.step += 1
-                running, count = running + loss.item(), count + 1
+                value = loss.detach()
+                if distributed:  # the global batch's loss, as a single process would log it
+                    dist.all_reduce(value)
+                    value = value / world
+                running, count = running + value.item(), count + 1
                 if self.step % log_every == 0 or self.step == cfg.max_steps:
                     self.history.append({"step": self.step, "loss": running / count})
                     bar.set_postfix(loss=f"{running / count:.4f}")
