@@ -28,6 +28,20 @@ BASE_TASKS = [
 INNER_TASKS = ["kang9k_inner", "hsmm_inner"]
 # tasks the peers run on (each peer gets the split files of the contract in peers/_contract.py)
 PEER_TASKS = {"kang_loo_celltype"}
+# standalone tasks: not held-out predictions of conditions but their own procedure (denoising,
+# fate): ``name -> function(seed, config) -> (rows, timings)``, tidy rows as every task's
+# (task, fold, seed, evaluation, method, metric, value); one job per seed
+STANDALONE_TASKS: dict = {}
+
+
+def register_standalone(name: str):
+    """Decorator: register ``fn(seed, config) -> (rows, timings)`` as the task ``name``."""
+
+    def wrap(fn):
+        STANDALONE_TASKS[name] = fn
+        return fn
+
+    return wrap
 
 
 def task_splits(task: str, seed: int):
@@ -43,7 +57,7 @@ def task_splits(task: str, seed: int):
         return splits.kang9k_heldout(datasets.load("kang2018_ifnb_9k"), seed=seed)
     if task in INNER_TASKS:
         return _inner(task, seed)
-    raise SystemExit(f"unknown task {task!r}; choose from {BASE_TASKS + list(EXTRA_TASKS)}")
+    raise SystemExit(f"unknown task {task!r}; choose from {all_tasks()}")
 
 
 def _inner(task: str, seed: int):
@@ -61,13 +75,39 @@ def _inner(task: str, seed: int):
     yield dataclasses.replace(split, task=task)
 
 
+def all_tasks() -> list[str]:
+    """Every task name the harness knows (inner tasks are for studies)."""
+    _load_standalone()
+    return BASE_TASKS + list(EXTRA_TASKS) + list(STANDALONE_TASKS)
+
+
 def with_parents(requested: list[str]) -> list[str]:
-    """The base tasks to run for ``requested`` tasks (an extra task needs its parent)."""
-    unknown = [t for t in requested if t not in BASE_TASKS + INNER_TASKS and t not in EXTRA_TASKS]
+    """The base and standalone tasks to run for ``requested`` tasks (an extra task needs its
+    parent)."""
+    known = all_tasks() + INNER_TASKS
+    unknown = [t for t in requested if t not in known]
     if unknown:
-        raise SystemExit(f"unknown tasks {unknown}; choose from {BASE_TASKS + list(EXTRA_TASKS)}")
-    return [
+        raise SystemExit(f"unknown tasks {unknown}; choose from {all_tasks()}")
+    base = [
         t
         for t in BASE_TASKS + INNER_TASKS
         if t in requested or any(EXTRA_TASKS[e][0] == t for e in requested if e in EXTRA_TASKS)
     ]
+    return base + [t for t in STANDALONE_TASKS if t in requested]
+
+
+def n_jobs(task: str) -> int:
+    """Jobs of one seed of ``task``: one per split (standalone tasks: one)."""
+    return 1 if task in STANDALONE_TASKS else len(list(task_splits(task, 0)))
+
+
+def _load_standalone() -> None:
+    """Import the modules that register standalone tasks (each registers on import)."""
+    import importlib
+
+    for name in STANDALONE_MODULES:
+        importlib.import_module(name)
+
+
+# modules of the harness whose import registers standalone tasks
+STANDALONE_MODULES: tuple[str, ...] = ()

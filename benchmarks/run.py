@@ -32,7 +32,15 @@ from _peers import peer_runner
 from _reports import cpu_info, plots_for, write_reports
 from _studies import bench_config as study_config
 from _studies import load_study, report
-from _tasks import BASE_TASKS, EXTRA_TASKS, PEER_TASKS, task_splits, with_parents
+from _tasks import (
+    EXTRA_TASKS,
+    PEER_TASKS,
+    STANDALONE_TASKS,
+    all_tasks,
+    n_jobs,
+    task_splits,
+    with_parents,
+)
 
 from rnadiff.data import _splits as splits
 from rnadiff.data._io import write_csv, write_text
@@ -57,6 +65,10 @@ def run_job(task, seed, index, *, requested, peers, budget, config, out, with_rn
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
+    all_tasks()  # a fresh worker registers the standalone tasks
+    if task in STANDALONE_TASKS:  # its own procedure, its own rows
+        rows, times = STANDALONE_TASKS[task](seed, config)
+        return rows, times.assign(task=task, seed=seed), "all", time.perf_counter() - t0
     split = list(task_splits(task, seed))[index]
     runners = {}
     if task in PEER_TASKS:
@@ -159,7 +171,7 @@ def run_benchmark(
         (task, seed, i)
         for task in base  # the tasks with peers first: the longest jobs
         for seed in range(seeds)
-        for i in range(len(list(task_splits(task, 0))))
+        for i in range(n_jobs(task))
     ]
     common = dict(
         requested=requested,
@@ -230,7 +242,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="rnadiff benchmark and studies")
     parser.add_argument(
         "--tasks",
-        default=",".join(BASE_TASKS + list(EXTRA_TASKS)),
+        default=",".join(all_tasks()),
         help="comma-separated; design/ranking tasks also run their parent task",
     )
     parser.add_argument("--seeds", type=int, default=3)
