@@ -2,6 +2,7 @@
 
 from rnadiff import datasets, design, evaluation
 from rnadiff._config import (
+    ConditioningConfig,
     DiffusionConfig,
     ModelConfig,
     NetworkConfig,
@@ -17,6 +18,7 @@ from rnadiff.model import RNADiffusion
 _watch_loggers()  # the loggers of the modules imported above: no handler, only a filter
 
 __all__ = [
+    "ConditioningConfig",
     "DatasetError",
     "DiffusionConfig",
     "InputError",

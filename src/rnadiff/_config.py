@@ -58,6 +58,11 @@ class PreprocessConfig:
         if self.genes_per_cell is not None and not self.genes_per_cell > 0:
             raise InputError(f"genes_per_cell must be positive or None, got {self.genes_per_cell}")
         _positive(self, "min_genes")
+        if self.genes is not None:
+            genes = tuple(str(g) for g in self.genes)
+            if not genes:
+                raise InputError("genes= is empty; give at least one gene, or None")
+            object.__setattr__(self, "genes", genes)
 
     def gene_budget(self, n_cells: int) -> int | None:
         """Genes modelled at most for ``n_cells`` training cells (None: every gene)."""
@@ -66,11 +71,6 @@ class PreprocessConfig:
             by_cells = max(self.min_genes, math.ceil(self.genes_per_cell * n_cells))
             budget = by_cells if budget is None else min(budget, by_cells)
         return budget
-        if self.genes is not None:
-            genes = tuple(str(g) for g in self.genes)
-            if not genes:
-                raise InputError("genes= is empty; give at least one gene, or None")
-            object.__setattr__(self, "genes", genes)
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,25 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class ConditioningConfig:
+    # how a dose acts: "hill" scales each dosed perturbation's embedding by a learned Hill
+    # curve of log dose (monotone, 0 at dose 0 = the control); "hill+embedding" adds the
+    # dose's own embedding (may bend the curve); "embedding": the dose's own embedding only
+    dose_response: Literal["hill", "hill+embedding", "embedding"] = "hill"
+    fingerprint_radius: int = 2  # Morgan fingerprints of drugs (SMILES), as chemCPA
+    fingerprint_bits: int = 2048
+
+    def __post_init__(self):
+        _check_choices(self)
+        _positive(self, "fingerprint_radius", "fingerprint_bits")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     p_drop: float = 0.15  # per-covariate dropout in training, for classifier-free guidance
 
     def __post_init__(self):
@@ -121,6 +136,10 @@ class ModelConfig:
             preprocess=PreprocessConfig(**d["preprocess"]),  # older: n_top_genes was 2000
             diffusion=DiffusionConfig(**d["diffusion"]),
             network=NetworkConfig(**d["network"]),
+            # older checkpoints: the dose had its own embedding only
+            conditioning=ConditioningConfig(
+                **d.get("conditioning", {"dose_response": "embedding"})
+            ),
             p_drop=d["p_drop"],
         )
 

@@ -3,7 +3,14 @@ of conditions, transfer planning, the expression prior of unseen perturbations a
 calibration functions (pure functions on arrays)."""
 
 from rnadiff.conditioning._calibration import effect_scales, spread_ratio, widen
-from rnadiff.conditioning._encoders import ConditionEncoder, FourierEmbedding, SetEmbedding
+from rnadiff.conditioning._encoders import (
+    ConditionEncoder,
+    DoseScale,
+    FourierEmbedding,
+    PerturbationEmbedding,
+    PerturbationSpec,
+    SetEmbedding,
+)
 from rnadiff.conditioning._nulls import drop_covariates, is_null, null_like, random_drop
 from rnadiff.conditioning._prior import (
     blend_prior,
@@ -21,7 +28,10 @@ from rnadiff.conditioning._transfer import (
 
 __all__ = [
     "ConditionEncoder",
+    "DoseScale",
     "FourierEmbedding",
+    "PerturbationEmbedding",
+    "PerturbationSpec",
     "SetEmbedding",
     "blend_prior",
     "context_of",

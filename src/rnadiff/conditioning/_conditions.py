@@ -114,6 +114,34 @@ def measured_values(
     return out
 
 
+def measured_within(
+    registry: CovariateRegistry, obs: pd.DataFrame, max_values: int = 1000
+) -> dict[str, dict[str, list[float]]]:
+    """The distinct training values of each continuous covariate within each categorical
+    condition (:func:`condition_label`), where a condition has at least two: e.g. the doses
+    measured for each drug in each cell type."""
+    rows = [condition_label(r) for r in condition_rows(registry, obs)]
+    out: dict[str, dict[str, list[float]]] = {}
+    for cov in registry.covariates:
+        if cov.categorical or cov.key not in obs.columns:
+            continue
+        values = pd.to_numeric(obs[cov.key], errors="coerce").to_numpy(dtype=float)
+        frame = pd.DataFrame({"label": rows, "value": values}).dropna().drop_duplicates()
+        per = {
+            str(label): sorted(float(v) for v in group["value"])
+            for label, group in frame.groupby("label", sort=True)
+        }
+        per = {k: v for k, v in per.items() if 2 <= len(v) <= max_values}
+        if per:
+            out[cov.key] = per
+    return out
+
+
+def condition_label(row: tuple) -> str:
+    """A categorical condition tuple as one string (the key of :func:`measured_within`)."""
+    return "\x1f".join("" if v is None else str(v) for v in row)
+
+
 def transfer_mask(
     registry: CovariateRegistry, seen: Iterable[tuple], obs: pd.DataFrame, transfer: str
 ) -> np.ndarray:

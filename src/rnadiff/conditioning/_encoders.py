@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from rnadiff.conditioning._nulls import is_null
+
+SLOPE_AT_INIT = 1.5  # Hill slope in standardized log dose before training
 
 
 class SetEmbedding(nn.Module):
@@ -52,6 +58,164 @@ class FourierEmbedding(nn.Module):
         return torch.where(null[:, None], self.null.expand_as(emb), emb)
 
 
+@dataclass(frozen=True)
+class DoseScale:
+    """How the dose condition (standardized ``log1p`` dose) maps back to a dose, and the
+    reference scale of log dose for the Hill curve (mean and sd of the positive training
+    doses' logs)."""
+
+    mean: float = 0.0
+    std: float = 1.0
+    log_center: float = 0.0
+    log_scale: float = 1.0
+
+    def z(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(standardized log dose, dose > 0)`` of encoded dose values (NaN: unknown)."""
+        dose = torch.expm1(encoded * self.std + self.mean)
+        positive = dose > 1e-12
+        safe = torch.where(positive, dose, torch.ones_like(dose))
+        return (torch.log(safe) - self.log_center) / self.log_scale, positive
+
+
+@dataclass(frozen=True)
+class PerturbationSpec:
+    """What the perturbation's encoder needs beyond a token count.
+
+    Attributes
+    ----------
+    key
+        The perturbation covariate.
+    feature_dims
+        ``{kind: width}`` of token features: ``"molecule"`` (fingerprints), ``"gene"``
+        (gene embeddings).
+    dose_key
+        The dose covariate whose value scales dosed tokens (None: no dose-response).
+    dose
+        How to read the dose condition.
+    dose_embedding
+        Whether the dose also has its own embedding (besides the Hill scaling).
+    control
+        Position of the control token (the reference of dosed tokens' effects).
+    """
+
+    key: str
+    feature_dims: Mapping[str, int] = field(default_factory=dict)
+    dose_key: str | None = None
+    dose: DoseScale | None = None
+    dose_embedding: bool = True
+    control: int | None = None
+
+
+class PerturbationEmbedding(SetEmbedding):
+    r"""Embedding of the perturbation covariate: each token's vector is learned, or computed
+    from its features (a drug's fingerprint, a gene's embedding) by a learned projection, so
+    that a token never seen in training gets a vector from its features.
+
+    With a dose (Hill dose-response, as CPA): a token measured at a positive dose acts as a
+    displacement from the control, scaled by a Hill curve of log dose,
+
+    .. math::
+
+        e(p, d) = e_{\mathrm{ctrl}} + \sum_{t \in p} h_t(d)\, e_t, \qquad
+        h_t(d) = \sigma\big(s_t (z(d) - c_t)\big), \quad
+        z(d) = (\log d - \bar\ell) / s_\ell,
+
+    with ``h = 0`` at dose 0 (the control exactly) and ``h = 1`` for an unknown dose;
+    ``s_t = softplus(.) > 0`` makes the effect's size monotone in dose. ``(s_t, c_t)`` are
+    learned per token, or computed from a featured token's vector (so an unseen drug has a
+    curve too).
+    """
+
+    def __init__(self, n_tokens: int, dim: int, spec: PerturbationSpec):
+        super().__init__(n_tokens, dim)
+        self.kinds = tuple(sorted(spec.feature_dims))
+        self.project = nn.ModuleDict(
+            {
+                k: nn.Sequential(nn.Linear(w, dim), nn.SiLU(), nn.Linear(dim, dim))
+                for k, w in sorted(spec.feature_dims.items())
+            }
+        )
+        for kind, width in sorted(spec.feature_dims.items()):
+            self.register_buffer(f"features_{kind}", torch.zeros(n_tokens, width))
+            self.register_buffer(f"has_{kind}", torch.zeros(n_tokens, dtype=torch.bool))
+        self.dose, self.control = spec.dose, spec.control
+        if spec.dose is not None:
+            self.register_buffer("dosed", torch.zeros(n_tokens, dtype=torch.bool))
+            slope = math.log(math.expm1(SLOPE_AT_INIT))  # softplus^-1
+            self.hill = nn.Parameter(torch.tensor([[slope, 0.0]]).repeat(n_tokens, 1))
+            self.hill_head = nn.Linear(dim, 2)
+            nn.init.zeros_(self.hill_head.weight)
+            with torch.no_grad():
+                self.hill_head.bias.copy_(torch.tensor([slope, 0.0]))
+        self.extra: dict[str, torch.Tensor] = {}  # tokens added after training (extended)
+
+    def set_features(self, kind: str, features: torch.Tensor, has: torch.Tensor) -> None:
+        """Set the training tokens' features of ``kind`` (rows where ``has`` is False are
+        learned tokens)."""
+        getattr(self, f"features_{kind}").copy_(features)
+        getattr(self, f"has_{kind}").copy_(has)
+
+    def extended(
+        self,
+        features: Mapping[str, torch.Tensor],
+        has: Mapping[str, torch.Tensor],
+        dosed: torch.Tensor,
+    ) -> PerturbationEmbedding:
+        """A view of this embedding that also knows ``len(dosed)`` tokens appended after the
+        training ones, described by their features only (shares every parameter)."""
+        new = copy.copy(self)
+        new.extra = {"dosed": dosed.bool()}
+        for kind in self.kinds:
+            new.extra[f"features_{kind}"] = features[kind].float()
+            new.extra[f"has_{kind}"] = has[kind].bool()
+        return new
+
+    def _all(self, name: str) -> torch.Tensor:
+        own = getattr(self, name)
+        return torch.cat([own, self.extra[name].to(own.device)]) if self.extra else own
+
+    def table(self, used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every token's vector (rows of unused tokens: their learned ones, or zeros) and,
+        with a dose, every token's Hill ``(slope, midpoint)``."""
+        n_extra = len(self.extra["dosed"]) if self.extra else 0
+        table = self.weight
+        if n_extra:
+            table = torch.cat([table, table.new_zeros(n_extra, table.shape[1])])
+        hill = None
+        if self.dose is not None:
+            hill = self.hill
+            if n_extra:
+                hill = torch.cat([hill, hill[:1].detach().expand(n_extra, 2)])
+        for kind in self.kinds:
+            rows = torch.nonzero(self._all(f"has_{kind}") & used).flatten()
+            if len(rows):
+                vectors = self.project[kind](self._all(f"features_{kind}")[rows])
+                table = table.index_copy(0, rows, vectors)
+                if hill is not None:
+                    hill = hill.index_copy(0, rows, self.hill_head(vectors))
+        return table, hill
+
+    def forward(self, multi_hot: torch.Tensor, dose: torch.Tensor | None = None) -> torch.Tensor:
+        used = (multi_hot != 0).any(dim=0)
+        table, hill = self.table(used)
+        weights = multi_hot
+        if hill is not None and dose is not None:
+            z, positive = self.dose.z(dose.to(multi_hot.dtype))
+            slope, mid = F.softplus(hill[:, 0]), hill[:, 1]
+            h = torch.sigmoid(slope[None, :] * (z[:, None] - mid[None, :]))
+            h = torch.where(positive[:, None], h, torch.zeros_like(h))
+            h = torch.where(torch.isnan(dose)[:, None], torch.ones_like(h), h)
+            dosed = self._all("dosed")
+            weights = torch.where(dosed[None, :], multi_hot * h, multi_hot)
+            if self.control is not None:  # dosed tokens are displacements from the control
+                has_dosed = (multi_hot[:, dosed] != 0).any(dim=1).to(weights.dtype)
+                reference = torch.zeros_like(weights)
+                reference[:, self.control] = has_dosed
+                weights = weights + reference * (multi_hot[:, self.control : self.control + 1] == 0)
+        emb = weights @ table
+        return torch.where(is_null(multi_hot)[:, None], self.null.expand_as(emb), emb)
+
+
 class ConditionEncoder(nn.Module):
     """Sum of one encoder per covariate.
 
@@ -63,23 +227,45 @@ class ConditionEncoder(nn.Module):
         Names of continuous covariates (vector input, standardized).
     dim
         Embedding width.
+    perturbation
+        The perturbation covariate's features and dose-response
+        (:class:`PerturbationEmbedding`); None: a plain :class:`SetEmbedding`.
     """
 
-    def __init__(self, categorical: dict[str, int], continuous: list[str], dim: int):
+    def __init__(
+        self,
+        categorical: dict[str, int],
+        continuous: list[str],
+        dim: int,
+        *,
+        perturbation: PerturbationSpec | None = None,
+    ):
         super().__init__()
-        encoders: dict[str, nn.Module] = {k: SetEmbedding(n, dim) for k, n in categorical.items()}
-        encoders.update({k: FourierEmbedding(dim) for k in continuous})
+        spec = perturbation
+        encoders: dict[str, nn.Module] = {
+            k: PerturbationEmbedding(n, dim, spec)
+            if spec is not None and k == spec.key
+            else SetEmbedding(n, dim)
+            for k, n in categorical.items()
+        }
+        silent = {spec.dose_key} if spec and spec.dose and not spec.dose_embedding else set()
+        encoders.update({k: FourierEmbedding(dim) for k in continuous if k not in silent})
         self.encoders = nn.ModuleDict(encoders)
         self.dim = dim
+        self.dose_key = spec.dose_key if spec is not None and spec.dose is not None else None
+        self.required = set(categorical) | set(continuous)
 
     def forward(self, cond: dict[str, torch.Tensor] | None, n: int) -> torch.Tensor:
         out = torch.zeros(n, self.dim, device=self.device)
         cond = cond or {}
-        missing = set(self.encoders) - set(cond)
+        missing = self.required - set(cond)
         if missing:
             raise KeyError(f"condition lacks covariates {sorted(missing)}")
         for key, encoder in self.encoders.items():
-            out = out + encoder(cond[key].to(out.device))
+            if isinstance(encoder, PerturbationEmbedding) and self.dose_key is not None:
+                out = out + encoder(cond[key].to(out.device), cond[self.dose_key].to(out.device))
+            else:
+                out = out + encoder(cond[key].to(out.device))
         return out
 
     @property

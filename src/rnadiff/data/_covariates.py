@@ -39,6 +39,17 @@ class Covariate:
         Continuous: ``log1p`` before standardizing (doses span orders of magnitude).
     mean, std
         Continuous: standardization fitted on training cells.
+    molecules
+        Perturbation: ``(name, SMILES)`` of every drug with a known structure (training
+        tokens and any other named drug, e.g. candidates to predict).
+    dosed
+        Perturbation: tokens measured at a positive dose in training (their effect follows
+        the dose-response curve).
+    gene_embedding_dim
+        Perturbation: width of the user's gene embeddings of knock-out targets (0: none).
+    log_center, log_scale
+        Dose: mean and standard deviation of the log of the positive training doses (the
+        dose-response curve's reference scale).
     """
 
     key: str
@@ -49,6 +60,11 @@ class Covariate:
     mean: float = 0.0
     std: float = 1.0
     control: str | None = None
+    molecules: tuple[tuple[str, str], ...] = ()
+    dosed: tuple[str, ...] = ()
+    gene_embedding_dim: int = 0
+    log_center: float = 0.0
+    log_scale: float = 1.0
 
     @property
     def categorical(self) -> bool:
@@ -103,7 +119,13 @@ class CovariateRegistry:
                     raise InputError(f"dose column {key!r} holds negative values")
                 v = np.log1p(raw) if log else raw
                 std = float(v.std()) or 1.0
-                covs.append(Covariate(key, role, log=log, mean=float(v.mean()), std=std))
+                cov = Covariate(key, role, log=log, mean=float(v.mean()), std=std)
+                if log and (raw > 0).any():
+                    logs = np.log(raw[raw > 0])
+                    cov = dataclasses.replace(
+                        cov, log_center=float(logs.mean()), log_scale=float(logs.std()) or 1.0
+                    )
+                covs.append(cov)
             else:
                 is_pert = role == "perturbation"
                 cov = Covariate(
@@ -113,7 +135,10 @@ class CovariateRegistry:
                 tokens = sorted({p for v in values for p in cov.parts(v)})
                 if is_pert and sep is not None:
                     _warn_odd_combinations(cov, values)
-                covs.append(dataclasses.replace(cov, tokens=tuple(tokens)))
+                cov = dataclasses.replace(cov, tokens=tuple(tokens))
+                if is_pert:
+                    cov = _with_structures(cov, obs, setup)
+                covs.append(cov)
         pkey = setup.get("perturbation_key")
         if pkey is not None and control is not None:
             present = set(obs[pkey].astype(str))
@@ -196,9 +221,15 @@ class CovariateRegistry:
             unknown = [p for p in parts if p not in index and p not in soft]
             if unknown and not missing[codes == u].all():
                 what = "perturbation" if cov.role == "perturbation" else "value"
+                hint = (
+                    "; a drug never seen in training is predicted from its structure once "
+                    "the model has its SMILES (model.add_molecules({name: smiles}))"
+                    if cov.molecules
+                    else ""
+                )
                 raise InputError(
                     f"unknown {what} {unknown[0]!r} in column {cov.key!r}; the model knows "
-                    f"{len(cov.tokens)}: {list(cov.tokens)[:20]}"
+                    f"{len(cov.tokens)}: {list(cov.tokens)[:20]}{hint}"
                 )
             for p in dict.fromkeys(parts):  # each known part once, added to any prior mix
                 if p in index:
@@ -216,8 +247,70 @@ class CovariateRegistry:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> CovariateRegistry:
-        covs = tuple(Covariate(**{**c, "tokens": tuple(c["tokens"])}) for c in d["covariates"])
+        covs = tuple(
+            Covariate(
+                **{
+                    **c,
+                    "tokens": tuple(c["tokens"]),
+                    "molecules": tuple(tuple(m) for m in c.get("molecules", ())),
+                    "dosed": tuple(c.get("dosed", ())),
+                }
+            )
+            for c in d["covariates"]
+        )
         return cls(covs, perturbation_key=d["perturbation_key"], control=d["control"])
+
+    @property
+    def dose_key(self) -> str | None:
+        """The dose covariate's column (None: no dose)."""
+        return next((c.key for c in self.covariates if c.role == "dose"), None)
+
+    def replace(self, key: str, **changes) -> CovariateRegistry:
+        """A copy with the fields ``changes`` of covariate ``key`` replaced."""
+        self[key]  # raises on an unknown key
+        covs = tuple(
+            dataclasses.replace(c, **changes) if c.key == key else c for c in self.covariates
+        )
+        return dataclasses.replace(self, covariates=covs)
+
+    def with_tokens(self, key: str, names: Sequence[str], *, dosed: Sequence[str] = ()):
+        """A copy whose categorical covariate ``key`` also knows ``names`` (appended in this
+        order after the training tokens), ``dosed`` among them following the dose."""
+        cov = self[key]
+        new = tuple(n for n in names if n not in cov.tokens)
+        extra = tuple(d for d in dosed if d not in cov.dosed)
+        return self.replace(key, tokens=cov.tokens + new, dosed=cov.dosed + extra)
+
+
+def _with_structures(cov: Covariate, obs: pd.DataFrame, setup: Mapping) -> Covariate:
+    """The perturbation covariate with its drugs' structures (``smiles_key``, ``smiles``)
+    and the tokens measured at a positive dose."""
+    from rnadiff.data._molecules import check_table, table_from_obs
+
+    table: dict[str, str] = {}
+    if setup.get("smiles_key"):
+        table = table_from_obs(
+            obs, cov.key, setup["smiles_key"], parts=cov.parts, control=cov.control
+        )
+    given = check_table(setup.get("smiles") or {}, what="smiles")
+    for name, smiles in given.items():
+        if table.get(name, smiles) != smiles:
+            raise InputError(
+                f"perturbation {name!r} has one SMILES in column {setup['smiles_key']!r} "
+                f"({table[name]!r}) and another in smiles= ({smiles!r})"
+            )
+        table[name] = smiles
+    table.pop(str(cov.control), None)  # the control is the reference, not a drug
+    dosed: tuple[str, ...] = ()
+    if setup.get("dose_key"):
+        dose = pd.to_numeric(obs[setup["dose_key"]], errors="coerce").to_numpy()
+        values = obs.loc[dose > 0, cov.key].astype(str).unique()
+        dosed = tuple(sorted({p for v in values for p in cov.parts(v)} - {cov.control}))
+    return dataclasses.replace(
+        cov,
+        molecules=tuple(sorted(table.items())),
+        dosed=dosed,
+    )
 
 
 def _warn_odd_combinations(cov: Covariate, values) -> None:

@@ -9,13 +9,10 @@ that near neighbours and unrelated pairs both occur. SMILES follow the sci-Plex 
 
 from __future__ import annotations
 
-import numpy as np
-
-from rnadiff._errors import InputError
+from rnadiff.data._molecules import FP_BITS, morgan_fingerprint, tanimoto
 
 __all__ = ["DRUG_LIBRARY", "FP_BITS", "morgan_fingerprint", "tanimoto"]
 
-FP_BITS = 2048  # Morgan fingerprint length (radius 2), as in the issue and in chemCPA
 
 # fmt: off
 DRUG_LIBRARY: dict[str, str] = {
@@ -81,34 +78,3 @@ DRUG_LIBRARY: dict[str, str] = {
     "Resveratrol": "Oc1ccc(/C=C/c2cc(O)cc(O)c2)cc1",
 }
 # fmt: on
-
-
-def morgan_fingerprint(smiles: str) -> np.ndarray:
-    """Morgan fingerprint (radius 2, 2048 bits) of one molecule as a 0/1 ``uint8`` vector.
-
-    Parameters
-    ----------
-    smiles : str
-        The molecule.
-
-    Returns
-    -------
-    numpy.ndarray
-        Shape ``(2048,)``.
-    """
-    from rdkit import Chem, RDLogger
-    from rdkit.Chem import rdFingerprintGenerator
-
-    RDLogger.DisableLog("rdApp.*")  # a bad SMILES is reported by the InputError below
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        raise InputError(f"RDKit cannot parse the SMILES {smiles!r}")
-    generator = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=FP_BITS)
-    return generator.GetFingerprintAsNumPy(mol).astype(np.uint8)
-
-
-def tanimoto(a: np.ndarray, b: np.ndarray) -> float:
-    """Tanimoto (Jaccard) similarity of two binary fingerprints: ``|a & b| / |a | b|``."""
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    union = np.count_nonzero(a | b)
-    return float(np.count_nonzero(a & b) / union) if union else 1.0

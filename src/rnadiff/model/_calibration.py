@@ -285,6 +285,7 @@ def fit_statistics(model: RNADiffusion, adata, seed: int) -> None:
 
     model.seen = conditions.condition_keys(model.registry, adata.obs)
     model.measured = conditions.measured_values(model.registry, adata.obs)
+    model.engine.measured_within = conditions.measured_within(model.registry, adata.obs)
     model.adata = adata
 
     def compute():  # once (rank 0 under torchrun), for every process

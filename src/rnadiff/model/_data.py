@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import anndata as ad
@@ -129,6 +130,8 @@ def setup(adata: ad.AnnData, **options) -> dict:
     setup["categorical_keys"] = list(setup["categorical_keys"])
     setup["continuous_keys"] = list(setup["continuous_keys"])
     setup["combination_sep"] = setup["combination_sep"] or None
+    if isinstance(setup.get("smiles"), Mapping):  # stored as a plain dict of text
+        setup["smiles"] = {str(k): v for k, v in setup["smiles"].items()}
     setup |= {"layer": source.layer, "use_raw": source.use_raw}
     CovariateRegistry.fit(adata.obs, setup)  # validates columns, values and the control
     adata.uns[SETUP_KEY] = setup

@@ -46,6 +46,15 @@ calibrated
     :meth:`calibrate_effects` found on the training cells (``effect_scales``; training runs
     it); ``False``: the network's own effect. The factors used are in
     ``uns['rnadiff']['effect_scales']``.""",
+    "counts": """\
+counts
+    Raw counts out (models trained on raw counts): the sampler stops at the counting noise
+    level of the cells' library sizes, each gene's expression is the one whose expected
+    log-normalized value is the estimate there, and counts are Poisson draws at library
+    sizes of the target condition (fitted on the training cells; ``predict`` keeps each
+    source cell's depth rank): ``layers['counts']`` (integers, every gene),
+    ``obs['total_counts']``, and ``X`` their log-normalized values
+    (:mod:`rnadiff.model._counts` has the equations).""",
     "run": """\
 seed
     Seed of the noise; the same seed gives the same cells.
@@ -76,6 +85,13 @@ continuous_keys
 combination_sep
     Separator of combination perturbations (only the perturbation column is split;
     ``None``: no combinations, e.g. when ``+`` belongs to the names).
+smiles_key
+    Column with each perturbation's SMILES (drugs; a combination's row may hold its
+    parts' SMILES joined by ``"."``): drugs are then embedded from their structure
+    (Morgan fingerprints, RDKit), so drugs never seen in training can be predicted.
+smiles
+    ``{drug: SMILES}``: structures of drugs, beside or instead of ``smiles_key``; it may
+    name drugs absent from the data (candidates to predict or rank later).
 layer, use_raw
     Read expression from ``layers[layer]`` or ``adata.raw`` instead of ``X``. By
     default ``X``, unless it holds log-normalized values and raw counts sit beside it
@@ -142,6 +158,7 @@ encode_sigma
     ``sigma_max``, a full inversion); lower values keep more of the source cell.
 {prior}
 {calibrated}
+{counts}
 spread
     Counterfactual only: widen the predicted cells of each target condition around
     their own mean by ``spread_scale`` (:func:`rnadiff.conditioning.widen`: values
@@ -205,7 +222,10 @@ target
     Target cells (AnnData; their registered covariates other than the perturbation
     are their context) or a phenotype specification.
 candidates
-    Perturbations to rank; default: every perturbation the model knows.
+    Perturbations to rank: names the model knows (trained, or described by their
+    features: drugs in its SMILES table, genes with an embedding), or ``{name: SMILES}``
+    of drugs to embed from their structure (a model trained with SMILES); default: every
+    perturbation of training.
 context
     Other covariates for every candidate, e.g. ``{"cell_type": "B cells"}``.
 pairs

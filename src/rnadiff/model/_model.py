@@ -17,7 +17,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from rnadiff._config import ModelConfig, TrainConfig
 from rnadiff._errors import InputError
@@ -25,14 +24,20 @@ from rnadiff.data._covariates import CovariateRegistry, conditions_frame
 from rnadiff.data._preprocessing import fit_preprocessing, scale
 from rnadiff.design._phenotype import Phenotype, as_phenotype
 from rnadiff.design._workflow import design_cells, rank_candidates, ranking_request
-from rnadiff.model import _calibration, _data, _denoising, _persistence, _predict, _training
+from rnadiff.model import (
+    _calibration,
+    _data,
+    _denoising,
+    _network,
+    _persistence,
+    _predict,
+    _training,
+)
 from rnadiff.model._data import EngineField, check_cells
 from rnadiff.model._docs import shared_docs
-from rnadiff.model._output import jsonable, output, plain, sampling_info
+from rnadiff.model._output import jsonable, output, plain
 from rnadiff.model._passthrough import Passthrough
-from rnadiff.networks import Denoiser
-from rnadiff.sampling._engine import Guidance, SamplingEngine, transfer_scale
-from rnadiff.training import make_ema
+from rnadiff.sampling._engine import Guidance, transfer_scale
 from rnadiff.training._distributed import shared
 
 logger = logging.getLogger("rnadiff")
@@ -86,11 +91,19 @@ class RNADiffusion:
     gene_vectors = EngineField("gene_vectors")
     prior = EngineField("prior_fit")
 
-    def __init__(self, adata: ad.AnnData, *, config: ModelConfig | None = None, seed: int = 0):
+    def __init__(
+        self,
+        adata: ad.AnnData,
+        *,
+        config: ModelConfig | None = None,
+        gene_embeddings: pd.DataFrame | None = None,
+        seed: int = 0,
+    ):
         if SETUP_KEY not in adata.uns:
             raise InputError("call RNADiffusion.setup_anndata(adata, ...) before creating a model")
         setup = plain(adata.uns[SETUP_KEY])  # h5ad round trips turn lists into arrays
         registry = CovariateRegistry.fit(adata.obs, setup)
+        registry, genes = _network.gene_table(registry, gene_embeddings, adata.var_names)
         config = config or ModelConfig()
         source = {"layer": setup.get("layer"), "use_raw": bool(setup.get("use_raw"))}
         state = shared(lambda: fit_preprocessing(adata, config=config.preprocess, **source))
@@ -99,20 +112,13 @@ class RNADiffusion:
         # global torch RNG went through before: the same seed gives the same model.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self._init(config, setup, registry, state)
+            self._init(config, setup, registry, state, genes)
         _calibration.fit_statistics(self, adata, seed)  # what sampling needs to know
 
-    def _init(self, config, setup, registry, state) -> None:
+    def _init(self, config, setup, registry, state, genes=None) -> None:
         self.config, self.setup, self.registry, self.preprocess = config, setup, registry, state
-        self.denoiser = Denoiser(
-            len(state.genes),
-            categorical={c.key: len(c.tokens) for c in registry.covariates if c.categorical},
-            continuous=[c.key for c in registry.covariates if not c.categorical],
-            config=config.network,
-            sigma_data=config.diffusion.sigma_data,
-        )
-        self.ema = make_ema(self.denoiser)
-        self.engine = SamplingEngine(self.ema, registry, state, config.diffusion)
+        self.gene_table = genes  # the user's gene embeddings (None: none)
+        _network.build(self, genes)  # denoiser, EMA copy, sampling engine
         self.train_config: TrainConfig | None = None
         self._trainer_state: tuple[dict, dict] | None = None
         self.step, self.history, self.adata = 0, [], None
@@ -134,6 +140,8 @@ class RNADiffusion:
         time_key: str | None = None,
         continuous_keys: Sequence[str] = (),
         combination_sep: str | None = "+",
+        smiles_key: str | None = None,
+        smiles: Mapping[str, str] | None = None,
         layer: str | None = None,
         use_raw: bool = False,
     ) -> None:
@@ -277,6 +285,7 @@ class RNADiffusion:
         transfer_scale: float | None = None,
         prior: bool = False,
         calibrated: bool = True,
+        counts: bool = False,
         seed: int = 0,
         batch_size: int = 2048,
         progress: bool = True,
@@ -301,28 +310,21 @@ class RNADiffusion:
         {transfer}
         {prior}
         {calibrated}
+        {counts}
         {run}
 
         Returns
         -------
         AnnData
-            ``X``: generated log-normalized expression; ``obs``: each cell's condition and
+            ``X``: generated log-normalized expression (``counts``: of ``layers['counts']``);
+            ``obs``: each cell's condition and
             ``rnadiff_condition`` (its row in ``conditions``); ``uns['rnadiff']``: settings,
             ``transferred_cells``, ``interpolated_cells``, ``effect_scales`` used.
         """
-        frame = conditions_frame(conditions, self.registry)
-        self.engine.check_sampling(sampler, guidance)
-        if n_cells < 1:
-            raise InputError(f"n_cells must be at least 1, got {n_cells}")
-        soft = self.engine.soft_prior(frame, use=True) if prior else None
         kw = dict(sampler=sampler, steps=steps, guidance=guidance, transfer=transfer)
-        kw |= dict(transfer_scale=transfer_scale, soft=soft, seed=seed, batch_size=batch_size)
-        z, obs, plan = self.engine.sample(
-            frame, n_cells, progress=progress, calibrated=calibrated, **kw
-        )
-        info = {"method": "generate", "sampler": sampler, "steps": steps}
-        info |= sampling_info(self, obs, plan, guidance, soft, calibrated) | {"seed": seed}
-        return output(self, self.engine.to_log(z), obs, info)
+        kw |= dict(transfer_scale=transfer_scale, prior=prior, calibrated=calibrated, seed=seed)
+        kw["counts"] = counts
+        return _predict.generate(self, conditions, n_cells, batch_size, progress, **kw)
 
     @shared_docs
     def predict(
@@ -340,6 +342,7 @@ class RNADiffusion:
         encode_sigma: float | None = None,
         prior: bool = False,
         calibrated: bool = True,
+        counts: bool = False,
         spread: bool = True,
         layer: str | None = None,
         seed: int = 0,
@@ -360,27 +363,10 @@ class RNADiffusion:
             applied and ``rnadiff_source_<key>`` for each changed covariate;
             ``uns['rnadiff']``: the settings.
         """
-        check_cells(source, "source")
-        names = _predict.targets(self, perturbation)
-        for key in target or {}:
-            self.registry[key]  # raises on unknown covariates
-        if not target and names == [None]:
-            raise InputError("give a perturbation or a target to predict")
-        if method not in ("counterfactual", "generate"):
-            raise InputError(f"method must be 'counterfactual' or 'generate', got {method!r}")
-        self.engine.check_sampling(sampler, guidance)
-        if encode_sigma is not None and not 0 < float(encode_sigma) < float("inf"):
-            raise InputError(f"encode_sigma must be a positive number, got {encode_sigma}")
-        kw = dict(method=method, sampler=sampler, steps=steps, guidance=guidance)
+        kw = dict(method=method, sampler=sampler, steps=steps, guidance=guidance, counts=counts)
         kw |= dict(transfer=transfer, transfer_scale=transfer_scale, encode_sigma=encode_sigma)
         kw |= dict(prior=prior, calibrated=calibrated, spread=spread, layer=layer, seed=seed)
-        kw |= dict(batch_size=batch_size, progress=progress and len(names) == 1)
-        pkey = self.registry.perturbation_key
-        preds = [
-            _predict.predict_one(self, source, {**(target or {}), pkey: p} if p else target, **kw)
-            for p in tqdm(names, disable=not progress or len(names) == 1, desc="perturbations")
-        ]
-        return preds[0] if len(preds) == 1 else _predict.stack(preds, names)
+        return _predict.predict(self, source, perturbation, target, batch_size, progress, **kw)
 
     @shared_docs
     def denoise(
@@ -470,8 +456,9 @@ class RNADiffusion:
         kw |= dict(sampler=sampler, steps=steps, batch_size=batch_size, progress=progress)
         real = _data.realism_cells(self, realism_reference, seed, layer)
         to_log = lambda a: _data.log_of(self, a, "phenotype cells")  # noqa: E731
+        engine = self.engine.for_frame(frame)  # perturbations known by their features
         x, obs, summary = design_cells(
-            self.engine, spec, frame, reference_log=ref, realism_real=real, to_log=to_log, **kw
+            engine, spec, frame, reference_log=ref, realism_real=real, to_log=to_log, **kw
         )
         info = {"method": "design", "sampler": "langevin" if langevin_steps else sampler}
         info |= {"steps": steps, "seed": seed, "guidance": jsonable(guidance)}
@@ -483,7 +470,7 @@ class RNADiffusion:
         self,
         target: Phenotype | Sequence[Phenotype] | ad.AnnData,
         *,
-        candidates: Sequence[str] | None = None,
+        candidates: Sequence[str] | Mapping[str, str] | None = None,
         context: Mapping[str, object] | None = None,
         pairs: bool = False,
         reference: ad.AnnData | None = None,
@@ -522,13 +509,17 @@ class RNADiffusion:
         """
         counts = dict(n_cells=n_cells, max_target_cells=max_target_cells)
         counts |= dict(n_noise_levels=n_noise_levels, n_draws=n_draws)
+        engine = self.engine  # candidates given with SMILES: embedded from their structure
+        if isinstance(candidates, Mapping):
+            engine = engine.with_molecules(candidates)
+        engine = engine.with_known(list(candidates or ()))
         names, context = ranking_request(
-            self.engine, candidates, context, pairs, noise_range=noise_range, **counts
+            engine, candidates, context, pairs, noise_range=noise_range, **counts
         )
         is_cells = isinstance(target, ad.AnnData)
         ref = _data.log_of(self, reference, "reference", layer) if reference is not None else None
         return rank_candidates(
-            self.engine,
+            engine,
             names,
             context=context,
             target_log=_data.log_of(self, target, "target", layer) if is_cells else None,
@@ -544,6 +535,15 @@ class RNADiffusion:
             batch_size=batch_size,
             **counts,
         )
+
+    def add_molecules(self, smiles: Mapping[str, str]) -> None:
+        """Add drugs ``{name: SMILES}`` to the model's table (a model trained with SMILES):
+        :meth:`predict`, :meth:`generate` and :meth:`rank_perturbations` then embed them from
+        their structure. Saved with the model."""
+        self.engine = self.engine.with_molecules(smiles)
+        pkey = self.registry.perturbation_key
+        table = tuple(sorted(self.engine.features.molecules.items()))
+        self.registry = self.engine.registry = self.registry.replace(pkey, molecules=table)
 
     def log_expression(
         self, adata: ad.AnnData, *, layer: str | None = None, genes: Sequence[str] | None = None

@@ -101,16 +101,21 @@ def plain(value):
     return value
 
 
-def sampling_info(model, obs, plan, guidance, soft, calibrated: bool) -> dict:
-    """The sampling settings and what they did, for ``uns['rnadiff']``."""
+def sampling_info(engine, obs, plan, guidance, soft, calibrated: bool) -> dict:
+    """The sampling settings and what they did, for ``uns['rnadiff']`` (``engine``: the
+    one that sampled, which may know perturbations by their features)."""
+    base = engine.registry.perturbation_key
+    known = engine.registry[base].tokens if base is not None else ()
+    by_features = [t for t in known if base is not None and t not in engine.trained_tokens]
     return {
         "guidance": jsonable(guidance),
         "transfer": plan.mode,
         "transferred_cells": int(plan.mask.sum()),
         "transfer_scale": plan.scale,
-        "interpolated_cells": model.engine.interpolated_cells(obs),
-        "perturbation_prior": model.engine.used_prior(soft),
-        "effect_scales": model.engine.effect_scales_used(obs, calibrated),
+        "interpolated_cells": engine.interpolated_cells(obs),
+        "perturbation_prior": engine.used_prior(soft),
+        "embedded_from_features": by_features,
+        "effect_scales": engine.effect_scales_used(obs, calibrated),
     }
 
 

@@ -14,9 +14,11 @@ import torch
 from rnadiff._config import ModelConfig, TrainConfig
 from rnadiff._errors import InputError
 from rnadiff._version import __version__
+from rnadiff.conditioning._features import GeneTable
 from rnadiff.data._covariates import CovariateRegistry
 from rnadiff.data._preprocessing import PreprocessState
 from rnadiff.data._validation import check_genes
+from rnadiff.model import _counts
 from rnadiff.model._data import check_same_data, fingerprint
 from rnadiff.model._passthrough import Passthrough
 from rnadiff.training import load_checkpoint, save_checkpoint
@@ -44,11 +46,13 @@ def save(model: RNADiffusion, path: str | os.PathLike) -> None:
         "history": model.history,
         "seen_conditions": sorted(list(row) for row in model.seen),
         "measured_values": model.measured,
+        "measured_within": model.engine.measured_within,
         "effect_scales": model.effect_scales,
         "spread_scale": model.spread_scale,
         "prior": model.prior,
         "fingerprint": model.fingerprint,
         "passthrough": None if model.passthrough is None else model.passthrough.to_json(),
+        "library_sizes": None if (libs := _counts.fitted(model)) is None else libs.to_json(),
         "distributed": {  # how the run was trained: processes, and the global batch
             "world_size": getattr(model, "world_size", 1),
             "global_batch": model.train_config.batch_size if model.train_config else None,
@@ -63,6 +67,9 @@ def save(model: RNADiffusion, path: str | os.PathLike) -> None:
         weights["preprocess.expr_mean"] = torch.from_numpy(state.expr_mean)
     if model.gene_vectors is not None:
         weights["prior.gene_vectors"] = torch.from_numpy(model.gene_vectors)
+    if model.gene_table is not None:  # the user's gene embeddings of perturbation targets
+        meta["gene_embeddings"] = list(model.gene_table.genes)
+        weights["conditioning.gene_embeddings"] = torch.from_numpy(model.gene_table.vectors)
     if model.passthrough is not None:
         weights["passthrough.means"] = torch.from_numpy(model.passthrough.means)
         weights["passthrough.overall"] = torch.from_numpy(
@@ -106,12 +113,17 @@ def _build(cls, meta: dict, tensors: dict) -> RNADiffusion:
         )
     except KeyError as err:
         raise InputError(f"{file} lacks the tensor {err.args[0]!r}") from None
+    genes = None
+    if meta.get("gene_embeddings") is not None:
+        vectors = weights["conditioning.gene_embeddings"].numpy()
+        genes = GeneTable(tuple(meta["gene_embeddings"]), vectors)
     model = cls.__new__(cls)
     model._init(
         ModelConfig.from_dict(meta["model_config"]),
         meta["setup"],
         CovariateRegistry.from_dict(meta["registry"]),
         state,
+        genes,
     )
     for prefix, module in (("model.", model.denoiser), ("ema.", model.ema)):
         found = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
@@ -126,8 +138,14 @@ def _build(cls, meta: dict, tensors: dict) -> RNADiffusion:
     model.step, model.history = meta["step"], meta["history"]
     model.seen = {tuple(row) for row in meta.get("seen_conditions", [])}
     model.measured = {k: list(v) for k, v in meta.get("measured_values", {}).items()}
+    model.engine.measured_within = {  # older checkpoints: none (overall values only)
+        k: {label: list(v) for label, v in per.items()}
+        for k, per in meta.get("measured_within", {}).items()
+    }
     model.effect_scales = {k: float(v) for k, v in meta.get("effect_scales", {}).items()}
     model.spread_scale = float(meta.get("spread_scale", 1.0))  # older checkpoints: none
+    if meta.get("library_sizes") is not None:  # older checkpoints: none (no counts out)
+        model._library_sizes = _counts.LibrarySizes.from_json(meta["library_sizes"])
     if "prior.gene_vectors" in weights:
         model.gene_vectors = weights["prior.gene_vectors"].numpy()
     model.prior = meta.get("prior")  # None in older checkpoints: co-expression alone

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import anndata as ad
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
+from rnadiff._errors import InputError
 from rnadiff.conditioning import _conditions as conditions
 from rnadiff.conditioning._calibration import widen
-from rnadiff.data._covariates import numeric_value
-from rnadiff.model._data import other_genes
+from rnadiff.data._covariates import conditions_frame, numeric_value
+from rnadiff.model import _counts
+from rnadiff.model._data import check_cells, other_genes
 from rnadiff.model._output import output, sampling_info
 
 if TYPE_CHECKING:
     from rnadiff.model._model import RNADiffusion
+
+logger = logging.getLogger("rnadiff")
 
 
 def targets(model: RNADiffusion, perturbation) -> list:
@@ -45,18 +51,87 @@ def targets(model: RNADiffusion, perturbation) -> list:
     return given
 
 
+def warn_outside(engine, obs: pd.DataFrame) -> None:
+    """Warn about continuous values (dose, time) outside the range measured in training for
+    the cells' condition: the network extrapolates there."""
+    for key, (n, lo, hi) in engine.outside_range(obs).items():
+        logger.warning(
+            "rnadiff: %d cells ask for %s outside the range measured for their condition "
+            "(%g to %g): the network extrapolates there, check such predictions",
+            n,
+            key,
+            lo,
+            hi,
+        )
+
+
+def generate(model: RNADiffusion, conditions, n_cells, batch_size, progress, **kw) -> ad.AnnData:
+    """See :meth:`RNADiffusion.generate` (the request checked here)."""
+    frame = conditions_frame(conditions, model.registry)
+    engine = model.engine.for_frame(frame)  # perturbations known by their features
+    engine.check_sampling(kw["sampler"], kw["guidance"])
+    if n_cells < 1:
+        raise InputError(f"n_cells must be at least 1, got {n_cells}")
+    soft = engine.soft_prior(frame, use=True) if kw.pop("prior") else None
+    calibrated, seed = kw.pop("calibrated"), kw["seed"]
+    warn_outside(engine, frame)
+    depths = _counts.for_generate(model, frame, n_cells, kw)  # counts=True: library sizes
+    z, obs, plan = engine.sample(
+        frame,
+        n_cells,
+        soft=soft,
+        batch_size=batch_size,
+        progress=progress,
+        calibrated=calibrated,
+        **kw,
+    )
+    info = {"method": "generate", "sampler": kw["sampler"], "steps": kw["steps"]}
+    info |= sampling_info(engine, obs, plan, kw["guidance"], soft, calibrated) | {"seed": seed}
+    return _counts.with_counts(model, output(model, engine.to_log(z), obs, info), depths, seed)
+
+
+def predict(
+    model: RNADiffusion, source, perturbation, target, batch_size, progress, **kw
+) -> ad.AnnData:
+    """See :meth:`RNADiffusion.predict` (the request checked here)."""
+    check_cells(source, "source")
+    names = targets(model, perturbation)
+    for key in target or {}:
+        model.registry[key]  # raises on unknown covariates
+    if not target and names == [None]:
+        raise InputError("give a perturbation or a target to predict")
+    if kw["method"] not in ("counterfactual", "generate"):
+        raise InputError(f"method must be 'counterfactual' or 'generate', got {kw['method']!r}")
+    model.engine.check_sampling(kw["sampler"], kw["guidance"])
+    if kw["counts"]:
+        _counts.check_counts(model)
+    encode_sigma = kw["encode_sigma"]
+    if encode_sigma is not None and not 0 < float(encode_sigma) < float("inf"):
+        raise InputError(f"encode_sigma must be a positive number, got {encode_sigma}")
+    kw |= dict(batch_size=batch_size, progress=progress and len(names) == 1)
+    pkey = model.registry.perturbation_key
+    preds = [
+        predict_one(model, source, {**(target or {}), pkey: p} if p else target, **kw)
+        for p in tqdm(names, disable=not progress or len(names) == 1, desc="perturbations")
+    ]
+    return preds[0] if len(preds) == 1 else stack(preds, names)
+
+
 def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) -> ad.AnnData:
     """``source`` cells predicted under ``changes`` (see :meth:`RNADiffusion.predict`)."""
-    engine, registry = model.engine, model.registry
+    registry = model.registry
     method, layer, seed = kw["method"], kw["layer"], kw["seed"]
     obs_src = source.obs[[k for k in registry.keys if k in source.obs]].copy()
-    cond_src = engine.cond(obs_src)
     obs_tgt = obs_src.copy()
     for key, value in changes.items():
         if not registry[key].categorical:
             value = numeric_value(key, value)
         obs_tgt[f"rnadiff_source_{key}"] = obs_tgt[key]
         obs_tgt[key] = pd.Categorical([value] * len(obs_tgt)) if isinstance(value, str) else value
+    # perturbations never seen but known by their features (drug structure, gene embedding)
+    engine = model.engine.for_frame(pd.concat([obs_src, obs_tgt]))
+    cond_src = engine.cond(obs_src)
+    warn_outside(engine, obs_tgt)
     soft = engine.soft_prior(obs_tgt, use=True) if kw["prior"] else None
     cond_tgt = engine.cond(obs_tgt, soft=soft)
     gen = torch.Generator().manual_seed(seed)
@@ -69,10 +144,12 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
         x = engine.encode(z0, sigmas, cond_src, obs=obs_src, **run)
     else:
         x = torch.randn(source.n_obs, engine.n_genes, generator=gen) * sigma_max
+    # counts=True: library sizes, and decoding stops at their counting noise level
+    depths, decode = _counts.for_predict(model, engine, source, obs_src, obs_tgt, sigmas, kw)
     z = engine.run(
         kw["sampler"],
         x,
-        sigmas,
+        decode,
         cond_tgt,
         plan=plan,
         guidance=kw["guidance"],
@@ -82,7 +159,7 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
         **run,
     )
     info = {"method": method, "sampler": kw["sampler"], "steps": kw["steps"], "seed": seed}
-    info |= sampling_info(model, obs_tgt, plan, kw["guidance"], soft, kw["calibrated"])
+    info |= sampling_info(engine, obs_tgt, plan, kw["guidance"], soft, kw["calibrated"])
     info |= {"encode_sigma": sigma_max, "spread_scale": 1.0, "layer": layer}
     info["target"] = {k: str(v) for k, v in changes.items()}
     x_log = engine.to_log(z)
@@ -91,7 +168,8 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
         x_log = widen(x_log, labels, model.spread_scale)  # each condition around its mean
         info["spread_scale"] = model.spread_scale
     others = other_genes(model, source, layer) if method == "counterfactual" else None
-    return output(model, x_log, obs_tgt, info, others=others, names=source.obs_names)
+    out = output(model, x_log, obs_tgt, info, others=others, names=source.obs_names)
+    return _counts.with_counts(model, out, depths, seed)
 
 
 def stack(predictions: list[ad.AnnData], names: list[str]) -> ad.AnnData:

@@ -14,9 +14,10 @@ never on AnnData.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,7 @@ from torch import nn
 from rnadiff._config import DiffusionConfig
 from rnadiff._errors import InputError
 from rnadiff.conditioning import _conditions as conditions
+from rnadiff.conditioning._features import TokenFeatures
 from rnadiff.conditioning._prior import prior_weights
 from rnadiff.conditioning._transfer import (
     context_of,
@@ -113,12 +115,17 @@ class SamplingEngine:
         Noise levels and ``sigma_data``.
     seen
         Categorical conditions measured in training.
-    measured
-        Training values of each continuous covariate (for interpolation).
+    measured, measured_within
+        Training values of each continuous covariate (for interpolation), overall and
+        within each categorical condition (e.g. the doses of each drug).
     effect_scales
         ``{perturbation: factor}`` of the effect calibration.
     gene_vectors, prior_fit
         The expression prior of unseen perturbations (``None``: none).
+    features
+        What describes perturbation names by their features (drug structures, gene
+        embeddings): names never seen in training but described there are embedded from
+        them (:meth:`with_known`).
     """
 
     denoiser: nn.Module
@@ -127,9 +134,12 @@ class SamplingEngine:
     diffusion: DiffusionConfig
     seen: set[tuple] = field(default_factory=set)
     measured: dict[str, list[float]] = field(default_factory=dict)
+    measured_within: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     effect_scales: dict[str, float] = field(default_factory=dict)
     gene_vectors: np.ndarray | None = None
     prior_fit: dict | None = None
+    features: TokenFeatures | None = None
+    base_tokens: tuple[str, ...] | None = None  # a view's perturbation tokens of training
     _last_encoding: tuple[bytes, torch.Tensor] | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ basics
@@ -152,14 +162,16 @@ class SamplingEngine:
         """The model's space -> log expression (clipped at 0)."""
         return unscale(z, self.preprocess)
 
-    def sigmas(self, steps: int, *, sigma_max: float | None = None) -> torch.Tensor:
-        """The sampler's noise levels (Karras et al. 2022) for ``steps`` steps."""
+    def sigmas(
+        self, steps: int, *, sigma_max: float | None = None, sigma_min: float | None = None
+    ) -> torch.Tensor:
+        """The sampler's noise levels (Karras et al. 2022) for ``steps`` steps; a larger
+        ``sigma_min`` stops early and takes the denoiser's estimate there (counts out)."""
         d = self.diffusion
         if steps < 1:
             raise InputError(f"steps must be at least 1, got {steps}")
-        return karras_sigmas(
-            steps, sigma_min=d.sigma_min, sigma_max=sigma_max or d.sigma_max, rho=d.rho
-        )
+        low = d.sigma_min if sigma_min is None else float(sigma_min)
+        return karras_sigmas(steps, sigma_min=low, sigma_max=sigma_max or d.sigma_max, rho=d.rho)
 
     def check_sampling(self, sampler: str, guidance: Guidance) -> None:
         """A known sampler, known covariates and finite guidance weights."""
@@ -186,6 +198,80 @@ class SamplingEngine:
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+    # ------------------------------------------------- perturbations by features
+    def with_molecules(self, table: Mapping[str, str]) -> SamplingEngine:
+        """A view of this engine whose drug table also holds ``table`` (``{name: SMILES}``,
+        checked); the names are embedded from their structure when asked for."""
+        from rnadiff.data._molecules import check_table
+
+        table = check_table(table, what="candidates")
+        if not table:
+            return self
+        spec = self._perturbation_encoder()
+        if spec is None or "molecule" not in spec.kinds or self.features is None:
+            raise InputError(
+                "this model does not embed drugs by structure: train it with SMILES "
+                "(setup_anndata(smiles_key=... or smiles=...)) to predict or rank new drugs"
+            )
+        molecules = {**self.features.molecules, **table}
+        features = dataclasses.replace(self.features, molecules=molecules)
+        return dataclasses.replace(self, features=features, _last_encoding=None)
+
+    def _perturbation_encoder(self):
+        pkey = self.registry.perturbation_key
+        if pkey is None:
+            return None
+        encoder = self.denoiser.cond_encoder.encoders[pkey]
+        return encoder if hasattr(encoder, "extended") else None
+
+    def with_known(self, values: Iterable) -> SamplingEngine:
+        """This engine, or a view of it that also knows the perturbations among ``values``
+        (values of the perturbation column; combinations split) that were never seen in
+        training but have features: drugs by their structure, genes by their embedding. The
+        view shares the network's parameters; nothing of this engine changes."""
+        pkey = self.registry.perturbation_key
+        encoder = self._perturbation_encoder()
+        if encoder is None or self.features is None:
+            return self
+        cov = self.registry[pkey]
+        parts = {p for v in values if pd.notna(v) for p in cov.parts(v)}
+        new = sorted(p for p in parts - set(cov.tokens) if self.features.knows(p))
+        if not new:
+            return self
+        features, has = self.features.tensors(new)
+        dosed = [encoder.dose is not None and self.features.is_molecule(p) for p in new]
+        logger.info(
+            "rnadiff: never seen in training, embedded from %s: %s",
+            "their features",
+            ", ".join(new[:10]) + (f" and {len(new) - 10} more" if len(new) > 10 else ""),
+        )
+        registry = self.registry.with_tokens(
+            pkey, new, dosed=[p for p, d in zip(new, dosed, strict=True) if d]
+        )
+        denoiser = self.denoiser.with_extra_tokens(pkey, features, has, torch.tensor(dosed))
+        return dataclasses.replace(
+            self,
+            registry=registry,
+            denoiser=denoiser,
+            base_tokens=self.trained_tokens,
+            _last_encoding=None,
+        )
+
+    @property
+    def trained_tokens(self) -> tuple[str, ...]:
+        """The perturbation tokens the network was trained on."""
+        if self.base_tokens is not None:
+            return self.base_tokens
+        pkey = self.registry.perturbation_key
+        return self.registry[pkey].tokens if pkey is not None else ()
+
+    def for_frame(self, frame: pd.DataFrame | None) -> SamplingEngine:
+        """:meth:`with_known` for the perturbations of a request's ``obs`` or conditions."""
+        pkey = self.registry.perturbation_key
+        if frame is None or pkey is None or pkey not in frame:
+            return self
+        return self.with_known(frame[pkey].dropna().astype(str).unique())
 
     # -------------------------------------------------------------- conditions
     def cond(
@@ -311,28 +397,75 @@ class SamplingEngine:
     def interpolation(self, obs: pd.DataFrame | None) -> dict[str, tuple[np.ndarray, ...]]:
         """For each continuous covariate with values strictly between measured ones that were
         not measured themselves: ``{key: (low, high, weight, where)}``, the encoded
-        neighbouring measured values, the weight of ``high`` (linear in the encoded value) and
-        the cells concerned. Values outside the measured range are left to the network."""
+        neighbouring measured values, the weight of ``high`` and the cells concerned.
+
+        The measured values are those of the cell's own categorical condition when it has
+        at least two (e.g. the doses measured for that drug in that cell type), else those
+        of every training cell. The weight is linear in log dose for a dose, in the value
+        otherwise. Values outside the measured range are left to the network
+        (:meth:`outside_range` names them)."""
         out = {}
         if obs is None:
             return out
-        for key, values in self.measured.items():
-            if key not in obs.columns or len(values) < 2:
-                continue
-            raw = pd.to_numeric(obs[key], errors="coerce").to_numpy(dtype=float)
-            lo, hi, where = interpolation_neighbours(raw, values)
+        for key, raw, grids in self._grids(obs):
+            lo, hi = np.full(len(raw), np.nan), np.full(len(raw), np.nan)
+            where = np.zeros(len(raw), dtype=bool)
+            for grid, cells in grids:
+                lo[cells], hi[cells], where[cells] = interpolation_neighbours(raw[cells], grid)
             if not where.any():
                 continue
+            lo, hi = np.where(where, lo, raw), np.where(where, hi, raw)
             frame = pd.DataFrame({key: np.concatenate([raw, lo, hi])})
             enc = self.registry.encode(frame, allow_missing=True)[key].reshape(3, -1)
-            e_val, e_lo, e_hi = enc.astype(np.float64)
-            weight = np.where(where, (e_val - e_lo) / np.where(where, e_hi - e_lo, 1.0), 0.0)
+            _, e_lo, e_hi = enc.astype(np.float64)
+            if self.registry[key].log and (lo[where] > 0).all():  # linear in log dose
+                v, a, b = (np.log(np.where(where, x, 1.0)) for x in (raw, lo, hi))
+                weight = np.where(where, (v - a) / np.where(where, b - a, 1.0), 0.0)
+            else:
+                e_val = enc[0].astype(np.float64)
+                weight = np.where(where, (e_val - e_lo) / np.where(where, e_hi - e_lo, 1.0), 0.0)
             out[key] = (
                 e_lo.astype(np.float32),
                 e_hi.astype(np.float32),
                 weight.astype(np.float32),
                 where,
             )
+        return out
+
+    def _grids(self, obs: pd.DataFrame):
+        """Per continuous covariate in ``obs``: ``(key, values, [(grid, cells), ...])``, the
+        measured values each group of cells is interpolated between."""
+        labels = None
+        for key, values in self.measured.items():
+            if key not in obs.columns:
+                continue
+            raw = pd.to_numeric(obs[key], errors="coerce").to_numpy(dtype=float)
+            within = self.measured_within.get(key, {})
+            if within and labels is None:
+                rows = conditions.condition_rows(self.registry, obs)
+                labels = np.array([conditions.condition_label(r) for r in rows], dtype=object)
+            groups = []
+            rest = np.ones(len(raw), dtype=bool)
+            for label in set(labels) & set(within) if within else ():
+                cells = labels == label
+                groups.append((within[label], cells))
+                rest &= ~cells
+            if len(values) >= 2 and rest.any():
+                groups.append((values, rest))
+            yield key, raw, groups
+
+    def outside_range(self, obs: pd.DataFrame | None) -> dict[str, tuple[int, float, float]]:
+        """``{key: (cells, low, high)}``: cells asked for a continuous value outside the range
+        measured for their condition (or overall), with that range."""
+        out = {}
+        for key, raw, groups in self._grids(obs) if obs is not None else ():
+            for grid, cells in groups:
+                outside = cells & np.isfinite(raw) & ((raw < grid[0]) | (raw > grid[-1]))
+                if self.registry[key].log:  # dose 0 is the control, not an extrapolation
+                    outside &= raw > 0
+                if outside.any():
+                    n, lo, hi = out.get(key, (0, grid[0], grid[-1]))
+                    out[key] = (n + int(outside.sum()), min(lo, grid[0]), max(hi, grid[-1]))
         return out
 
     def interpolated_cells(self, obs: pd.DataFrame) -> dict[str, int]:
@@ -534,14 +667,15 @@ class SamplingEngine:
         soft: dict | None = None,
         wrap: Callable | None = None,
         calibrated: bool = True,
+        sigma_min: float | None = None,
     ) -> tuple[np.ndarray, pd.DataFrame, TransferPlan]:
         """``n_cells`` per row of ``frame`` from seeded noise: (model-space cells, obs, the
         transfer plan). Generation and design share it, so the same seed starts both from
-        the same noise."""
+        the same noise. ``sigma_min``: stop there and take the denoiser's estimate."""
         obs = frame.loc[frame.index.repeat(n_cells)].reset_index(names="rnadiff_condition")
         cond = self.cond(obs, allow_missing=True, soft=soft)
         gen = torch.Generator().manual_seed(seed)
-        sigmas = self.sigmas(steps)
+        sigmas = self.sigmas(steps, sigma_min=sigma_min)
         x = torch.randn(len(obs), self.n_genes, generator=gen) * float(sigmas[0])
         plan = self.transfer_plan(obs, transfer, transfer_scale)
         z = self.run(

@@ -1,0 +1,192 @@
+"""Drugs by structure, doses and gene embeddings, end to end on a small simulated screen."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rnadiff import ConditioningConfig, InputError, ModelConfig, NetworkConfig, RNADiffusion
+from rnadiff.data._molecules import check_table, read_smiles_table, table_from_obs
+from rnadiff.datasets import simulate
+
+DRUGS = ("Vorinostat", "Belinostat", "Imatinib", "Dasatinib", "Gefitinib")
+NEW = "Panobinostat"  # never in training; a hydroxamate like Vorinostat and Belinostat
+NEW_SMILES = "Cc1[nH]c2ccccc2c1CCNCc1ccc(/C=C/C(=O)NO)cc1"
+SMALL = ModelConfig(network=NetworkConfig(width=32, depth=1, emb_dim=16))
+
+
+@pytest.fixture(scope="module")
+def screen():
+    adata, _ = simulate(
+        900,
+        seed=2,
+        n_genes=40,
+        n_programs=6,
+        n_genetic=2,
+        n_combinations=0,
+        drugs=DRUGS,
+        n_cell_types=1,
+        times=(24.0,),
+        doses=(0.1, 1.0, 10.0),
+    )
+    return adata
+
+
+def train(adata, config=SMALL, steps=40, **setup):
+    adata = adata.copy()
+    RNADiffusion.setup_anndata(
+        adata, perturbation_key="perturbation", control="control", dose_key="dose", **setup
+    )
+    model = RNADiffusion(adata, config=config, seed=0)
+    model.train(max_steps=steps, progress=False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model(screen):
+    held = (screen.obs["dose"] == 1.0).to_numpy() & (screen.obs["perturbation"] == "Imatinib")
+    return train(screen[~held], smiles_key="smiles")
+
+
+def controls(screen, n=30):
+    return screen[(screen.obs["perturbation"] == "control").to_numpy()][:n].copy()
+
+
+def test_registry_records_structures_and_dosed_tokens(model):
+    cov = model.registry["perturbation"]
+    assert dict(cov.molecules).keys() == set(DRUGS)
+    assert set(cov.dosed) == set(DRUGS)  # knock-outs were measured at dose 0 only
+    spec = model.denoiser.cond_encoder.encoders["perturbation"]
+    assert spec.has_molecule.sum() == len(DRUGS)
+
+
+def test_unseen_drug_needs_its_structure_then_is_predicted(model, screen):
+    src = controls(screen)
+    with pytest.raises(InputError, match="add_molecules"):
+        model.predict(src, target={"perturbation": NEW, "dose": 1.0}, progress=False)
+    model.add_molecules({NEW: NEW_SMILES})
+    out = model.predict(src, target={"perturbation": NEW, "dose": 1.0}, progress=False)
+    assert out.uns["rnadiff"]["embedded_from_features"] == [NEW]
+    assert np.isfinite(out.X).all() and out.n_obs == src.n_obs
+    assert NEW not in model.registry["perturbation"].tokens  # the model's vocabulary is kept
+    gen = model.generate({"perturbation": NEW, "dose": 10.0}, n_cells=5, progress=False)
+    assert gen.n_obs == 5
+
+
+def test_invalid_smiles_names_the_drug(model):
+    with pytest.raises(InputError, match="'Bad'"):
+        model.add_molecules({"Bad": "C1CC(("})
+
+
+def test_dose_zero_predicts_the_control(model, screen):
+    src = controls(screen)
+    kw = dict(progress=False, seed=3)
+    zero = model.predict(src, target={"perturbation": "Vorinostat", "dose": 0.0}, **kw)
+    ctrl = model.predict(src, target={"perturbation": "control", "dose": 0.0}, **kw)
+    np.testing.assert_allclose(zero.X, ctrl.X, atol=1e-5)
+
+
+def test_interpolates_between_the_drugs_own_doses(model, screen):
+    src = controls(screen)
+    out = model.predict(src, target={"perturbation": "Imatinib", "dose": 1.0}, progress=False)
+    # 1.0 uM was measured for the other drugs, not for Imatinib: its own 0.1 and 10 uM
+    assert out.uns["rnadiff"]["interpolated_cells"] == {"dose": src.n_obs}
+    other = model.predict(src, target={"perturbation": "Dasatinib", "dose": 1.0}, progress=False)
+    assert other.uns["rnadiff"]["interpolated_cells"] == {}
+
+
+def test_outside_the_measured_range_warns(model, screen, caplog):
+    src = controls(screen, 5)
+    with caplog.at_level(logging.WARNING, logger="rnadiff"):
+        model.predict(src, target={"perturbation": "Dasatinib", "dose": 50.0}, progress=False)
+    assert "outside the range measured" in caplog.text
+
+
+def test_save_load_keeps_structures_and_predictions(model, screen, tmp_path):
+    model.add_molecules({NEW: NEW_SMILES})
+    model.save(tmp_path / "m")
+    loaded = RNADiffusion.load(tmp_path / "m")
+    src = controls(screen, 10)
+    kw = dict(target={"perturbation": NEW, "dose": 1.0}, progress=False, seed=1)
+    np.testing.assert_allclose(loaded.predict(src, **kw).X, model.predict(src, **kw).X, atol=1e-5)
+
+
+def test_rank_accepts_candidates_by_smiles(model, screen):
+    target = screen[(screen.obs["perturbation"] == "Vorinostat").to_numpy()][:40]
+    table = model.rank_perturbations(
+        target,
+        candidates={
+            "Vorinostat": dict(model.registry["perturbation"].molecules)["Vorinostat"],
+            "Candidate-X": NEW_SMILES,
+        },
+        context={"dose": 10.0},
+        n_cells=20,
+        n_noise_levels=2,
+        n_draws=1,
+        progress=False,
+    )
+    assert set(table["perturbation"]) == {"Vorinostat", "Candidate-X"}
+
+
+def test_model_without_structures_refuses_smiles_candidates(screen):
+    plain = train(screen, steps=5)
+    with pytest.raises(InputError, match="does not embed drugs by structure"):
+        plain.rank_perturbations(
+            screen[:20], candidates={"X": NEW_SMILES}, n_cells=5, progress=False
+        )
+
+
+def test_dose_response_embedding_is_the_old_network(screen):
+    old = train(
+        screen,
+        config=SMALL.__class__(
+            network=SMALL.network, conditioning=ConditioningConfig(dose_response="embedding")
+        ),
+        steps=2,
+    )
+    enc = old.denoiser.cond_encoder
+    assert "dose" in enc.encoders and not hasattr(enc.encoders["perturbation"], "hill")
+    assert (
+        ModelConfig.from_dict(
+            {k: v for k, v in SMALL.to_dict().items() if k != "conditioning"}
+        ).conditioning.dose_response
+        == "embedding"
+    )  # checkpoints of before: as they were
+
+
+def test_gene_embeddings_describe_unseen_knockouts(screen):
+    genes = list(screen.var_names)
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(len(genes), 8)), index=genes)
+    kos = sorted(set(screen.obs["perturbation"]) - set(DRUGS) - {"control"})
+    held = (screen.obs["perturbation"] == kos[0]).to_numpy()
+    adata = screen[~held].copy()
+    RNADiffusion.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    model = RNADiffusion(adata, config=SMALL, gene_embeddings=table, seed=0)
+    assert model.registry["perturbation"].gene_embedding_dim == 8
+    model.train(max_steps=5, progress=False)
+    out = model.predict(controls(screen, 5), perturbation=kos[0], progress=False)
+    assert out.uns["rnadiff"]["embedded_from_features"] == [kos[0]]
+    with pytest.raises(InputError, match="numbers only"):
+        RNADiffusion(adata, config=SMALL, gene_embeddings=table.astype(str) + "x")
+
+
+def test_smiles_tables_are_checked(tmp_path):
+    with pytest.raises(InputError, match="'B'"):
+        check_table({"A": "CCO", "B": "not a smiles"})
+    obs = pd.DataFrame(
+        {"p": ["A", "A", "B", "A+C", "ctrl"], "s": ["CCO", "CCO", "", "CCO.CCN", ""]}
+    )
+    parts = lambda v: v.split("+")  # noqa: E731
+    assert table_from_obs(obs, "p", "s", parts=parts, control="ctrl") == {"A": "CCO", "C": "CCN"}
+    obs.loc[1, "s"] = "CCC"
+    with pytest.raises(InputError, match="two SMILES"):
+        table_from_obs(obs, "p", "s", parts=parts, control="ctrl")
+    path = tmp_path / "t.csv"
+    path.write_text("name,smiles\nA,CCO\nB,c1ccccc1\n")
+    assert read_smiles_table(path) == {"A": "CCO", "B": "c1ccccc1"}
+    path.write_text("A,CCO,kinase\n")
+    assert read_smiles_table(path) == {"A": "CCO"}
