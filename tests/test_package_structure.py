@@ -3,7 +3,7 @@ private modules are ``_``-prefixed and the public API is listed and documented.
 
 Layers, bottom to top: data / conditioning / diffusion / networks (and the package's own
 ``_config``, ``_errors``, ``_version``, ``_settings``) -> sampling, training -> design -> model
--> evaluation -> cli. A lower layer that needs something of a higher one receives it as an
+-> evaluation, fate -> cli. A lower layer that needs something of a higher one receives it as an
 argument.
 """
 
@@ -36,6 +36,7 @@ LAYERS = {
     "design": 2,
     "model": 3,
     "evaluation": 4,
+    "fate": 4,
     "cli": 5,
 }
 
@@ -161,6 +162,7 @@ PUBLIC = [
     "rnadiff.design",
     "rnadiff.diffusion",
     "rnadiff.evaluation",
+    "rnadiff.fate",
     "rnadiff.model",
     "rnadiff.networks",
     "rnadiff.sampling",
