@@ -110,4 +110,4 @@ def _load_standalone() -> None:
 
 
 # modules of the harness whose import registers standalone tasks
-STANDALONE_MODULES: tuple[str, ...] = ()
+STANDALONE_MODULES: tuple[str, ...] = ("_denoise_tasks",)

@@ -42,6 +42,32 @@ from rnadiff.cli._common import (
 from rnadiff.data._io import write_h5ad_chunks
 from rnadiff.model._output import var_table
 
+Counts = Annotated[
+    bool,
+    typer.Option(
+        "--counts",
+        help="Also raw counts (models trained on raw counts only): integers in "
+        "layers['counts'] at library sizes drawn from each cell's condition (predict: each "
+        "source cell keeps its depth's rank), obs['total_counts'], and X their "
+        "log-normalized values. Not with chunked output (cells above --chunk-cells).",
+    ),
+]
+
+
+def _no_chunked_counts(counts: bool, n_cells: int, chunk_cells: int, *, backed=False) -> None:
+    """Chunked outputs carry X and obs only: --counts needs the output in one piece."""
+    if counts and backed:
+        raise InputError(
+            "--counts: a source read from disk (--backed) is predicted and written in chunks, "
+            "which carry X only; give --in-memory or leave out --counts"
+        )
+    if counts and n_cells > chunk_cells:
+        raise InputError(
+            f"--counts: {n_cells} cells would be written in chunks of --chunk-cells "
+            f"{chunk_cells}, which carry X only; raise --chunk-cells to at least {n_cells} or "
+            "leave out --counts"
+        )
+
 
 def _conditions_csv(path: Path):
     """The conditions of a --conditions-csv file, one per row, as text (empty: unspecified)."""
@@ -92,6 +118,7 @@ def generate(
     transfer_scale: TransferScale = None,
     gene_prior: GenePrior = False,
     calibrated: Calibrated = True,
+    counts: Counts = False,
     chunk_cells: ChunkCells = 50000,
     seed: Seed = 0,
     threads: Threads = None,
@@ -107,8 +134,10 @@ def generate(
     m = _load(model)
     kw = dict(sampler=sampler, steps=steps, guidance=_guidance(guidance), transfer=transfer)
     kw |= dict(transfer_scale=transfer_scale, prior=gene_prior, calibrated=calibrated)
+    kw |= dict(counts=counts)
     t0 = time.perf_counter()
     frame = pd.DataFrame([conds]) if isinstance(conds, dict) else conds
+    _no_chunked_counts(counts, n * len(frame), chunk_cells)
     if n * len(frame) <= chunk_cells:
         cells = m.generate(conds, n_cells=n, seed=seed, progress=not quiet, **kw)
         _write(cells, out)
@@ -188,6 +217,7 @@ def predict(
             "cells (every gene's mean is kept); --no-spread: the cells as decoded.",
         ),
     ] = True,
+    counts: Counts = False,
     backed: Backed = None,
     chunk_cells: ChunkCells = 50000,
     seed: Seed = 0,
@@ -219,8 +249,10 @@ def predict(
         calibrated=calibrated,
         spread=spread,
         layer=layer,
+        counts=counts,
         seed=seed,
     )
+    _no_chunked_counts(counts, len(rows), chunk_cells, backed=src.isbacked)
     if len(rows) <= chunk_cells and not src.isbacked:
         pred = m.predict(src[rows], progress=not quiet, **predict_kw)
         _write(pred, out)
@@ -256,51 +288,111 @@ def _sigma(text: str) -> float | str:
 
 
 def denoise(
-    model: ModelDir,
     data: Annotated[
         Path,
         typer.Option(
-            help="Cells to denoise (.h5ad): raw counts or log-normalized, as the training data, "
-            "with the model's genes; registered covariate columns in obs are used where present."
+            help="Cells to denoise (.h5ad). Without --model: raw counts (integers) in X or "
+            "--layer, at least 20 cells. With --model: raw counts or log-normalized, as the "
+            "model's training data, with its genes; registered covariate columns in obs are "
+            "used where present."
         ),
     ],
     out: Annotated[
         Path,
         typer.Option(
             help="Output .h5ad: the --data cells as they were, plus the denoised log-normalized "
-            "values of every gene in layers[--key-added] (nothing of the input overwritten)."
+            "values (natural log1p per 10,000 counts) of every gene in layers[--key-added] and "
+            "how they were made in uns[--key-added] (nothing of the input overwritten)."
         ),
     ],
-    sigma: Annotated[
-        str,
+    model: Annotated[
+        Path | None,
         typer.Option(
-            help="Noise level the cells are taken to carry, in per-gene training standard "
-            "deviations (larger pulls harder towards the training cells), or 'auto': each "
-            "cell's counting noise beyond the training cells', from its total counts (raw "
-            "counts only)."
+            "--model",
+            help="A model folder written by 'rnadiff train' on deeper or cleaner cells of the "
+            "same kind (a reference): the cells are denoised towards it (the posterior mean of "
+            "each clean profile). Without it (default): self-supervised, a network learns "
+            "from the --data counts alone to predict UMIs held out of each cell (a binomial "
+            "split, molecular cross-validation) and then denoises every cell from all its "
+            "counts.",
         ),
-    ] = "auto",
+    ] = None,
+    sigma: Annotated[
+        str | None,
+        typer.Option(
+            help="With --model only: noise level the cells are taken to carry, in per-gene "
+            "training standard deviations (larger pulls harder towards the training cells), "
+            "or 'auto' (default): each cell's counting noise beyond the training cells', from "
+            "its total counts (raw counts only).",
+            show_default=False,
+        ),
+    ] = None,
+    max_steps: Annotated[
+        int,
+        typer.Option(
+            help="Without --model: training steps at most (training stops earlier once the "
+            "held-out cells' loss stops improving)."
+        ),
+    ] = 3000,
+    width: Annotated[
+        int,
+        typer.Option(
+            help="Without --model: hidden width of the network (smaller: a coarser, more "
+            "strongly smoothed picture of each cell)."
+        ),
+    ] = 256,
     layer: Layer = None,
     key_added: Annotated[
-        str, typer.Option(help="Layer of the output holding the denoised values.")
+        str, typer.Option(help="Layer (and uns key) of the output holding the denoised values.")
     ] = "rnadiff_denoised",
     where: Where = None,
+    seed: Seed = 0,
     threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
-    """Denoise cells with the model (the posterior mean of each clean profile)."""
+    """Denoise cells: self-supervised from their own counts, or with a reference model.
+
+    Without --model, rnadiff learns from the --data counts themselves (no deeper data
+    needed) and warns when it learned nothing beyond the average cell. With --model, the
+    cells are pulled towards the model's training cells."""
     _threads(threads)
     _check_out(out)
-    m = _load(model)
+    if model is None and sigma is not None:
+        raise InputError("--sigma needs --model (self-supervised denoising sets no noise level)")
+    for flag, value, default in (("--max-steps", max_steps, 3000), ("--width", width, 256)):
+        if value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}")
+        if model is not None and value != default:
+            raise InputError(f"{flag} is for self-supervised denoising; leave it out with --model")
+    m = _load(model) if model is not None else None
     cells = _subset(_read(data), where, "--where", data).copy()
     t0 = time.perf_counter()
-    m.denoise(
-        cells,
-        sigma=_sigma(sigma),
-        layer=layer,
-        key_added=key_added,
-        inplace=True,
-        progress=not quiet,
-    )
+    if m is not None:
+        m.denoise(
+            cells,
+            sigma=_sigma(sigma or "auto"),
+            layer=layer,
+            key_added=key_added,
+            inplace=True,
+            progress=not quiet,
+        )
+    else:
+        from rnadiff.model._self_denoise import denoise as self_denoise
+
+        self_denoise(
+            cells,
+            layer=layer,
+            key_added=key_added,
+            max_steps=max_steps,
+            width=width,
+            seed=seed,
+            progress=not quiet,
+        )
+        info = cells.uns[key_added]
+        typer.echo(
+            f"held-out loss per UMI {info['best_loss']:.4f} vs {info['baseline_loss']:.4f} for "
+            f"the average cell ({100 * info['gain']:.1f}% lower), best at step "
+            f"{info['best_step']} of {info['steps']}"
+        )
     _write(cells, out)
-    _summary(cells, m.registry.keys, out, time.perf_counter() - t0)
+    _summary(cells, m.registry.keys if m is not None else [], out, time.perf_counter() - t0)

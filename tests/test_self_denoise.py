@@ -1,0 +1,137 @@
+"""Self-supervised denoising (``rnadiff.denoise``, ``rnadiff denoise`` without ``--model``):
+learned from the cells' own counts, scored by molecular cross-validation."""
+
+from __future__ import annotations
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from typer.testing import CliRunner
+
+import rnadiff
+from rnadiff._errors import InputError
+from rnadiff.cli import app
+from rnadiff.datasets import simulate
+from rnadiff.diffusion._counts import binomial_split, poisson_deviance
+from rnadiff.evaluation import _denoise as den
+
+STEPS = 300  # enough for the simulated cells' structure; training stops earlier on its own
+
+
+@pytest.fixture(scope="module")
+def shallow():
+    """Simulated cells (three cell types) drawn deep, then thinned to 10% of their UMIs."""
+    adata, _ = simulate(500, n_genes=150, seed=3, library_median=20000)
+    deep = adata.X.toarray()
+    thinned = den.thin(deep, 0.1, seed=0)
+    keep = thinned.sum(1) > 0
+    cells = ad.AnnData(
+        sp.csr_matrix(thinned[keep].astype(np.float32)), obs=adata.obs.iloc[keep].copy()
+    )
+    cells.var_names = adata.var_names
+    return cells, deep[keep]
+
+
+def test_binomial_split_adds_up_and_keeps_its_share():
+    import torch
+
+    counts = torch.tensor(
+        np.random.default_rng(0).poisson(20.0, size=(200, 50)), dtype=torch.float32
+    )
+    kept, rest = binomial_split(counts, 0.3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(kept + rest, counts)
+    assert (kept >= 0).all() and (rest >= 0).all()
+    assert abs(float(kept.sum() / counts.sum()) - 0.3) < 0.01
+
+
+def test_poisson_deviance_is_zero_at_the_counts_and_positive_elsewhere():
+    y = np.array([[0.0, 1.0, 5.0]])
+    assert poisson_deviance(y, y) == pytest.approx(0.0, abs=1e-6)
+    assert poisson_deviance(y + 1.0, y) > 0
+
+
+def test_beats_the_input_and_pca_on_held_out_umis_and_deep_truth(shallow):
+    cells, deep = shallow
+    half, other = den.mcv_split(cells.X.toarray(), p=0.5, seed=1)
+    adata = ad.AnnData(half.astype(np.float32), obs=cells.obs.copy())
+    rnadiff.denoise(adata, max_steps=STEPS, progress=False)
+    ours = np.expm1(adata.layers["rnadiff_denoised"].astype(np.float64))
+    info = adata.uns["rnadiff_denoised"]
+    assert info["gain"] > 0.02 and info["best_loss"] < info["baseline_loss"]
+    # molecular cross-validation: the other half of the UMIs, never seen
+    loss = den.mcv_loss(ours, other)
+    assert loss < 0.8 * den.mcv_loss(den.normalized(half), other)
+    assert loss < den.mcv_loss(den.pca_reconstruction(half), other)
+    # closer to the deep cells than the shallow cells are
+    truth = den.normalized(deep)
+    assert (
+        den.correlations(ours, truth)["cell_corr"]
+        > den.correlations(den.normalized(half), truth)["cell_corr"] + 0.03
+    )
+
+
+def test_input_untouched_and_result_in_a_layer(shallow):
+    cells, _ = shallow
+    before = cells.copy()
+    out = rnadiff.denoise(cells, inplace=False, max_steps=40, progress=False)
+    assert "rnadiff_denoised" not in cells.layers and "rnadiff_denoised" not in cells.uns
+    assert (cells.X != before.X).nnz == 0
+    assert (out.X != before.X).nnz == 0 and out.obs.equals(before.obs)
+    layer = out.layers["rnadiff_denoised"]
+    assert layer.shape == cells.shape and np.isfinite(layer).all() and (layer >= 0).all()
+    # each row: log1p of an expression per 10,000 counts
+    np.testing.assert_allclose(np.expm1(layer.astype(np.float64)).sum(1), 1e4, rtol=1e-3)
+    assert out.uns["rnadiff_denoised"]["method"].startswith("self-supervised")
+    with pytest.raises(InputError, match="exists"):
+        rnadiff.denoise(out, max_steps=5, progress=False)
+
+
+def test_same_seed_same_result(shallow):
+    cells, _ = shallow
+    a = rnadiff.denoise(cells, inplace=False, max_steps=20, progress=False, seed=4)
+    b = rnadiff.denoise(cells, inplace=False, max_steps=20, progress=False, seed=4)
+    np.testing.assert_array_equal(a.layers["rnadiff_denoised"], b.layers["rnadiff_denoised"])
+
+
+def test_warns_when_nothing_beyond_the_average_cell_is_learned(caplog):
+    # every cell the same expression: the held-out loss cannot fall below the average cell's
+    rng = np.random.default_rng(0)
+    share = rng.dirichlet(np.full(80, 0.5))
+    counts = rng.poisson(share * 300, size=(300, 80)).astype(np.float32)
+    adata = ad.AnnData(counts)
+    with caplog.at_level(logging.WARNING, logger="rnadiff"):
+        rnadiff.denoise(adata, max_steps=200, progress=False)
+    assert adata.uns["rnadiff_denoised"]["gain"] < 0.002
+    assert "learned nothing beyond the average cell" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: ad.AnnData(np.full((30, 10), 0.5, dtype=np.float32)), "raw counts"),
+        (lambda: ad.AnnData(np.ones((5, 10), dtype=np.float32)), "at least 20 cells"),
+    ],
+)
+def test_refuses_what_it_cannot_split(make, message):
+    with pytest.raises(InputError, match=message):
+        rnadiff.denoise(make(), max_steps=5, progress=False)
+
+
+def test_cli_denoise_without_a_model(shallow, tmp_path):
+    cells, _ = shallow
+    data, out = tmp_path / "shallow.h5ad", tmp_path / "out.h5ad"
+    cells.write_h5ad(data)
+    runner = CliRunner()
+    args = ["denoise", "--data", data, "--out", out, "--max-steps", "30", "--quiet"]
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "held-out loss per UMI" in result.output
+    written = ad.read_h5ad(out)
+    assert (written.X != cells.X).nnz == 0
+    assert written.layers["rnadiff_denoised"].shape == cells.shape
+    # --sigma belongs to denoising with a reference model
+    bad = runner.invoke(app, [str(a) for a in [*args[:5], tmp_path / "x.h5ad", "--sigma", "1"]])
+    assert bad.exit_code != 0 and not (tmp_path / "x.h5ad").exists()
