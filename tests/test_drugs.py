@@ -190,3 +190,63 @@ def test_smiles_tables_are_checked(tmp_path):
     assert read_smiles_table(path) == {"A": "CCO", "B": "c1ccccc1"}
     path.write_text("A,CCO,kinase\n")
     assert read_smiles_table(path) == {"A": "CCO"}
+
+
+def test_cli_trains_with_smiles_and_ranks_new_compounds(screen, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from typer.testing import CliRunner
+
+    from rnadiff.cli import app, main
+
+    data = tmp_path / "screen.h5ad"
+    adata = screen.copy()
+    adata.obs = adata.obs.drop(columns="smiles")
+    adata.write_h5ad(data)
+    table = tmp_path / "drugs.csv"
+    smiles = table_from_obs(
+        screen.obs, "perturbation", "smiles", parts=lambda v: v.split("+"), control="control"
+    )
+    table.write_text("name,smiles\n" + "".join(f"{k},{v}\n" for k, v in smiles.items()))
+    genes = tmp_path / "genes.tsv"
+    rng = np.random.default_rng(0)
+    pd.DataFrame(rng.normal(size=(screen.n_vars, 4)), index=screen.var_names).to_csv(
+        genes, sep="\t"
+    )
+    out = tmp_path / "model"
+    runner = CliRunner()
+    common = ["--width", "32", "--depth", "1", "--max-steps", "10", "--quiet"]
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(data), "--out", str(out), "--perturbation-key", "perturbation",
+         "--control", "control", "--dose-key", "dose", "--smiles", str(table),
+         "--gene-embeddings", str(genes), "--dose-response", "hill+embedding", *common],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model = RNADiffusion.load(out)
+    assert model.config.conditioning.dose_response == "hill+embedding"
+    assert dict(model.registry["perturbation"].molecules).keys() == set(DRUGS)
+    assert model.registry["perturbation"].gene_embedding_dim == 4
+    new = tmp_path / "new.csv"
+    new.write_text(f"{NEW},{NEW_SMILES}\n")
+    ranked = tmp_path / "ranked.csv"
+    result = runner.invoke(
+        app,
+        ["rank", "--model", str(out), "--up", str(screen.var_names[0]), "--smiles", str(new),
+         "--context", "dose=1.0", "--n", "10", "--out", str(ranked), "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert set(pd.read_csv(ranked)["perturbation"]) == set(DRUGS) | {NEW}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("X,not-a-smiles\n")
+    up = str(screen.var_names[0])
+    for args, needle in (
+        (["rank", "--model", out, "--up", up, "--smiles", bad], "'X'"),
+        (["train", "--data", data, "--out", tmp_path / "m2", "--dose-response", "sigmoid"],
+         "dose_response"),
+    ):  # fmt: skip
+        monkeypatch.setattr(sys, "argv", ["rnadiff", *map(str, args)])
+        with pytest.raises(SystemExit) as info:
+            main()
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and err.startswith("error:") and needle in err, err

@@ -169,6 +169,28 @@ def design(
         typer.echo(f"plot: {plot}")
 
 
+def _with_smiles(model, names, path: Path) -> dict[str, str]:
+    """``--smiles``: the file's molecules, and the named candidates (default: every drug the
+    model was trained on) with the SMILES the model knows them by."""
+    from rnadiff.data._molecules import read_smiles_table
+
+    table = read_smiles_table(path)
+    features = model.engine.features
+    known = dict(features.molecules) if features is not None else {}
+    if not known:
+        raise InputError(
+            "--smiles: this model does not embed drugs by structure; train it with "
+            "--smiles-key or --smiles to rank new compounds"
+        )
+    names = list(known) if names is None else list(names)
+    missing = [n for n in names if n not in known and n not in table]
+    if missing:
+        raise InputError(
+            f"--candidates {missing} have no SMILES: give them in --smiles, or leave them out"
+        )
+    return {**{n: table.get(n, known.get(n)) for n in names}, **table}
+
+
 def rank(
     model: ModelDir,
     target: Annotated[
@@ -190,6 +212,15 @@ def rank(
     candidates: Annotated[
         str | None,
         typer.Option(help="Perturbations to rank, comma-separated (default: all the model knows)."),
+    ] = None,
+    smiles: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV of name,SMILES (header optional): molecules ranked beside --candidates "
+            "(default: beside every drug of the model), embedded from their structure, so "
+            "compounds never measured can be ranked. The model must have been trained with "
+            "SMILES (train --smiles-key or --smiles)."
+        ),
     ] = None,
     pairs: Annotated[
         bool, typer.Option(help="Also rank every pair A+B of the candidates.")
@@ -235,10 +266,13 @@ def rank(
     else:
         goal = _markers(up, down, min_lfc, percentile)
     ref = _cells(reference, reference_where, "--reference-where")
+    names = _genes(candidates) or None
+    if smiles is not None:
+        names = _with_smiles(m, names, smiles)
     t0 = time.perf_counter()
     ranked = m.rank_perturbations(
         goal,
-        candidates=_genes(candidates) or None,
+        candidates=names,
         context=context_pairs,
         pairs=pairs,
         reference=ref,

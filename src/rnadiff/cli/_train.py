@@ -47,6 +47,21 @@ def _gene_list(text: str | None) -> tuple[str, ...] | None:
     return genes
 
 
+def _embedding_table(path: Path):
+    """``--gene-embeddings``: a CSV / TSV file, genes in the first column, numbers after."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise InputError(f"--gene-embeddings: file not found: {path}")
+    sep = "\t" if path.suffix.lower() in (".tsv", ".tab", ".txt") else ","
+    try:
+        frame = pd.read_csv(path, sep=sep, index_col=0)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(f"--gene-embeddings {path} is not a readable table: {err}") from None
+    frame.index = frame.index.astype(str)
+    return frame
+
+
 def train(
     ctx: typer.Context,
     data: Annotated[
@@ -78,7 +93,44 @@ def train(
         list[str] | None, typer.Option(help="Other categorical obs columns (repeatable).")
     ] = None,
     dose_key: Annotated[
-        str | None, typer.Option(help="obs column of the dose (log1p-transformed).")
+        str | None,
+        typer.Option(
+            help="obs column of the dose (0: vehicle, the control). With --perturbation-key "
+            "the dose scales each perturbation's effect along a learned Hill curve in log dose "
+            "(--dose-response)."
+        ),
+    ] = None,
+    dose_response: Annotated[
+        str,
+        typer.Option(
+            help="How a dosed perturbation's embedding follows its dose: hill (a learned "
+            "sigmoid in log dose per perturbation, 0 at dose 0; any dose can be asked for), "
+            "hill+embedding (also a Fourier embedding of the dose), embedding (the dose as a "
+            "covariate of its own, interpolated between measured values)."
+        ),
+    ] = "hill",
+    smiles_key: Annotated[
+        str | None,
+        typer.Option(
+            help="obs column with each perturbation's SMILES: the perturbations are molecules, "
+            "embedded from their Morgan fingerprints (RDKit), so drugs never measured can be "
+            "predicted and ranked from their structure."
+        ),
+    ] = None,
+    smiles: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV of name,SMILES (header optional) for the perturbations instead of (or "
+            "beside) --smiles-key."
+        ),
+    ] = None,
+    gene_embeddings: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV or TSV table of gene embeddings (first column the gene, then numbers; e.g. "
+            "from a foundation model or GO): knock-out targets are embedded from their row, so "
+            "targets never perturbed in training can be predicted."
+        ),
     ] = None,
     time_key: Annotated[str | None, typer.Option(help="obs column of the time.")] = None,
     continuous: Annotated[
@@ -219,6 +271,7 @@ def train(
     ...`) the processes train one model together (DistributedDataParallel); only the first
     writes."""
     from rnadiff import (
+        ConditioningConfig,
         DiffusionConfig,
         ModelConfig,
         NetworkConfig,
@@ -227,6 +280,7 @@ def train(
         TrainConfig,
     )
     from rnadiff.data._io import check_creatable, check_not_over, check_replaceable
+    from rnadiff.data._molecules import read_smiles_table
     from rnadiff.training._checkpoint import checkpoint_files
     from rnadiff.training._distributed import init_from_env, is_main
 
@@ -271,6 +325,8 @@ def train(
             time_key=time_key,
             continuous_keys=continuous or [],
             combination_sep=combination_sep or None,
+            smiles_key=smiles_key,
+            smiles=None if smiles is None else read_smiles_table(smiles),
             layer=layer,
             use_raw=use_raw,
         )
@@ -284,6 +340,7 @@ def train(
             preprocess=preprocess,
             network=NetworkConfig(width=width, depth=depth),
             diffusion=DiffusionConfig(p_mean=p_mean),
+            conditioning=ConditioningConfig(dose_response=dose_response),
         )
         train_config = TrainConfig(
             batch_size=batch_size,
@@ -296,7 +353,8 @@ def train(
             thinning=thinning,
             precision=precision,
         )
-        model = RNADiffusion(adata, config=config, seed=seed)
+        table = None if gene_embeddings is None else _embedding_table(gene_embeddings)
+        model = RNADiffusion(adata, config=config, gene_embeddings=table, seed=seed)
         model.train(
             **length,
             config=train_config,
