@@ -12,9 +12,47 @@ import anndata as ad
 import numpy as np
 
 from rnadiff.data import _splits as splits
-from rnadiff.evaluation._benchmark import Predictions, Prepared, peer_inputs
+from rnadiff.evaluation._benchmark import PeerNotRun, Predictions, Prepared, peer_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# the method name of each peer's rows (summary.csv): what the peer is, where the tool's name
+# alone does not say it
+PEER_LABELS = {
+    "scgen": "scgen",
+    "cpa": "cpa",
+    "squidiff": "squidiff",
+    "cellflow": "cellflow",
+    "scvi": "scvi (latent arithmetic)",
+    "state": "state (hidden 128, 2 layers)",
+    "gears": "gears",
+}
+
+
+def peer_label(name: str) -> str:
+    """The method name of peer ``name``'s rows."""
+    return PEER_LABELS.get(name, name)
+
+
+def not_applicable(name: str, split: splits.Split) -> str | None:
+    """Why peer ``name`` does not apply to ``split`` (None: it does).
+
+    GEARS models genetic perturbations of named genes (``<gene>+ctrl``) through a GO graph of
+    those genes; a target that is not a gene of the data (Kang's IFN-beta stimulation) has no
+    place in it (its runner fails with "targets without GO annotations").
+    """
+    if name != "gears":
+        return None
+    key, sep = split.setup.get("perturbation_key"), split.setup.get("combination_sep", "+")
+    genes = set(split.train.var_names)
+    targets = {str(ev.target.get(key)) for ev in split.evaluations}
+    others = sorted(t for t in targets if not set(t.split(sep)) <= genes)
+    if key is None or others:
+        return (
+            "GEARS predicts genetic perturbations of named genes through their GO graph; "
+            f"the targets {others or ['(none)']} are not genes of the data"
+        )
+    return None
 
 
 class PeerServer:
@@ -67,9 +105,14 @@ def peer_runner(name: str, budget: str):
         except RuntimeError as e:
             raise RuntimeError(f"{name} failed: {e}") from None
 
+    label = peer_label(name)
+
     def run(split: splits.Split, prep: Prepared) -> tuple[Predictions, dict]:
+        reason = not_applicable(name, split)
+        if reason is not None:
+            raise PeerNotRun(reason)
         out: Predictions = {}
-        timing = {"train_s": 0.0, "predict_s": 0.0}
+        timing = {"train_s": 0.0, "predict_s": 0.0, "budget": budget}
         setup = split.setup
         for ev in split.evaluations:
             with tempfile.TemporaryDirectory() as tmp:
@@ -102,11 +145,15 @@ def peer_runner(name: str, budget: str):
                 pred = ad.read_h5ad(files["pred"])
                 genes = list(prep.state.genes)
                 x = pred[:, genes].X
-                out[ev.name] = {name: np.asarray(x.toarray() if hasattr(x, "toarray") else x)}
+                out[ev.name] = {label: np.asarray(x.toarray() if hasattr(x, "toarray") else x)}
                 info = pred.uns.get("peer", {})
                 timing["train_s"] += float(info.get("train_s", 0.0))
                 timing["predict_s"] += float(info.get("predict_s", 0.0))
                 timing["version"] = str(info.get("version", "?"))
+                timing["epochs"] = info.get("epochs")
+                # the runner's check of its loss curve: "true" / "false" / "null" (too short)
+                converged = json.loads(str(info.get("converged", "null")))
+                timing["converged"] = None if converged is None else bool(converged)
         return out, timing
 
     return run

@@ -143,11 +143,65 @@ def _paired_lines(paired: pd.DataFrame) -> list[str]:
     ]
 
 
+def method_info(times: pd.DataFrame) -> pd.DataFrame:
+    """Per task and method that has timings (rnadiff, peers): ``version``, ``budget``,
+    ``epochs``, mean ``train_s`` and ``predict_s`` per split, ``converged`` (splits whose loss
+    curve passed the runner's convergence check, of those checked: ``"3/5"``) and ``note``
+    (reasons a method did not run, errors)."""
+    columns = ["task", "method", "version", "budget", "epochs", "train_s", "predict_s"]
+    columns += ["converged", "note"]
+    if times is None or times.empty or "task" not in times:
+        return pd.DataFrame(columns=columns)
+    out = []
+    for (task, method), frame in times.groupby(["task", "method"], sort=True):
+        if str(method).startswith("rnadiff:"):  # design / ranking extras: no model of their own
+            continue
+
+        def joined(column: str, frame=frame) -> str:
+            if column not in frame:
+                return ""
+            return "; ".join(sorted({str(v) for v in frame[column].dropna() if str(v) != ""}))
+
+        ran = frame[frame.get("train_s", pd.Series(index=frame.index, dtype=float)).notna()]
+        checked = frame["converged"].dropna() if "converged" in frame else pd.Series(dtype=object)
+        checked = checked[checked.astype(str).isin(["True", "False", "true", "false"])]
+        yes = int(checked.astype(str).str.lower().eq("true").sum())
+        notes = [joined("note"), joined("error")]
+        out.append(
+            {
+                "task": task,
+                "method": method,
+                "version": joined("version"),
+                "budget": joined("budget"),
+                "epochs": joined("epochs"),
+                "train_s": ran["train_s"].mean() if len(ran) else float("nan"),
+                "predict_s": ran["predict_s"].mean() if len(ran) else float("nan"),
+                "converged": f"{yes}/{len(checked)}" if len(checked) else "",
+                "note": "; ".join(n for n in notes if n),
+            }
+        )
+    return pd.DataFrame(out, columns=columns)
+
+
+def with_method_info(summary: pd.DataFrame, times: pd.DataFrame | None) -> pd.DataFrame:
+    """``summary`` with :func:`method_info`'s columns, and one row ``metric = "not run"`` for
+    each method with timings but no scores (its ``note`` says why)."""
+    info = method_info(times)
+    merged = summary.merge(info, on=["task", "method"], how="left")
+    scored = set(zip(summary.task, summary.method, strict=True))
+    missing = info[[(t, m) not in scored for t, m in zip(info.task, info.method, strict=True)]]
+    if len(missing):
+        extra = missing.assign(metric="not run", mean=float("nan"), sd=float("nan"), n=0)
+        merged = pd.concat([merged, extra[merged.columns]], ignore_index=True)
+    return merged
+
+
 def write_reports(rows: pd.DataFrame, times: pd.DataFrame, out: Path) -> str:
-    """``summary.csv``, ``paired.csv``, ``summary.md`` and ``kang_folds.png`` from the rows;
-    returns the markdown."""
+    """``summary.csv`` (with each method's version, budget, times and convergence,
+    :func:`with_method_info`), ``paired.csv``, ``summary.md`` and ``kang_folds.png`` from the
+    rows; returns the markdown."""
     summary = summarize(rows)
-    write_csv(summary, out / "summary.csv", index=False)
+    write_csv(with_method_info(summary, times), out / "summary.csv", index=False)
     paired = paired_comparison(rows)
     write_csv(paired, out / "paired.csv", index=False)
     text = markdown(summary, times, paired)
@@ -162,7 +216,24 @@ def write_reports(rows: pd.DataFrame, times: pd.DataFrame, out: Path) -> str:
 
 
 def _notes(times: pd.DataFrame) -> list[str]:
+    info = method_info(times)
+    info = info[~info.method.str.startswith("rnadiff")]
     out = []
+    if len(info):  # peers: what ran, at which budget, whether it converged
+        out += [
+            "| method | version | budget | epochs / steps | train s | predict s | converged "
+            "| note |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in info.itertuples():
+            times_ = [f"{v:.0f}" if v == v else "" for v in (r.train_s,)] + [
+                f"{r.predict_s:.1f}" if r.predict_s == r.predict_s else ""
+            ]
+            out.append(
+                f"| {r.method} | {r.version} | {r.budget} | {r.epochs} | {times_[0]} | "
+                f"{times_[1]} | {r.converged} | {r.note} |"
+            )
+        out.append("")
     for column in ("note", "error"):
         if column in times:
             for (method, text), group in times.dropna(subset=[column]).groupby(["method", column]):

@@ -28,7 +28,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the harness's own modules
 
-from _peers import peer_runner
+from _peers import peer_label, peer_runner
 from _reports import cpu_info, plots_for, write_reports
 from _studies import bench_config as study_config
 from _studies import load_study, report
@@ -72,7 +72,7 @@ def run_job(task, seed, index, *, requested, peers, budget, config, out, with_rn
     split = list(task_splits(task, seed))[index]
     runners = {}
     if task in PEER_TASKS:
-        runners = {name: peer_runner(name, budget) for name in peers}
+        runners = {peer_label(name): peer_runner(name, budget) for name in peers}
     extras = [fn for e, (parent, fn) in EXTRA_TASKS.items() if parent == task and e in requested]
     plots = plots_for(out)
 
@@ -196,10 +196,15 @@ def run_benchmark(
     if reuse_peers is not None:  # peers' rows of an earlier run on the same splits
         old_rows = pd.read_csv(reuse_peers / "folds.csv")
         old_times = pd.read_csv(reuse_peers / "timings.csv")
-        names = set(peers)
+        # the peers that earlier run has; the others run now
+        names = {peer_label(p) for p in peers} & set(old_rows.method[old_rows.task.isin(base)])
+        old_times = old_times[old_times.method.isin(names) & old_times.task.isin(base)]
+        if "budget" not in old_times:  # runs before budgets were recorded per row
+            earlier = json.loads((reuse_peers / "run.json").read_text())
+            old_times = old_times.assign(budget=earlier.get("peer_budget"))
         all_rows.append(old_rows[old_rows.method.isin(names) & old_rows.task.isin(base)])
-        all_times.append(old_times[old_times.method.isin(names) & old_times.task.isin(base)])
-        common["peers"] = []
+        all_times.append(old_times.assign(reused_from=str(reuse_peers)))
+        common["peers"] = sorted(p for p in peers if peer_label(p) not in names)
         print(f"reusing {sorted(names)} from {reuse_peers}", flush=True)
     print(f"{len(jobs_list)} jobs on {jobs} worker(s), one thread each", flush=True)
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:

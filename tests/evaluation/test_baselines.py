@@ -6,6 +6,8 @@ from rnadiff.evaluation._baselines import (
     combination_shift,
     control_baseline,
     linear_baseline,
+    nearest_context_additive_baseline,
+    nearest_contexts,
     train_mean_baseline,
 )
 
@@ -117,3 +119,79 @@ def test_linear_baseline_rejects_leaks_and_unseen_perturbations(additive_world):
         linear_baseline(source, train, target=("A", "T3"), control="ctrl")
     with pytest.raises(ValueError, match="never seen"):
         linear_baseline(source, train, target=("A+C", "T4"), control="ctrl")
+
+
+@pytest.fixture
+def contexts():
+    """Three training contexts: control profiles and (distinct) perturbation shifts."""
+    rng = np.random.default_rng(0)
+    profiles = {c: rng.uniform(0.5, 2.0, 30) for c in ("A", "B", "C")}
+    shifts = {c: rng.normal(0, 0.5, 30) for c in profiles}
+    return profiles, shifts
+
+
+@pytest.mark.parametrize("by", ["sqeuclidean", "correlation"])
+@pytest.mark.parametrize("near", ["A", "B", "C"])
+def test_nearest_context_additive_takes_the_nearest_contexts_shift(contexts, by, near):
+    profiles, shifts = contexts
+    rng = np.random.default_rng(1)
+    # target cells: a slightly perturbed copy of one context's control profile
+    source = np.clip(profiles[near] + rng.normal(0, 0.01, (50, 30)), 0, None)
+    assert nearest_contexts(source.mean(0), profiles, by=by) == [near]
+    pred = nearest_context_additive_baseline(source, shifts, profiles, by=by)
+    assert pred.dtype == np.float32 and pred.shape == source.shape
+    assert np.allclose(pred, np.clip(source + shifts[near], 0, None), atol=1e-5)
+
+
+def test_nearest_context_distance_definitions_differ():
+    # B is a scaled copy of the target (correlation 1) but far in squared distance
+    target = np.array([1.0, 2.0, 3.0, 4.0])
+    profiles = {"A": target + np.array([0.3, -0.3, 0.3, -0.3]), "B": 3 * target}
+    assert nearest_contexts(target, profiles, by="sqeuclidean") == ["A"]
+    assert nearest_contexts(target, profiles, by="correlation") == ["B"]
+
+
+def test_nearest_context_ties_share_like_rnadiff():
+    from rnadiff.conditioning import nearest_context_weights
+
+    target = np.zeros(3)
+    profiles = {"A": np.array([1.0, 0, 0]), "B": np.array([0, 1.0, 0]), "C": np.ones(3)}
+    shifts = {"A": np.full(3, 1.0), "B": np.full(3, 3.0), "C": np.full(3, 9.0)}
+    assert nearest_contexts(target, profiles) == ["A", "B"]
+    pred = nearest_context_additive_baseline(np.ones((2, 3)), shifts, profiles, profile=target)
+    assert np.allclose(pred, 1 + 2.0)  # the tied shifts averaged
+    # the same choice as rnadiff's compose transfer (conditions are (perturbation, context))
+    ctx = [("A",), ("B",), ("C",)]
+    rows = [("stim", "T")]
+    measured = {c: {"ctrl", "stim"} for c in ctx}
+    profile = {("A",): profiles["A"], ("B",): profiles["B"], ("C",): profiles["C"]}
+    profile[("T",)] = target
+    weights = nearest_context_weights(rows, [0], 0, ctx, measured, profile)
+    assert np.allclose(weights, [[0.5, 0.5, 0.0]])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nearest_context_matches_rnadiffs_choice(seed):
+    from rnadiff.conditioning import nearest_context_weights
+
+    rng = np.random.default_rng(seed)
+    names = [(f"ct{i}",) for i in range(5)]
+    profile = {c: rng.normal(size=20) for c in [*names, ("target",)]}
+    weights = nearest_context_weights(
+        [("stim", "target")], [0], 0, names, {c: {"stim"} for c in names}, profile
+    )
+    chosen = nearest_contexts(profile[("target",)], {c: profile[c] for c in names})
+    assert [names[j] for j in np.flatnonzero(weights[0])] == chosen
+
+
+def test_nearest_context_rejects_bad_input(contexts):
+    profiles, shifts = contexts
+    src = np.ones((4, 30))
+    with pytest.raises(ValueError, match="both conditions"):
+        nearest_context_additive_baseline(src, {}, profiles)
+    with pytest.raises(ValueError, match="control profile"):
+        nearest_context_additive_baseline(src, {**shifts, "D": shifts["A"]}, profiles)
+    with pytest.raises(ValueError, match="by must be"):
+        nearest_contexts(src[0], profiles, by="cosine")
+    with pytest.raises(ValueError, match="shape"):
+        nearest_contexts(src[0, :3], profiles)

@@ -81,6 +81,8 @@ def test_baselines_on_a_kang_fold(kang_small):
     assert set(preds) == {
         "baseline: control",
         "baseline: additive",
+        "baseline: nearest-context additive",
+        "baseline: nearest-context additive (correlation)",
         "baseline: linear (ridge)",
         "baseline: train mean",
     }
@@ -134,6 +136,63 @@ def test_discrimination_leaves_each_knock_out_target_gene_out(kang_small, monkey
         values = rows[rows.metric == metric].set_index("evaluation").value
         assert sorted(values.index) == sorted(ev.name for ev in split.evaluations)
         assert (values == 1.0).all()  # real cells single out themselves
+
+
+def test_nearest_context_baseline_on_a_kang_fold(kang_small):
+    split = next(iter(splits.kang_loo_celltype(kang_small)))
+    prep = prepare(split, BenchConfig(n_top_genes=100))
+    (ev,) = split.evaluations
+    preds = baseline_predictions(split, prep)[ev.name]
+    src, train, obs = prep.evaluations[ev.name]["source"], prep.train, split.train.obs
+    state, cols = prep.state, prep.modelled
+
+    def mean(ct, group):
+        return train[((obs.cluster_id == ct) & (obs.group_id == group)).to_numpy()].mean(0)
+
+    others = sorted(set(obs.cluster_id) - {ev.name})
+    z = {ct: (mean(ct, "ctrl")[cols] - state.mean) / state.std for ct in [ev.name, *others]}
+    # by hand: the other cell type whose scaled control mean is nearest in squared distance
+    nearest = min(others, key=lambda ct: ((z[ct] - z[ev.name]) ** 2).sum())
+    expected = np.clip(src + mean(nearest, "stim") - mean(nearest, "ctrl"), 0, None)
+    got = preds["baseline: nearest-context additive"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, preds["baseline: additive"])
+    corr = {
+        ct: np.corrcoef(mean(ct, "ctrl")[cols], mean(ev.name, "ctrl")[cols])[0, 1] for ct in others
+    }
+    best = max(others, key=corr.get)
+    expected = np.clip(src + mean(best, "stim") - mean(best, "ctrl"), 0, None)
+    np.testing.assert_allclose(
+        preds["baseline: nearest-context additive (correlation)"], expected, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_nearest_context_of_a_measured_context_is_itself(kang_small):
+    # Papalexi-like: replicates as contexts, every knock-out measured in every replicate
+    adata = _papalexi_like(kang_small)
+    rng = np.random.default_rng(0)
+    adata.obs["bio_rep"] = pd.Categorical(rng.choice(["rep_1", "rep_2"], adata.n_obs))
+    (split,) = splits.papalexi_seen(adata, seed=0)
+    prep = prepare(split, BenchConfig(n_top_genes=100))
+    ev = split.evaluations[0]
+    preds = baseline_predictions(split, prep)[ev.name]
+    src, train, obs = prep.evaluations[ev.name]["source"], prep.train, split.train.obs
+    expected = np.empty_like(src)
+    for rep in ("rep_1", "rep_2"):
+        m = (obs.bio_rep == rep).to_numpy()
+        shift = train[m & (obs.top_grna_target == ev.name).to_numpy()].mean(0) - train[
+            m & (obs.top_grna_target == "non-targeting").to_numpy()
+        ].mean(0)
+        cells = (ev.source.obs.bio_rep == rep).to_numpy()
+        expected[cells] = np.clip(src[cells] + shift, 0, None)
+    for name in benchmark.NEAREST_CONTEXT.values():
+        np.testing.assert_allclose(preds[name], expected, rtol=1e-5, atol=1e-6)
+    # without context covariates there is no nearest-context baseline
+    (plain,) = splits.kang9k_heldout(kang_small, seed=0)
+    ev = plain.evaluations[0]
+    preds = baseline_predictions(plain, prepare(plain, BenchConfig(n_top_genes=100)))[ev.name]
+    assert "baseline: additive" in preds
+    assert not set(benchmark.NEAREST_CONTEXT.values()) & set(preds)
 
 
 def test_unseen_knock_out_is_reported_as_not_predictable(kang_small):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -29,6 +30,105 @@ def additive_baseline(source: np.ndarray, shifts: Sequence[np.ndarray]) -> np.nd
         raise ValueError("the additive baseline needs at least one context with both conditions")
     shift = np.mean(np.stack(shifts), axis=0)
     return np.clip(np.asarray(source, dtype=np.float32) + shift, 0, None).astype(np.float32)
+
+
+# how "nearest" is measured between control profiles: "sqeuclidean" is rnadiff's own (the
+# squared distance :func:`rnadiff.conditioning.nearest_context_weights` uses for ``compose``,
+# on profiles in the model's scaled space); "correlation" ranks by Pearson correlation
+NearestBy = Literal["sqeuclidean", "correlation"]
+
+
+def nearest_contexts(
+    profile: np.ndarray,
+    candidates: Mapping[Hashable, np.ndarray],
+    *,
+    by: NearestBy = "sqeuclidean",
+) -> list[Hashable]:
+    """The candidate contexts whose control profile is nearest to ``profile`` (ties: all).
+
+    Parameters
+    ----------
+    profile
+        Mean control profile of the target context ``(n_genes,)``.
+    candidates
+        Mean control profile per candidate context.
+    by
+        ``"sqeuclidean"``: smallest squared Euclidean distance (rnadiff's ``compose``
+        transfer, :func:`rnadiff.conditioning.nearest_context_weights`); ``"correlation"``:
+        largest Pearson correlation.
+
+    Returns
+    -------
+    list
+        The nearest contexts, in the order of ``candidates``.
+    """
+    if not candidates:
+        raise ValueError("no candidate context")
+    if by not in ("sqeuclidean", "correlation"):
+        raise ValueError(f"by must be 'sqeuclidean' or 'correlation', got {by!r}")
+    target = np.asarray(profile, dtype=np.float64)
+    names = list(candidates)
+    profiles = np.stack([np.asarray(candidates[c], dtype=np.float64) for c in names])
+    if profiles.shape[1:] != target.shape:
+        raise ValueError(f"profiles of shape {profiles.shape[1:]}, target {target.shape}")
+    if by == "sqeuclidean":
+        score = ((profiles - target) ** 2).sum(axis=1)  # smaller is nearer
+    else:
+        score = -np.array([_pearson(p, target) for p in profiles])
+    return [c for c, s in zip(names, score, strict=True) if s <= score.min()]
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else 0.0
+
+
+def nearest_context_additive_baseline(
+    source: np.ndarray,
+    shifts: Mapping[Hashable, np.ndarray],
+    control_profiles: Mapping[Hashable, np.ndarray],
+    *,
+    profile: np.ndarray | None = None,
+    by: NearestBy = "sqeuclidean",
+) -> np.ndarray:
+    """Source cells plus the perturbation shift of the one training context nearest to theirs.
+
+    The baseline matching rnadiff's ``compose`` transfer (the control of the target context
+    plus the perturbation's effect in the nearest context where it was measured): where
+    :func:`additive_baseline` averages the shift over every training context, this takes the
+    shift ``mean(perturbed) - mean(control)`` of the context whose mean control profile is
+    nearest to the target context's (ties: the tied contexts' shifts averaged, as rnadiff
+    shares the weight). A context where the perturbation was measured is its own nearest.
+
+    Parameters
+    ----------
+    source
+        Control cells of the target context (log-normalized).
+    shifts
+        Per training context with both conditions, its shift (log values).
+    control_profiles
+        Per context of ``shifts``, the profile compared: its mean control cells, in the space
+        the distance is meant in (rnadiff's: the model's scaled genes).
+    profile
+        The target context's profile in the same space; default: the mean of ``source`` (then
+        ``source`` must be in that space too).
+    by
+        How "nearest" is measured (:func:`nearest_contexts`).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 cells, the shape of ``source``, clipped at 0.
+    """
+    missing = set(shifts) - set(control_profiles)
+    if missing:
+        raise ValueError(f"contexts without a control profile: {sorted(map(str, missing))}")
+    if not shifts:
+        raise ValueError("the nearest-context baseline needs a context with both conditions")
+    target = np.asarray(source, dtype=np.float64).mean(axis=0) if profile is None else profile
+    near = nearest_contexts(target, {c: control_profiles[c] for c in shifts}, by=by)
+    return additive_baseline(source, [shifts[c] for c in near])
 
 
 def combination_shift(parts_shifts: Sequence[np.ndarray]) -> np.ndarray:

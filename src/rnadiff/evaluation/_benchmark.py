@@ -28,6 +28,7 @@ from rnadiff.evaluation._baselines import (
     additive_baseline,
     control_baseline,
     linear_baseline,
+    nearest_context_additive_baseline,
     train_mean_baseline,
 )
 from rnadiff.evaluation._metrics import (
@@ -38,6 +39,11 @@ from rnadiff.evaluation._metrics import (
 from rnadiff.model import RNADiffusion
 
 Predictions = dict[str, dict[str, np.ndarray]]  # evaluation -> method -> cells x genes
+
+
+class PeerNotRun(RuntimeError):
+    """A peer that does not apply to a split (e.g. a gene-perturbation model on a cytokine);
+    reported as "not run" with the reason, not as a failure."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,8 @@ def _group_means(x: np.ndarray, obs: pd.DataFrame, keys: list[str]) -> dict[tupl
 
 
 def baseline_predictions(split: Split, prep: Prepared) -> Predictions:
-    """Control, additive, linear (ridge) and train-mean baselines for every evaluation.
+    """Control, additive, nearest-context additive (:func:`nearest_context_predictions`),
+    linear (ridge) and train-mean baselines for every evaluation.
 
     A baseline that cannot predict a target (e.g. a perturbation never seen in training) is
     left out of that evaluation and reported as missing.
@@ -134,6 +141,7 @@ def baseline_predictions(split: Split, prep: Prepared) -> Predictions:
             ]
             if shifts:
                 preds["baseline: additive"] = additive_baseline(src, shifts)
+                preds.update(nearest_context_predictions(split, prep, ev))
                 bulks = {(p, c[0] if c else "train"): m for (p, *c), m in means.items()}
                 context = str(ev.condition.get(ctx_key, "held-out")) if ctx_key else "held-out"
                 preds["baseline: linear (ridge)"] = linear_baseline(
@@ -153,6 +161,78 @@ def baseline_predictions(split: Split, prep: Prepared) -> Predictions:
             preds["baseline: additive"] = additive_baseline(src, [interp - src.mean(axis=0)])
             preds["baseline: train mean"] = train_mean_baseline(prep.train, n_real, seed=split.seed)
         out[ev.name] = preds
+    return out
+
+
+# the nearest-context additive baseline, by how "nearest" is measured (see
+# nearest_context_predictions)
+NEAREST_CONTEXT = {
+    "sqeuclidean": "baseline: nearest-context additive",
+    "correlation": "baseline: nearest-context additive (correlation)",
+}
+
+
+def context_keys(setup: dict) -> list[str]:
+    """The categorical covariates besides the perturbation that make a cell's context (as
+    rnadiff's ``compose`` transfer takes them): cell type, batch and other categorical keys."""
+    keys = [setup.get("cell_type_key"), setup.get("batch_key"), *setup.get("categorical_keys", ())]
+    return [k for k in keys if k]
+
+
+def nearest_context_predictions(split: Split, prep: Prepared, ev: Evaluation) -> Predictions:
+    """The nearest-context additive baseline of one evaluation, both definitions of nearest.
+
+    Each source cell's context (:func:`context_keys`) gets the shift ``mean(target) -
+    mean(control)`` of the training context (with both) whose mean control profile is nearest
+    to its own context's (its training control cells, else its source cells):
+
+    * ``"baseline: nearest-context additive"``: rnadiff's nearest (squared Euclidean distance
+      in the model's space, i.e. log values of the modelled genes centred and scaled by the
+      split's preprocessing, as the ``compose`` transfer compares the model's control
+      profiles);
+    * ``"baseline: nearest-context additive (correlation)"``: the largest Pearson correlation
+      of mean log values of the modelled genes.
+
+    A context where the target was measured in training is its own nearest. Empty when the
+    split has no context covariates or the target was measured in no context.
+    """
+    pkey, control = split.setup.get("perturbation_key"), split.setup.get("control")
+    keys = context_keys(split.setup)
+    if pkey is None or not keys or pkey not in ev.target:
+        return {}
+    target = str(ev.target[pkey])
+    means = _group_means(prep.train, split.train.obs, [pkey, *keys])
+    controls = {tuple(c): m for (p, *c), m in means.items() if p == control}
+    shifts = {
+        tuple(c): m - controls[tuple(c)]
+        for (p, *c), m in means.items()
+        if p == target and tuple(c) in controls
+    }
+    if not shifts:
+        return {}
+    cols, state = prep.modelled, prep.state
+
+    def spaces(x: np.ndarray) -> dict[str, np.ndarray]:  # the profile each distance compares
+        logx = x[..., cols]
+        return {"sqeuclidean": (logx - state.mean) / state.std, "correlation": logx}
+
+    src = prep.evaluations[ev.name]["source"]
+    missing = [k for k in keys if k not in ev.source.obs]
+    if missing:
+        raise ValueError(f"{ev.name}: source cells lack the context columns {missing}")
+    own = ev.source.obs[keys].astype(str).agg("\x1f".join, axis=1).to_numpy()
+    out = {name: np.empty_like(src, dtype=np.float32) for name in NEAREST_CONTEXT.values()}
+    for value in np.unique(own):
+        ctx, cells = tuple(value.split("\x1f")), own == value
+        profile = controls.get(ctx, src[cells].mean(axis=0))
+        for by, name in NEAREST_CONTEXT.items():
+            out[name][cells] = nearest_context_additive_baseline(
+                src[cells],
+                shifts,
+                {c: spaces(controls[c])[by] for c in shifts},
+                profile=spaces(profile)[by],
+                by=by,
+            )
     return out
 
 
@@ -459,6 +539,9 @@ def run_split(
         try:
             theirs, timing = run(split, prep)
             theirs = with_every_gene(theirs, prep)
+        except PeerNotRun as why:
+            timings.append({"method": name, "note": f"not run: {why}"})
+            continue
         except RuntimeError as err:  # reported, not dropped
             log(f"{split.task}/{split.fold}: {name} gave no usable prediction: {err}")
             timings.append({"method": name, "error": str(err)})
