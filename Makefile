@@ -8,7 +8,7 @@ ifneq ($(wildcard ../shared/data),)
 export RNADIFF_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install demo test lint format bench study nested peers clean
+.PHONY: install demo test lint format bench bench-scale study nested peers clean
 
 $(BIN)/rnadiff: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ format: install
 # installed (`make peers`), into benchmarks/results/latest/ (~30 min on 2 cores with peers).
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+# The scale benchmark (issue 25; not part of `make test`): synthetic count files of 10k, 100k and
+# 1M cells x 2,000 genes and 100k x 20,000 genes (made once, ~10 min, 2.8 GB, git-ignored),
+# rnadiff and scVI (`make peers`) on each at 1 and 2 threads, into benchmarks/results/scale/
+# (results.csv, summary.md, readme_row.md). ~1 h 30 min on 2 cores; SCALE_ARGS="--sizes 10k
+# --threads 1" for a part (rows merge), SCALE_ARGS=--quick for a harness check (~5 min).
+bench-scale: install
+	$(BIN)/python benchmarks/scale/measure.py $(SCALE_ARGS)
 
 # A study: the benchmark under the variants of benchmarks/studies/$(STUDY).toml, into
 # benchmarks/results/studies/$(STUDY)/, e.g. `make study STUDY=genes`.

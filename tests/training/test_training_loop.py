@@ -187,6 +187,38 @@ def test_fit_is_reproducible():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _run(x, cond, *, log_every=1, **trainer_options):
+    cfg = TrainConfig(max_steps=17, batch_size=16, lr=3e-3, warmup_steps=3, seed=5)
+    trainer = Trainer(
+        _model(dropout=0.1), config=cfg, diffusion=DiffusionConfig(), p_drop=0.3, **trainer_options
+    )
+    return trainer, trainer.fit(x, cond, progress=False, log_every=log_every)
+
+
+def test_prefetched_batches_give_the_same_run():
+    """A step's draws depend on the step alone, so assembling the next batch in a background
+    thread while a step computes changes nothing: same losses, same weights, same EMA."""
+    x, cond = _problem()
+    plain, plain_history = _run(x, cond, prefetch=False)
+    ahead, ahead_history = _run(x, cond, prefetch=True)
+    assert ahead_history == plain_history
+    _assert_same_weights(ahead.model, plain.model)
+    _assert_same_weights(ahead.ema, plain.ema)
+
+
+def test_logged_loss_is_the_mean_of_the_steps_since_the_last_log():
+    """Losses are summed on the device (float64) and read back only when logged; each logged
+    value is the mean of the per-step losses since the previous one, the last one included
+    (17 steps, logged every 5: steps 1-5, 6-10, 11-15, 16-17)."""
+    x, cond = _problem()
+    _, per_step = _run(x, cond, log_every=1)
+    _, every_5 = _run(x, cond, log_every=5)
+    losses = [h["loss"] for h in per_step]
+    assert [h["step"] for h in every_5] == [5, 10, 15, 17]
+    expected = [sum(losses[a:b]) / (b - a) for a, b in [(0, 5), (5, 10), (10, 15), (15, 17)]]
+    assert [h["loss"] for h in every_5] == pytest.approx(expected, rel=1e-12, abs=0)
+
+
 class _Interrupted(Exception):
     pass
 

@@ -12,6 +12,8 @@ import functools
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -109,6 +111,40 @@ class _TensorRows:
         return {k: v[idx] for k, v in self.data.items()}
 
 
+class _Batch(NamedTuple):
+    x0: torch.Tensor
+    sigma: torch.Tensor
+    noise: torch.Tensor
+    cond: dict[str, torch.Tensor]
+    dropout_seed: int
+
+
+class _Batches:
+    """The minibatches of steps ``first .. last - 1``, in order. ``prefetch``: the next
+    step's batch is assembled in a background thread while the current step computes (on a
+    GPU the CPU is otherwise idle meanwhile); the batches are the same either way."""
+
+    def __init__(self, assemble: Callable[[int], _Batch], first: int, last: int, *, prefetch):
+        self.assemble, self.last = assemble, last
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="rnadiff-batch") if prefetch else None
+        self.pending: tuple[int, Future] | None = None
+        if self.pool is not None and first < last:
+            self.pending = (first, self.pool.submit(assemble, first))
+
+    def get(self, step: int) -> _Batch:
+        if self.pool is None:
+            return self.assemble(step)
+        ahead, future = self.pending if self.pending else (None, None)
+        batch = future.result() if ahead == step else self.assemble(step)
+        nxt = step + 1
+        self.pending = (nxt, self.pool.submit(self.assemble, nxt)) if nxt < self.last else None
+        return batch
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"``: CUDA when available, else the CPU."""
     if str(device) == "auto":
@@ -134,6 +170,16 @@ class Trainer:
         Noise-level distribution and ``sigma_data``.
     p_drop
         Probability of nulling each covariate of each cell (classifier-free guidance).
+    ema
+        The EMA copy to keep updated (default: a fresh copy of ``denoiser``).
+    device
+        Where the weights and the steps live (``"auto"``: CUDA when available).
+    compile
+        ``torch.compile`` the forward and backward (worth it on a GPU).
+    prefetch
+        Assemble the next minibatch in a background thread while a step computes. ``None``:
+        on a GPU only (on the CPU the thread would take a core from the step's own threads).
+        The run is the same either way: a step's draws depend on the step alone.
     """
 
     def __init__(
@@ -146,8 +192,11 @@ class Trainer:
         ema: nn.Module | None = None,
         device: str | torch.device = "cpu",
         compile: bool = False,
+        prefetch: bool | None = None,
     ):
         self.compile = compile
+        # assemble the next minibatch in a background thread (None: on a GPU only)
+        self.prefetch = prefetch
         self.device = resolve_device(device)
         self.model = denoiser.to(self.device)
         self.config, self.diffusion, self.p_drop = config, diffusion, p_drop
@@ -161,6 +210,32 @@ class Trainer:
         # losses since the last logged step (sum, count): saved, so a resumed run logs the
         # same means as an uninterrupted one when a checkpoint falls between two log steps
         self.loss_window = (0.0, 0)
+
+    def _batch(self, data, conds, step: int, *, rank: int, world: int, corrupt) -> _Batch:
+        """Everything step ``step`` draws and reads, on the CPU: this rank's share of the
+        global minibatch (cells, conditions with covariates dropped, noise levels, noise) and
+        the seed of its dropout draws. A function of ``step`` alone, so it can be made ahead
+        of time (:class:`_Batches`) without changing the run."""
+        cfg = self.config
+        block = BLOCK if getattr(data, "backed", False) else None
+        idx_all = batch_indices(step, len(data), cfg.batch_size, seed=cfg.seed, block=block)
+        share = torch.arange(len(idx_all)).tensor_split(world)[rank]
+        idx = idx_all[share]
+        # draws for the whole global batch, the same on every rank; each takes its share
+        gen = _seeded(cfg.seed, 2, step, 0)
+        batch_cond = random_drop(conds.rows(idx_all), self.p_drop, generator=gen)
+        batch_cond = {k: v[share] for k, v in batch_cond.items()}
+        sigma = sample_training_sigmas(
+            len(idx_all), p_mean=self.diffusion.p_mean, p_std=self.diffusion.p_std, generator=gen
+        )[share]
+        x0 = data.rows(idx)
+        noise = torch.randn((len(idx_all), x0.shape[1]), generator=gen)[share]
+        if corrupt is not None:
+            sigma, noise = corrupt(idx, x0, sigma, noise, gen)
+        dropout_seed = int(torch.randint(2**62, (1,), generator=gen))
+        if self.device.type == "cuda":  # page-locked: the copies overlap with compute
+            x0, sigma, noise = (t.pin_memory() for t in (x0, sigma, noise))
+        return _Batch(x0, sigma, noise, batch_cond, dropout_seed)
 
     def state_tensors(self) -> tuple[dict, dict[str, torch.Tensor]]:
         meta, tensors = optimizer_to_tensors(self.optimizer)
@@ -199,15 +274,18 @@ class Trainer:
         cfg = self.config
         data = x if hasattr(x, "rows") else _TensorRows(x)
         conds = cond if hasattr(cond, "rows") else _TensorRows(cond)
-        block = BLOCK if getattr(data, "backed", False) else None
         distributed = dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         device = self.device
         net = nn.parallel.DistributedDataParallel(self.model) if distributed else self.model
         if self.compile:  # the forward and backward as one graph (worth it on a GPU)
             net = torch.compile(net)
-        pin = device.type == "cuda"  # page-locked batches: copies overlap with compute
         bf16 = cfg.precision == "bf16"
+        assemble = functools.partial(
+            self._batch, data, conds, rank=rank, world=world, corrupt=corrupt
+        )
+        prefetch = device.type == "cuda" if self.prefetch is None else self.prefetch
+        batches = _Batches(assemble, self.step, cfg.max_steps, prefetch=prefetch)
         self.model.train()
         bar = tqdm(
             total=cfg.max_steps,
@@ -216,36 +294,22 @@ class Trainer:
             desc="training",
             unit="step",
         )
-        running, count = self.loss_window
+        # the losses since the last log step, summed on the device: read back (a host sync)
+        # only when logged or saved. float64, so the sum is the one Python floats would give
+        running = torch.tensor(self.loss_window[0], dtype=torch.float64, device=device)
+        count = self.loss_window[1]
         every, last_save = cfg.checkpoint_interval(cfg.max_steps), time.monotonic()
         try:
             while self.step < cfg.max_steps:
-                idx_all = batch_indices(
-                    self.step, len(data), cfg.batch_size, seed=cfg.seed, block=block
+                batch = batches.get(self.step)
+                x0, sigma, noise = (
+                    t.to(device, non_blocking=True) for t in (batch.x0, batch.sigma, batch.noise)
                 )
-                share = torch.arange(len(idx_all)).tensor_split(world)[rank]
-                idx = idx_all[share]
-                # draws for the whole global batch, the same on every rank; each takes its share
-                gen = _seeded(cfg.seed, 2, self.step, 0)
-                batch_cond = random_drop(conds.rows(idx_all), self.p_drop, generator=gen)
-                batch_cond = {k: v[share].to(device) for k, v in batch_cond.items()}
-                sigma = sample_training_sigmas(
-                    len(idx_all),
-                    p_mean=self.diffusion.p_mean,
-                    p_std=self.diffusion.p_std,
-                    generator=gen,
-                )[share]
-                x0 = data.rows(idx)
-                noise = torch.randn((len(idx_all), x0.shape[1]), generator=gen)[share]
-                if corrupt is not None:
-                    sigma, noise = corrupt(idx, x0, sigma, noise, gen)
-                if pin:
-                    x0, sigma, noise = (t.pin_memory() for t in (x0, sigma, noise))
-                x0, sigma, noise = (t.to(device, non_blocking=True) for t in (x0, sigma, noise))
+                batch_cond = {k: v.to(device, non_blocking=True) for k, v in batch.cond.items()}
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr_at(self.step, cfg)
                 with torch.random.fork_rng(devices=[]):  # dropout draws, seeded per step
-                    torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+                    torch.manual_seed(batch.dropout_seed)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                         loss = denoising_loss(
                             net,
@@ -265,19 +329,22 @@ class Trainer:
                 if distributed:  # the global batch's loss, as a single process would log it
                     dist.all_reduce(value)
                     value = value / world
-                running, count = running + value.item(), count + 1
+                running, count = running + value.double(), count + 1
                 if self.step % log_every == 0 or self.step == cfg.max_steps:
-                    self.history.append({"step": self.step, "loss": running / count})
-                    bar.set_postfix(loss=f"{running / count:.4f}")
-                    running, count = 0.0, 0
-                self.loss_window = (running, count)
+                    mean = running.item() / count
+                    self.history.append({"step": self.step, "loss": mean})
+                    bar.set_postfix(loss=f"{mean:.4f}")
+                    running, count = torch.zeros_like(running), 0
                 bar.update(1)
                 due = self.step % every == 0 or self.step == cfg.max_steps
                 due = due or time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes
                 if on_checkpoint is not None and rank == 0 and due:
+                    self.loss_window = (running.item(), count)
                     on_checkpoint(self)
                     last_save = time.monotonic()
         finally:  # an error mid-run ends the bar's line before it is reported
+            self.loss_window = (running.item(), count)
+            batches.close()
             bar.close()
         self.model.eval()
         return self.history
