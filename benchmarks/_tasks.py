@@ -110,4 +110,4 @@ def _load_standalone() -> None:
 
 
 # modules of the harness whose import registers standalone tasks
-STANDALONE_MODULES: tuple[str, ...] = ("_denoise_tasks",)
+STANDALONE_MODULES: tuple[str, ...] = ("_drug_tasks", "_denoise_tasks")
