@@ -157,3 +157,52 @@ def peer_runner(name: str, budget: str):
         return out, timing
 
     return run
+
+
+# tasks scored by cell-eval too (the Virtual Cell Challenge's metrics, in its own venv)
+CELLEVAL_TASKS = ("kang_loo_celltype", "papalexi_seen")
+
+
+def celleval_bundle(path: Path, split: splits.Split, prep: Prepared, predictions: Predictions):
+    """Write one split's populations for ``peers/celleval_score.py --bundles`` (``.npz``, no
+    pickle): every method's predicted cells per evaluation, the real cells, the control cells
+    (one population shared by every evaluation) and the training cells' mean per perturbation
+    (for cell-eval's cell-mean baseline; the control's named ``__control__``)."""
+    evs = [ev.name for ev in split.evaluations]
+    control = prep.evaluations[evs[0]]["control"]
+    if any(prep.evaluations[e]["control"] is not control for e in evs[1:]):
+        raise ValueError(f"{split.task}: evaluations with different control cells")
+    methods = sorted({m for preds in predictions.values() for m in preds})
+    arrays = {"control": control}
+    for i, e in enumerate(evs):
+        arrays[f"real_{i}"] = prep.evaluations[e]["real"]
+        for j, m in enumerate(methods):
+            if m in predictions.get(e, {}):
+                arrays[f"pred_{i}_{j}"] = np.asarray(predictions[e][m], dtype=np.float32)
+    key, ctrl = split.setup["perturbation_key"], split.setup["control"]
+    labels = split.train.obs[key].astype(str).to_numpy()
+    perts = sorted(set(labels) - {ctrl})
+    means = [prep.train[labels == p].mean(axis=0) for p in [*perts, ctrl]]
+    arrays["train_means"] = np.stack(means)  # cell-eval's baseline leaves the control out
+    perts.append("__control__")  # the control's name in the bundle
+    meta = {
+        "task": split.task,
+        "fold": str(split.fold),
+        "seed": int(split.seed),
+        "genes": list(prep.genes),
+        "evaluations": evs,
+        "methods": methods,
+        "train_perts": perts,
+    }
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+
+
+def run_celleval(bundles: list[Path], csv: Path) -> None:
+    """Score the bundles with cell-eval in its venv (``install.sh celleval``)."""
+    python = ROOT / ".peers" / "celleval" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit("cell-eval is not installed: bash benchmarks/peers/install.sh celleval")
+    script = ROOT / "benchmarks" / "peers" / "celleval_score.py"
+    cmd = [str(python), str(script), "--bundles", *map(str, bundles), "--csv", str(csv)]
+    subprocess.run(cmd, check=True)

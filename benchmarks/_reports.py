@@ -196,15 +196,84 @@ def with_method_info(summary: pd.DataFrame, times: pd.DataFrame | None) -> pd.Da
     return merged
 
 
+# cell-eval's metrics in the Virtual Cell Challenge's names: DES (differential expression
+# score), PDS (perturbation discrimination score), MAE; and its Pearson delta
+VCC_METRICS = {
+    "overlap_at_N": "DES",
+    "discrimination_score_l1": "PDS",
+    "mae": "MAE",
+    "pearson_delta": "pearson_delta",
+}
+
+
+def celleval_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± sd over splits of cell-eval's metrics (``celleval.csv``) and of the scores scaled
+    against its cell-mean baseline; ``vcc_score`` is the challenge's overall score, the mean
+    of the scaled DES, PDS and MAE of a split (each clipped at 0 by cell-eval; a scaled score
+    that is undefined, PDS with one perturbation, is left out)."""
+    keep = [
+        *VCC_METRICS,
+        *(f"{m}_scaled" for m in ("overlap_at_N", "discrimination_score_l1", "mae")),
+    ]
+    frame = rows[rows.metric.isin(keep)].copy()
+    scaled = frame[frame.metric.str.endswith("_scaled")]
+    # the defined ones (PDS scaled is undefined with one perturbation per split)
+    vcc = scaled.dropna(subset=["value"]).groupby(["task", "fold", "seed", "method"])
+    vcc = vcc["value"].mean().reset_index()
+    frame = pd.concat([frame, vcc.assign(metric="vcc_score")], ignore_index=True)
+    names = {**VCC_METRICS, **{f"{k}_scaled": f"{v} scaled" for k, v in VCC_METRICS.items()}}
+    frame["metric"] = frame.metric.map(lambda m: names.get(m, m))
+    return summarize(frame.assign(evaluation="all"))
+
+
+def _celleval_lines(summary: pd.DataFrame) -> list[str]:
+    lines = []
+    order = ["DES", "PDS", "MAE", "pearson_delta", "DES scaled", "PDS scaled", "MAE scaled"]
+    order.append("vcc_score")
+    for task, frame in summary.groupby("task"):
+        cells = frame.assign(
+            v=frame["mean"].map("{:.3f}".format) + " ± " + frame["sd"].map("{:.3f}".format)
+        )
+        table = cells.pivot(index="method", columns="metric", values="v")
+        table = table[[m for m in order if m in table.columns]].fillna("n/a")
+        if "vcc_score" in frame.metric.values:
+            rank = frame[frame.metric == "vcc_score"].set_index("method")["mean"]
+            table = table.loc[rank.reindex(table.index).sort_values(ascending=False).index]
+        lines += [
+            f"### {task}: cell-eval (Virtual Cell Challenge metrics)",
+            "",
+            "Computed by cell-eval itself (`peers/celleval_score.py`, profile `minimal`); "
+            "scaled against its cell-mean baseline as the challenge does (`score_agg_metrics`: "
+            "(x - base) / (1 - base) for DES and PDS, 1 - x / base for MAE, clipped at 0); "
+            "`vcc_score` = mean of the three scaled scores. Mean ± sd over splits. "
+            + (
+                "PDS is trivially 1 with one perturbation per split. "
+                if task.startswith("kang")
+                else ""
+            ),
+            "",
+            "| method | " + " | ".join(table.columns) + " |",
+            "|---" * (len(table.columns) + 1) + "|",
+            *[f"| {m} | " + " | ".join(row) + " |" for m, row in table.iterrows()],
+            "",
+        ]
+    return lines
+
+
 def write_reports(rows: pd.DataFrame, times: pd.DataFrame, out: Path) -> str:
     """``summary.csv`` (with each method's version, budget, times and convergence,
     :func:`with_method_info`), ``paired.csv``, ``summary.md`` and ``kang_folds.png`` from the
-    rows; returns the markdown."""
+    rows, and ``celleval_summary.csv`` with its section of ``summary.md`` when ``out`` has a
+    ``celleval.csv``; returns the markdown."""
     summary = summarize(rows)
     write_csv(with_method_info(summary, times), out / "summary.csv", index=False)
     paired = paired_comparison(rows)
     write_csv(paired, out / "paired.csv", index=False)
     text = markdown(summary, times, paired)
+    if (out / "celleval.csv").is_file():  # run.py --celleval
+        ce = celleval_summary(pd.read_csv(out / "celleval.csv"))
+        write_csv(ce, out / "celleval_summary.csv", index=False)
+        text += "\n" + "\n".join(_celleval_lines(ce))
     write_text(text, out / "summary.md")
     if "kang_loo_celltype" in set(rows.task):
         plot_fold_bars(

@@ -28,8 +28,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the harness's own modules
 
-from _peers import peer_label, peer_runner
-from _reports import cpu_info, plots_for, write_reports
+from _peers import CELLEVAL_TASKS, celleval_bundle, peer_label, peer_runner, run_celleval
+from _reports import _celleval_lines, celleval_summary, cpu_info, plots_for, write_reports
 from _studies import bench_config as study_config
 from _studies import load_study, report
 from _tasks import (
@@ -135,6 +135,40 @@ def rescore(folder: Path, out: Path, config: BenchConfig) -> pd.DataFrame:
 
     kept = old[~key(old).isin(set(key(new)))] if len(old) else old
     return pd.concat([kept, new], ignore_index=True)
+
+
+def celleval(folder: Path, out: Path, config: BenchConfig) -> pd.DataFrame:
+    """Score the predictions saved in ``folder`` (``--save-predictions``) of the tasks in
+    ``CELLEVAL_TASKS`` with cell-eval itself (``peers/celleval_score.py``): its metrics per
+    method, the challenge's cell-mean baseline and the scores scaled against it. Returns tidy
+    rows ``task, fold, seed, method, metric, value`` (also ``out/celleval.csv``)."""
+    import tempfile
+
+    paths = [p for t in CELLEVAL_TASKS for p in sorted(folder.glob(f"{t}/seed*_split*.npz"))]
+    if not paths:
+        raise SystemExit(f"no saved predictions of {CELLEVAL_TASKS} in {folder}")
+    with tempfile.TemporaryDirectory() as tmp:
+        bundles, task_seed_splits = [], {}
+        for path in paths:
+            meta, predictions = load_predictions(path)
+            at = (meta["task"], meta["seed"])
+            if at not in task_seed_splits:
+                task_seed_splits[at] = list(task_splits(*at))
+            split = task_seed_splits[at][meta["index"]]
+            prep = prepare(split, config)
+            if prep.genes != meta["genes"]:
+                raise SystemExit(f"{path}: the preprocessing now selects other genes")
+            bundle = Path(tmp) / f"{meta['task']}_{meta['seed']}_{meta['index']}.npz"
+            celleval_bundle(bundle, split, prep, predictions)
+            bundles.append(bundle)
+        run_celleval(bundles, Path(tmp) / "celleval.csv")
+        rows = pd.read_csv(Path(tmp) / "celleval.csv")
+    old = out / "celleval.csv"
+    if old.is_file():  # other tasks' rows stay
+        earlier = pd.read_csv(old)
+        rows = pd.concat([earlier[~earlier.task.isin(set(rows.task))], rows], ignore_index=True)
+    write_csv(rows, old, index=False)
+    return rows
 
 
 def bench_config(max_steps: int | None, width: int | None, n_top_genes=None) -> BenchConfig:
@@ -299,6 +333,15 @@ def main() -> None:
         help="also write every method's predicted cells per split to DIR/<task>/ (.npz)",
     )
     parser.add_argument(
+        "--celleval",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run nothing: score the predictions saved in DIR of "
+        f"{', '.join(CELLEVAL_TASKS)} with cell-eval (its venv: peers/install.sh celleval) "
+        "into --out/celleval.csv and rebuild the reports",
+    )
+    parser.add_argument(
         "--rescore-predictions",
         type=Path,
         default=None,
@@ -337,6 +380,14 @@ def main() -> None:
         return
     out = args.out or RESULTS / "latest"
     config = bench_config(args.max_steps, args.width, args.n_top_genes)
+    if args.celleval is not None:
+        rows = celleval(args.celleval, out, config)
+        if (out / "folds.csv").is_file():  # the run's reports, now with cell-eval's section
+            folds, times = (pd.read_csv(out / f) for f in ("folds.csv", "timings.csv"))
+            print(write_reports(folds, times, out))
+        else:
+            print("\n".join(_celleval_lines(celleval_summary(rows))))
+        return
     if args.rescore_predictions is not None:
         rows = rescore(args.rescore_predictions, out, config)
         write_csv(rows, out / "folds.csv", index=False)

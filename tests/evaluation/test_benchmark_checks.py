@@ -123,3 +123,36 @@ def test_metrics_agree_with_cell_eval(kang_per_group, tmp_path):
     assert proc.returncode == 0, proc.stderr
     theirs = json.loads(proc.stdout.strip().splitlines()[-1])
     assert ours["pearson_delta_all"] == pytest.approx(theirs["pearson_delta"], abs=1e-4)
+
+
+@pytest.mark.skipif(not CELLEVAL.exists(), reason="cell-eval venv not installed (make peers)")
+def test_celleval_bundle_scores_every_method_against_the_cell_mean_baseline(
+    kang_per_group, tmp_path
+):
+    """The harness's cell-eval step (``run.py --celleval``): every method of a split scored by
+    cell-eval in its venv, its cell-mean baseline built from the training cells, and the
+    scaled scores (the baseline's own are 0, a method equal to it scores as it does)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _peers import celleval_bundle, run_celleval
+
+    data = kang_per_group(60)
+    split = next(s for s in splits.kang_loo_celltype(data) if s.fold == "B cells")
+    prep = prepare(split, BenchConfig())
+    (ev,) = split.evaluations
+    preds = baseline_predictions(split, prep)
+    keep = ("baseline: additive", "baseline: control")
+    preds = {ev.name: {m: x for m, x in preds[ev.name].items() if m in keep}}
+    celleval_bundle(tmp_path / "b.npz", split, prep, preds)
+    run_celleval([tmp_path / "b.npz"], tmp_path / "rows.csv")
+    rows = pd.read_csv(tmp_path / "rows.csv").set_index(["method", "metric"])["value"]
+    assert set(rows.index.get_level_values(0)) == {*keep, "baseline: cell mean (cell-eval)"}
+    pops = prep.evaluations[ev.name]
+    ours = response_metrics(
+        preds[ev.name]["baseline: additive"], pops["real"], pops["control"], distributional=False
+    )
+    pd_theirs = rows["baseline: additive", "pearson_delta"]
+    assert ours["pearson_delta_all"] == pytest.approx(pd_theirs, abs=1e-4)
+    assert rows["baseline: cell mean (cell-eval)", "mae_scaled"] == pytest.approx(0.0)
+    assert rows["baseline: control", "overlap_at_N"] == pytest.approx(0.0)  # no change, no DE
+    # one perturbation: the discrimination score is trivially 1 and its scaled score undefined
+    assert np.isnan(rows["baseline: additive", "discrimination_score_l1_scaled"])

@@ -101,3 +101,43 @@ def test_failed_task_reports_the_reason_and_the_server_goes_on(runner_files):
     assert (folder / "good.h5ad").is_file()
     with pytest.raises(RuntimeError, match=r"peer process exited \(3\)"):
         server.request(_argv(folder, "crash.h5ad", seed=0, target="crash"))
+
+
+def test_gears_does_not_apply_to_a_target_that_is_no_gene(kang_small):
+    from rnadiff.data import _splits as splits
+
+    split = next(iter(splits.kang_loo_celltype(kang_small)))
+    assert "not genes of the data" in bench.not_applicable("gears", split)
+    assert bench.not_applicable("scgen", split) is None
+    assert bench.peer_label("scvi") == "scvi (latent arithmetic)"
+
+
+def test_summary_rows_carry_each_methods_version_budget_and_convergence():
+    import _reports as reports
+
+    from rnadiff.evaluation._benchmark import summarize
+
+    rows = pd.DataFrame(
+        [
+            {"task": "t", "fold": f, "seed": 0, "evaluation": "e", "method": m, "metric": "x"}
+            | {"value": v}
+            for f, (m, v) in enumerate([("cellflow", 1.0), ("cellflow", 2.0), ("rnadiff", 3.0)])
+        ]
+    )
+    times = pd.DataFrame(
+        [
+            {"method": "cellflow", "task": "t", "train_s": 10.0, "predict_s": 1.0}
+            | {"version": "cellflow-tools 0.0.9", "budget": "quick", "converged": True},
+            {"method": "cellflow", "task": "t", "train_s": 20.0, "predict_s": 3.0}
+            | {"version": "cellflow-tools 0.0.9", "budget": "quick", "converged": False},
+            {"method": "gears", "task": "t", "note": "not run: no genes"},
+            {"method": "rnadiff", "task": "t", "train_s": 5.0, "predict_s": 1.0},
+        ]
+    )
+    out = reports.with_method_info(summarize(rows), times).set_index("method")
+    cf = out.loc["cellflow"]
+    assert (cf.version, cf.budget, cf.converged) == ("cellflow-tools 0.0.9", "quick", "1/2")
+    assert (cf.train_s, cf.predict_s, cf["mean"]) == (15.0, 2.0, 1.5)
+    gears = out.loc["gears"]
+    assert gears.metric == "not run" and gears.n == 0 and "no genes" in gears.note
+    assert out.loc["rnadiff"].converged == ""
