@@ -34,6 +34,16 @@ HEADLINE = [
     "success_rate",
     "realism_ratio",
     "pearson_delta",
+    # denoising and counts (benchmarks/_denoise_tasks.py)
+    "mcv_loss",
+    "cell_corr",
+    "gene_corr",
+    "gene_gene_corr",
+    "knn_accuracy",
+    "ari",
+    "zero_fraction",
+    "library_ks",
+    "zero_fraction_gene_corr",
 ]
 
 
