@@ -250,3 +250,27 @@ def test_cli_trains_with_smiles_and_ranks_new_compounds(screen, tmp_path, monkey
             main()
         err = capsys.readouterr().err
         assert info.value.code == 2 and err.startswith("error:") and needle in err, err
+
+
+def test_unmeasured_combinations_are_predicted_in_their_own_context(tmp_path):
+    """A pair never measured anywhere has no context to take its effect from: it is not
+    transferred (the network predicts it from its parts in the cell's own context) and it
+    takes the mean of its parts' calibrated effect scales."""
+    adata, _ = simulate(
+        1200, seed=4, n_genes=40, n_programs=6, n_genetic=2, n_drugs=2, n_combinations=1,
+        n_cell_types=2, times=(24.0,), doses=(10.0,),
+    )  # fmt: skip
+    pair = adata.obs["perturbation"].astype(str).str.contains("+", regex=False).to_numpy()
+    combo = str(adata.obs["perturbation"][pair].iloc[0])
+    model = train(adata[~pair], cell_type_key="cell_type", steps=30)
+    engine = model.engine
+    obs = adata.obs[pair].iloc[:4].copy()
+    assert engine.never_measured(obs).all()
+    assert not engine.transfer_plan(obs, "compose").mask.any()
+    single = adata.obs[~pair & (adata.obs["perturbation"] != "control").to_numpy()].iloc[:4]
+    assert not engine.never_measured(single).any()
+    scales = engine.cell_effect_scales(obs)
+    parts = combo.split("+")
+    assert scales is not None  # the parts were calibrated (scales other than 1)
+    expected = np.mean([model.effect_scales.get(p, 1.0) for p in sorted(parts)])
+    assert scales == pytest.approx(expected)

@@ -351,7 +351,35 @@ class SamplingEngine:
         """The cells ``transfer`` applies to (combinations of perturbation and context never
         measured) and its scale (``None``: the mode's default)."""
         mask = conditions.transfer_mask(self.registry, self.seen, obs, transfer)
+        if mask.any():  # nothing to transfer from: the network's own conditional
+            mask &= ~self.never_measured(obs)
         return TransferPlan(mask, transfer, transfer_scale(transfer, scale))
+
+    def never_measured(self, obs: pd.DataFrame) -> np.ndarray:
+        """Cells whose perturbation was measured in no context at all and is a combination of
+        trained tokens or a token embedded from its features (a new drug or gene): there is
+        no context to take its effect from, so it is not transferred; the network predicts
+        it in the cell's own context (parts summed in the set embedding)."""
+        pkey = self.registry.perturbation_key
+        out = np.zeros(len(obs), dtype=bool)
+        if pkey is None or pkey not in obs:
+            return out
+        cov = self.registry[pkey]
+        at = conditions.perturbation_index(self.registry)
+        measured = {row[at] for row in self.seen if len(row) > at}
+        featured = set(self.features.molecules) if self.features is not None else set()
+        if self.features is not None and self.features.genes is not None:
+            featured |= set(self.features.genes.genes)
+        trained = set(self.trained_tokens)
+        for value in set(obs[pkey].dropna()):
+            canon = conditions.canonical(cov, value)
+            if canon is None or canon in measured:
+                continue
+            parts = cov.parts(canon)
+            new = [t for t in parts if t not in trained]
+            if (len(parts) > 1 and not new) or (new and set(new) <= featured):
+                out |= (obs[pkey] == value).to_numpy()
+        return out
 
     def control_row(self) -> torch.Tensor:
         frame = pd.DataFrame({self.registry.perturbation_key: [self.registry.control]})
@@ -504,9 +532,16 @@ class SamplingEngine:
         for v in unseen:
             weights = self.prior_weights(v)
             scales[v] = sum(w * self.effect_scales.get(t, 1.0) for t, w in weights.items()) or 1.0
+        # a combination never measured: the mean of its parts' scales (the network under-fits
+        # a combination's parts as it does the singles)
+        for v in scales:
+            parts = cov.parts(v)
+            if len(parts) > 1 and v not in self.effect_scales:
+                scales[v] = float(np.mean([self.effect_scales.get(t, 1.0) for t in parts]))
         out = np.array([scales.get(v, 1.0) for v in values])
         prior = pd.Series(values).isin(unseen).to_numpy()
         transferred = conditions.transfer_mask(self.registry, self.seen, obs, "compose") & ~prior
+        transferred &= ~self.never_measured(obs)
         out[transferred] = 1.0  # never measured there
         return out if (out != 1).any() else None
 
