@@ -41,7 +41,6 @@ HEADLINE = [
     "gene_gene_corr",
     "knn_accuracy",
     "ari",
-    "zero_fraction",
     "library_ks",
     "zero_fraction_gene_corr",
     # drugs, doses, combinations and fate (benchmarks/_drug_tasks.py)
