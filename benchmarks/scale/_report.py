@@ -34,7 +34,9 @@ NOTE = (
     "seconds over its wall seconds, about T when it had T cores to itself. Peak RSS train: the "
     "process's VmHWM after training (before sampling); peak RSS: the whole run with sampling. "
     "% matmul peak: 3 x the forward FLOPs of the denoiser's Linear layers per step over the step "
-    "time, over the best fp32 square `torch.mm` at the same thread count."
+    "time, over the best fp32 square `torch.mm` at the same thread count. Cells per CPU s: "
+    "training cells/s over CPU/wall, the loop's cells per CPU second; on a shared machine the "
+    "closer figure to what the code does with a core to itself (1 thread)."
 )
 ORDER = ["10k", "100k", "1M", "100k_20k"]
 GIB = 1024.0  # MiB
@@ -87,6 +89,19 @@ def _row(df: pd.DataFrame, size: str, threads: int, tool: str) -> dict | None:
 
 def _trained(r: dict | None) -> bool:
     return r is not None and r.get("status") in ("ok", "trained")
+
+
+def _per_cpu(r: dict | None) -> float | None:
+    """Training cells per CPU second of the loop: on a shared machine, what the wall-clock
+    figure would be with the cores to itself (contention costs cache too, so a lower bound)."""
+    if not _trained(r):
+        return None
+    cps, cpu = _num(r.get("train_cells_per_s")), _num(r.get("train_cpu_per_wall"))
+    return cps / cpu if cps and cpu else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
 
 
 def _vs_scvi(mine: dict | None, scvi: dict | None) -> tuple[float | None, bool | None]:
@@ -144,7 +159,8 @@ def table(df: pd.DataFrame, t: int) -> list[str]:
     head = ["file", "cells x genes (modelled)", "rnadiff", "read s", "preprocess s",
             "train cells/s", "step ms", "% matmul peak", "peak RSS train GiB",
             "peak RSS GiB", "sample cells/s", "scVI cells/s", "scVI peak RSS GiB",
-            "rnadiff / scVI", "CPU/wall rnadiff, scVI"]  # fmt: skip
+            "rnadiff / scVI", "CPU/wall rnadiff, scVI", "cells per CPU s rnadiff, scVI",
+            "rnadiff / scVI per CPU s"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for size in ORDER:
         r, s = _row(df, size, t, "rnadiff"), _row(df, size, t, "scvi")
@@ -171,7 +187,9 @@ def table(df: pd.DataFrame, t: int) -> list[str]:
                 _fmt(r.get("peak_rss_mib"), 2, GIB), _fmt(r.get("sample_cells_per_s")),
                 scvi_cps, scvi_rss, _fmt(ratio, 2),
                 f"{_fmt(r.get('train_cpu_per_wall'), 2)}, "
-                f"{_fmt(s and s.get('train_cpu_per_wall'), 2)}"]  # fmt: skip
+                f"{_fmt(s and s.get('train_cpu_per_wall'), 2)}",
+                f"{_fmt(_per_cpu(r))}, {_fmt(_per_cpu(s))}",
+                _fmt(_ratio(_per_cpu(r), _per_cpu(s)), 2)]  # fmt: skip
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cols) + " |")
     return lines
 

@@ -164,6 +164,9 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--mem-limit-gb", type=float, default=12.0, help="address space per run")
     p.add_argument("--timeout-s", type=float, default=5400.0, help="per measurement")
     p.add_argument("--fresh", action="store_true", help="forget the rows of earlier runs")
+    p.add_argument(
+        "--report-only", action="store_true", help="rewrite summary.md etc. from results.csv"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.sizes = "10k,100k" if args.sizes == p.get_default("sizes") else args.sizes
@@ -179,6 +182,10 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.report_only:
+        info = json.loads((args.out / "run.json").read_text())
+        write_reports(args.out, pd.read_csv(args.out / "results.csv"), pd.DataFrame(), info)
+        return
     sizes = parse_sizes(args.sizes)
     for folder in (args.out, args.runs, args.logs):
         folder.mkdir(parents=True, exist_ok=True)
