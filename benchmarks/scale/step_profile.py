@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -152,25 +153,38 @@ def main(argv: list[str] | None = None) -> None:
     df = pd.DataFrame(rows)
     stem = f"step_profile_t{args.threads}"
     df.to_csv(args.out / f"{stem}.csv", index=False)
-    cols = ["batch_size", "step_ms", "cells_per_s", *(f"{k}_ms" for k in PHASES)]
-    cols += ["overhead_share", "share_of_peak"]
+    note = (
+        f"`benchmarks/scale/step_profile.py --threads {args.threads}` on {args.data.name}, "
+        f"{args.steps} steps after {args.warmup} of warm-up, measured "
+        f"{time.strftime('%Y-%m-%d %H:%M')} (load average {os.getloadavg()[0]:.1f} at the end)."
+    )
+    (args.out / f"{stem}.md").write_text(markdown(df, note))
+
+
+def markdown(df: pd.DataFrame, note: str) -> str:
+    """The profile as a Markdown table: ms per phase, and shares of the step and the peak."""
+    peak = df["matmul_peak_gflops"].iloc[0]
+    threads = int(df["threads"].iloc[0])
     lines = [
-        f"# Step profile, {args.threads} thread(s), matmul peak {peak:.1f} GFLOP/s",
+        f"# Step profile, {threads} thread(s), matmul peak {peak:.1f} GFLOP/s",
         "",
-        f"`benchmarks/scale/step_profile.py --threads {args.threads}` on {args.data.name}; "
-        f"{args.steps} steps after {args.warmup} of warm-up; overhead = everything but "
-        "forward + backward.",
+        note + " Overhead: everything but forward + backward (batch assembly, clipping, the "
+        "optimizer, the EMA, reading the loss back). % peak: 3 x the forward FLOPs of the "
+        "Linear layers over the step's time (forward + backward alone: its ceiling without "
+        "overhead).",
         "",
-        "| " + " | ".join(cols) + " |",
-        "|" + "---|" * len(cols),
+        "| batch | step ms | cells/s | "
+        + " | ".join(f"{k.replace('_', ' ')} ms" for k in PHASES)
+        + " | overhead | % peak | % peak, forward + backward alone |",
+        "|" + "---|" * (len(PHASES) + 6),
     ]
     for _, r in df.iterrows():
-        cells = [
-            f"{r[c]:.1%}" if c.endswith("share") or c == "share_of_peak" else f"{r[c]:.3g}"
-            for c in cols
-        ]
+        alone = r["step_gflops"] * r["step_ms"] / r["forward_backward_ms"] / peak
+        cells = [f"{int(r['batch_size'])}", f"{r['step_ms']:.1f}", f"{r['cells_per_s']:,.0f}"]
+        cells += [f"{r[f'{k}_ms']:.2f}" for k in PHASES]
+        cells += [f"{r['overhead_share']:.0%}", f"{r['share_of_peak']:.0%}", f"{alone:.0%}"]
         lines.append("| " + " | ".join(cells) + " |")
-    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
