@@ -170,7 +170,8 @@ def celleval_bundle(path: Path, split: splits.Split, prep: Prepared, predictions
     (for cell-eval's cell-mean baseline; the control's named ``__control__``)."""
     evs = [ev.name for ev in split.evaluations]
     control = prep.evaluations[evs[0]]["control"]
-    if any(prep.evaluations[e]["control"] is not control for e in evs[1:]):
+    same = (np.array_equal(prep.evaluations[e]["control"], control) for e in evs[1:])
+    if not all(same):
         raise ValueError(f"{split.task}: evaluations with different control cells")
     methods = sorted({m for preds in predictions.values() for m in preds})
     arrays = {"control": control}

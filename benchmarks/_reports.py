@@ -252,6 +252,7 @@ def _celleval_lines(summary: pd.DataFrame) -> list[str]:
         )
         table = cells.pivot(index="method", columns="metric", values="v")
         table = table[[m for m in order if m in table.columns]].fillna("n/a")
+        table = table.replace(r"^nan ± .*", "n/a", regex=True)
         if "vcc_score" in frame.metric.values:
             rank = frame[frame.metric == "vcc_score"].set_index("method")["mean"]
             table = table.loc[rank.reindex(table.index).sort_values(ascending=False).index]
@@ -263,7 +264,8 @@ def _celleval_lines(summary: pd.DataFrame) -> list[str]:
             "(x - base) / (1 - base) for DES and PDS, 1 - x / base for MAE, clipped at 0); "
             "`vcc_score` = mean of the three scaled scores. Mean ± sd over splits. "
             + (
-                "PDS is trivially 1 with one perturbation per split. "
+                "One perturbation per split: PDS is trivially 1, its scaled score undefined "
+                "(n/a), and `vcc_score` the mean of scaled DES and MAE."
                 if task.startswith("kang")
                 else ""
             ),

@@ -186,6 +186,7 @@ def run_benchmark(
     requested: list[str],
     *,
     seeds: int,
+    first_seed: int = 0,
     config: BenchConfig,
     out: Path,
     peers: list[str],
@@ -204,7 +205,7 @@ def run_benchmark(
     jobs_list = [
         (task, seed, i)
         for task in base  # the tasks with peers first: the longest jobs
-        for seed in range(seeds)
+        for seed in range(first_seed, first_seed + seeds)
         for i in range(n_jobs(task))
     ]
     common = dict(
@@ -256,6 +257,7 @@ def run_benchmark(
         **(meta or {}),
         "tasks": requested,
         "seeds": seeds,
+        "first_seed": first_seed,
         "jobs": jobs,
         "bench_config": repr(config),
         "peers": sorted(peers),
@@ -285,6 +287,12 @@ def main() -> None:
         help="comma-separated; design/ranking tasks also run their parent task",
     )
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds first-seed .. first-seed + seeds - 1 (to add seeds to an earlier run)",
+    )
     parser.add_argument(
         "--study",
         default=None,
@@ -408,6 +416,7 @@ def main() -> None:
     text = run_benchmark(
         [t for t in args.tasks.split(",") if t],
         seeds=args.seeds,
+        first_seed=args.first_seed,
         config=config,
         out=out,
         peers=peers,
