@@ -9,6 +9,9 @@ Writes ``folds.csv`` (one row per task, fold, seed, evaluation, method and metri
 ``summary.csv`` (``task,method,metric,mean,sd,n``), ``paired.csv`` (rnadiff against every other
 method on the same held-out data), ``summary.md``, ``timings.csv``, ``run.json`` and PNG plots;
 a study writes one such folder per variant plus ``study.csv`` and ``study.md``.
+``--save-predictions DIR`` keeps every method's predicted cells; ``--celleval DIR`` then scores
+them with cell-eval itself (Kang and Papalexi seen: ``celleval.csv``, ``celleval_summary.csv``
+and a section of ``summary.md`` scaled against cell-eval's cell-mean baseline).
 Peers run in their own virtual environments (``benchmarks/peers/install.sh``); a peer that is not
 installed or fails is reported as such.
 """
