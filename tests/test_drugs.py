@@ -254,8 +254,9 @@ def test_cli_trains_with_smiles_and_ranks_new_compounds(screen, tmp_path, monkey
 
 def test_unmeasured_combinations_are_predicted_in_their_own_context(tmp_path):
     """A pair never measured anywhere has no context to take its effect from: it is not
-    transferred (the network predicts it from its parts in the cell's own context) and it
-    takes the mean of its parts' calibrated effect scales."""
+    transferred; it is composed from its parts' effects in the cell's own context (the
+    network's joint conditional with transfer="none") and it takes the mean of its parts'
+    calibrated effect scales."""
     adata, _ = simulate(
         1200, seed=4, n_genes=40, n_programs=6, n_genetic=2, n_drugs=2, n_combinations=1,
         n_cell_types=2, times=(24.0,), doses=(10.0,),
@@ -271,6 +272,10 @@ def test_unmeasured_combinations_are_predicted_in_their_own_context(tmp_path):
     assert not engine.never_measured(single).any()
     scales = engine.cell_effect_scales(obs)
     parts = combo.split("+")
+    assert engine.never_measured(obs, combinations=True).all()
+    composed = model.predict(controls(adata, 5), perturbation=combo, progress=False)
+    joint = model.predict(controls(adata, 5), perturbation=combo, transfer="none", progress=False)
+    assert not np.allclose(composed.X, joint.X)  # composed from the parts unless transfer="none"
     assert scales is not None  # the parts were calibrated (scales other than 1)
     expected = np.mean([model.effect_scales.get(p, 1.0) for p in sorted(parts)])
     assert scales == pytest.approx(expected)

@@ -347,3 +347,31 @@ def test_effect_scaling_of_ones_makes_no_second_call():
     )
     torch.testing.assert_close(out, d(x, sigma, cond))
     assert calls == [2]
+
+
+def test_combination_composition_adds_the_parts_effects():
+    from rnadiff.sampling import combination_composition
+
+    def pairwise(x, sigma, cond):  # the joint conditional has an interaction of tokens 1 and 2
+        p = cond["pert"]
+        return (
+            x / 2 + p @ torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]]) + p[:, 1:2] * p[:, 2:3]
+        )
+
+    ref = torch.eye(3)[[0]]  # the control
+    pair, single = torch.tensor([[0.0, 1.0, 1.0]]), torch.eye(3)[[2]]
+    cond = {"pert": torch.cat([pair, single, pair])}
+    x, sigma = torch.randn(3, 2), torch.ones(3)
+    out = combination_composition(pairwise, key="pert", reference=ref)(x, sigma, cond)
+
+    def at(row):
+        return pairwise(x[:1], sigma[:1], {"pert": row})
+
+    expected = at(ref) + (at(torch.eye(3)[[1]]) - at(ref)) + (at(torch.eye(3)[[2]]) - at(ref))
+    torch.testing.assert_close(out[:1], expected)  # the parts' effects, no interaction
+    assert not torch.allclose(out[:1], pairwise(x[:1], sigma[:1], {"pert": pair}))
+    torch.testing.assert_close(out[1], pairwise(x, sigma, cond)[1])  # a single: D(c)
+    where = torch.tensor([True, False, False])
+    some = combination_composition(pairwise, key="pert", reference=ref, where=where)(x, sigma, cond)
+    torch.testing.assert_close(some[2], pairwise(x, sigma, cond)[2])  # not asked: joint
+    torch.testing.assert_close(some[0], out[0])

@@ -3,6 +3,7 @@
 from rnadiff.sampling._engine import SamplingEngine, TransferPlan
 from rnadiff.sampling._guidance import (
     classifier_free_guidance,
+    combination_composition,
     compositional_guidance,
     effect_scaling,
     gradient_guidance,
@@ -23,6 +24,7 @@ __all__ = [
     "SamplingEngine",
     "TransferPlan",
     "classifier_free_guidance",
+    "combination_composition",
     "compositional_guidance",
     "effect_scaling",
     "encode",

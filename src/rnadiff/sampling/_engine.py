@@ -41,6 +41,7 @@ from rnadiff.data._preprocessing import PreprocessState, scale, unscale
 from rnadiff.diffusion import karras_sigmas
 from rnadiff.sampling._guidance import (
     classifier_free_guidance,
+    combination_composition,
     compositional_guidance,
     effect_scaling,
     interpolated_covariate,
@@ -355,15 +356,33 @@ class SamplingEngine:
             mask &= ~self.never_measured(obs)
         return TransferPlan(mask, transfer, transfer_scale(transfer, scale))
 
-    def never_measured(self, obs: pd.DataFrame) -> np.ndarray:
+    def never_measured(self, obs: pd.DataFrame, *, combinations: bool = False) -> np.ndarray:
         """Cells whose perturbation was measured in no context at all and is a combination of
         trained tokens or a token embedded from its features (a new drug or gene): there is
-        no context to take its effect from, so it is not transferred; the network predicts
-        it in the cell's own context (parts summed in the set embedding)."""
+        no context to take its effect from, so it is not transferred. With
+        ``combinations``: only the combinations of trained tokens (composed from their
+        parts, :func:`rnadiff.sampling.combination_composition`)."""
         pkey = self.registry.perturbation_key
         out = np.zeros(len(obs), dtype=bool)
         if pkey is None or pkey not in obs:
             return out
+        cov = self.registry[pkey]
+        at = conditions.perturbation_index(self.registry)
+        measured = {row[at] for row in self.seen if len(row) > at}
+        featured = set(self.features.molecules) if self.features is not None else set()
+        if self.features is not None and self.features.genes is not None:
+            featured |= set(self.features.genes.genes)
+        trained = set(self.trained_tokens)
+        for value in set(obs[pkey].dropna()):
+            canon = conditions.canonical(cov, value)
+            if canon is None or canon in measured:
+                continue
+            parts = cov.parts(canon)
+            new = [t for t in parts if t not in trained]
+            pair = len(parts) > 1 and not new
+            if pair or (new and set(new) <= featured and not combinations):
+                out |= (obs[pkey] == value).to_numpy()
+        return out
         cov = self.registry[pkey]
         at = conditions.perturbation_index(self.registry)
         measured = {row[at] for row in self.seen if len(row) > at}
@@ -570,6 +589,12 @@ class SamplingEngine:
         mask, mode, scale_ = plan.mask, plan.mode, plan.scale
         effect = self.cell_effect_scales(obs) if calibrated else None
         composing = mode == "compose" and mask.any()
+        # combinations measured nowhere: composed from their parts (not with transfer="none")
+        parts = (
+            self.never_measured(obs, combinations=True)
+            if mode != "none" and obs is not None
+            else None
+        )
         contexts, context_w = (
             self.transfer_contexts(mask, conditions.condition_rows(self.registry, obs))
             if composing and obs is not None
@@ -580,7 +605,13 @@ class SamplingEngine:
         pkey = self.registry.perturbation_key
 
         def for_batch(b: slice):
-            denoiser = classifier_free_guidance(self.core(interpolation, b), guidance)
+            denoiser = self.core(interpolation, b)
+            if parts is not None and parts[b].any():
+                where = torch.from_numpy(parts[b])
+                denoiser = combination_composition(
+                    denoiser, key=pkey, reference=self.control_row(), where=where
+                )
+            denoiser = classifier_free_guidance(denoiser, guidance)
             if effect is not None and (effect[b] != 1).any():
                 denoiser = effect_scaling(
                     denoiser, key=pkey, reference=control, scale=torch.from_numpy(effect[b])
