@@ -502,19 +502,24 @@ def sim_fate(seed: int, config):
             m = ((tobs.perturbation == drug) & (tobs.time == t)).to_numpy()
             return composition(tobs.state[m].astype(str), states, n_boot=0)["proportion"]
 
+        cell_type = str(obs.cell_type[real_mask].iloc[0])
         t0 = time.perf_counter()
         pred = model.predict(
             source, target={"perturbation": drug, "dose": 10.0, "time": 48.0},
             steps=config.sampler_steps, seed=seed, progress=False,
         )  # fmt: skip
         predict_s += time.perf_counter() - t0
-        cell_type = str(obs.cell_type[real_mask].iloc[0])
         true = truth.composition(cell_type, drug, time=48.0, dose=10.0).reindex(states)
         real = composition(real_states, states, n_boot=0)["proportion"]
+        gen = model.generate(
+            {"perturbation": drug, "dose": 10.0, "time": 48.0, "cell_type": cell_type},
+            n_cells=int(real_mask.sum()), steps=config.sampler_steps, seed=seed, progress=False,
+        )  # fmt: skip
         comps = {
             "rnadiff (counterfactual)": composition(
                 clf.predict(model.log_expression(pred)), states
             ),
+            "rnadiff (generation)": composition(clf.predict(model.log_expression(gen)), states),
             "baseline: nearest time (24 h)": measured(24.0),
             "baseline: linear in time (24-72 h)": (measured(24.0) + measured(72.0)) / 2,
             "classifier on the real cells": composition(
@@ -552,10 +557,12 @@ def hsmm_fate_rows(split, prep, model: RNADiffusion) -> list[dict]:
         return composition(train.obs["State"][m].astype(str), states, n_boot=0)["proportion"]
 
     pred = model.predict(ev.source, target=ev.target, seed=split.seed, progress=False)
+    gen = model.generate(ev.condition, n_cells=ev.real.n_obs, seed=split.seed, progress=False)
     real_labels = ev.real.obs["State"].dropna().astype(str)
     real = composition(real_labels, states, n_boot=0)["proportion"]
     comps = {
         "rnadiff (counterfactual)": composition(clf.predict(model.log_expression(pred)), states),
+        "rnadiff (generation)": composition(clf.predict(model.log_expression(gen)), states),
         "baseline: nearest time (24 h)": at(24.0),
         "baseline: nearest time (72 h)": at(72.0),
         "baseline: linear in time (24-72 h)": (at(24.0) + at(72.0)) / 2,

@@ -106,6 +106,13 @@ def test_predict_fate_end_to_end(sim, tmp_path):
         target={"perturbation": drug, "dose": 10.0}, n_boot=50, steps=4, progress=False,
     )  # fmt: skip
     assert (again.obs["rnadiff_state"] == pred.obs["rnadiff_state"]).all()
+    generated = predict_fate(
+        model, source, reference=adata, state_key="state", classifier_method="knn",
+        target={"perturbation": drug, "dose": 10.0}, method="generate", n_boot=0, steps=4,
+        progress=False,
+    )  # fmt: skip
+    assert generated.uns["rnadiff_fate"]["params"]["classifier"] == "knn"
+    assert generated.n_obs == source.n_obs
     real = truth.composition("celltype_0", drug, time=48.0, dose=10.0)
     assert len(real) == len(clf.states_)
     plot_fate({"predicted": table}, tmp_path / "fate.png", title=drug)

@@ -47,7 +47,7 @@ def predict_fate(
     perturbation: str | None = None,
     target: Mapping[str, object] | None = None,
     classifier: StateClassifier | None = None,
-    method: str = "logistic",
+    classifier_method: str = "logistic",
     layer: str | None = None,
     reference_layer: str | None = None,
     n_boot: int = 500,
@@ -78,7 +78,7 @@ def predict_fate(
         The target condition, as for :meth:`RNADiffusion.predict`.
     classifier : StateClassifier, optional
         A fitted classifier to reuse (default: fitted here on ``reference``).
-    method : {'logistic', 'knn'}, default 'logistic'
+    classifier_method : {'logistic', 'knn'}, default 'logistic'
         Classifier fitted when ``classifier`` is not given.
     layer, reference_layer : str, optional
         Where ``source`` / ``reference`` hold their expression (default as the model reads).
@@ -92,7 +92,9 @@ def predict_fate(
     progress : bool, default True
         Show a progress bar while predicting.
     **predict_kwargs
-        Passed to :meth:`RNADiffusion.predict` (sampler, steps, guidance, ...).
+        Passed to :meth:`RNADiffusion.predict` (``method``, sampler, steps, guidance, ...).
+        For a change of composition ask for ``method="generate"``: a counterfactual keeps
+        each source cell's own variation, its state included.
 
     Returns
     -------
@@ -104,7 +106,7 @@ def predict_fate(
     """
     if classifier is None:
         classifier = fit_state_classifier(
-            model, reference, state_key, layer=reference_layer, method=method, seed=seed
+            model, reference, state_key, layer=reference_layer, method=classifier_method, seed=seed
         )
     pred = model.predict(
         source,
@@ -116,7 +118,7 @@ def predict_fate(
         **predict_kwargs,
     )
     add_states(model, pred, classifier, key_added=key_added, n_boot=n_boot, seed=seed)
-    pred.uns["rnadiff_fate"]["params"] |= {"state_key": state_key, "method": classifier.method}
+    pred.uns["rnadiff_fate"]["params"] |= {"state_key": state_key, "classifier": classifier.method}
     return pred
 
 
