@@ -98,6 +98,15 @@ def _mean(model, adata, mask) -> np.ndarray:
     return model.log_expression(adata[np.asarray(mask)]).mean(0)
 
 
+def _predict(model, source, target: dict, config, seed: int) -> tuple[np.ndarray, float]:
+    """rnadiff's counterfactual of ``source`` under ``target`` (log expression) and seconds."""
+    t0 = time.perf_counter()
+    pred = model.predict(
+        source, target=target, steps=config.sampler_steps, seed=seed, progress=False
+    )
+    return model.log_expression(pred), time.perf_counter() - t0
+
+
 def _log_interp(doses: list[float], means: list[np.ndarray], dose: float) -> np.ndarray:
     """Linear in log dose between the two measured doses around ``dose``; beyond the
     measured range, extended from the two nearest."""
@@ -167,15 +176,11 @@ def lincs_dose(seed: int, config):
                 if not real_mask.any():
                     continue
                 real = model.log_expression(adata[real_mask])
-                t0 = time.perf_counter()
-                pred = model.predict(
-                    source, target={key: drug, dkey: dose}, steps=config.sampler_steps,
-                    seed=seed, progress=False,
-                )  # fmt: skip
-                predict_s += time.perf_counter() - t0
+                pred, seconds = _predict(model, source, {key: drug, dkey: dose}, config, seed)
+                predict_s += seconds
                 shift = control.mean(0)
                 preds = {
-                    "rnadiff (counterfactual)": model.log_expression(pred),
+                    "rnadiff (counterfactual)": pred,
                     "baseline: nearest measured dose": _nearest_dose(doses, means, dose),
                     "baseline: linear in log dose": _log_interp(doses, means, dose),
                     "baseline: train mean": train_mean,
@@ -255,15 +260,11 @@ def _unseen_drug_rows(
                 if not real_mask.any():
                     continue
                 real = model.log_expression(adata[real_mask])
-                t0 = time.perf_counter()
-                pred = model.predict(
-                    source, target={key: drug, dkey: dose}, steps=config.sampler_steps,
-                    seed=seed, progress=False,
-                )  # fmt: skip
-                predict_s += time.perf_counter() - t0
+                pred, seconds = _predict(model, source, {key: drug, dkey: dose}, config, seed)
+                predict_s += seconds
                 near = nearest[drug]
                 preds = {
-                    "rnadiff (counterfactual)": model.log_expression(pred),
+                    "rnadiff (counterfactual)": pred,
                     "baseline: train mean at dose": train_mean,
                     "baseline: nearest training drug (Tanimoto)": (
                         shift + signatures[near] if near in signatures else train_mean

@@ -383,22 +383,6 @@ class SamplingEngine:
             if pair or (new and set(new) <= featured and not combinations):
                 out |= (obs[pkey] == value).to_numpy()
         return out
-        cov = self.registry[pkey]
-        at = conditions.perturbation_index(self.registry)
-        measured = {row[at] for row in self.seen if len(row) > at}
-        featured = set(self.features.molecules) if self.features is not None else set()
-        if self.features is not None and self.features.genes is not None:
-            featured |= set(self.features.genes.genes)
-        trained = set(self.trained_tokens)
-        for value in set(obs[pkey].dropna()):
-            canon = conditions.canonical(cov, value)
-            if canon is None or canon in measured:
-                continue
-            parts = cov.parts(canon)
-            new = [t for t in parts if t not in trained]
-            if (len(parts) > 1 and not new) or (new and set(new) <= featured):
-                out |= (obs[pkey] == value).to_numpy()
-        return out
 
     def control_row(self) -> torch.Tensor:
         frame = pd.DataFrame({self.registry.perturbation_key: [self.registry.control]})
