@@ -1,5 +1,5 @@
-"""How long a run trains: ``TrainConfig.epochs`` within ``[min_steps, max_steps]``, capped by
-``max_epochs`` passes over the cells."""
+"""How long a run trains: ``TrainConfig.epochs`` within ``[min_steps, max_steps]``, at least
+``min_epochs`` passes past ``max_steps`` (large data), capped by ``max_epochs`` passes."""
 
 from __future__ import annotations
 
@@ -29,7 +29,14 @@ KANG_SETUP = {"perturbation_key": "group_id", "control": "ctrl", "cell_type_key"
         (192, {}, 300),  # the HSMM time course: 200 passes of 192 cells in batches of 128
         (1402, {}, 800),  # a Kang fold: min_steps (12 passes would be 132 steps)
         (12873, {}, 1207),  # Papalexi: ceil(12 * 12873 / 128)
-        (10**6, {}, 4000),  # max_steps bounds large data sets
+        (42_667, {}, 4000),  # 12 passes reach max_steps
+        (256_000, {}, 4000),  # 2 passes = max_steps
+        (10**6, {}, 15_625),  # past max_steps: min_epochs = 2 passes, not half a pass
+        (10**6, {"min_epochs": None}, 4000),  # without the floor, max_steps bounds the run
+        (10**6, {"min_epochs": 1.0}, 7813),  # ceil(10**6 / 128)
+        (10**6, {"batch_size": 1024}, 4000),  # 2 passes of 1024 = 1954 < max_steps
+        (10**6, {"epochs": 0.5}, 3907),  # never more passes than epochs asks for
+        (10**6, {"epochs": None}, 4000),  # no rule: max_steps exactly
         (192, {"max_epochs": None}, 800),
         (192, {"max_epochs": None, "epochs": None}, 4000),  # no rule: max_steps
         (12873, {"epochs": None, "max_steps": 1200}, 1200),
@@ -49,6 +56,12 @@ def test_max_epochs_must_be_positive(value):
         TrainConfig(max_epochs=value)
     with pytest.raises(InputError, match="epochs must be positive"):
         TrainConfig(epochs=value)
+
+
+@pytest.mark.parametrize("value", [0, -1, float("inf")])
+def test_min_epochs_must_be_positive(value):
+    with pytest.raises(InputError, match="min_epochs"):
+        TrainConfig(min_epochs=value)
 
 
 def test_min_steps_must_be_positive():
