@@ -41,8 +41,9 @@ bench: install
 # The scale benchmark (issue 25; not part of `make test`): synthetic count files of 10k, 100k and
 # 1M cells x 2,000 genes and 100k x 20,000 genes (made once, ~10 min, 2.8 GB, git-ignored),
 # rnadiff and scVI (`make peers`) on each at 1 and 2 threads, into benchmarks/results/scale/
-# (results.csv, summary.md, readme_row.md). ~1 h 30 min on 2 cores; SCALE_ARGS="--sizes 10k
-# --threads 1" for a part (rows merge), SCALE_ARGS=--quick for a harness check (~5 min).
+# (results.csv, summary.md, readme_row.md). ~40 min per thread count on 2 cores (measured at 1
+# thread: 38 min, half of it the 1M and 100k x 20k files), ~1 h 30 min in all; SCALE_ARGS=
+# "--sizes 10k --threads 1" for a part (rows merge), SCALE_ARGS=--quick: a harness check.
 bench-scale: install
 	$(BIN)/python benchmarks/scale/measure.py $(SCALE_ARGS)
 
