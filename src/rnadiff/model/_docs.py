@@ -101,9 +101,10 @@ max_steps, epochs, min_steps, max_epochs, batch_size, lr, seed, checkpoint_every
     Override the fields of ``config`` (see :class:`TrainConfig`). The length:
     ``max_steps`` alone trains exactly that many steps; with ``epochs`` or
     ``min_steps`` the run aims at ``epochs`` passes over the cells, between
-    ``min_steps`` and ``max_steps`` (:meth:`TrainConfig.steps_for`); training stops
-    after ``max_epochs`` passes (small data sets memorize their cells with many;
-    ``max_epochs=0``: no cap).
+    ``min_steps`` and ``max_steps`` (:meth:`TrainConfig.steps_for`); by default at least
+    ``min_epochs`` (2) passes past the default ``max_steps`` (large data; a ``max_steps``
+    given here is a hard cap); training stops after ``max_epochs`` passes (small data sets
+    memorize their cells with many; ``max_epochs=0``: no cap).
 checkpoint_dir
     Save checkpoints here (four per run and every ``checkpoint_minutes``, and at the
     end); an interrupted run continues, exactly as it would have gone, with

@@ -27,7 +27,9 @@ def run_config(model: RNADiffusion, config: TrainConfig | None, **overrides) -> 
 
     The length rule: ``max_steps`` alone trains exactly that many steps; with ``epochs`` or
     ``min_steps`` the length follows the data (``epochs`` passes, between ``min_steps`` and
-    ``max_steps``); ``max_epochs=0`` lifts the cap on passes over the cells.
+    ``max_steps``; an explicit ``max_steps`` is a hard cap, the default one gives way to
+    ``min_epochs`` passes on large data); ``max_epochs=0`` lifts the cap on passes over the
+    cells.
     """
     base = config or model.train_config or TrainConfig()
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -36,6 +38,8 @@ def run_config(model: RNADiffusion, config: TrainConfig | None, **overrides) -> 
     follows_data = "epochs" in given or "min_steps" in given
     if "max_steps" in given and not follows_data:  # an explicit length: exactly that many
         given["epochs"] = None
+    elif "max_steps" in given:  # an explicit cap stays a cap: no floor of passes past it
+        given["min_epochs"] = None
     elif follows_data and base.epochs is None and "epochs" not in given:
         given["epochs"] = TrainConfig().epochs
     if given.get("max_epochs") == 0:
