@@ -34,7 +34,8 @@ format: install
 	$(BIN)/ruff check --fix src tests benchmarks
 
 # Full-size runs (not part of the tests). The benchmark: every task, 3 seeds, peers when
-# installed (`make peers`), into benchmarks/results/latest/ (~30 min on 2 cores with peers).
+# installed (`make peers`), into benchmarks/results/latest/ (~30 min on 2 cores with peers before
+# the drug/dose/fate tasks (~45 min at 2 jobs, loaded machine) and denoising (~17 min) joined).
 bench: install
 	$(BIN)/python benchmarks/run.py
 
