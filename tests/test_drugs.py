@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -237,6 +238,16 @@ def test_cli_trains_with_smiles_and_ranks_new_compounds(screen, tmp_path, monkey
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert set(pd.read_csv(ranked)["perturbation"]) == set(DRUGS) | {NEW}
+    source = tmp_path / "controls.h5ad"
+    controls(screen, 5).write_h5ad(source)
+    pred = tmp_path / "pred.h5ad"
+    result = runner.invoke(
+        app,
+        ["predict", "--model", str(out), "--source", str(source), "--perturbation", NEW,
+         "--set", "dose=1.0", "--smiles", str(new), "--steps", "4", "--out", str(pred)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert ad.read_h5ad(pred).uns["rnadiff"]["embedded_from_features"] == [NEW]
     bad = tmp_path / "bad.csv"
     bad.write_text("X,not-a-smiles\n")
     up = str(screen.var_names[0])
