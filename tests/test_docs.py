@@ -41,10 +41,11 @@ def _text(path: Path) -> str:
 
 
 def test_every_section_is_built(site):
-    for page in ["index", "guide/data", "architecture", "cli", "changelog", "benchmarks/kang"]:
+    pages = ["index", "guide/data", "guide/drugs", "architecture", "cli", "changelog"]
+    for page in [*pages, "benchmarks/kang", "benchmarks/drugs"]:
         assert (site / page / "index.html").is_file() or (site / f"{page}.html").is_file(), page
     tutorials = sorted(p.stem for p in (ROOT / "notebooks").glob("*.py"))
-    assert len(tutorials) == 4
+    assert len(tutorials) == 5
     for name in tutorials:
         assert (site / "notebooks" / name / "index.html").is_file(), name
 
