@@ -15,6 +15,14 @@ from rnadiff._errors import InputError
 
 # ------------------------------------------------------------------ shared options
 Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives the same numbers.")]
+NewDrugs = Annotated[
+    Path | None,
+    typer.Option(
+        "--smiles",
+        help="CSV of name,SMILES (header optional) for drugs the model never saw: they are "
+        "embedded from their structure (a model trained with SMILES).",
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Threads = Annotated[
     int | None,
@@ -300,10 +308,15 @@ def _summary(adata: ad.AnnData, keys: list[str], path: Path, seconds: float) -> 
         typer.echo(counts.rename("cells").to_string())
 
 
-def _load(model: Path):
+def _load(model: Path, smiles: Path | None = None):
+    """The model in ``model``, told the drugs of a ``--smiles`` table."""
     from rnadiff import RNADiffusion
+    from rnadiff.data._molecules import read_smiles_table
 
-    return RNADiffusion.load(model)
+    loaded = RNADiffusion.load(model)
+    if smiles is not None:
+        loaded.add_molecules(read_smiles_table(smiles))
+    return loaded
 
 
 def _genes(text: str | None) -> tuple[str, ...]:

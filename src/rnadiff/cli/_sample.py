@@ -20,6 +20,7 @@ from rnadiff.cli._common import (
     GuidanceOpt,
     Layer,
     ModelDir,
+    NewDrugs,
     Quiet,
     Sampler,
     Seed,
@@ -120,13 +121,7 @@ def generate(
     calibrated: Calibrated = True,
     counts: Counts = False,
     chunk_cells: ChunkCells = 50000,
-    smiles: Annotated[
-        Path | None,
-        typer.Option(
-            help="CSV of name,SMILES (header optional) for drugs the model never saw: they are "
-            "embedded from their structure (a model trained with SMILES)."
-        ),
-    ] = None,
+    smiles: NewDrugs = None,
     seed: Seed = 0,
     threads: Threads = None,
     quiet: Quiet = False,
@@ -138,11 +133,7 @@ def generate(
     if conditions_csv is not None and condition:
         raise InputError("give either --condition or --conditions-csv, not both")
     conds = _conditions_csv(conditions_csv) if conditions_csv else _pairs(condition, "--condition")
-    m = _load(model)
-    if smiles is not None:
-        from rnadiff.data._molecules import read_smiles_table
-
-        m.add_molecules(read_smiles_table(smiles))
+    m = _load(model, smiles)
     kw = dict(sampler=sampler, steps=steps, guidance=_guidance(guidance), transfer=transfer)
     kw |= dict(transfer_scale=transfer_scale, prior=gene_prior, calibrated=calibrated)
     kw |= dict(counts=counts)
@@ -231,13 +222,7 @@ def predict(
     counts: Counts = False,
     backed: Backed = None,
     chunk_cells: ChunkCells = 50000,
-    smiles: Annotated[
-        Path | None,
-        typer.Option(
-            help="CSV of name,SMILES (header optional) for drugs the model never saw: they are "
-            "embedded from their structure (a model trained with SMILES)."
-        ),
-    ] = None,
+    smiles: NewDrugs = None,
     seed: Seed = 0,
     threads: Threads = None,
     quiet: Quiet = False,
@@ -248,11 +233,7 @@ def predict(
     _threads(threads)
     _check_out(out)
     target = _pairs(set, "--set")
-    m = _load(model)
-    if smiles is not None:
-        from rnadiff.data._molecules import read_smiles_table
-
-        m.add_molecules(read_smiles_table(smiles))
+    m = _load(model, smiles)
     src = _read(source, backed=backed)
     rows = np.flatnonzero(_where_mask(src, where, "--where", source))
     perts = perturbation[0] if perturbation and len(perturbation) == 1 else perturbation

@@ -10,7 +10,7 @@ pairs of measured conditions calibrate the spread of counterfactual cells.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -159,6 +159,39 @@ def transfer_mask(
     seen = set(seen)
     unseen = np.array([row not in seen for row in condition_rows(registry, obs)])
     return has_effect & in_context & unseen
+
+
+def never_measured(
+    registry: CovariateRegistry,
+    seen: Iterable[tuple],
+    obs: pd.DataFrame,
+    trained: set[str],
+    featured: Callable[[str], bool],
+    *,
+    combinations: bool = False,
+) -> np.ndarray:
+    """Cells whose perturbation was measured in no context at all (``seen``) and is a
+    combination of ``trained`` tokens or holds tokens described by their features only
+    (``featured(token)``: a new drug or gene): there is no context to take its effect from, so it is
+    not transferred. With ``combinations``: only the combinations of trained tokens (composed
+    from their parts, :func:`rnadiff.sampling.combination_composition`)."""
+    pkey = registry.perturbation_key
+    out = np.zeros(len(obs), dtype=bool)
+    if pkey is None or pkey not in obs:
+        return out
+    cov = registry[pkey]
+    at = perturbation_index(registry)
+    measured = {row[at] for row in seen if len(row) > at}
+    for value in set(obs[pkey].dropna()):
+        canon = canonical(cov, value)
+        if canon is None or canon in measured:
+            continue
+        parts = cov.parts(canon)
+        new = [t for t in parts if t not in trained]
+        pair = len(parts) > 1 and not new
+        if pair or (new and all(map(featured, new)) and not combinations):
+            out |= (obs[pkey] == value).to_numpy()
+    return out
 
 
 def spread_pairs(

@@ -15,9 +15,19 @@ with the smallest error. :func:`blend_prior` applies it to an unseen gene's weig
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
+
+from rnadiff._errors import InputError
+
+if TYPE_CHECKING:
+    from rnadiff.data._covariates import CovariateRegistry
+
+logger = logging.getLogger("rnadiff")
 
 TRUST_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 
@@ -208,3 +218,58 @@ def prior_weights(
     if weights and trust is not None:
         weights = blend_prior(weights, fit["shares"], trust)
     return weights
+
+
+def soft_prior(
+    registry: CovariateRegistry,
+    obs: pd.DataFrame,
+    *,
+    genes: Sequence[str],
+    weights_of: Callable[[str], dict[str, float]],
+    has_prior: bool,
+    use: bool,
+) -> dict | None:
+    """Soft encodings of perturbations never seen in training that are the model's
+    ``genes``, each the mix ``weights_of(gene)`` of seen tokens (``use=False``: only say that
+    the prior would help; ``has_prior``: the model has an expression prior)."""
+    pkey = registry.perturbation_key
+    if pkey is None or pkey not in obs:
+        return None
+    cov = registry[pkey]
+    values = obs[pkey].dropna().astype(str).unique()
+    unseen = sorted({p for v in values for p in cov.parts(v)} - set(cov.tokens))
+    if not unseen:
+        return None
+    genes = set(genes)
+    if not use:
+        as_genes = [p for p in unseen if p in genes]
+        if as_genes:
+            raise InputError(
+                f"unknown perturbation {as_genes[0]!r} in column {pkey!r}: never seen in "
+                "training, but it is one of the model's genes; pass prior=True "
+                "(--gene-prior) to predict it from the perturbations of the seen genes "
+                "whose expression co-varies with it"
+            )
+        return None  # the registry names the unknown value
+    if not has_prior:
+        raise InputError("this model has no gene expression prior (saved by an older version)")
+    mixes = {}
+    for p in unseen:
+        if p not in genes:
+            raise InputError(
+                f"no prior for perturbation {p!r}: it was never seen in training and is not "
+                "one of the model's genes, so its expression cannot stand in for it"
+            )
+        weights = weights_of(p)
+        if not weights:
+            raise InputError(
+                f"no prior for perturbation {p!r}: no seen perturbation targets a model gene"
+            )
+        mixes[p] = weights
+        logger.info(
+            "rnadiff: %r was never seen in training; expression prior: %s",
+            p,
+            " + ".join(f"{w:.2f} x {t}" for t, w in list(weights.items())[:5])
+            + (f" + {len(weights) - 5} more" if len(weights) > 5 else ""),
+        )
+    return {pkey: mixes}

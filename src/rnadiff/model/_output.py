@@ -112,7 +112,7 @@ def sampling_info(engine, obs, plan, guidance, soft, calibrated: bool) -> dict:
         "transfer": plan.mode,
         "transferred_cells": int(plan.mask.sum()),
         "transfer_scale": plan.scale,
-        "interpolated_cells": engine.interpolated_cells(obs),
+        "interpolated_cells": {k: int(v[3].sum()) for k, v in engine.interpolation(obs).items()},
         "perturbation_prior": engine.used_prior(soft),
         "embedded_from_features": by_features,
         "effect_scales": engine.effect_scales_used(obs, calibrated),

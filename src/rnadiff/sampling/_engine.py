@@ -14,7 +14,6 @@ never on AnnData.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -29,16 +28,16 @@ from rnadiff._config import DiffusionConfig
 from rnadiff._errors import InputError
 from rnadiff.conditioning import _conditions as conditions
 from rnadiff.conditioning._features import TokenFeatures
-from rnadiff.conditioning._prior import prior_weights
+from rnadiff.conditioning._prior import prior_weights, soft_prior
 from rnadiff.conditioning._transfer import (
     context_of,
-    interpolation_neighbours,
     measured_contexts,
     nearest_context_weights,
 )
 from rnadiff.data._covariates import CovariateRegistry
 from rnadiff.data._preprocessing import PreprocessState, scale, unscale
 from rnadiff.diffusion import karras_sigmas
+from rnadiff.sampling import _known
 from rnadiff.sampling._guidance import (
     classifier_free_guidance,
     combination_composition,
@@ -46,6 +45,7 @@ from rnadiff.sampling._guidance import (
     effect_scaling,
     interpolated_covariate,
 )
+from rnadiff.sampling._interpolation import interpolation_plan, outside_range
 from rnadiff.sampling._inversion import encode
 from rnadiff.sampling._samplers import SAMPLERS
 
@@ -202,62 +202,13 @@ class SamplingEngine:
 
     # ------------------------------------------------- perturbations by features
     def with_molecules(self, table: Mapping[str, str]) -> SamplingEngine:
-        """A view of this engine whose drug table also holds ``table`` (``{name: SMILES}``,
-        checked); the names are embedded from their structure when asked for."""
-        from rnadiff.data._molecules import check_table
-
-        table = check_table(table, what="candidates")
-        if not table:
-            return self
-        spec = self._perturbation_encoder()
-        if spec is None or "molecule" not in spec.kinds or self.features is None:
-            raise InputError(
-                "this model does not embed drugs by structure: train it with SMILES "
-                "(setup_anndata(smiles_key=... or smiles=...)) to predict or rank new drugs"
-            )
-        molecules = {**self.features.molecules, **table}
-        features = dataclasses.replace(self.features, molecules=molecules)
-        return dataclasses.replace(self, features=features, _last_encoding=None)
-
-    def _perturbation_encoder(self):
-        pkey = self.registry.perturbation_key
-        if pkey is None:
-            return None
-        encoder = self.denoiser.cond_encoder.encoders[pkey]
-        return encoder if hasattr(encoder, "extended") else None
+        """:func:`rnadiff.sampling._known.with_molecules`: drugs added by their SMILES."""
+        return _known.with_molecules(self, table)
 
     def with_known(self, values: Iterable) -> SamplingEngine:
-        """This engine, or a view of it that also knows the perturbations among ``values``
-        (values of the perturbation column; combinations split) that were never seen in
-        training but have features: drugs by their structure, genes by their embedding. The
-        view shares the network's parameters; nothing of this engine changes."""
-        pkey = self.registry.perturbation_key
-        encoder = self._perturbation_encoder()
-        if encoder is None or self.features is None:
-            return self
-        cov = self.registry[pkey]
-        parts = {p for v in values if pd.notna(v) for p in cov.parts(v)}
-        new = sorted(p for p in parts - set(cov.tokens) if self.features.knows(p))
-        if not new:
-            return self
-        features, has = self.features.tensors(new)
-        dosed = [encoder.dose is not None and self.features.is_molecule(p) for p in new]
-        logger.info(
-            "rnadiff: never seen in training, embedded from %s: %s",
-            "their features",
-            ", ".join(new[:10]) + (f" and {len(new) - 10} more" if len(new) > 10 else ""),
-        )
-        registry = self.registry.with_tokens(
-            pkey, new, dosed=[p for p, d in zip(new, dosed, strict=True) if d]
-        )
-        denoiser = self.denoiser.with_extra_tokens(pkey, features, has, torch.tensor(dosed))
-        return dataclasses.replace(
-            self,
-            registry=registry,
-            denoiser=denoiser,
-            base_tokens=self.trained_tokens,
-            _last_encoding=None,
-        )
+        """:func:`rnadiff.sampling._known.with_known`: a view that also knows the unseen
+        perturbations among ``values`` that have features."""
+        return _known.with_known(self, values)
 
     @property
     def trained_tokens(self) -> tuple[str, ...]:
@@ -298,49 +249,12 @@ class SamplingEngine:
         )
 
     def soft_prior(self, obs: pd.DataFrame, *, use: bool) -> dict | None:
-        """Soft encodings of perturbations never seen in training that are the model's genes
-        (``use=False``: only say that the prior would help)."""
-        pkey = self.registry.perturbation_key
-        if pkey is None or pkey not in obs:
-            return None
-        cov = self.registry[pkey]
-        values = obs[pkey].dropna().astype(str).unique()
-        unseen = sorted({p for v in values for p in cov.parts(v)} - set(cov.tokens))
-        if not unseen:
-            return None
-        genes = set(self.preprocess.genes)
-        if not use:
-            as_genes = [p for p in unseen if p in genes]
-            if as_genes:
-                raise InputError(
-                    f"unknown perturbation {as_genes[0]!r} in column {pkey!r}: never seen in "
-                    "training, but it is one of the model's genes; pass prior=True "
-                    "(--gene-prior) to predict it from the perturbations of the seen genes "
-                    "whose expression co-varies with it"
-                )
-            return None  # the registry names the unknown value
-        if self.gene_vectors is None:
-            raise InputError("this model has no gene expression prior (saved by an older version)")
-        mixes = {}
-        for p in unseen:
-            if p not in genes:
-                raise InputError(
-                    f"no prior for perturbation {p!r}: it was never seen in training and is not "
-                    "one of the model's genes, so its expression cannot stand in for it"
-                )
-            weights = self.prior_weights(p)
-            if not weights:
-                raise InputError(
-                    f"no prior for perturbation {p!r}: no seen perturbation targets a model gene"
-                )
-            mixes[p] = weights
-            logger.info(
-                "rnadiff: %r was never seen in training; expression prior: %s",
-                p,
-                " + ".join(f"{w:.2f} x {t}" for t, w in list(weights.items())[:5])
-                + (f" + {len(weights) - 5} more" if len(weights) > 5 else ""),
-            )
-        return {pkey: mixes}
+        """:func:`rnadiff.conditioning._prior.soft_prior` of ``obs`` with this engine's
+        genes and expression prior."""
+        return soft_prior(
+            self.registry, obs, genes=self.preprocess.genes, weights_of=self.prior_weights,
+            has_prior=self.gene_vectors is not None, use=use,
+        )  # fmt: skip
 
     def used_prior(self, soft: dict | None) -> dict[str, dict[str, float]]:
         return dict((soft or {}).get(self.registry.perturbation_key, {}))
@@ -351,38 +265,22 @@ class SamplingEngine:
     ) -> TransferPlan:
         """The cells ``transfer`` applies to (combinations of perturbation and context never
         measured) and its scale (``None``: the mode's default)."""
-        mask = conditions.transfer_mask(self.registry, self.seen, obs, transfer)
-        if mask.any():  # nothing to transfer from: the network's own conditional
-            mask &= ~self.never_measured(obs)
+        mask = self.transfer_mask(obs, transfer)
         return TransferPlan(mask, transfer, transfer_scale(transfer, scale))
 
     def never_measured(self, obs: pd.DataFrame, *, combinations: bool = False) -> np.ndarray:
-        """Cells whose perturbation was measured in no context at all and is a combination of
-        trained tokens or a token embedded from its features (a new drug or gene): there is
-        no context to take its effect from, so it is not transferred. With
-        ``combinations``: only the combinations of trained tokens (composed from their
-        parts, :func:`rnadiff.sampling.combination_composition`)."""
-        pkey = self.registry.perturbation_key
-        out = np.zeros(len(obs), dtype=bool)
-        if pkey is None or pkey not in obs:
-            return out
-        cov = self.registry[pkey]
-        at = conditions.perturbation_index(self.registry)
-        measured = {row[at] for row in self.seen if len(row) > at}
-        featured = set(self.features.molecules) if self.features is not None else set()
-        if self.features is not None and self.features.genes is not None:
-            featured |= set(self.features.genes.genes)
+        """:func:`rnadiff.conditioning._conditions.never_measured` of ``obs`` for this
+        engine's training conditions, tokens and features."""
+        featured = self.features.knows if self.features is not None else lambda name: False
         trained = set(self.trained_tokens)
-        for value in set(obs[pkey].dropna()):
-            canon = conditions.canonical(cov, value)
-            if canon is None or canon in measured:
-                continue
-            parts = cov.parts(canon)
-            new = [t for t in parts if t not in trained]
-            pair = len(parts) > 1 and not new
-            if pair or (new and set(new) <= featured and not combinations):
-                out |= (obs[pkey] == value).to_numpy()
-        return out
+        args = (self.registry, self.seen, obs, trained, featured)
+        return conditions.never_measured(*args, combinations=combinations)
+
+    def transfer_mask(self, obs: pd.DataFrame, transfer: str) -> np.ndarray:
+        """Cells ``transfer`` applies to: a perturbation never measured in the cell's context
+        but measured in some other (:meth:`never_measured`: none to transfer from)."""
+        mask = conditions.transfer_mask(self.registry, self.seen, obs, transfer)
+        return mask & ~self.never_measured(obs) if mask.any() else mask
 
     def control_row(self) -> torch.Tensor:
         frame = pd.DataFrame({self.registry.perturbation_key: [self.registry.control]})
@@ -426,81 +324,16 @@ class SamplingEngine:
 
     # ------------------------------------------------------------ interpolation
     def interpolation(self, obs: pd.DataFrame | None) -> dict[str, tuple[np.ndarray, ...]]:
-        """For each continuous covariate with values strictly between measured ones that were
-        not measured themselves: ``{key: (low, high, weight, where)}``, the encoded
-        neighbouring measured values, the weight of ``high`` and the cells concerned.
-
-        The measured values are those of the cell's own categorical condition when it has
-        at least two (e.g. the doses measured for that drug in that cell type), else those
-        of every training cell. The weight is linear in log dose for a dose, in the value
-        otherwise. Values outside the measured range are left to the network
-        (:meth:`outside_range` names them)."""
-        out = {}
+        """:func:`rnadiff.sampling._interpolation.interpolation_plan` of ``obs``."""
         if obs is None:
-            return out
-        for key, raw, grids in self._grids(obs):
-            lo, hi = np.full(len(raw), np.nan), np.full(len(raw), np.nan)
-            where = np.zeros(len(raw), dtype=bool)
-            for grid, cells in grids:
-                lo[cells], hi[cells], where[cells] = interpolation_neighbours(raw[cells], grid)
-            if not where.any():
-                continue
-            lo, hi = np.where(where, lo, raw), np.where(where, hi, raw)
-            frame = pd.DataFrame({key: np.concatenate([raw, lo, hi])})
-            enc = self.registry.encode(frame, allow_missing=True)[key].reshape(3, -1)
-            _, e_lo, e_hi = enc.astype(np.float64)
-            if self.registry[key].log and (lo[where] > 0).all():  # linear in log dose
-                v, a, b = (np.log(np.where(where, x, 1.0)) for x in (raw, lo, hi))
-                weight = np.where(where, (v - a) / np.where(where, b - a, 1.0), 0.0)
-            else:
-                e_val = enc[0].astype(np.float64)
-                weight = np.where(where, (e_val - e_lo) / np.where(where, e_hi - e_lo, 1.0), 0.0)
-            out[key] = (
-                e_lo.astype(np.float32),
-                e_hi.astype(np.float32),
-                weight.astype(np.float32),
-                where,
-            )
-        return out
-
-    def _grids(self, obs: pd.DataFrame):
-        """Per continuous covariate in ``obs``: ``(key, values, [(grid, cells), ...])``, the
-        measured values each group of cells is interpolated between."""
-        labels = None
-        for key, values in self.measured.items():
-            if key not in obs.columns:
-                continue
-            raw = pd.to_numeric(obs[key], errors="coerce").to_numpy(dtype=float)
-            within = self.measured_within.get(key, {})
-            if within and labels is None:
-                rows = conditions.condition_rows(self.registry, obs)
-                labels = np.array([conditions.condition_label(r) for r in rows], dtype=object)
-            groups = []
-            rest = np.ones(len(raw), dtype=bool)
-            for label in set(labels) & set(within) if within else ():
-                cells = labels == label
-                groups.append((within[label], cells))
-                rest &= ~cells
-            if len(values) >= 2 and rest.any():
-                groups.append((values, rest))
-            yield key, raw, groups
+            return {}
+        return interpolation_plan(self.registry, self.measured, self.measured_within, obs)
 
     def outside_range(self, obs: pd.DataFrame | None) -> dict[str, tuple[int, float, float]]:
-        """``{key: (cells, low, high)}``: cells asked for a continuous value outside the range
-        measured for their condition (or overall), with that range."""
-        out = {}
-        for key, raw, groups in self._grids(obs) if obs is not None else ():
-            for grid, cells in groups:
-                outside = cells & np.isfinite(raw) & ((raw < grid[0]) | (raw > grid[-1]))
-                if self.registry[key].log:  # dose 0 is the control, not an extrapolation
-                    outside &= raw > 0
-                if outside.any():
-                    n, lo, hi = out.get(key, (0, grid[0], grid[-1]))
-                    out[key] = (n + int(outside.sum()), min(lo, grid[0]), max(hi, grid[-1]))
-        return out
-
-    def interpolated_cells(self, obs: pd.DataFrame) -> dict[str, int]:
-        return {k: int(v[3].sum()) for k, v in self.interpolation(obs).items()}
+        """:func:`rnadiff.sampling._interpolation.outside_range` of ``obs``."""
+        if obs is None:
+            return {}
+        return outside_range(self.registry, self.measured, self.measured_within, obs)
 
     def core(self, interpolation: dict, b: slice):
         """The EMA denoiser, interpolated between measured continuous values where asked."""
@@ -543,8 +376,7 @@ class SamplingEngine:
                 scales[v] = float(np.mean([self.effect_scales.get(t, 1.0) for t in parts]))
         out = np.array([scales.get(v, 1.0) for v in values])
         prior = pd.Series(values).isin(unseen).to_numpy()
-        transferred = conditions.transfer_mask(self.registry, self.seen, obs, "compose") & ~prior
-        transferred &= ~self.never_measured(obs)
+        transferred = self.transfer_mask(obs, "compose") & ~prior
         out[transferred] = 1.0  # never measured there
         return out if (out != 1).any() else None
 
