@@ -70,12 +70,22 @@ PARAMS = {  # candidates in order of preference (ties), the default, stored oute
     "p_mean": ((-1.2, 0.0, 1.0), -1.2, None, "p_mean"),
     # width/ and width_seed1/ were run when 256 was the default (before 2026-11-25)
     "width": ((128, 256, 512), 128, None, "width"),
-    "compose": ((1.5, 1.25, 2.0), 1.5, None, "compose"),
+    # "distance": the default since 2026-12-07, a scale from 1 (near-twin source) to 1.5
+    # (rnadiff.conditioning.distance_transfer_scale); the folders before it ran (1.5, 1.25, 2)
+    "compose": (("distance", 1.5, 1.25), "distance", None, "compose"),
 }
 # candidates that change only the prediction: one training serves them all
 PREDICT_ONLY = {"compose": "transfer_scale"}
 METRICS = {"pearson_delta_top100": True, "r2_mean_top100": True, "edistance": False}
 CF = "rnadiff (counterfactual)"
+
+
+def _fmt(value) -> str:
+    return value if isinstance(value, str) else f"{value:g}"
+
+
+def _rule(value) -> str:
+    return "by distance" if value == "distance" else f"fixed {value}"
 
 
 def config_for(param: str, value):
@@ -119,7 +129,8 @@ def _predict_each(split, param: str, values) -> list[tuple[object, dict]]:
     kw = dict(steps=config.sampler_steps, seed=split.seed, progress=False, prior=True)
     out = []
     for v in values:
-        pred = model.predict(ev.source, target=ev.target, **{PREDICT_ONLY[param]: v}, **kw).X
+        given = None if v == "distance" else v  # None: the scale that follows the distance
+        pred = model.predict(ev.source, target=ev.target, **{PREDICT_ONLY[param]: given}, **kw).X
         out.append((v, _scores(split, prep, pred)))
     return out
 
@@ -198,7 +209,7 @@ def default_check(fold: str, seed: int) -> dict:
 
 def choose(inner: pd.DataFrame, values: tuple) -> pd.DataFrame:
     """Per outer fold: each candidate's mean inner score per metric, its rank and the choice."""
-    means = inner.groupby(["outer", "value"])[list(METRICS)].mean().reset_index()
+    means = inner.groupby(["outer", "value"], sort=False)[list(METRICS)].mean().reset_index()
     means["order"] = [values.index(v) for v in means["value"]]
     ranks = []
     for _, g in means.groupby("outer"):
@@ -315,7 +326,7 @@ def run(param: str = "steps", *, seed: int = 0, jobs: int = 2, tag: str = "") ->
         [
             {"fold": fold, "rule": label, "value": v, **outer.loc[(fold, v)]}
             for fold in folds
-            for label, v in (("nested choice", chosen[fold]), *((f"fixed {v}", v) for v in values))
+            for label, v in (("nested choice", chosen[fold]), *((_rule(v), v) for v in values))
         ]
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -323,7 +334,7 @@ def run(param: str = "steps", *, seed: int = 0, jobs: int = 2, tag: str = "") ->
     ranked.to_csv(out / "inner_means.csv", index=False)
     table.to_csv(out / "choice.csv", index=False)
     means = table.groupby("rule", sort=False)[list(METRICS)].mean()
-    names = " / ".join(f"{v:g}" for v in values)
+    names = " / ".join(_fmt(v) for v in values)
     lines = [
         f"# Nested choice of `{args.param}` (Kang, seed {args.seed}; "
         f"`benchmarks/run.py --study nested_{args.param}`)",
@@ -335,7 +346,7 @@ def run(param: str = "steps", *, seed: int = 0, jobs: int = 2, tag: str = "") ->
     for fold in folds:
         g = ranked[ranked.outer == fold].set_index("value")["mean_rank"]
         ranks = " / ".join(f"{g[v]:.2f}" for v in values)
-        lines.append(f"| {fold} | {chosen[fold]:g} | {ranks} |")
+        lines.append(f"| {fold} | {_fmt(chosen[fold])} | {ranks} |")
     lines += [
         "",
         "Outer scores (counterfactual, mean over the 5 folds):",

@@ -368,9 +368,8 @@ def main() -> None:
             import _nested
 
             param = meta["param"]
-            _nested.run(
-                param, seed=int(meta.get("seed", 0)), jobs=args.jobs, tag=meta.get("tag", "")
-            )
+            for seed in meta.get("seeds", [meta.get("seed", 0)]):  # one outer split per seed
+                _nested.run(param, seed=int(seed), jobs=args.jobs, tag=meta.get("tag", ""))
             return
         names = list(study["variants"])
         if args.variants:

@@ -8,6 +8,7 @@ from rnadiff import ModelConfig, NetworkConfig, PreprocessConfig, RNADiffusion, 
 from rnadiff._errors import InputError
 from rnadiff.conditioning._calibration import spread_ratio, widen
 from rnadiff.conditioning._conditions import condition_rows
+from rnadiff.conditioning._transfer import distance_transfer_scale
 from rnadiff.data._preprocessing import log_expression
 from rnadiff.evaluation._metrics import response_metrics
 
@@ -153,7 +154,8 @@ def test_compose_takes_the_effect_from_the_nearest_measured_cell_type(trained):
     model, _ = trained
     obs = pd.DataFrame({"group_id": ["stim", "stim", "ctrl"], "cluster_id": [HOLDOUT] * 3})
     mask = model.engine.transfer_plan(obs, "compose").mask
-    contexts, weights = model.engine.transfer_contexts(mask, condition_rows(model.registry, obs))
+    rows = condition_rows(model.registry, obs)
+    contexts, weights, relative = model.engine.transfer_contexts(mask, rows)
     names = list(model.registry["cluster_id"].tokens)
     context_names = [names[i] for i in contexts["cluster_id"].argmax(dim=1).tolist()]
     chosen = [c for c, w in zip(context_names, weights[0], strict=True) if w > 0]
@@ -162,6 +164,30 @@ def test_compose_takes_the_effect_from_the_nearest_measured_cell_type(trained):
     # every cell type has controls; the held-out one has no stimulated cells to learn from
     assert sorted(context_names) == sorted(names)
     assert weights[0][context_names.index(HOLDOUT)] == 0
+    # how far the source is, relative to the spacing of the measured types: known for the
+    # transferred cells only
+    assert relative[0] == relative[1] > 0 and np.isnan(relative[2])
+
+
+def test_compose_scale_follows_the_distance_to_the_source_unless_given(kang, trained):
+    model, _ = trained
+    source = kang[((kang.obs.cluster_id == HOLDOUT) & (kang.obs.group_id == "ctrl")).to_numpy()]
+    kw = dict(perturbation="stim", steps=6, progress=False)
+    auto = model.predict(source[:12], **kw)
+    info = auto.uns["rnadiff"]
+    assert info["transfer_scale_by_distance"] and info["transfer_scale"] == 1.5
+    (record,) = info["transfer_sources"]
+    assert record["context"] == [HOLDOUT] and record["source"] == [["FCGR3A+ Monocytes"]]
+    assert record["cells"] == 12
+    expected = float(distance_transfer_scale(np.array([record["relative_distance"]]), 1.5)[0])
+    assert record["scale"] == pytest.approx(expected) and 1.0 <= record["scale"] <= 1.5
+    # the same prediction made with that scale given: identical cells
+    fixed = model.predict(source[:12], transfer_scale=record["scale"], **kw)
+    assert not fixed.uns["rnadiff"]["transfer_scale_by_distance"]
+    assert fixed.uns["rnadiff"]["transfer_sources"][0]["scale"] == pytest.approx(record["scale"])
+    np.testing.assert_allclose(fixed.X, auto.X, rtol=1e-4, atol=1e-4)
+    if record["scale"] < 1.5:  # a given scale is used as it is
+        assert not np.allclose(model.predict(source[:12], transfer_scale=1.5, **kw).X, auto.X)
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,11 @@
 import numpy as np
 
 from rnadiff.conditioning._transfer import (
+    distance_transfer_scale,
     interpolation_neighbours,
     measured_contexts,
     nearest_context_weights,
+    relative_transfer_distance,
 )
 
 # (cell type, perturbation): the perturbation sits at index 1
@@ -28,6 +30,24 @@ def test_nearest_context_is_chosen_among_those_with_the_perturbation():
     profile[("B",)] = np.array([-1.0, 0.0])  # a tie: the weight is shared
     weights = nearest_context_weights(rows, [0], 1, contexts, measured, profile)
     assert weights[0].tolist() == [0.5, 0, 0.5]
+
+
+def test_relative_distance_is_the_nearest_source_over_the_typical_spacing():
+    seen = {(c, p) for c in ("A", "B", "C", "D") for p in ("ctrl", "stim")} - {("D", "stim")}
+    seen |= {("E", "ctrl"), ("A", "solo")}
+    contexts, measured = measured_contexts(seen, 1, "ctrl")
+    # squared distances: A-B 1, B-C 4 (A-C 9): each measured type's nearest other is 1, 1, 4
+    # -> median spacing 1; D is 0.25 from C (a near-twin), E is 9 from C
+    at = {"A": 0.0, "B": 1.0, "C": 3.0, "D": 3.5, "E": 6.0}
+    profile = {(k,): np.array([v]) for k, v in at.items()}
+    rows = [("D", "stim"), ("E", "stim"), ("D", "ctrl"), ("E", "solo")]
+    r = relative_transfer_distance(rows, [0, 1, 3], 1, contexts, measured, profile)
+    np.testing.assert_allclose(r[:2], [0.25, 9.0])
+    assert np.isnan(r[2])  # not a transferred cell
+    assert np.isnan(r[3])  # measured in one context only: no spacing to compare with
+    scales = distance_transfer_scale(r, 1.5)
+    np.testing.assert_allclose(scales, [1.125, 1.5, 1.5, 1.5])  # NaN: the far scale
+    np.testing.assert_allclose(distance_transfer_scale(np.array([0.0, 0.5, 2.0]), 2.0), [1, 1.5, 2])
 
 
 def test_interpolation_neighbours():

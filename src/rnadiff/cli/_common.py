@@ -60,7 +60,11 @@ TransferOpt = Annotated[
 ]
 TransferScale = Annotated[
     float | None,
-    typer.Option(help="Strength of --transfer (default: 3 for guide, 1.5 for compose)."),
+    typer.Option(
+        help="Strength of --transfer, the same for every cell (default: 3 for guide; for "
+        "compose a scale from 1 to 1.5 that grows with the distance from the cell type (or "
+        "other context) to the measured one the effect is taken from)."
+    ),
 ]
 GenePrior = Annotated[
     bool,

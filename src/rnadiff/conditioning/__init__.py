@@ -21,9 +21,11 @@ from rnadiff.conditioning._prior import (
 )
 from rnadiff.conditioning._transfer import (
     context_of,
+    distance_transfer_scale,
     interpolation_neighbours,
     measured_contexts,
     nearest_context_weights,
+    relative_transfer_distance,
 )
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "SetEmbedding",
     "blend_prior",
     "context_of",
+    "distance_transfer_scale",
     "drop_covariates",
     "effect_scales",
     "expression_prior",
@@ -47,6 +50,7 @@ __all__ = [
     "null_like",
     "prior_weights",
     "random_drop",
+    "relative_transfer_distance",
     "spread_ratio",
     "widen",
 ]

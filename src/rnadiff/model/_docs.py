@@ -27,11 +27,18 @@ transfer
     in training. ``"compose"`` (default): the control in that context plus the
     perturbation's effect in the nearest context where it was measured (by the model's
     control profile of each context; its marginal over contexts when there is none), times
-    ``transfer_scale`` (default 1.5; :func:`rnadiff.sampling.compositional_guidance`).
-    ``"guide"``: classifier-free guidance on the perturbation with scale ``transfer_scale``
-    (default 3). ``"none"``: the joint conditional.
+    a scale (:func:`rnadiff.sampling.compositional_guidance`). By default the scale follows
+    how far that source context is: ``s = 1 + 0.5 * min(1, r)``, with ``r`` its squared
+    distance to the cell's context over the median distance of each measured context to
+    its nearest other (:func:`rnadiff.conditioning.distance_transfer_scale`): 1 for a
+    near-twin (e.g. CD8 for CD4 T cells), 1.5 for a source as far as measured contexts
+    usually are. ``uns['rnadiff']['transfer_sources']`` records each transferred
+    condition's source, ``r`` and scale. ``"guide"``: classifier-free guidance on the
+    perturbation with scale ``transfer_scale`` (default 3). ``"none"``: the joint
+    conditional.
 transfer_scale
-    Strength of the transfer; ``None``: the default of the chosen ``transfer``.""",
+    Strength of the transfer, the same for every cell; ``None``: the default of the chosen
+    ``transfer`` (``"compose"``: the scale that follows the distance, up to 1.5).""",
     "prior": """\
 prior
     Allow perturbations never seen in training whose target is one of the model's genes:

@@ -112,6 +112,8 @@ def sampling_info(engine, obs, plan, guidance, soft, calibrated: bool) -> dict:
         "transfer": plan.mode,
         "transferred_cells": int(plan.mask.sum()),
         "transfer_scale": plan.scale,
+        "transfer_scale_by_distance": bool(plan.by_distance),
+        "transfer_sources": engine.transfer_sources(obs, plan),
         "interpolated_cells": {k: int(v[3].sum()) for k, v in engine.interpolation(obs).items()},
         "perturbation_prior": engine.used_prior(soft),
         "embedded_from_features": by_features,

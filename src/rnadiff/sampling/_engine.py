@@ -31,8 +31,10 @@ from rnadiff.conditioning._features import TokenFeatures
 from rnadiff.conditioning._prior import prior_weights, soft_prior
 from rnadiff.conditioning._transfer import (
     context_of,
+    distance_transfer_scale,
     measured_contexts,
     nearest_context_weights,
+    relative_transfer_distance,
 )
 from rnadiff.data._covariates import CovariateRegistry
 from rnadiff.data._preprocessing import PreprocessState, scale, unscale
@@ -71,12 +73,18 @@ class TransferPlan:
     mode
         ``"compose"``, ``"guide"`` or ``"none"``.
     scale
-        Strength of the transfer (``None`` for ``"none"``).
+        Strength of the transfer (``None`` for ``"none"``); with ``by_distance``, the scale
+        of a source context at the typical spacing of measured contexts or farther.
+    by_distance
+        ``"compose"`` only: scale each cell's transfer by how far its source context is
+        (:func:`rnadiff.conditioning.distance_transfer_scale`), from 1 for a near-twin up to
+        ``scale``; the default when no scale is given.
     """
 
     mask: np.ndarray
     mode: str
     scale: float | None
+    by_distance: bool = False
 
 
 def transfer_scale(transfer: str, scale: float | None) -> float | None:
@@ -264,9 +272,11 @@ class SamplingEngine:
         self, obs: pd.DataFrame, transfer: str, scale: float | None = None
     ) -> TransferPlan:
         """The cells ``transfer`` applies to (combinations of perturbation and context never
-        measured) and its scale (``None``: the mode's default)."""
+        measured) and its scale (``None``: the mode's default; for ``"compose"``, a scale that
+        follows the distance to the source context, see :class:`TransferPlan`)."""
         mask = self.transfer_mask(obs, transfer)
-        return TransferPlan(mask, transfer, transfer_scale(transfer, scale))
+        by_distance = transfer == "compose" and scale is None
+        return TransferPlan(mask, transfer, transfer_scale(transfer, scale), by_distance)
 
     def never_measured(self, obs: pd.DataFrame, *, combinations: bool = False) -> np.ndarray:
         """:func:`rnadiff.conditioning._conditions.never_measured` of ``obs`` for this
@@ -287,16 +297,17 @@ class SamplingEngine:
         encoded = self.registry.encode(frame, allow_missing=True)
         return torch.from_numpy(encoded[self.registry.perturbation_key])
 
-    def transfer_contexts(
+    def context_plan(
         self, mask: np.ndarray, rows: list[tuple]
-    ) -> tuple[dict[str, torch.Tensor] | None, np.ndarray | None]:
+    ) -> tuple[list[tuple], np.ndarray, np.ndarray] | None:
         """Where ``"compose"`` takes each transferred cell's perturbation effect from: the
         measured context (values of the other categorical covariates, with both that
         perturbation and the control in training) nearest to the cell's own context, by the
         model's mean control profile of each context (the denoised estimate from pure noise);
-        ties share the weight. Returns (condition rows of the contexts, weights ``(n_cells,
-        n_contexts)``), or (None, None) when no cell has such a context (the composition then
-        uses the marginal effect)."""
+        ties share the weight. Returns (the measured contexts, weights ``(n_cells,
+        n_contexts)``, each cell's :func:`rnadiff.conditioning.relative_transfer_distance`),
+        or None when no cell has such a context (the composition then uses the marginal
+        effect)."""
         pkey, control = self.registry.perturbation_key, self.registry.control
         cats = [c.key for c in self.registry.covariates if c.categorical]
         ip = cats.index(pkey)
@@ -304,7 +315,7 @@ class SamplingEngine:
         contexts, measured = measured_contexts(self.seen, ip, control)
         cells = [i for i in np.flatnonzero(mask) if None not in context_of(rows[i], ip)]
         if not contexts or not cells:
-            return None, None
+            return None
         own = sorted({context_of(rows[i], ip) for i in cells} - set(contexts))
         everyone = contexts + own
         frame = pd.DataFrame(everyone, columns=others).assign(**{pkey: control})
@@ -318,9 +329,57 @@ class SamplingEngine:
         profile = dict(zip(everyone, profiles, strict=True))
         weights = nearest_context_weights(rows, cells, ip, contexts, measured, profile)
         if not weights.any():
-            return None, None
+            return None
+        relative = relative_transfer_distance(rows, cells, ip, contexts, measured, profile)
+        return contexts, weights, relative
+
+    def transfer_contexts(
+        self, mask: np.ndarray, rows: list[tuple]
+    ) -> tuple[dict[str, torch.Tensor] | None, np.ndarray | None, np.ndarray]:
+        """:meth:`context_plan` with the contexts encoded as condition rows of the other
+        covariates; (None, None, NaNs) without any."""
+        found = self.context_plan(mask, rows)
+        if found is None:
+            return None, None, np.full(len(rows), np.nan)
+        contexts, weights, relative = found
+        pkey = self.registry.perturbation_key
+        others = [c.key for c in self.registry.covariates if c.categorical and c.key != pkey]
         encoded = self.registry.encode(pd.DataFrame(contexts, columns=others), allow_missing=True)
-        return {k: torch.from_numpy(encoded[k]) for k in others}, weights
+        return {k: torch.from_numpy(encoded[k]) for k in others}, weights, relative
+
+    def transfer_sources(self, obs: pd.DataFrame | None, plan: TransferPlan) -> list[dict]:
+        """For the output's record: each transferred condition (perturbation and context),
+        the measured context(s) ``"compose"`` took its effect from, the relative distance and
+        the scale used."""
+        if plan.mode != "compose" or obs is None or not plan.mask.any():
+            return []
+        rows = conditions.condition_rows(self.registry, obs)
+        found = self.context_plan(plan.mask, rows)
+        if found is None:
+            return []
+        contexts, weights, relative = found
+        scales = (
+            distance_transfer_scale(relative, plan.scale)
+            if plan.by_distance
+            else np.full(len(rows), plan.scale)
+        )
+        pkey = self.registry.perturbation_key
+        ip = [c.key for c in self.registry.covariates if c.categorical].index(pkey)
+        out: dict[tuple, dict] = {}
+        for i in np.flatnonzero(weights.sum(axis=1) > 0):
+            key = rows[i]
+            if key not in out:
+                sources = [contexts[j] for j in np.flatnonzero(weights[i])]
+                out[key] = {
+                    "perturbation": str(key[ip]),
+                    "context": [str(v) for v in context_of(key, ip)],
+                    "source": [[str(v) for v in c] for c in sources],
+                    "relative_distance": None if np.isnan(relative[i]) else float(relative[i]),
+                    "scale": float(scales[i]),
+                    "cells": 0,
+                }
+            out[key]["cells"] += 1
+        return list(out.values())
 
     # ------------------------------------------------------------ interpolation
     def interpolation(self, obs: pd.DataFrame | None) -> dict[str, tuple[np.ndarray, ...]]:
@@ -411,10 +470,15 @@ class SamplingEngine:
             if mode != "none" and obs is not None
             else None
         )
-        contexts, context_w = (
+        contexts, context_w, relative = (
             self.transfer_contexts(mask, conditions.condition_rows(self.registry, obs))
             if composing and obs is not None
-            else (None, None)
+            else (None, None, None)
+        )
+        compose_scale = (
+            torch.from_numpy(distance_transfer_scale(relative, scale_)).float()
+            if composing and plan.by_distance and relative is not None
+            else scale_
         )
         interpolation = self.interpolation(obs)
         control = self.control_row() if composing or effect is not None else None
@@ -441,7 +505,7 @@ class SamplingEngine:
                     denoiser,
                     key=pkey,
                     reference=control,
-                    scale=scale_,
+                    scale=compose_scale[b] if torch.is_tensor(compose_scale) else compose_scale,
                     where=where,
                     contexts=contexts,
                     context_weights=None if context_w is None else torch.from_numpy(context_w[b]),

@@ -71,7 +71,7 @@ def compositional_guidance(
     *,
     key: str,
     reference: torch.Tensor,
-    scale: float = 1.0,
+    scale: float | torch.Tensor = 1.0,
     where: torch.Tensor | None = None,
     contexts: Mapping[str, torch.Tensor] | None = None,
     context_weights: torch.Tensor | None = None,
@@ -106,7 +106,7 @@ def compositional_guidance(
     reference
         Condition tensor of ``key`` for the reference value (one row, or one row per cell).
     scale
-        Multiplier of the transferred effect.
+        Multiplier of the transferred effect: one number, or one per cell ``(n_cells,)``.
     where
         Boolean ``(n_cells,)``: use the composition only for these cells, the joint
         conditional for the others (e.g. only for combinations unseen in training).
@@ -150,7 +150,8 @@ def compositional_guidance(
                 )
                 averaged = averaged + weights[:, j : j + 1] * diff
             effect = torch.where(has[:, None], averaged, effect)
-        composed = base + scale * effect
+        s = scale.to(base.dtype)[:, None] if torch.is_tensor(scale) else scale
+        composed = base + s * effect
         if where is None:
             return composed
         return torch.where(where[:, None], composed, denoiser(x, sigma, cond))
