@@ -43,6 +43,50 @@ def test_rows_are_the_preprocessed_cells(kang_small, on_disk, kind):
     np.testing.assert_allclose(data.rows(idx).numpy(), expected[idx], rtol=1e-5, atol=1e-5)
 
 
+def _float64_rows(X: np.ndarray, state, idx: np.ndarray) -> np.ndarray:
+    """The model-space rows as preprocessing defines them, all in float64."""
+    x = X[:, [state.input_genes.index(g) for g in state.genes]].astype(np.float64)
+    if state.input_type == "counts":
+        x = np.log1p(x * (state.target_sum / X.sum(1, dtype=np.float64))[:, None])
+    return ((x - state.mean) / state.std)[idx]
+
+
+@pytest.mark.parametrize("layout", ["csr", "csr with duplicates", "csc", "dense", "backed"])
+@pytest.mark.parametrize("genes", ["all", "some"])
+@pytest.mark.parametrize("values", ["counts", "lognorm"])
+def test_float32_rows_equal_the_float64_preprocessing(tmp_path, layout, genes, values):
+    # every input gene modelled (no column indexing) or only some; counts or log values
+    rng = np.random.default_rng(1)
+    X = rng.poisson(rng.gamma(0.3, 4.0, size=60), size=(300, 60)).astype(np.float32)
+    X[0] += 1  # every gene has a count, so "all" models every one
+    if genes == "some":
+        X[:, 3] = 0  # a gene never seen is never modelled
+    if values == "lognorm":
+        X = np.log1p(X / X.sum(1, keepdims=True) * 1e4).astype(np.float32)
+    adata = ad.AnnData(X.copy())
+    adata.var_names = [f"g{i:02d}" for i in range(X.shape[1])]
+    state = fit_preprocessing(adata, config=PreprocessConfig(n_top_genes=None))
+    assert (len(state.genes) == X.shape[1]) == (genes == "all")
+    if layout == "csr with duplicates":  # scipy sums repeated entries of a row and column
+        m = sp.csr_matrix(X)  # each stored value split in two halves, side by side
+        twice = (np.repeat(m.data / 2, 2), np.repeat(m.indices, 2), 2 * m.indptr)
+        adata.X = sp.csr_matrix(twice, shape=X.shape)
+        assert not adata.X.has_canonical_format
+    elif layout in ("csr", "backed"):
+        adata.X = sp.csr_matrix(X)
+    elif layout == "csc":
+        adata.X = sp.csc_matrix(X)
+    if layout == "backed":
+        adata.write_h5ad(tmp_path / "x.h5ad")
+        adata = ad.read_h5ad(tmp_path / "x.h5ad", backed="r")
+    data = CellMatrix.of(adata, state, Source())
+    idx = rng.permutation(len(X))[:97]
+    rows = data.rows(idx)
+    assert rows.dtype == torch.float32 and rows.shape == (97, len(state.genes))
+    expected = _float64_rows(X.astype(np.float64), state, idx)
+    np.testing.assert_allclose(rows.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_block_shuffling_visits_every_cell_once_reading_few_blocks():
     n, batch = 10_000, 128
     order = epoch_order(n, 0, 3, BLOCK)

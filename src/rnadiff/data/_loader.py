@@ -66,6 +66,16 @@ class CellMatrix:
         self._log_factor = float(np.log(np.e if base == "e" else float(base)))
         self._mean = state.mean.astype(np.float32)
         self._std = state.std.astype(np.float32)
+        # a gene with no value in a cell: the same model-space value in every cell
+        self._zero = -self._mean / self._std
+        n_input = M.shape[1]
+        # every input gene modelled, in order: no column indexing at all
+        self._all_cols = len(self.cols) == n_input and np.array_equal(self.cols, np.arange(n_input))
+        # input column -> modelled position (-1: not modelled), for the stored values alone
+        self._col_map = np.full(n_input, -1, dtype=np.int64)
+        self._col_map[self.cols] = np.arange(len(self.cols))
+        # duplicate entries (summed by scipy) rule out writing stored values in place
+        self._canonical = sp.issparse(M) and M.format == "csr" and M.has_canonical_format
 
     @classmethod
     def of(cls, adata, state: PreprocessState, source: Source) -> CellMatrix:
@@ -88,14 +98,51 @@ class CellMatrix:
         return np.asarray(sub.toarray() if sp.issparse(sub) else sub, dtype=np.float64)
 
     def rows(self, idx) -> torch.Tensor:
-        """Cells ``idx`` in the model's space, ``(len(idx), n_genes)`` float32."""
+        """Cells ``idx`` in the model's space, ``(len(idx), n_genes)`` float32.
+
+        Computed in float32 (preprocessing's float64 values up to float32 rounding). For
+        sparse input only the stored values are normalized and log-transformed; every other
+        entry is the gene's value at zero.
+        """
         idx = np.asarray(idx)
-        x = self.counts(idx)
+        if self.backed:
+            sub = self._read(idx)
+            if sp.issparse(sub) and sub.has_canonical_format:
+                return self._from_stored(idx, *_entries(sub), len(idx))
+            return self._from_dense(idx, sub)
+        if self._canonical:  # in memory: the minibatch's stored values, no scipy indexing
+            nz_row, col, val = _gathered(self.M, idx)
+            if not self._all_cols:
+                col = self._col_map[col]
+                keep = col >= 0
+                nz_row, col, val = nz_row[keep], col[keep], val[keep]
+            return self._from_stored(idx, nz_row, col, val, len(idx))
+        sub = self.M[idx] if self._all_cols else self.M[idx][:, self.cols]
+        return self._from_dense(idx, sub)
+
+    def _normalized(self, idx: np.ndarray, values: np.ndarray, row: np.ndarray | None):
+        """Values of cells ``idx`` (``row``: each value's position in ``idx``; ``None``:
+        ``values`` is dense, a row per cell) normalized and logged as preprocessing does."""
+        values = np.asarray(values, dtype=np.float32)
         if self.state.input_type == "lognorm":
-            x *= self._log_factor
-        else:
-            x = np.log1p(x * (self.state.target_sum / self.totals[idx])[:, None])
-        return torch.from_numpy(((x - self._mean) / self._std).astype(np.float32))
+            return values * np.float32(self._log_factor)
+        size = (self.state.target_sum / self.totals[idx]).astype(np.float32)
+        return np.log1p(values * (size[:, None] if row is None else size[row]))
+
+    def _from_stored(self, idx, row, col, val, n: int) -> torch.Tensor:
+        """A minibatch from its stored (nonzero) entries: ``(row, col, value)``."""
+        out = np.empty((n, self.n_genes), dtype=np.float32)
+        out[:] = self._zero
+        z = (self._normalized(idx, val, row) - self._mean[col]) / self._std[col]
+        out.reshape(-1)[row * self.n_genes + col] = z  # flat: twice as fast as out[row, col]
+        return torch.from_numpy(out)
+
+    def _from_dense(self, idx, sub) -> torch.Tensor:
+        x = sub.toarray() if sp.issparse(sub) else np.asarray(sub)
+        x = self._normalized(idx, x, None)
+        x -= self._mean
+        x /= self._std
+        return torch.from_numpy(x)
 
     def _read(self, idx: np.ndarray):
         """The modelled genes' values of cells ``idx`` as given (sparse or dense)."""
@@ -120,6 +167,22 @@ class CellMatrix:
         if len(self._cache) > self._cache_blocks:
             self._cache.popitem(last=False)
         return chunk
+
+
+def _gathered(M: sp.csr_matrix, idx: np.ndarray):
+    """The stored entries of rows ``idx`` of CSR ``M``: (position in ``idx``, column, value)."""
+    starts, ends = M.indptr[idx], M.indptr[idx + 1]
+    lengths = ends - starts
+    n = int(lengths.sum())
+    # position of each gathered entry in M.data: its row's start plus its rank in the row
+    first = np.cumsum(lengths) - lengths
+    pos = np.arange(n, dtype=np.int64) + np.repeat(starts - first, lengths)
+    return np.repeat(np.arange(len(idx)), lengths), M.indices[pos], M.data[pos]
+
+
+def _entries(sub: sp.csr_matrix):
+    """The stored entries of CSR ``sub``: (row, column, value)."""
+    return np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr)), sub.indices, sub.data
 
 
 class ConditionTable:
