@@ -19,6 +19,7 @@ from rnadiff.training import (
     make_ema,
     save_checkpoint,
 )
+from rnadiff.training._loop import clip_gradients
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -140,6 +141,27 @@ def _eval_loss(model, x, cond):
     noise = torch.randn(x0.shape, generator=gen)
     model.eval()
     return denoising_loss(model, x0, sigma, noise, cond=c).mean().item()
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3, float("nan")])
+def test_clipping_gives_the_gradients_of_clip_grad_norm(scale):
+    # a norm below the threshold (left as it is), above it, far above it, not finite
+    def grads():
+        model = _model()
+        for i, p in enumerate(model.parameters()):
+            p.grad = scale * torch.randn(p.shape, generator=torch.Generator().manual_seed(i))
+        return list(model.parameters())
+
+    ours, reference = grads(), grads()
+    clip_gradients(ours, 1.0, device=torch.device("cpu"))
+    torch.nn.utils.clip_grad_norm_(reference, 1.0, foreach=True)
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0, equal_nan=True)
+    norm = torch.linalg.vector_norm(torch.cat([p.grad.ravel() for p in ours]))
+    if scale == 1e-3:  # untouched
+        assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, grads(), strict=True))
+    elif scale > 1e-3:
+        assert norm < 1.0 + 1e-4
 
 
 def test_fit_reduces_the_loss():

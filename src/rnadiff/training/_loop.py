@@ -45,6 +45,23 @@ def _seeded(seed: int, *salt: int) -> torch.Generator:
     return torch.Generator().manual_seed(value)
 
 
+def clip_gradients(params: list[nn.Parameter], max_norm: float, *, device: torch.device) -> None:
+    """Scale the gradients so that their global norm is at most ``max_norm``.
+
+    The same gradients as ``nn.utils.clip_grad_norm_``, which multiplies every gradient by
+    ``min(1, max_norm / (norm + 1e-6))`` even when that is 1 (the usual case: the gradients
+    are rarely clipped). On the CPU the norm is read first and the multiplication skipped when
+    it would be by 1; on a GPU reading it would wait for the device, so the multiplication
+    runs unconditionally there.
+    """
+    if device.type != "cpu":
+        nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+        return
+    norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)
+    if not max_norm / (norm + 1e-6) >= 1:  # NaN included, as clip_grad_norm_ would
+        nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
+
+
 POOL = 32  # blocks shuffled together when cells are read from disk a block at a time
 
 
@@ -287,6 +304,7 @@ class Trainer:
         prefetch = device.type == "cuda" if self.prefetch is None else self.prefetch
         batches = _Batches(assemble, self.step, cfg.max_steps, prefetch=prefetch)
         self.model.train()
+        params = list(self.model.parameters())
         bar = tqdm(
             total=cfg.max_steps,
             initial=self.step,
@@ -321,7 +339,7 @@ class Trainer:
                         ).mean()
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
+                clip_gradients(params, cfg.grad_clip, device=device)
                 self.optimizer.step()
                 update_ema(self.ema, self.model, decay=cfg.ema_decay, step=self.step)
                 self.step += 1
