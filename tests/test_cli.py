@@ -450,6 +450,28 @@ def test_train_length_options(kang_file, tmp_path):
     assert not (tmp_path / "e" / "config.json").exists()
 
 
+def test_train_min_epochs_option(kang_file, tmp_path):
+    base = ["train", "--data", kang_file, "--perturbation-key", "group_id", "--control", "ctrl"]
+    base += ["--calibration-cells", "0", *TINY]
+    assert "--min-epochs" in runner.invoke(app, ["train", "--help"], terminal_width=200).output
+    # stored with the model; a --max-steps given stays a hard cap
+    invoke(*base, "--out", tmp_path / "a", "--max-steps", "3", "--min-epochs", "5")
+    model = RNADiffusion.load(tmp_path / "a")
+    assert model.step == 3 and model.train_config.min_epochs == 5
+    # 0: no floor; a resumed run takes a new floor, and keeps the rest of its settings
+    invoke(*base, "--out", tmp_path / "a", "--max-steps", "5", "--resume", "--min-epochs", "0")
+    model = RNADiffusion.load(tmp_path / "a")
+    assert model.step == 5 and model.train_config.min_epochs is None
+    assert model.train_config.batch_size == 32
+    # not given: the default floor of 2 passes
+    invoke(*base, "--out", tmp_path / "b", "--max-steps", "2")
+    assert RNADiffusion.load(tmp_path / "b").train_config.min_epochs == 2.0
+    bad = [*base, "--out", tmp_path / "c", "--min-epochs", "-1"]
+    bad = runner.invoke(app, [str(a) for a in bad])
+    assert bad.exit_code != 0 and "--min-epochs must be >= 0" in str(bad.exception)
+    assert not (tmp_path / "c" / "config.json").exists()
+
+
 def test_denoise_writes_denoised_cells_with_their_obs(model_dir, kang_file, tmp_path):
     out = tmp_path / "denoised.h5ad"
     text = invoke(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +23,7 @@ _RESUME_OPTIONS = {
     "epochs",
     "min_steps",
     "max_epochs",
+    "min_epochs",
     "resume",
     "quiet",
     "threads",
@@ -202,6 +204,16 @@ def train(
             "sets (a few hundred cells) memorize their cells with many passes."
         ),
     ] = None,
+    min_epochs: Annotated[
+        float | None,
+        typer.Option(
+            help="Passes over the training cells at least, past the default --max-steps "
+            "(default 2; 0: no floor): a data set too large for 4000 steps to make 2 passes "
+            "(over 256,000 cells at batch 128) trains longer, e.g. 15,625 steps for 1M cells. "
+            "Never more passes than --epochs; a --max-steps given stays a hard cap.",
+            show_default=False,
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Cells per minibatch.")] = 128,
     lr: Annotated[
         float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")
@@ -250,7 +262,8 @@ def train(
             "--resume",
             help="Continue training from the checkpoint in --out on the same --data (other "
             "data are refused), with the checkpoint's model and training settings: only "
-            "--max-steps, --epochs, --min-steps and --max-epochs (when given) apply.",
+            "--max-steps, --epochs, --min-steps, --max-epochs and --min-epochs (when given) "
+            "apply.",
         ),
     ] = False,
     backed: Backed = None,
@@ -294,6 +307,10 @@ def train(
     elif not (out / "config.json").is_file():
         raise InputError(f"--resume: {out} holds no checkpoint to resume")
     length = dict(max_steps=max_steps, epochs=epochs, min_steps=min_steps, max_epochs=max_epochs)
+    if min_epochs is not None and min_epochs < 0:
+        raise InputError(f"--min-epochs must be >= 0 (0: no floor), got {min_epochs:g}")
+    # TrainConfig's floor of passes (None: none); not given: the default or the checkpoint's
+    floor = {} if min_epochs is None else {"min_epochs": min_epochs or None}
     adata = _read(data, backed=backed)
     t0 = time.perf_counter()
     if resume:
@@ -307,12 +324,20 @@ def train(
         if ignored:
             typer.echo(
                 "note: --resume keeps the checkpoint's model and training settings; only "
-                "--max-steps, --epochs, --min-steps and --max-epochs (when given) apply; "
+                "--max-steps, --epochs, --min-steps, --max-epochs and --min-epochs (when given) "
+                "apply; "
                 f"ignored: {', '.join(ignored)}",
                 err=True,
             )
+        kept = model.train_config or TrainConfig()
+        resumed = dataclasses.replace(kept, **floor) if floor else None
         model.train(
-            **length, checkpoint_dir=out, progress=not quiet, device=device, compile=compile
+            **length,
+            config=resumed,
+            checkpoint_dir=out,
+            progress=not quiet,
+            device=device,
+            compile=compile,
         )
     else:
         RNADiffusion.setup_anndata(
@@ -353,6 +378,7 @@ def train(
             spread_cells=spread_cells,
             thinning=thinning,
             precision=precision,
+            **floor,
         )
         table = None if gene_embeddings is None else _embedding_table(gene_embeddings)
         model = RNADiffusion(adata, config=config, gene_embeddings=table, seed=seed)
