@@ -169,11 +169,15 @@ def test_compose_takes_the_effect_from_the_nearest_measured_cell_type(trained):
     assert relative[0] == relative[1] > 0 and np.isnan(relative[2])
 
 
-def test_compose_scale_follows_the_distance_to_the_source_unless_given(kang, trained):
+def test_compose_scale_follows_the_distance_to_the_source_unless_given(kang, trained, caplog):
     model, _ = trained
     source = kang[((kang.obs.cluster_id == HOLDOUT) & (kang.obs.group_id == "ctrl")).to_numpy()]
     kw = dict(perturbation="stim", steps=6, progress=False)
-    auto = model.predict(source[:12], **kw)
+    with caplog.at_level("INFO", logger="rnadiff"):
+        auto = model.predict(source[:12], **kw)
+    assert f"stim never measured in {HOLDOUT}: its effect taken from FCGR3A+ Monocytes" in (
+        caplog.text
+    )
     info = auto.uns["rnadiff"]
     assert info["transfer_scale_by_distance"] and info["transfer_scale"] == 1.5
     (record,) = info["transfer_sources"]

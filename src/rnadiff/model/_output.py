@@ -18,6 +18,7 @@ One schema for every method (``generate``, ``predict``, ``denoise``, ``design``)
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 
 import anndata as ad
@@ -26,6 +27,8 @@ import pandas as pd
 
 from rnadiff._errors import InputError
 from rnadiff._version import __version__
+
+logger = logging.getLogger("rnadiff")
 
 
 def to_anndata(
@@ -107,13 +110,24 @@ def sampling_info(engine, obs, plan, guidance, soft, calibrated: bool) -> dict:
     base = engine.registry.perturbation_key
     known = engine.registry[base].tokens if base is not None else ()
     by_features = [t for t in known if base is not None and t not in engine.trained_tokens]
+    sources = engine.transfer_sources(obs, plan)
+    for s in sources:  # a user should know where an effect never measured there came from
+        logger.info(
+            "rnadiff: %s never measured in %s: its effect taken from %s (relative distance "
+            "%s), scale %.2f",
+            s["perturbation"],
+            "/".join(s["context"]),
+            " and ".join("/".join(c) for c in s["source"]),
+            "n/a" if s["relative_distance"] is None else f"{s['relative_distance']:.2f}",
+            s["scale"],
+        )
     return {
         "guidance": jsonable(guidance),
         "transfer": plan.mode,
         "transferred_cells": int(plan.mask.sum()),
         "transfer_scale": plan.scale,
         "transfer_scale_by_distance": bool(plan.by_distance),
-        "transfer_sources": engine.transfer_sources(obs, plan),
+        "transfer_sources": sources,
         "interpolated_cells": {k: int(v[3].sum()) for k, v in engine.interpolation(obs).items()},
         "perturbation_prior": engine.used_prior(soft),
         "embedded_from_features": by_features,
