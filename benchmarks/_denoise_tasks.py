@@ -18,8 +18,19 @@ method from those shallow counts alone.
   k-means in the principal components of the denoised log values.
 
 Methods: the normalized counts (no denoising), PCA reconstruction, kNN smoothing, MAGIC (when
-``magic-impute`` is installed) and ``rnadiff.denoise`` (self-supervised). scVI runs in its own
-environment (``benchmarks/peers``) and is not part of these tasks yet.
+``magic-impute`` is installed), ``rnadiff.denoise`` (self-supervised) and scVI's normalized
+expression (``scvi (normalized expression)``). scVI runs in its own venv
+(``benchmarks/peers/install.sh scvi``): every matrix a task denoises (per rate, the MCV half and
+the whole shallow matrix) goes to one run of ``peers/run_scvi_denoise.py`` as ``.npz``, which
+fits one ``SCVI`` per matrix (scvi-tools defaults, ZINB) and returns
+``get_normalized_expression(library_size=1e4, n_samples=25)``. Budget: scvi-tools' own epoch
+rule (400 epochs up to 20k cells) cut to :data:`SCVI_MAX_STEPS` optimiser steps of batch 128,
+the step cap of rnadiff's denoiser (Zeisel's 450-cell fits: 400 epochs; the simulator's 1,800:
+200; Kang's 3,600: 104, about 2.5 min a fit on one core); its timings row records the epochs,
+the last ELBO of every fit and whether each ELBO curve had levelled off (< 2% between the last
+two tenths of the epochs). Without the venv, or when the run fails, scVI is reported as not run
+(``summary.csv``: metric ``not run`` with the reason in ``note``) and the other methods' rows
+stand.
 
 ``counts_kang``: the Kang leave-one-cell-type-out folds, generation from noise and the
 counterfactual with and without ``counts=True``, scored as the main task does; and generation
@@ -32,7 +43,12 @@ zeros and the largest value of ``X``.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -46,6 +62,7 @@ RATES = (0.1, 0.2, 0.5)  # shares of the UMIs kept
 ZEISEL_GENES = 1000  # most expressed Zeisel genes (of 3,529): keeps the task to minutes
 KANG_CELLS = 4000  # Kang control cells drawn (of 12,261), every one of its 1,287 genes
 SIM = dict(n_cells=2000, n_genes=500, library_median=20000.0)  # deep simulated cells
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _dense(x) -> np.ndarray:
@@ -53,7 +70,7 @@ def _dense(x) -> np.ndarray:
 
 
 def _methods(seed: int) -> dict:
-    """Name -> ``fn(counts) -> expression per 1e4`` of every denoiser compared."""
+    """Name -> ``fn(counts) -> expression per 1e4`` of every denoiser run in this process."""
     from rnadiff.model._self_denoise import fit_denoiser
 
     def ours(counts):
@@ -75,11 +92,67 @@ def _methods(seed: int) -> dict:
     return methods
 
 
+# ------------------------------------------------------------------ scVI, in its own venv
+SCVI = "scvi (normalized expression)"
+SCVI_MAX_STEPS = 3000  # optimiser steps per fit: the cap of rnadiff's denoiser (fit_denoiser)
+SCVI_BUDGET = f"{SCVI_MAX_STEPS} steps of batch 128 (at most scvi-tools' 400 epochs)"
+SCVI_RUNNER = ROOT / "benchmarks" / "peers" / "run_scvi_denoise.py"
+
+
+def _scvi_python() -> Path:
+    """The scVI venv's python (``benchmarks/peers/install.sh scvi``)."""
+    peers = Path(os.environ.get("RNADIFF_PEERS_DIR", ROOT / ".peers"))
+    return peers / "scvi" / "bin" / "python"
+
+
+def scvi_expression(
+    matrices: list[np.ndarray], *, seed: int, max_steps: int = SCVI_MAX_STEPS
+) -> tuple[list[np.ndarray] | None, dict]:
+    """scVI's normalized expression (per 1e4) of each count matrix, one model fitted per
+    matrix, in one run of ``peers/run_scvi_denoise.py`` in the scVI venv; and the method's
+    timings row. ``None`` (and a ``note`` saying why) when the venv is missing or the run
+    fails, so that the other methods' rows still count."""
+    info = {"method": SCVI, "fold": "all", "budget": SCVI_BUDGET}
+    python = _scvi_python()
+    if not python.exists():
+        note = "not run (venv missing: bash benchmarks/peers/install.sh scvi)"
+        return None, {**info, "train_s": np.nan, "predict_s": np.nan, "note": note}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        inp, out = Path(tmp) / "counts.npz", Path(tmp) / "expression.npz"
+        np.savez(inp, **{f"counts_{i}": m.astype(np.int32) for i, m in enumerate(matrices)})
+        cmd = [str(python), str(SCVI_RUNNER), str(inp), str(out), "--seed", str(seed)]
+        cmd += ["--max-steps", str(max_steps)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            note = f"not run (scvi failed, exit {proc.returncode}: {tail})"
+            return None, {**info, "train_s": np.nan, "predict_s": np.nan, "note": note}
+        with np.load(out) as f:
+            record = json.loads(str(f["info"]))
+            expressions = [f[f"expression_{i}"] for i in range(len(matrices))]
+    wall = time.perf_counter() - t0
+    fits = record["fits"]
+    train_s = float(sum(fit["train_s"] for fit in fits))
+    drops = [fit.get("convergence_relative_drop", np.nan) for fit in fits]
+    return expressions, {
+        **info,
+        "train_s": train_s,
+        "predict_s": wall - train_s,  # import, prediction and the files
+        "version": record["version"],
+        "epochs": "/".join(str(e) for e in sorted({fit["epochs"] for fit in fits})),
+        # every fit's ELBO fell by < 2% between the last two tenths of its epochs
+        "converged": all(fit.get("convergence_converged") is True for fit in fits),
+        "elbo_last": ";".join(f"{fit['elbo_last']:.1f}" for fit in fits),
+        "elbo_relative_drop_max": float(np.nanmax(drops)) if fits else np.nan,
+    }
+
+
 def denoise_rows(task: str, deep, *, labels=None, has_truth: bool, seed: int):
     """Every method at every thinning rate of ``deep`` (cells x genes counts): tidy rows and
     timings."""
     deep = _dense(deep)
-    rows, timings = [], {}
+    rows, timings = [], []
 
     def row(rate, method, metric, value):
         rows.append(
@@ -94,6 +167,10 @@ def denoise_rows(task: str, deep, *, labels=None, has_truth: bool, seed: int):
             )
         )
 
+    # what every method denoises: per rate, an MCV half and (with truth or labels) the whole
+    # shallow matrix
+    whole = has_truth or labels is not None
+    cases, matrices = [], []
     for r, rate in enumerate(RATES):
         shallow = den.thin(deep, rate, seed=seed * 1000 + r)
         keep = shallow.sum(1) > 0  # a cell thinned to nothing is not denoisable
@@ -101,29 +178,38 @@ def denoise_rows(task: str, deep, *, labels=None, has_truth: bool, seed: int):
         truth = den.normalized(deep[keep] - shallow) if has_truth else None
         half, other = den.mcv_split(shallow, p=0.5, seed=seed * 1000 + 500 + r)
         usable = half.sum(1) > 0
-        for name, fn in _methods(seed).items():
-            t0 = time.perf_counter()
-            row(rate, name, "mcv_loss", den.mcv_loss(fn(half[usable]), other[usable]))
-            if has_truth or labels is not None:
-                expr = fn(shallow)
-                if has_truth:
-                    for metric, value in den.correlations(expr, truth).items():
-                        row(rate, name, metric, value)
-                    row(
-                        rate,
-                        name,
-                        "gene_gene_corr",
-                        den.gene_correlation_recovery(expr, truth),
-                    )
-                if labels is not None:
-                    scores = den.cell_type_scores(expr, np.asarray(labels)[keep], seed=seed)
-                    for metric, value in scores.items():
-                        row(rate, name, metric, value)
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
-    times = pd.DataFrame(
-        [{"method": m, "train_s": 0.0, "predict_s": s, "fold": "all"} for m, s in timings.items()]
-    )
-    return pd.DataFrame(rows), times
+        cases.append(dict(rate=rate, keep=keep, truth=truth, other=other[usable]))
+        matrices += [half[usable], shallow] if whole else [half[usable]]
+
+    def score(name, expressions):
+        per_case = iter(expressions)
+        for case in cases:
+            rate = case["rate"]
+            row(rate, name, "mcv_loss", den.mcv_loss(next(per_case), case["other"]))
+            if not whole:
+                continue
+            expr = next(per_case)
+            if has_truth:
+                for metric, value in den.correlations(expr, case["truth"]).items():
+                    row(rate, name, metric, value)
+                recovery = den.gene_correlation_recovery(expr, case["truth"])
+                row(rate, name, "gene_gene_corr", recovery)
+            if labels is not None:
+                kept = np.asarray(labels)[case["keep"]]
+                for metric, value in den.cell_type_scores(expr, kept, seed=seed).items():
+                    row(rate, name, metric, value)
+
+    for name, fn in _methods(seed).items():
+        t0 = time.perf_counter()
+        expressions = [fn(m) for m in matrices]
+        seconds = time.perf_counter() - t0
+        score(name, expressions)
+        timings.append({"method": name, "train_s": 0.0, "predict_s": seconds, "fold": "all"})
+    expressions, timing = scvi_expression(matrices, seed=seed)
+    if expressions is not None:
+        score(SCVI, expressions)
+    timings.append(timing)
+    return pd.DataFrame(rows), pd.DataFrame(timings)
 
 
 @register_standalone("denoise_zeisel")

@@ -94,7 +94,12 @@ def plots_for(out: Path):
 
 
 # the method whose paired comparisons summary.md shows, per task (paired.csv has them all)
-PRIMARY = ("rnadiff (counterfactual)", "rnadiff (combined)", "rnadiff design (markers)")
+PRIMARY = (
+    "rnadiff (counterfactual)",
+    "rnadiff (combined)",
+    "rnadiff design (markers)",
+    "rnadiff (self-supervised)",
+)
 
 
 def markdown(
