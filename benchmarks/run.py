@@ -185,6 +185,15 @@ def bench_config(max_steps: int | None, width: int | None, n_top_genes=None) -> 
     return study_config(overrides)
 
 
+def kept_rows(
+    old: pd.DataFrame, tasks: set, seeds: range, *, keep_methods: set = frozenset()
+) -> pd.DataFrame:
+    """The rows of an earlier run that ``--update`` keeps: every task not run again, the seeds
+    of a re-run task that are not run again, and the rows of ``keep_methods``."""
+    again = old.task.isin(tasks) & old.seed.isin(list(seeds))
+    return old[~again | old.method.isin(keep_methods)]
+
+
 def run_benchmark(
     requested: list[str],
     *,
@@ -221,16 +230,17 @@ def run_benchmark(
         save_to=save_to,
     )
     all_rows, all_times = [], []
-    if update:  # keep the other tasks' results of the earlier run in out
+    if update:  # keep the other tasks' results of the earlier run in out, and other seeds'
         ran = set(base) | {e for e in requested if e in EXTRA_TASKS}
+        run_seeds = range(first_seed, first_seed + seeds)
         old_rows = pd.read_csv(out / "folds.csv")
         old_times = pd.read_csv(out / "timings.csv")
-        all_rows.append(old_rows[~old_rows.task.isin(ran)])
+        all_rows.append(kept_rows(old_rows, ran, run_seeds))
         # a design or ranking task's times are filed under its parent task: keep those of the
         # ones not run again
         kept = {f"rnadiff: {fn.__name__}" for e, (_, fn) in EXTRA_TASKS.items() if e not in ran}
-        all_times.append(old_times[~old_times.task.isin(base) | old_times.method.isin(kept)])
-        print(f"updating {sorted(ran)} in {out}", flush=True)
+        all_times.append(kept_rows(old_times, set(base), run_seeds, keep_methods=kept))
+        print(f"updating {sorted(ran)} (seeds {list(run_seeds)}) in {out}", flush=True)
     if reuse_peers is not None:  # peers' rows of an earlier run on the same splits
         old_rows = pd.read_csv(reuse_peers / "folds.csv")
         old_times = pd.read_csv(reuse_peers / "timings.csv")
@@ -319,7 +329,8 @@ def main() -> None:
     parser.add_argument(
         "--update",
         action="store_true",
-        help="re-run only --tasks and keep every other task's rows already in --out",
+        help="re-run only --tasks at the seeds asked for (--seeds, --first-seed) and keep every "
+        "other row already in --out (other tasks, other seeds)",
     )
     parser.add_argument(
         "--reuse-peers",

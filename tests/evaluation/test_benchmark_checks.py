@@ -156,3 +156,20 @@ def test_celleval_bundle_scores_every_method_against_the_cell_mean_baseline(
     assert rows["baseline: control", "overlap_at_N"] == pytest.approx(0.0)  # no change, no DE
     # one perturbation: the discrimination score is trivially 1 and its scaled score undefined
     assert np.isnan(rows["baseline: additive", "discrimination_score_l1_scaled"])
+
+
+def test_update_keeps_other_tasks_and_the_seeds_not_run_again():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import kept_rows
+
+    old = pd.DataFrame(
+        {
+            "task": ["a", "a", "a", "b", "a"],
+            "seed": [0, 1, 2, 0, 0],
+            "method": ["m", "m", "m", "m", "rnadiff: design"],
+        }
+    )
+    kept = kept_rows(old, {"a"}, range(1, 3))  # task a re-run at seeds 1 and 2
+    assert kept.index.tolist() == [0, 3, 4]
+    kept = kept_rows(old, {"a"}, range(0, 1), keep_methods={"rnadiff: design"})
+    assert kept.index.tolist() == [1, 2, 3, 4]
