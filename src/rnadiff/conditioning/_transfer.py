@@ -45,6 +45,22 @@ def measured_contexts(
     return contexts, measured
 
 
+def _source_distances(
+    row: tuple,
+    index: int,
+    contexts: Sequence[tuple],
+    measured: Mapping[tuple, set],
+    profile: Mapping[tuple, np.ndarray],
+) -> tuple[list[int], np.ndarray]:
+    """The contexts (positions in ``contexts``) where the perturbation of ``row`` was measured
+    and the squared distance of ``profile`` from each to the row's own context."""
+    ok = [j for j, c in enumerate(contexts) if row[index] in measured[c]]
+    if not ok:
+        return ok, np.zeros(0)
+    target = profile[context_of(row, index)]
+    return ok, np.array([((profile[contexts[j]] - target) ** 2).sum() for j in ok])
+
+
 def nearest_context_weights(
     rows: Sequence[tuple],
     cells: Iterable[int],
@@ -59,14 +75,16 @@ def nearest_context_weights(
     whose perturbation was measured nowhere.
     """
     weights = np.zeros((len(rows), len(contexts)), dtype=np.float32)
+    of_row: dict[tuple, np.ndarray] = {}  # cells of one condition share their weights
     for i in cells:
-        ok = [j for j, c in enumerate(contexts) if rows[i][index] in measured[c]]
-        if not ok:
-            continue
-        target = profile[context_of(rows[i], index)]
-        d2 = np.array([((profile[contexts[j]] - target) ** 2).sum() for j in ok])
-        nearest = [j for j, d in zip(ok, d2, strict=True) if d <= d2.min()]
-        weights[i, nearest] = 1.0 / len(nearest)
+        if rows[i] not in of_row:
+            ok, d2 = _source_distances(rows[i], index, contexts, measured, profile)
+            w = np.zeros(len(contexts), dtype=np.float32)
+            if ok:
+                nearest = [j for j, d in zip(ok, d2, strict=True) if d <= d2.min()]
+                w[nearest] = 1.0 / len(nearest)
+            of_row[rows[i]] = w
+        weights[i] = of_row[rows[i]]
     return weights
 
 
@@ -101,21 +119,24 @@ def relative_transfer_distance(
         measured nowhere, and where fewer than two contexts measured it (no spacing).
     """
     out = np.full(len(rows), np.nan)
+    of_row: dict[tuple, float] = {}  # cells of one condition share their distance
     spacing: dict = {}
 
     def d2(a: tuple, b: tuple) -> float:
         return float(((profile[a] - profile[b]) ** 2).sum())
 
     for i in cells:
-        pert = rows[i][index]
-        ok = [c for c in contexts if pert in measured[c]]
-        if len(ok) < 2:
-            continue
-        if pert not in spacing:
-            spacing[pert] = float(np.median([min(d2(a, b) for b in ok if b != a) for a in ok]))
-        target = context_of(rows[i], index)
-        if spacing[pert] > 0:
-            out[i] = min(d2(c, target) for c in ok) / spacing[pert]
+        if rows[i] not in of_row:
+            pert = rows[i][index]
+            ok, dist = _source_distances(rows[i], index, contexts, measured, profile)
+            if pert not in spacing and len(ok) >= 2:
+                own = [contexts[j] for j in ok]
+                spacing[pert] = float(
+                    np.median([min(d2(a, b) for b in own if b != a) for a in own])
+                )
+            m = spacing.get(pert, 0.0)
+            of_row[rows[i]] = dist.min() / m if len(ok) >= 2 and m > 0 else np.nan
+        out[i] = of_row[rows[i]]
     return out
 
 
@@ -143,6 +164,33 @@ def distance_transfer_scale(relative: np.ndarray, far: float) -> np.ndarray:
     r = np.asarray(relative, dtype=float)
     out = 1.0 + (far - 1.0) * np.clip(np.nan_to_num(r, nan=1.0), 0.0, 1.0)
     return out
+
+
+def transfer_records(
+    rows: Sequence[tuple],
+    index: int,
+    contexts: Sequence[tuple],
+    weights: np.ndarray,
+    relative: np.ndarray,
+    scales: np.ndarray,
+) -> list[dict]:
+    """One record per transferred condition (a row with weight on some context): its
+    perturbation, context, source context(s), relative distance (None if unknown), scale and
+    number of cells; for the output's record and the log."""
+    out: dict[tuple, dict] = {}
+    for i in np.flatnonzero(weights.sum(axis=1) > 0):
+        row = rows[i]
+        if row not in out:
+            out[row] = {
+                "perturbation": str(row[index]),
+                "context": [str(v) for v in context_of(row, index)],
+                "source": [[str(v) for v in contexts[j]] for j in np.flatnonzero(weights[i])],
+                "relative_distance": None if np.isnan(relative[i]) else float(relative[i]),
+                "scale": float(scales[i]),
+                "cells": 0,
+            }
+        out[row]["cells"] += 1
+    return list(out.values())
 
 
 def interpolation_neighbours(

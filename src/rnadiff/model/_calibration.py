@@ -16,7 +16,7 @@ from rnadiff.conditioning import _conditions as conditions
 from rnadiff.conditioning._calibration import SPREAD_RANGE, effect_scales, spread_ratio
 from rnadiff.conditioning._prior import TRUST_GRID, fit_trust, gene_vectors
 from rnadiff.model._passthrough import Passthrough
-from rnadiff.sampling._engine import TransferPlan
+from rnadiff.sampling._transfer_plan import TransferPlan
 
 if TYPE_CHECKING:
     from rnadiff.model._model import RNADiffusion

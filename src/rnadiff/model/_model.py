@@ -37,7 +37,8 @@ from rnadiff.model._data import EngineField, check_cells
 from rnadiff.model._docs import shared_docs
 from rnadiff.model._output import jsonable, output, plain
 from rnadiff.model._passthrough import Passthrough
-from rnadiff.sampling._engine import Guidance, transfer_scale
+from rnadiff.sampling._engine import Guidance
+from rnadiff.sampling._transfer_plan import transfer_scale
 from rnadiff.training._distributed import shared
 
 logger = logging.getLogger("rnadiff")

@@ -27,6 +27,7 @@ import pandas as pd
 
 from rnadiff._errors import InputError
 from rnadiff._version import __version__
+from rnadiff.sampling._transfer_plan import transfer_sources
 
 logger = logging.getLogger("rnadiff")
 
@@ -110,7 +111,7 @@ def sampling_info(engine, obs, plan, guidance, soft, calibrated: bool) -> dict:
     base = engine.registry.perturbation_key
     known = engine.registry[base].tokens if base is not None else ()
     by_features = [t for t in known if base is not None and t not in engine.trained_tokens]
-    sources = engine.transfer_sources(obs, plan)
+    sources = transfer_sources(engine, obs, plan)
     for s in sources:  # a user should know where an effect never measured there came from
         logger.info(
             "rnadiff: %s never measured in %s: its effect taken from %s (relative distance "

@@ -1,6 +1,6 @@
 """Samplers (pure functions sharing one signature) and guidance (denoiser wrappers)."""
 
-from rnadiff.sampling._engine import SamplingEngine, TransferPlan
+from rnadiff.sampling._engine import SamplingEngine
 from rnadiff.sampling._guidance import (
     classifier_free_guidance,
     combination_composition,
@@ -18,6 +18,7 @@ from rnadiff.sampling._samplers import (
     sample_heun,
     sample_langevin,
 )
+from rnadiff.sampling._transfer_plan import TransferPlan
 
 __all__ = [
     "SAMPLERS",

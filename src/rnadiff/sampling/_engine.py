@@ -9,7 +9,10 @@ scaling, and the transfer of a perturbation to a context where it was never meas
 stay plain functions (:mod:`rnadiff.sampling._samplers`). The user's model
 (:class:`rnadiff.RNADiffusion`) and the design and ranking workflows (:mod:`rnadiff.design`)
 both drive sampling through this object; it works on tensors, arrays and ``obs`` tables,
-never on AnnData.
+never on AnnData. Pieces of their own beside it: the interpolation plan
+(:mod:`rnadiff.sampling._interpolation`), views that know perturbations by their features
+(:mod:`rnadiff.sampling._known`), and the transfer plan, its scales and its record
+(:mod:`rnadiff.sampling._transfer_plan`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from rnadiff.conditioning._features import TokenFeatures
 from rnadiff.conditioning._prior import prior_weights, soft_prior
 from rnadiff.conditioning._transfer import (
     context_of,
-    distance_transfer_scale,
     measured_contexts,
     nearest_context_weights,
     relative_transfer_distance,
@@ -50,50 +52,15 @@ from rnadiff.sampling._guidance import (
 from rnadiff.sampling._interpolation import interpolation_plan, outside_range
 from rnadiff.sampling._inversion import encode
 from rnadiff.sampling._samplers import SAMPLERS
+from rnadiff.sampling._transfer_plan import TransferPlan, transfer_scale
 
 logger = logging.getLogger("rnadiff")
 
 Guidance = float | Mapping[str, float]
-TRANSFER_SCALES = {"guide": 3.0, "compose": 1.5}  # chosen on Kang 2018 folds (docs: benchmarks)
 KEEP_ENCODING_MAX = 2**26  # values of the last encoding kept (256 MB)
-# ranges of the scales a user may ask for: far beyond them every output is off the data, and
+# the range of guidance a user may ask for: far beyond it every output is off the data, and
 # large enough scales overflow to non-finite cells
 GUIDANCE_RANGE = (-20.0, 50.0)
-TRANSFER_MAX = 20.0
-
-
-@dataclass(frozen=True)
-class TransferPlan:
-    """How the cells of a request reach contexts where their perturbation was never measured.
-
-    Attributes
-    ----------
-    mask
-        Boolean per cell: the cells the transfer applies to.
-    mode
-        ``"compose"``, ``"guide"`` or ``"none"``.
-    scale
-        Strength of the transfer (``None`` for ``"none"``); with ``by_distance``, the scale
-        of a source context at the typical spacing of measured contexts or farther.
-    by_distance
-        ``"compose"`` only: scale each cell's transfer by how far its source context is
-        (:func:`rnadiff.conditioning.distance_transfer_scale`), from 1 for a near-twin up to
-        ``scale``; the default when no scale is given.
-    """
-
-    mask: np.ndarray
-    mode: str
-    scale: float | None
-    by_distance: bool = False
-
-
-def transfer_scale(transfer: str, scale: float | None) -> float | None:
-    """The scale of a transfer mode: ``scale``, checked, or the mode's default."""
-    if scale is not None and not 0 <= float(scale) <= TRANSFER_MAX:
-        raise InputError(
-            f"transfer_scale={scale} is out of range: it must be a number from 0 to {TRANSFER_MAX}"
-        )
-    return TRANSFER_SCALES.get(transfer) if scale is None else float(scale)
 
 
 class _OnDevice:
@@ -347,40 +314,6 @@ class SamplingEngine:
         encoded = self.registry.encode(pd.DataFrame(contexts, columns=others), allow_missing=True)
         return {k: torch.from_numpy(encoded[k]) for k in others}, weights, relative
 
-    def transfer_sources(self, obs: pd.DataFrame | None, plan: TransferPlan) -> list[dict]:
-        """For the output's record: each transferred condition (perturbation and context),
-        the measured context(s) ``"compose"`` took its effect from, the relative distance and
-        the scale used."""
-        if plan.mode != "compose" or obs is None or not plan.mask.any():
-            return []
-        rows = conditions.condition_rows(self.registry, obs)
-        found = self.context_plan(plan.mask, rows)
-        if found is None:
-            return []
-        contexts, weights, relative = found
-        scales = (
-            distance_transfer_scale(relative, plan.scale)
-            if plan.by_distance
-            else np.full(len(rows), plan.scale)
-        )
-        pkey = self.registry.perturbation_key
-        ip = [c.key for c in self.registry.covariates if c.categorical].index(pkey)
-        out: dict[tuple, dict] = {}
-        for i in np.flatnonzero(weights.sum(axis=1) > 0):
-            key = rows[i]
-            if key not in out:
-                sources = [contexts[j] for j in np.flatnonzero(weights[i])]
-                out[key] = {
-                    "perturbation": str(key[ip]),
-                    "context": [str(v) for v in context_of(key, ip)],
-                    "source": [[str(v) for v in c] for c in sources],
-                    "relative_distance": None if np.isnan(relative[i]) else float(relative[i]),
-                    "scale": float(scales[i]),
-                    "cells": 0,
-                }
-            out[key]["cells"] += 1
-        return list(out.values())
-
     # ------------------------------------------------------------ interpolation
     def interpolation(self, obs: pd.DataFrame | None) -> dict[str, tuple[np.ndarray, ...]]:
         """:func:`rnadiff.sampling._interpolation.interpolation_plan` of ``obs``."""
@@ -476,7 +409,7 @@ class SamplingEngine:
             else (None, None, None)
         )
         compose_scale = (
-            torch.from_numpy(distance_transfer_scale(relative, scale_)).float()
+            torch.from_numpy(plan.cell_scales(relative)).float()
             if composing and plan.by_distance and relative is not None
             else scale_
         )
