@@ -113,7 +113,7 @@ def job(data: str, outer: str, inner: str | None, seed: int) -> list[dict]:
     rows = []
     for scale in (None, *GRID):  # None: the default (by distance)
         pred = model.predict(ev.source, target=ev.target, transfer_scale=scale, **kw)
-        used = pred.uns["rnadiff"]["transfer_sources"][0]["scale"]
+        (used,) = (r["scale"] for r in pred.uns["rnadiff"]["transfer_sources"].values())
         rows.append(
             {
                 "data": data,

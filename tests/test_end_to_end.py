@@ -1,5 +1,6 @@
 """From a slice of the real Kang 2018 data to a trained model, predictions and metrics."""
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -169,7 +170,9 @@ def test_compose_takes_the_effect_from_the_nearest_measured_cell_type(trained):
     assert relative[0] == relative[1] > 0 and np.isnan(relative[2])
 
 
-def test_compose_scale_follows_the_distance_to_the_source_unless_given(kang, trained, caplog):
+def test_compose_scale_follows_the_distance_to_the_source_unless_given(
+    kang, trained, caplog, tmp_path
+):
     model, _ = trained
     source = kang[((kang.obs.cluster_id == HOLDOUT) & (kang.obs.group_id == "ctrl")).to_numpy()]
     kw = dict(perturbation="stim", steps=6, progress=False)
@@ -180,15 +183,21 @@ def test_compose_scale_follows_the_distance_to_the_source_unless_given(kang, tra
     )
     info = auto.uns["rnadiff"]
     assert info["transfer_scale_by_distance"] and info["transfer_scale"] == 1.5
-    (record,) = info["transfer_sources"]
-    assert record["context"] == [HOLDOUT] and record["source"] == [["FCGR3A+ Monocytes"]]
+    (record,) = info["transfer_sources"].values()
+    assert list(info["transfer_sources"]) == [f"stim in {HOLDOUT}"]
+    assert record["context"] == HOLDOUT and record["source"] == "FCGR3A+ Monocytes"
     assert record["cells"] == 12
     expected = float(distance_transfer_scale(np.array([record["relative_distance"]]), 1.5)[0])
     assert record["scale"] == pytest.approx(expected) and 1.0 <= record["scale"] <= 1.5
     # the same prediction made with that scale given: identical cells
     fixed = model.predict(source[:12], transfer_scale=record["scale"], **kw)
     assert not fixed.uns["rnadiff"]["transfer_scale_by_distance"]
-    assert fixed.uns["rnadiff"]["transfer_sources"][0]["scale"] == pytest.approx(record["scale"])
+    # the record survives a round trip through .h5ad (what the CLI writes)
+    auto.write_h5ad(tmp_path / "pred.h5ad")
+    back = ad.read_h5ad(tmp_path / "pred.h5ad").uns["rnadiff"]["transfer_sources"]
+    assert back[f"stim in {HOLDOUT}"]["source"] == "FCGR3A+ Monocytes"
+    (given,) = fixed.uns["rnadiff"]["transfer_sources"].values()
+    assert given["scale"] == pytest.approx(record["scale"])
     np.testing.assert_allclose(fixed.X, auto.X, rtol=1e-4, atol=1e-4)
     if record["scale"] < 1.5:  # a given scale is used as it is
         assert not np.allclose(model.predict(source[:12], transfer_scale=1.5, **kw).X, auto.X)

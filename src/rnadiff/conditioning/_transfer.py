@@ -173,24 +173,31 @@ def transfer_records(
     weights: np.ndarray,
     relative: np.ndarray,
     scales: np.ndarray,
-) -> list[dict]:
-    """One record per transferred condition (a row with weight on some context): its
-    perturbation, context, source context(s), relative distance (None if unknown), scale and
-    number of cells; for the output's record and the log."""
-    out: dict[tuple, dict] = {}
+) -> dict[str, dict]:
+    """One record per transferred condition (a row with weight on some context), keyed
+    ``"<perturbation> in <context>"``: its ``perturbation``, ``context`` and ``source``
+    context(s) as text (values of several covariates joined by ``"/"``, tied sources by
+    ``" & "``), ``relative_distance`` (NaN if unknown), ``scale`` and number of ``cells``;
+    strings and numbers only, so the record can be written to ``.h5ad``."""
+
+    def label(context: tuple) -> str:
+        return "/".join(str(v) for v in context)
+
+    out: dict[str, dict] = {}
     for i in np.flatnonzero(weights.sum(axis=1) > 0):
         row = rows[i]
-        if row not in out:
-            out[row] = {
+        key = f"{row[index]} in {label(context_of(row, index))}"
+        if key not in out:
+            out[key] = {
                 "perturbation": str(row[index]),
-                "context": [str(v) for v in context_of(row, index)],
-                "source": [[str(v) for v in contexts[j]] for j in np.flatnonzero(weights[i])],
-                "relative_distance": None if np.isnan(relative[i]) else float(relative[i]),
+                "context": label(context_of(row, index)),
+                "source": " & ".join(label(contexts[j]) for j in np.flatnonzero(weights[i])),
+                "relative_distance": float(relative[i]),
                 "scale": float(scales[i]),
                 "cells": 0,
             }
-        out[row]["cells"] += 1
-    return list(out.values())
+        out[key]["cells"] += 1
+    return out
 
 
 def interpolation_neighbours(

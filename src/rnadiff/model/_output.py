@@ -112,14 +112,14 @@ def sampling_info(engine, obs, plan, guidance, soft, calibrated: bool) -> dict:
     known = engine.registry[base].tokens if base is not None else ()
     by_features = [t for t in known if base is not None and t not in engine.trained_tokens]
     sources = transfer_sources(engine, obs, plan)
-    for s in sources:  # a user should know where an effect never measured there came from
+    for s in sources.values():  # a user should know where an effect never measured there came from
         logger.info(
             "rnadiff: %s never measured in %s: its effect taken from %s (relative distance "
-            "%s), scale %.2f",
+            "%.2f), scale %.2f",
             s["perturbation"],
-            "/".join(s["context"]),
-            " and ".join("/".join(c) for c in s["source"]),
-            "n/a" if s["relative_distance"] is None else f"{s['relative_distance']:.2f}",
+            s["context"],
+            s["source"],
+            s["relative_distance"],
             s["scale"],
         )
     return {

@@ -67,16 +67,16 @@ def transfer_scale(transfer: str, scale: float | None) -> float | None:
 
 def transfer_sources(
     engine: SamplingEngine, obs: pd.DataFrame | None, plan: TransferPlan
-) -> list[dict]:
+) -> dict[str, dict]:
     """For the output's record: each condition ``engine`` transfers with ``plan`` (perturbation
     and context), the measured context(s) ``"compose"`` took its effect from, the relative
     distance and the scale used (:func:`rnadiff.conditioning._transfer.transfer_records`)."""
     if plan.mode != "compose" or obs is None or not plan.mask.any():
-        return []
+        return {}
     rows = conditions.condition_rows(engine.registry, obs)
     found = engine.context_plan(plan.mask, rows)
     if found is None:
-        return []
+        return {}
     contexts, weights, relative = found
     ip = conditions.perturbation_index(engine.registry)
     return transfer_records(rows, ip, contexts, weights, relative, plan.cell_scales(relative))
