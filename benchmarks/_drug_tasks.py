@@ -32,11 +32,13 @@ change with the seed):
   from SMILES; baselines as ``lincs_unseen_drug``.
 - ``sim_fate``: simulator with state transitions at 0 / 24 / 48 / 72 h; every drug's 48 h held
   out, predicted from the 48 h controls; state composition from a classifier fitted on the
-  training cells. Baselines: the drug's composition at the nearest measured time (24 h, the
-  earlier of the two equally near) and linear interpolation between 24 and 72 h; the
-  classifier on the real held-out cells is reported as the classifier's own error.
+  training cells, adjusted for its cross-validated confusion (as ``predict_fate``).
+  Baselines: the drug's composition at the nearest measured time (24 h, the earlier of the
+  two equally near) and linear interpolation between 24 and 72 h; the classifier on the real
+  held-out cells is reported as the classifier's own error.
 - ``hsmm_fate`` (an extra task of ``hsmm_time``): the state composition (``State``) of the
-  predicted 48 h cells; baselines the 24 h and 72 h compositions and their mean.
+  predicted 48 h cells (classified and adjusted as in ``sim_fate``); baselines the 24 h and
+  72 h compositions and their mean.
 """
 
 from __future__ import annotations
@@ -478,6 +480,13 @@ def sim_unseen_drug(seed: int, config):
     return pd.DataFrame(rows), times
 
 
+def _classified(clf: StateClassifier, model: RNADiffusion, cells) -> pd.Series:
+    """The state composition of ``cells`` as :func:`rnadiff.fate.predict_fate` reports it:
+    classified, adjusted for the classifier's cross-validated confusion."""
+    labels = clf.predict(model.log_expression(cells))
+    return composition(labels, clf.states_, confusion=clf.confusion_, n_boot=0)["proportion"]
+
+
 @register_standalone("sim_fate")
 def sim_fate(seed: int, config):
     """State composition at a held-out time on the simulator (module doc)."""
@@ -517,15 +526,11 @@ def sim_fate(seed: int, config):
             n_cells=int(real_mask.sum()), steps=config.sampler_steps, seed=seed, progress=False,
         )  # fmt: skip
         comps = {
-            "rnadiff (counterfactual)": composition(
-                clf.predict(model.log_expression(pred)), states
-            ),
-            "rnadiff (generation)": composition(clf.predict(model.log_expression(gen)), states),
+            "rnadiff (counterfactual)": _classified(clf, model, pred),
+            "rnadiff (generation)": _classified(clf, model, gen),
             "baseline: nearest time (24 h)": measured(24.0),
             "baseline: linear in time (24-72 h)": (measured(24.0) + measured(72.0)) / 2,
-            "classifier on the real cells": composition(
-                clf.predict(model.log_expression(adata[real_mask])), states
-            ),
+            "classifier on the real cells": _classified(clf, model, adata[real_mask]),
         }
         for method, comp in comps.items():
             rows.append(
@@ -562,14 +567,12 @@ def hsmm_fate_rows(split, prep, model: RNADiffusion) -> list[dict]:
     real_labels = ev.real.obs["State"].dropna().astype(str)
     real = composition(real_labels, states, n_boot=0)["proportion"]
     comps = {
-        "rnadiff (counterfactual)": composition(clf.predict(model.log_expression(pred)), states),
-        "rnadiff (generation)": composition(clf.predict(model.log_expression(gen)), states),
+        "rnadiff (counterfactual)": _classified(clf, model, pred),
+        "rnadiff (generation)": _classified(clf, model, gen),
         "baseline: nearest time (24 h)": at(24.0),
         "baseline: nearest time (72 h)": at(72.0),
         "baseline: linear in time (24-72 h)": (at(24.0) + at(72.0)) / 2,
-        "classifier on the real cells": composition(
-            clf.predict(model.log_expression(ev.real)), states
-        ),
+        "classifier on the real cells": _classified(clf, model, ev.real),
     }
     rows = [
         _row("hsmm_fate", split.fold, split.seed, ev.name, method, "composition_error",

@@ -10,6 +10,7 @@ from rnadiff import InputError, ModelConfig, NetworkConfig, PreprocessConfig, RN
 from rnadiff.datasets import simulate
 from rnadiff.fate import (
     StateClassifier,
+    adjusted_proportions,
     composition,
     composition_error,
     fate_table,
@@ -42,6 +43,68 @@ def test_composition_counts_and_interval():
     assert composition(labels, n_boot=0)["low"].isna().all()
     with pytest.raises(InputError, match="no cells"):
         composition([])
+
+
+def test_adjusted_proportions_invert_the_confusion():
+    c = np.array([[0.8, 0.15, 0.05], [0.2, 0.7, 0.1], [0.0, 0.3, 0.7]])
+    p = np.array([0.1, 0.3, 0.6])
+    assert np.allclose(adjusted_proportions(c.T @ p, c), p, atol=1e-4)
+    q = np.array([0.2, 0.5, 0.3])
+    assert np.allclose(adjusted_proportions(q, np.eye(3)), q, atol=1e-4)  # perfect classifier
+    both = adjusted_proportions(np.stack([c.T @ p, q]), c)
+    assert both.shape == (2, 3) and np.allclose(both.sum(1), 1) and (both >= 0).all()
+    # fractions no composition explains: the best one on the simplex (grid search)
+    far = np.array([0.05, 0.2, 0.75])
+    got = adjusted_proportions(far, c)
+    grid = [
+        np.array([a, b, 1 - a - b]) for a in np.linspace(0, 1, 101) for b in np.linspace(0, 1, 101)
+    ]
+    best = min(np.linalg.norm(c.T @ g - far) for g in grid if g[2] >= -1e-12)
+    assert got.min() >= 0 and np.isclose(got.sum(), 1)
+    assert np.linalg.norm(c.T @ got - far) <= best + 1e-6
+    with pytest.raises(InputError, match="does not match"):
+        adjusted_proportions(q, np.eye(2))
+    with pytest.raises(InputError, match="missing values"):
+        adjusted_proportions(q, np.full((3, 3), np.nan))
+
+
+def test_adjusted_composition_corrects_a_confused_classifier():
+    """Cells of a known composition assigned through a confused classifier: counting is
+    biased towards the confused states, the adjusted composition recovers the truth."""
+    rng = np.random.default_rng(0)
+    states = ["a", "b", "c"]
+    c = pd.DataFrame(
+        [[0.8, 0.15, 0.05], [0.2, 0.7, 0.1], [0.0, 0.3, 0.7]], index=states, columns=states
+    )
+    truth = np.array([0.1, 0.3, 0.6])
+    true = rng.choice(3, size=20000, p=truth)
+    assigned = np.array([rng.choice(3, p=c.to_numpy()[t]) for t in true])
+    labels = np.asarray(states)[assigned]
+    raw = composition(labels, states, n_boot=0)
+    adjusted = composition(labels, states, confusion=c, n_boot=100, seed=0)
+    assert composition_error(raw, pd.Series(truth, index=states)) > 0.1
+    assert composition_error(adjusted, pd.Series(truth, index=states)) < 0.02
+    assert (adjusted["low"] <= adjusted["proportion"] + 1e-9).all()
+    assert (adjusted["proportion"] <= adjusted["high"] + 1e-9).all()
+    assert adjusted["n_cells"].tolist() == raw["n_cells"].tolist()  # counts stay assigned
+    # the confusion matrix's states are matched by name
+    shuffled = c.loc[["c", "a", "b"], ["b", "c", "a"]]
+    same = composition(labels, states, confusion=shuffled, n_boot=0)
+    assert np.allclose(same["proportion"], adjusted["proportion"])
+    with pytest.raises(InputError, match="covers states"):
+        composition(labels, ["a", "b"], confusion=c)
+
+
+def test_cross_validation_with_a_rare_state():
+    """A state with fewer cells than cv_folds still gets a cross-validated confusion
+    matrix (as many folds as it has cells)."""
+    rng = np.random.default_rng(1)
+    x = np.vstack([rng.normal(0, 1, (40, 5)), rng.normal(4, 1, (3, 5))])
+    labels = ["common"] * 40 + ["rare"] * 3
+    clf = StateClassifier(cv_folds=5, n_components=3).fit(x, labels)
+    assert np.isfinite(clf.cv_accuracy_) and clf.confusion_.shape == (2, 2)
+    single = StateClassifier(cv_folds=5, n_components=3).fit(x[:41], labels[:41])
+    assert np.isnan(single.cv_accuracy_) and single.confusion_ is None
 
 
 def test_composition_error_is_total_variation():
@@ -106,6 +169,20 @@ def test_predict_fate_end_to_end(sim, tmp_path):
         target={"perturbation": drug, "dose": 10.0}, n_boot=50, steps=4, progress=False,
     )  # fmt: skip
     assert (again.obs["rnadiff_state"] == pred.obs["rnadiff_state"]).all()
+    # the composition is adjusted for the classifier's confusion by default; adjust=False
+    # reports the counted fractions
+    assert pred.uns["rnadiff_fate"]["params"]["adjusted"] is True
+    counted = predict_fate(
+        model, source, reference=adata, state_key="state", classifier=clf, adjust=False,
+        target={"perturbation": drug, "dose": 10.0}, n_boot=0, steps=4, progress=False,
+    )  # fmt: skip
+    assert counted.uns["rnadiff_fate"]["params"]["adjusted"] is False
+    labels = counted.obs["rnadiff_state"].astype(str)
+    share = labels.value_counts(normalize=True).reindex(clf.states_, fill_value=0.0)
+    assert np.allclose(fate_table(counted)["proportion"], share)
+    expected = composition(labels, clf.states_, confusion=clf.confusion_, n_boot=0)
+    assert np.allclose(table["proportion"], expected["proportion"])
+    pred.write_h5ad(tmp_path / "fate.h5ad")  # the record writes
     generated = predict_fate(
         model, source, reference=adata, state_key="state", classifier_method="knn",
         target={"perturbation": drug, "dose": 10.0}, method="generate", n_boot=0, steps=4,

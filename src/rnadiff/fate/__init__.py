@@ -6,7 +6,12 @@ reports their composition with a bootstrap interval; :func:`composition_error` c
 compositions (total variation distance).
 """
 
-from rnadiff.fate._composition import StateClassifier, composition, composition_error
+from rnadiff.fate._composition import (
+    StateClassifier,
+    adjusted_proportions,
+    composition,
+    composition_error,
+)
 from rnadiff.fate._predict import (
     add_states,
     fate_table,
@@ -18,6 +23,7 @@ from rnadiff.fate._predict import (
 __all__ = [
     "StateClassifier",
     "add_states",
+    "adjusted_proportions",
     "composition",
     "composition_error",
     "fate_table",

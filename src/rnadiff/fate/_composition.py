@@ -10,6 +10,12 @@ The composition of a population is the fraction of its cells assigned to each st
 uncertainty is a percentile bootstrap over the cells (the population resampled with
 replacement); it reflects how many cells were predicted, not the classifier's errors, which
 the cross-validated accuracy and confusion matrix report.
+
+A classifier that confuses states biases the fractions it counts. Given its cross-validated
+confusion matrix ``C`` (``C[i, j]``: the share of cells of true state ``i`` assigned to ``j``),
+the assigned fractions ``q`` of a population with true composition ``p`` are expected to be
+``q = C^T p``; the *adjusted* composition (adjusted classify and count, Forman 2008) is the
+``p`` on the simplex that solves this in least squares (:func:`adjusted_proportions`).
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ class StateClassifier:
     n_neighbors : int, default 15
         Neighbours of the kNN vote.
     cv_folds : int, default 5
-        Folds of the stratified cross-validation behind ``cv_accuracy_`` (0: none).
+        Folds of the stratified cross-validation behind ``cv_accuracy_`` and ``confusion_``
+        (at most the smallest state's cells; 0: none).
     seed : int, default 0
         Seed of the PCA and of the folds.
 
@@ -47,8 +54,9 @@ class StateClassifier:
     states_ : list of str
         The states, in the order of :meth:`predict_proba`'s columns.
     cv_accuracy_ : float
-        Balanced accuracy of cross-validated predictions on the reference cells (NaN when
-        a state has fewer cells than ``cv_folds``, or ``cv_folds=0``).
+        Balanced accuracy of cross-validated predictions on the reference cells, with
+        ``cv_folds`` folds, fewer when a state has fewer cells (NaN when a state has a single
+        cell, or ``cv_folds`` < 2).
     confusion_ : pandas.DataFrame
         Cross-validated confusion matrix (rows: true state, columns: predicted), row-normalized.
     """
@@ -107,10 +115,11 @@ class StateClassifier:
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
         smallest = pd.Series(y).value_counts().min()
-        if self.cv_folds < 2 or smallest < self.cv_folds:
+        n_folds = min(self.cv_folds, smallest)  # a rare state: fewer folds, each holds it
+        if n_folds < 2:
             return
-        folds = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.seed)
-        n_train = len(y) - len(y) // self.cv_folds - 1
+        folds = StratifiedKFold(n_folds, shuffle=True, random_state=self.seed)
+        n_train = len(y) - len(y) // n_folds - 1
         pred = cross_val_predict(self._make(n_train, x.shape[1]), x, y, cv=folds)
         self.cv_accuracy_ = float(balanced_accuracy_score(y, pred))
         cm = confusion_matrix(y, pred, labels=self.states_, normalize="true")
@@ -130,10 +139,56 @@ class StateClassifier:
         return np.asarray(self.states_, dtype=object)[self.predict_proba(x).argmax(1)]
 
 
+def adjusted_proportions(assigned, confusion) -> np.ndarray:
+    r"""The composition that explains the assigned fractions under the classifier's errors.
+
+    Solves
+
+    .. math::
+
+        \hat p = \arg\min_{p \ge 0,\ \sum_i p_i = 1} \lVert C^\top p - q \rVert_2^2
+
+    (non-negative least squares with the sum as a heavily weighted extra equation, then
+    normalized), where ``q`` are the fractions of cells assigned to each state and
+    ``C[i, j]`` the share of cells of true state ``i`` that the classifier assigns to ``j``
+    (row-normalized, e.g. :attr:`StateClassifier.confusion_`). With a perfect classifier
+    (``C = I``) the assigned fractions are returned unchanged.
+
+    Parameters
+    ----------
+    assigned : array-like, shape (n_states,) or (n_draws, n_states)
+        Fractions of cells assigned to each state (rows: several populations).
+    confusion : array-like or pandas.DataFrame, shape (n_states, n_states)
+        Row-normalized confusion matrix over the same states, in the same order.
+
+    Returns
+    -------
+    numpy.ndarray
+        Adjusted fractions, the shape of ``assigned``; each row sums to 1.
+    """
+    from scipy.optimize import nnls
+
+    c = np.asarray(confusion, dtype=float)
+    q = np.asarray(assigned, dtype=float)
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or q.shape[-1] != c.shape[0]:
+        raise InputError(
+            f"a confusion matrix of {c.shape} does not match fractions over {q.shape[-1]} states"
+        )
+    if not np.isfinite(c).all():
+        raise InputError("the confusion matrix has missing values; it cannot adjust")
+    weight = 1e3  # the sum-to-one equation, much heavier than any fraction's residual
+    a = np.vstack([c.T, np.full((1, len(c)), weight)])
+    rows = np.atleast_2d(q)
+    out = np.stack([nnls(a, np.append(r, weight))[0] for r in rows])
+    out /= out.sum(axis=1, keepdims=True).clip(min=1e-12)
+    return out.reshape(q.shape)
+
+
 def composition(
     labels,
     states=None,
     *,
+    confusion=None,
     n_boot: int = 500,
     level: float = 0.95,
     seed: int = 0,
@@ -146,6 +201,11 @@ def composition(
         One state per cell.
     states : list of str, optional
         States to report (default: those in ``labels``, sorted); absent ones get 0.
+    confusion : pandas.DataFrame, optional
+        The classifier's row-normalized confusion matrix (rows: true state, columns:
+        assigned; :attr:`StateClassifier.confusion_`). Given, the proportions (and each
+        bootstrap draw) are adjusted for the classifier's errors
+        (:func:`adjusted_proportions`); ``n_cells`` stays the count assigned.
     n_boot : int, default 500
         Bootstrap resamples of the cells (0: no interval).
     level : float, default 0.95
@@ -158,6 +218,17 @@ def composition(
     pandas.DataFrame
         Index: state; columns ``proportion``, ``low``, ``high``, ``n_cells``.
     """
+    if confusion is not None:
+        if states is None:
+            states = list(getattr(confusion, "index", []))
+        if isinstance(confusion, pd.DataFrame):
+            missing = [s for s in map(str, states) if s not in confusion.index]
+            if missing or len(confusion.index) != len(states):
+                raise InputError(
+                    f"the confusion matrix covers states {list(confusion.index)}, "
+                    f"the composition {list(map(str, states))}"
+                )
+            confusion = confusion.loc[list(map(str, states)), list(map(str, states))]
     labels = np.asarray(labels, dtype=object).astype(str)
     states = sorted(set(labels)) if states is None else [str(s) for s in states]
     if len(labels) == 0:
@@ -166,8 +237,11 @@ def composition(
         raise InputError(f"level must be in (0, 1), got {level}")
     codes = pd.Categorical(labels, categories=states).codes
     counts = np.bincount(codes[codes >= 0], minlength=len(states))
+    share = counts / len(labels)
+    if confusion is not None:
+        share = adjusted_proportions(share, confusion)
     out = pd.DataFrame(
-        {"proportion": counts / len(labels), "n_cells": counts},
+        {"proportion": share, "n_cells": counts},
         index=pd.Index(states, name="state"),
     )
     if n_boot > 0:
@@ -175,6 +249,8 @@ def composition(
         draws = rng.integers(0, len(labels), size=(n_boot, len(labels)))
         boot = np.stack([np.bincount(c[c >= 0], minlength=len(states)) for c in codes[draws]])
         boot = boot / len(labels)
+        if confusion is not None:
+            boot = adjusted_proportions(boot, confusion)
         alpha = (1 - level) / 2
         out["low"] = np.quantile(boot, alpha, axis=0)
         out["high"] = np.quantile(boot, 1 - alpha, axis=0)
