@@ -1,13 +1,13 @@
 """Where a training step's time goes, by phase, and the step's share of the matmul peak.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale/step_profile.py [--data FILE]
-        [--batches 128,256,512,1024] [--steps 60] [--threads 1] [--out DIR]
+        [--batches 128,256,512,1024] [--steps 60] [--threads 1] [--backed] [--out DIR]
 
 The model is built as ``rnadiff train`` builds it (defaults, the scale benchmark's synthetic
 10k file by default, in memory), then the loop of :meth:`rnadiff.training.Trainer.fit` is
 replayed step by step with a clock around each phase (the CPU runs synchronously, so the
 clock is exact): batch assembly (indices, condition drop, sigma and noise draws, the rows in
-model space), forward + backward, gradient clipping, the optimizer, the EMA, and the loss read
+model space; ``rows_ms`` is the rows' share of it), forward + backward, gradient clipping, the optimizer, the EMA, and the loss read
 back (``.item()``). The first ``--warmup`` steps are not counted. The overhead the issue
 targets (< 15% of a step) is optimizer + EMA + clipping + batch assembly + loss read-back.
 The step's share of the peak is 3 x the forward FLOPs of the denoiser's Linear layers over
@@ -37,12 +37,14 @@ from _rnadiff_run import step_flops  # noqa: E402
 PHASES = ("batch", "forward_backward", "clip", "optimizer", "ema", "loss_item")
 
 
-def build_model(path: Path, n_cells: int | None):
+def build_model(path: Path, n_cells: int | None, backed: bool = False):
+    """The model as ``rnadiff train`` builds it; ``backed``: the file read on disk (as
+    ``rnadiff train --backed``), its minibatches read a block at a time."""
     from rnadiff import RNADiffusion
 
-    adata = ad.read_h5ad(path)
+    adata = ad.read_h5ad(path, backed="r" if backed else None)
     if n_cells:
-        adata = adata[:n_cells].copy()
+        adata = adata[:n_cells].to_memory() if backed else adata[:n_cells].copy()
     RNADiffusion.setup_anndata(
         adata, perturbation_key="perturbation", control="control", cell_type_key="cell_type"
     )
@@ -53,7 +55,7 @@ def profile(model, batch_size: int, steps: int, warmup: int) -> dict:
     """Seconds per phase per step, replaying ``Trainer.fit``'s step."""
     from rnadiff._config import TrainConfig
     from rnadiff.conditioning import random_drop
-    from rnadiff.data._loader import CellMatrix, ConditionTable
+    from rnadiff.data._loader import BLOCK, CellMatrix, ConditionTable
     from rnadiff.diffusion import denoising_loss, sample_training_sigmas
     from rnadiff.model._data import source_for
     from rnadiff.training import Trainer, batch_indices, lr_at
@@ -74,17 +76,20 @@ def profile(model, batch_size: int, steps: int, warmup: int) -> dict:
     net.train()
     params = list(net.parameters())
     seconds = dict.fromkeys(PHASES, 0.0)
-    total = 0.0
+    rows_s = total = 0.0
+    block = BLOCK if getattr(data, "backed", False) else None
     for step in range(steps + warmup):
         clock = {}
         t0 = time.perf_counter()
-        idx = batch_indices(step, len(data), batch_size, seed=cfg.seed)
+        idx = batch_indices(step, len(data), batch_size, seed=cfg.seed, block=block)
         gen = _seeded(cfg.seed, 2, step, 0)
         cond = random_drop(conds.rows(idx), trainer.p_drop, generator=gen)
         sigma = sample_training_sigmas(
             len(idx), p_mean=diff.p_mean, p_std=diff.p_std, generator=gen
         )
+        r0 = time.perf_counter()
         x0 = data.rows(idx)
+        read = time.perf_counter() - r0
         noise = torch.randn(x0.shape, generator=gen)
         for group in trainer.optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
@@ -115,7 +120,9 @@ def profile(model, batch_size: int, steps: int, warmup: int) -> dict:
             for k, v in clock.items():
                 seconds[k] += v
             total += t6 - t0
+            rows_s += read
     per_step = {f"{k}_ms": 1000 * v / steps for k, v in seconds.items()}
+    per_step["rows_ms"] = 1000 * rows_s / steps
     per_step["step_ms"] = 1000 * total / steps
     overhead = sum(seconds[k] for k in PHASES if k != "forward_backward")
     per_step["overhead_share"] = overhead / total
@@ -133,11 +140,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--backed", action="store_true", help="read the file on disk (backed)")
     p.add_argument("--out", type=Path, default=HERE.parent / "results/scale")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     peak = max(gflops(1024), gflops(2048))
-    model = build_model(args.data, args.cells)
+    model = build_model(args.data, args.cells, args.backed)
     rows = []
     for b in (int(s) for s in args.batches.split(",")):
         row = {"threads": args.threads, "batch_size": b} | profile(

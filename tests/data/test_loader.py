@@ -51,7 +51,11 @@ def _float64_rows(X: np.ndarray, state, idx: np.ndarray) -> np.ndarray:
     return ((x - state.mean) / state.std)[idx]
 
 
-@pytest.mark.parametrize("layout", ["csr", "csr with duplicates", "csc", "dense", "backed"])
+LAYOUTS = ["csr", "csr with duplicates", "csc", "dense", "backed", "backed with duplicates"]
+LAYOUTS += ["backed dense"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("genes", ["all", "some"])
 @pytest.mark.parametrize("values", ["counts", "lognorm"])
 def test_float32_rows_equal_the_float64_preprocessing(tmp_path, layout, genes, values):
@@ -67,7 +71,7 @@ def test_float32_rows_equal_the_float64_preprocessing(tmp_path, layout, genes, v
     adata.var_names = [f"g{i:02d}" for i in range(X.shape[1])]
     state = fit_preprocessing(adata, config=PreprocessConfig(n_top_genes=None))
     assert (len(state.genes) == X.shape[1]) == (genes == "all")
-    if layout == "csr with duplicates":  # scipy sums repeated entries of a row and column
+    if layout in ("csr with duplicates", "backed with duplicates"):  # scipy sums them
         m = sp.csr_matrix(X)  # each stored value split in two halves, side by side
         twice = (np.repeat(m.data / 2, 2), np.repeat(m.indices, 2), 2 * m.indptr)
         adata.X = sp.csr_matrix(twice, shape=X.shape)
@@ -76,15 +80,23 @@ def test_float32_rows_equal_the_float64_preprocessing(tmp_path, layout, genes, v
         adata.X = sp.csr_matrix(X)
     elif layout == "csc":
         adata.X = sp.csc_matrix(X)
-    if layout == "backed":
+    if layout.startswith("backed"):
         adata.write_h5ad(tmp_path / "x.h5ad")
         adata = ad.read_h5ad(tmp_path / "x.h5ad", backed="r")
     data = CellMatrix.of(adata, state, Source())
+    assert data.backed == layout.startswith("backed")
     idx = rng.permutation(len(X))[:97]
     rows = data.rows(idx)
     assert rows.dtype == torch.float32 and rows.shape == (97, len(state.genes))
     expected = _float64_rows(X.astype(np.float64), state, idx)
     np.testing.assert_allclose(rows.numpy(), expected, rtol=1e-5, atol=1e-5)
+    # a cell asked for twice, cells of one block only, and no cell at all
+    again = np.array([5, 5, 299, 0])
+    np.testing.assert_allclose(
+        data.rows(again).numpy(), _float64_rows(X.astype(np.float64), state, again),
+        rtol=1e-5, atol=1e-5,
+    )  # fmt: skip
+    assert data.rows(np.zeros(0, dtype=np.int64)).shape == (0, len(state.genes))
 
 
 def test_block_shuffling_visits_every_cell_once_reading_few_blocks():
