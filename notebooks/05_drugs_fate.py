@@ -112,7 +112,8 @@ ranked[["rank", "perturbation", "likelihood_score", "phenotype_score"]].head(5)
 # ## What the cells become
 #
 # `predict_fate` predicts cells under a condition and classifies their states with a classifier
-# fitted on the training cells' labels (its cross-validated accuracy is reported). A change of
+# fitted on the training cells' labels (its cross-validated accuracy is reported); the
+# composition is adjusted for the classifier's cross-validated confusion (`adjust=True`). A change of
 # composition is a question for generated cells (`method="generate"`): a counterfactual keeps
 # each source cell's own state. Here: a training drug at 10 uM, 72 h, against the simulator's
 # exact composition and the control's; the interval is over the predicted cells, not over the
