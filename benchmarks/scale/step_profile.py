@@ -7,9 +7,10 @@ The model is built as ``rnadiff train`` builds it (defaults, the scale benchmark
 10k file by default, in memory), then the loop of :meth:`rnadiff.training.Trainer.fit` is
 replayed step by step with a clock around each phase (the CPU runs synchronously, so the
 clock is exact): batch assembly (indices, condition drop, sigma and noise draws, the rows in
-model space; ``rows_ms`` is the rows' share of it), forward + backward, gradient clipping, the optimizer, the EMA, and the loss read
-back (``.item()``). The first ``--warmup`` steps are not counted. The overhead the issue
-targets (< 15% of a step) is optimizer + EMA + clipping + batch assembly + loss read-back.
+model space; ``rows_ms`` is the rows' share of it), forward + backward, gradient clipping,
+the optimizer, the EMA, and the loss read back (``.item()``). The first ``--warmup`` steps
+are not counted. The overhead the issue targets (< 15% of a step) is optimizer + EMA +
+clipping + batch assembly + loss read-back.
 The step's share of the peak is 3 x the forward FLOPs of the denoiser's Linear layers over
 the step time, against the best fp32 square ``torch.mm`` at the same thread count.
 Writes ``step_profile.csv`` and ``step_profile.md`` into ``--out``.
