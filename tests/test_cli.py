@@ -183,6 +183,50 @@ def test_predict_under_several_perturbations_into_one_file(model_dir, kang_file,
         assert result.exit_code != 0 and message in str(result.exception)
 
 
+def test_predict_reports_cell_fate(model_dir, kang_file, tmp_path):
+    """--state-key / --reference: the predicted cells classified into the reference's states
+    (here the cell types), compositions per target and of the source cells, printed, stored,
+    written and drawn."""
+    import pandas as pd
+
+    base = ["predict", "--model", model_dir, "--source", kang_file, "--where", "group_id=ctrl"]
+    base += ["--steps", "4", "--quiet", "--state-key", "cluster_id", "--reference", kang_file]
+    out, csv, png = tmp_path / "fate.h5ad", tmp_path / "fate.csv", tmp_path / "fate.png"
+    text = invoke(
+        *base, "--perturbation", "stim", "--perturbation", "ctrl", "--out", out,
+        "--fate-csv", csv, "--fate-plot", png,
+    )  # fmt: skip
+    assert "cross-validated balanced accuracy" in text and "source" in text
+    pred = ad.read_h5ad(out)
+    states = set(ad.read_h5ad(kang_file).obs.cluster_id.astype(str))
+    assert set(pred.obs["rnadiff_state"].astype(str)) <= states
+    assert pred.obs["rnadiff_state_probability"].between(0, 1).all()
+    assert set(pred.uns["rnadiff_fate"]["by_target"]) == {"stim", "ctrl", "source"}
+    table = pd.read_csv(csv)
+    assert list(table.columns) == ["target", "state", "proportion", "low", "high", "n_cells"]
+    assert set(table.target) == {"stim", "ctrl", "source"}
+    np.testing.assert_allclose(table.groupby("target").proportion.sum(), 1.0, atol=1e-6)
+    n_source = int(table[table.target == "source"].n_cells.sum())
+    assert int(table[table.target == "stim"].n_cells.sum()) == n_source == pred.n_obs // 2
+    assert png.stat().st_size > 1000
+    # a single target: its name is the target's
+    invoke(*base, "--perturbation", "stim", "--out", tmp_path / "one.h5ad")
+    assert set(ad.read_h5ad(tmp_path / "one.h5ad").uns["rnadiff_fate"]["by_target"]) == {
+        "stim", "source",
+    }  # fmt: skip
+    for args, message in (
+        (["--state-key", "cluster_id"], "needs --reference"),
+        (["--fate-csv", csv], "need --state-key"),
+        (["--state-key", "nope", "--reference", kang_file], "not a column"),
+        (["--state-key", "cluster_id", "--reference", kang_file, "--fate-plot", csv], ".png"),
+    ):
+        cmd = ["predict", "--model", model_dir, "--source", kang_file, "--steps", "2"]
+        cmd += ["--perturbation", "stim", "--out", tmp_path / "bad.h5ad", "--quiet", *args]
+        result = runner.invoke(app, [str(a) for a in cmd])
+        assert result.exit_code != 0 and message in str(result.exception), result.output
+        assert not (tmp_path / "bad.h5ad").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

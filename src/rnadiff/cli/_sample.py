@@ -220,6 +220,40 @@ def predict(
         ),
     ] = True,
     counts: Counts = False,
+    state_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Cell fate: the column of --reference's obs holding cell states. The predicted "
+            "cells are classified into these states (PCA + logistic regression fitted on the "
+            "reference cells; its cross-validated accuracy is printed) and each target's state "
+            "composition is reported, adjusted for the classifier's cross-validated confusion, "
+            "with a 95% bootstrap interval over cells; stored in obs['rnadiff_state'] and "
+            "uns['rnadiff_fate'] of --out. For a change of composition use --method generate: "
+            "a counterfactual keeps each source cell's own state.",
+        ),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --state-key: cells with known states (.h5ad, e.g. the training cells) "
+            "that define the states and train the classifier."
+        ),
+    ] = None,
+    fate_csv: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --state-key: also write the compositions to this .csv (target, state, "
+            "proportion, low, high, n_cells; target 'source': the source cells, by their own "
+            "--state-key labels when they have them, else classified alike)."
+        ),
+    ] = None,
+    fate_plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --state-key: also draw the compositions to this .png (a bar per target "
+            "and one for the source cells)."
+        ),
+    ] = None,
     backed: Backed = None,
     chunk_cells: ChunkCells = 50000,
     smiles: NewDrugs = None,
@@ -229,9 +263,11 @@ def predict(
 ) -> None:
     """Predict source cells under a target perturbation (counterfactual or generation).
 
-    Genes the model does not model keep the source cells' values."""
+    Genes the model does not model keep the source cells' values. With --state-key and
+    --reference: what the predicted cells become, as state compositions (cell fate)."""
     _threads(threads)
     _check_out(out)
+    _check_fate_options(state_key, reference, fate_csv, fate_plot)
     target = _pairs(set, "--set")
     m = _load(model, smiles)
     src = _read(source, backed=backed)
@@ -256,8 +292,17 @@ def predict(
         seed=seed,
     )
     _no_chunked_counts(counts, len(rows), chunk_cells, backed=src.isbacked)
+    if state_key and (len(rows) > chunk_cells or src.isbacked):
+        raise InputError(
+            f"--state-key classifies the predicted cells in memory: at most --chunk-cells "
+            f"({chunk_cells}) source cells read in memory, got {len(rows)}"
+            + (" read backed (use --no-backed)" if src.isbacked else "")
+        )
+    ref = _read(reference, "--reference") if state_key else None
     if len(rows) <= chunk_cells and not src.isbacked:
         pred = m.predict(src[rows], progress=not quiet, **predict_kw)
+        if state_key:
+            _fate(m, pred, src[rows], ref, state_key, fate_csv, fate_plot, layer=layer, seed=seed)
         _write(pred, out)
         _summary(pred, m.registry.keys, out, time.perf_counter() - t0)
         return
@@ -279,6 +324,76 @@ def predict(
     typer.echo(
         f"wrote {total} predicted cells to {out} in chunks of {chunk_cells} ({time.perf_counter() - t0:.1f} s)"
     )
+
+
+def _check_fate_options(state_key, reference, fate_csv, fate_plot) -> None:
+    """Refuse an incomplete set of the cell-fate options early, before any work."""
+    if state_key is None:
+        given = [o for o, v in (("--reference", reference), ("--fate-csv", fate_csv),
+                                ("--fate-plot", fate_plot)) if v is not None]  # fmt: skip
+        if given:
+            raise InputError(f"{', '.join(given)} need --state-key (the column of cell states)")
+        return
+    if reference is None:
+        raise InputError("--state-key needs --reference: cells with known states (.h5ad)")
+    if fate_csv is not None:
+        _check_out(fate_csv, ".csv", "--fate-csv")
+    if fate_plot is not None:
+        _check_out(fate_plot, ".png", "--fate-plot")
+
+
+def _fate(model, pred, source, reference, state_key, fate_csv, fate_plot, *, layer, seed):
+    """Classify the predicted cells (and the source cells alike) into the reference's states;
+    print, store and optionally write / draw the compositions (rnadiff.fate)."""
+    from rnadiff.data._io import write_csv
+    from rnadiff.fate import (
+        add_states,
+        composition,
+        compositions_by,
+        fit_state_classifier,
+        plot_fate,
+    )
+
+    clf = fit_state_classifier(model, reference, state_key, seed=seed)
+    add_states(model, pred, clf, seed=seed)
+    pkey = model.registry.perturbation_key
+    by = pkey if pkey in pred.obs and pred.obs[pkey].nunique() > 1 else None
+    table = compositions_by(pred, clf, by, seed=seed)
+    if by is None:
+        name = str(pred.obs[pkey].iloc[0]) if pkey in pred.obs else "predicted"
+        table.insert(0, "target", name)
+    else:
+        table = table.rename(columns={by: "target"})
+    if state_key in source.obs and source.obs[state_key].notna().all():
+        how = f"their own {state_key} labels"  # the source's composition is known
+        labels = source.obs[state_key].astype(str).to_numpy()
+        src_table = composition(labels, clf.states_, seed=seed).reset_index()
+    else:  # classified alike, as the predicted cells
+        how = "classified as the predicted cells"
+        src = source.copy()
+        src.obs = src.obs.drop(columns=[c for c in src.obs if c.startswith("rnadiff_state")])
+        add_states(model, src, clf, seed=seed)
+        src_table = compositions_by(src, clf, seed=seed)
+    table = pd.concat([table, src_table.assign(target="source")])
+    table = table.reset_index(drop=True)[["target", "state", "proportion", "low", "high",
+                                          "n_cells"]]  # fmt: skip
+    pred.uns["rnadiff_fate"]["params"] |= {"state_key": state_key, "classifier": clf.method}
+    pred.uns["rnadiff_fate"]["by_target"] = {
+        t: {c: g[c].to_numpy() for c in ("state", "proportion", "low", "high", "n_cells")}
+        for t, g in table.groupby("target", sort=False)
+    }
+    accuracy = clf.cv_accuracy_
+    typer.echo(
+        f"cell states ({state_key}): classifier cross-validated balanced accuracy "
+        f"{accuracy:.3f}; compositions adjusted for its confusion; source: {how}"
+    )
+    wide = table.pivot(index="state", columns="target", values="proportion")
+    typer.echo(wide[list(dict.fromkeys(table.target))].round(3).to_string())
+    if fate_csv is not None:
+        write_csv(table, fate_csv, index=False)
+    if fate_plot is not None:
+        parts = {t: g.set_index("state") for t, g in table.groupby("target", sort=False)}
+        plot_fate(parts, fate_plot, title=f"state composition ({state_key})")
 
 
 def _sigma(text: str) -> float | str:

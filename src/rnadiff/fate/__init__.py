@@ -14,6 +14,7 @@ from rnadiff.fate._composition import (
 )
 from rnadiff.fate._predict import (
     add_states,
+    compositions_by,
     fate_table,
     fit_state_classifier,
     plot_fate,
@@ -26,6 +27,7 @@ __all__ = [
     "adjusted_proportions",
     "composition",
     "composition_error",
+    "compositions_by",
     "fate_table",
     "fit_state_classifier",
     "plot_fate",
