@@ -1,36 +1,14 @@
 import sys
 
 import numpy as np
+from _world import world
 
 from rnadiff import RNADiffusion
 from rnadiff._config import TrainConfig
-from rnadiff.datasets import simulate
 from rnadiff.evaluation._metrics import response_metrics
 
-world, steps = int(sys.argv[1]), int(sys.argv[2])
-adata, truth = simulate(
-    9000,
-    seed=world,
-    n_genes=300,
-    n_cell_types=2,
-    n_genetic=0,
-    n_combinations=0,
-    n_drugs=8,
-    times=(24.0,),
-    doses=(0.1, 0.3, 1.0, 3.0, 10.0),
-)
-obs = adata.obs
-pert = (obs.perturbation != "control").to_numpy()
-held = pert & obs.dose.isin([1.0, 10.0]).to_numpy()
-train = adata[~held].copy()
-RNADiffusion.setup_anndata(
-    train,
-    perturbation_key="perturbation",
-    control="control",
-    cell_type_key="cell_type",
-    dose_key="dose",
-    smiles_key="smiles",
-)
+world_seed, steps = int(sys.argv[1]), int(sys.argv[2])
+adata, obs, pert, train = world(world_seed)
 
 model = RNADiffusion(train, seed=0)
 model.train(config=TrainConfig(seed=0, min_steps=steps, max_steps=max(4000, steps)), progress=False)

@@ -7,36 +7,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _world import world
 
 from rnadiff import RNADiffusion
 from rnadiff._config import ModelConfig, TrainConfig
-from rnadiff.datasets import simulate
 from rnadiff.evaluation._metrics import response_metrics
 
-world, variant = int(sys.argv[1]), sys.argv[2]
-adata, _ = simulate(
-    9000,
-    seed=world,
-    n_genes=300,
-    n_cell_types=2,
-    n_genetic=0,
-    n_combinations=0,
-    n_drugs=8,
-    times=(24.0,),
-    doses=(0.1, 0.3, 1.0, 3.0, 10.0),
-)
-obs = adata.obs
-pert = (obs.perturbation != "control").to_numpy()
-held = pert & obs.dose.isin([1.0, 10.0]).to_numpy()
-train = adata[~held].copy()
-RNADiffusion.setup_anndata(
-    train,
-    perturbation_key="perturbation",
-    control="control",
-    cell_type_key="cell_type",
-    dose_key="dose",
-    smiles_key="smiles",
-)
+world_seed, variant = int(sys.argv[1]), sys.argv[2]
+adata, obs, pert, train = world(world_seed)
 tc = TrainConfig(seed=0)
 mc = ModelConfig()
 v = dict(kv.split("=") for kv in variant.split(",")) if variant != "default" else {}
@@ -58,7 +36,7 @@ t0 = time.perf_counter()
 model = RNADiffusion(train, config=mc, seed=0)
 model.train(config=tc, progress=False)
 train_s = time.perf_counter() - t0
-res = {"world": world, "variant": variant, "train_s": train_s, "steps": model.step}
+res = {"world": world_seed, "variant": variant, "train_s": train_s, "steps": model.step}
 scores = {}
 
 
