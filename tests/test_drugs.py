@@ -158,6 +158,22 @@ def test_dose_response_embedding_is_the_old_network(screen):
     )  # checkpoints of before: as they were
 
 
+def test_a_learned_unknown_dose_level_trains_saves_and_loads(screen, tmp_path):
+    config = SMALL.__class__(
+        network=SMALL.network, conditioning=ConditioningConfig(dose_unknown="learned")
+    )
+    model = train(screen, config=config, steps=20, smiles_key="smiles")
+    enc = model.denoiser.cond_encoder.encoders["perturbation"]
+    assert enc.unknown_learned and enc.unknown.shape == (len(enc.weight),)
+    moved = enc.unknown_head.weight.detach().abs().sum() + enc.unknown.detach().abs().sum()
+    assert moved > 0  # trained through the dropped doses
+    model.save(tmp_path / "m")
+    loaded = RNADiffusion.load(tmp_path / "m")
+    assert loaded.config.conditioning.dose_unknown == "learned"
+    src, kw = controls(screen), dict(target={"perturbation": "Imatinib"}, steps=3, progress=False)
+    np.testing.assert_allclose(loaded.predict(src, **kw).X, model.predict(src, **kw).X, atol=1e-5)
+
+
 def test_gene_embeddings_describe_unseen_knockouts(screen):
     genes = list(screen.var_names)
     rng = np.random.default_rng(0)

@@ -89,6 +89,49 @@ def test_dose_zero_is_the_control_and_unknown_dose_the_full_effect(dosed):
     assert torch.allclose(unknown[0], full)
 
 
+def test_a_learned_level_for_an_unknown_dose():
+    """unknown_learned: a dosed token with an unknown dose takes sigma(u) of its effect (0.5
+    at init), u learned per token, or from a featured token's vector."""
+    emb = embedding(dose=DOSE, control=0, unknown_learned=True)
+    emb.dosed.copy_(torch.tensor([False, True, True, False]))
+    nan = torch.tensor([float("nan")])
+    half = emb.weight[0] + 0.5 * emb.weight[1]
+    assert torch.allclose(emb(one_hot(1), nan)[0], half)
+    with torch.no_grad():
+        emb.unknown[1] = 2.0
+    level = torch.sigmoid(torch.tensor(2.0))
+    assert torch.allclose(emb(one_hot(1), nan)[0], emb.weight[0] + level * emb.weight[1])
+    # a known dose ignores the level; dose 0 is still the control
+    at_zero = emb(one_hot(1), encoded(0.0)[None])
+    assert torch.allclose(at_zero, emb(one_hot(0), encoded(0.0)[None]))
+    emb(one_hot(1), nan).sum().backward()
+    assert emb.unknown.grad[1] != 0 and emb.unknown.grad[2] == 0
+    # a featured token's level comes from its vector
+    featured = embedding(dose=DOSE, control=0, unknown_learned=True)
+    featured.dosed.copy_(torch.tensor([False, True, True, False]))
+    featured.set_features("molecule", torch.rand(4, 6), torch.tensor([False, True, False, False]))
+    featured(one_hot(1), nan).sum().backward()
+    assert featured.unknown_head.weight.grad.abs().sum() > 0
+    assert featured.unknown.grad is None or featured.unknown.grad[1] == 0
+
+
+def test_the_unknown_dose_setting_is_stored_and_old_checkpoints_keep_the_full_effect():
+    import dataclasses
+
+    from rnadiff import ModelConfig
+    from rnadiff._config import ConditioningConfig
+    from rnadiff._errors import InputError
+
+    learned = ModelConfig(conditioning=ConditioningConfig(dose_unknown="learned"))
+    assert ModelConfig.from_dict(learned.to_dict()) == learned  # stored in every checkpoint
+    cfg = ModelConfig().to_dict()
+    assert cfg["conditioning"]["dose_unknown"] == "full"  # the default
+    del cfg["conditioning"]["dose_unknown"]  # a checkpoint written before the field
+    assert ModelConfig.from_dict(cfg).conditioning.dose_unknown == "full"
+    with pytest.raises(InputError, match="dose_unknown"):
+        dataclasses.replace(ConditioningConfig(), dose_unknown="half")
+
+
 def test_effect_grows_monotonically_with_dose(dosed):
     control = dosed(one_hot(0), encoded(0.0)[None])
     doses = [0.01, 0.1, 1.0, 10.0, 100.0]

@@ -111,6 +111,15 @@ def train(
             "covariate of its own, interpolated between measured values)."
         ),
     ] = "hill",
+    dose_unknown: Annotated[
+        str,
+        typer.Option(
+            help="A dosed perturbation whose dose is unknown (dropped in training for "
+            "classifier-free guidance, or not given when predicting): full (its full effect, "
+            "the top of its Hill curve) or learned (a level learned per perturbation: its "
+            "effect over its measured doses)."
+        ),
+    ] = "full",
     smiles_key: Annotated[
         str | None,
         typer.Option(
@@ -366,7 +375,7 @@ def train(
             preprocess=preprocess,
             network=NetworkConfig(width=width, depth=depth),
             diffusion=DiffusionConfig(p_mean=p_mean),
-            conditioning=ConditioningConfig(dose_response=dose_response),
+            conditioning=ConditioningConfig(dose_response=dose_response, dose_unknown=dose_unknown),
         )
         train_config = TrainConfig(
             batch_size=batch_size,

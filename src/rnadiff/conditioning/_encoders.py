@@ -96,6 +96,8 @@ class PerturbationSpec:
         Whether the dose also has its own embedding (besides the Hill scaling).
     control
         Position of the control token (the reference of dosed tokens' effects).
+    unknown_learned
+        Whether a dosed token with an unknown dose takes a learned Hill level (else 1).
     """
 
     key: str
@@ -104,6 +106,7 @@ class PerturbationSpec:
     dose: DoseScale | None = None
     dose_embedding: bool = True
     control: int | None = None
+    unknown_learned: bool = False
 
 
 class PerturbationEmbedding(SetEmbedding):
@@ -120,7 +123,10 @@ class PerturbationEmbedding(SetEmbedding):
         h_t(d) = \sigma\big(s_t (z(d) - c_t)\big), \quad
         z(d) = (\log d - \bar\ell) / s_\ell,
 
-    with ``h = 0`` at dose 0 (the control exactly) and ``h = 1`` for an unknown dose;
+    with ``h = 0`` at dose 0 (the control exactly); for an unknown dose (dropped in training
+    for classifier-free guidance, or not given) ``h = \sigma(u_t)``, a level learned per token
+    (the drug's effect over its measured doses), or ``h = 1`` (``unknown_learned=False``,
+    models before it);
     ``s_t = softplus(.) > 0`` makes the effect's size monotone in dose. ``(s_t, c_t)`` are
     learned per token, or computed from a featured token's vector (so an unseen drug has a
     curve too).
@@ -147,6 +153,12 @@ class PerturbationEmbedding(SetEmbedding):
             nn.init.zeros_(self.hill_head.weight)
             with torch.no_grad():
                 self.hill_head.bias.copy_(torch.tensor([slope, 0.0]))
+            self.unknown_learned = spec.unknown_learned
+            if spec.unknown_learned:  # logit of the unknown dose's Hill level, 0.5 at init
+                self.unknown = nn.Parameter(torch.zeros(n_tokens))
+                self.unknown_head = nn.Linear(dim, 1)
+                nn.init.zeros_(self.unknown_head.weight)
+                nn.init.zeros_(self.unknown_head.bias)
         self.extra: dict[str, torch.Tensor] = {}  # tokens added after training (extended)
 
     def set_features(self, kind: str, features: torch.Tensor, has: torch.Tensor) -> None:
@@ -174,18 +186,25 @@ class PerturbationEmbedding(SetEmbedding):
         own = getattr(self, name)
         return torch.cat([own, self.extra[name].to(own.device)]) if self.extra else own
 
-    def table(self, used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def table(
+        self, used: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Every token's vector (rows of unused tokens: their learned ones, or zeros) and,
-        with a dose, every token's Hill ``(slope, midpoint)``."""
+        with a dose, every token's Hill ``(slope, midpoint)`` and the logit of its level at
+        an unknown dose (None: 1)."""
         n_extra = len(self.extra["dosed"]) if self.extra else 0
         table = self.weight
         if n_extra:
             table = torch.cat([table, table.new_zeros(n_extra, table.shape[1])])
-        hill = None
+        hill = unknown = None
         if self.dose is not None:
             hill = self.hill
             if n_extra:
                 hill = torch.cat([hill, hill[:1].detach().expand(n_extra, 2)])
+            if self.unknown_learned:
+                unknown = self.unknown
+                if n_extra:
+                    unknown = torch.cat([unknown, unknown[:1].detach().expand(n_extra)])
         for kind in self.kinds:
             rows = torch.nonzero(self._all(f"has_{kind}") & used).flatten()
             if len(rows):
@@ -193,18 +212,21 @@ class PerturbationEmbedding(SetEmbedding):
                 table = table.index_copy(0, rows, vectors)
                 if hill is not None:
                     hill = hill.index_copy(0, rows, self.hill_head(vectors))
-        return table, hill
+                if unknown is not None:
+                    unknown = unknown.index_copy(0, rows, self.unknown_head(vectors)[:, 0])
+        return table, hill, unknown
 
     def forward(self, multi_hot: torch.Tensor, dose: torch.Tensor | None = None) -> torch.Tensor:
         used = (multi_hot != 0).any(dim=0)
-        table, hill = self.table(used)
+        table, hill, unknown = self.table(used)
         weights = multi_hot
         if hill is not None and dose is not None:
             z, positive = self.dose.z(dose.to(multi_hot.dtype))
             slope, mid = F.softplus(hill[:, 0]), hill[:, 1]
             h = torch.sigmoid(slope[None, :] * (z[:, None] - mid[None, :]))
             h = torch.where(positive[:, None], h, torch.zeros_like(h))
-            h = torch.where(torch.isnan(dose)[:, None], torch.ones_like(h), h)
+            at_unknown = torch.ones_like(h) if unknown is None else torch.sigmoid(unknown)[None, :]
+            h = torch.where(torch.isnan(dose)[:, None], at_unknown.expand_as(h), h)
             dosed = self._all("dosed")
             weights = torch.where(dosed[None, :], multi_hot * h, multi_hot)
             if self.control is not None:  # dosed tokens are displacements from the control

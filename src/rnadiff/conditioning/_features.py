@@ -114,7 +114,10 @@ class TokenFeatures:
 
 
 def perturbation_spec(
-    registry: CovariateRegistry, features: TokenFeatures, dose_response: str
+    registry: CovariateRegistry,
+    features: TokenFeatures,
+    dose_response: str,
+    dose_unknown: str = "full",
 ) -> PerturbationSpec | None:
     """The perturbation encoder's specification: features of the kinds there are, and the
     Hill dose-response when a dose covariate exists, some token was measured at a positive
@@ -141,4 +144,5 @@ def perturbation_spec(
         dose=dose,
         dose_embedding=dose_response == "hill+embedding",
         control=control,
+        unknown_learned=dose_unknown == "learned",
     )

@@ -54,7 +54,8 @@ def build(model: RNADiffusion, genes: GeneTable | None) -> None:
     the training tokens filled in)."""
     registry, config = model.registry, model.config
     features = token_features(model, genes)
-    spec = perturbation_spec(registry, features, config.conditioning.dose_response)
+    cond = config.conditioning
+    spec = perturbation_spec(registry, features, cond.dose_response, cond.dose_unknown)
     model.denoiser = Denoiser(
         len(model.preprocess.genes),
         categorical={c.key: len(c.tokens) for c in registry.covariates if c.categorical},

@@ -28,6 +28,10 @@ if "width" in v:
     mc = dataclasses.replace(mc, network=dataclasses.replace(mc.network, width=int(v["width"])))
 if "pdrop" in v:
     mc = dataclasses.replace(mc, p_drop=float(v["pdrop"]))
+if "unknown" in v:  # the Hill level of an unknown dose: learned or full
+    mc = dataclasses.replace(
+        mc, conditioning=dataclasses.replace(mc.conditioning, dose_unknown=v["unknown"])
+    )
 if "dr" in v:
     mc = dataclasses.replace(
         mc, conditioning=dataclasses.replace(mc.conditioning, dose_response=v["dr"])
