@@ -8,6 +8,9 @@ method from those shallow counts alone.
 * **Molecular cross-validation** (Batson et al. 2019): the shallow counts are split into two
   binomial halves; each method denoises one half and is scored on the other by the Poisson
   deviance (metric ``mcv_loss``, lower is better). Needs no truth, so it runs on every dataset.
+  With it, gene-gene correlation recovery against the other half (``gene_gene_corr_mcv``):
+  the half's gene-gene correlations corrected for counting noise
+  (:func:`rnadiff.evaluation._denoise.gene_correlation_recovery_mcv`, linear scale).
 * **Deep truth** (Zeisel's deep cells, the simulator's deep draws; the Kang file is shallow,
   so it has none): each method denoises the whole shallow matrix and is compared with the
   normalized counts that thinning removed (the deep counts minus the shallow ones: 50-90% of
@@ -190,7 +193,10 @@ def denoise_rows(task: str, deep, *, labels=None, has_truth: bool, seed: int):
         per_case = iter(expressions)
         for case in cases:
             rate = case["rate"]
-            row(rate, name, "mcv_loss", den.mcv_loss(next(per_case), case["other"]))
+            half_expr = next(per_case)
+            row(rate, name, "mcv_loss", den.mcv_loss(half_expr, case["other"]))
+            recovery = den.gene_correlation_recovery_mcv(half_expr, case["other"])
+            row(rate, name, "gene_gene_corr_mcv", recovery)
             if not whole:
                 continue
             expr = next(per_case)

@@ -39,6 +39,7 @@ HEADLINE = [
     "cell_corr",
     "gene_corr",
     "gene_gene_corr",
+    "gene_gene_corr_mcv",
     "knn_accuracy",
     "ari",
     "library_ks",

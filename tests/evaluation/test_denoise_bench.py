@@ -96,3 +96,41 @@ def test_scvi_rows_carry_its_method_name(counts, quick, monkeypatch):
     rows, _ = dt.denoise_rows("t", x, labels=kind, has_truth=True, seed=0)
     wide = rows.pivot_table(index=["evaluation", "metric"], columns="method", values="value")
     pd.testing.assert_series_equal(wide[dt.SCVI], wide["normalized"], check_names=False)
+
+
+def _programs(n_cells=3000, n_genes=40, depth=400, seed=0):
+    """Cells whose expression follows two gene programs (known correlations), counted
+    shallowly: (expression per 1e4, counts)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n_cells, 2))
+    loadings = rng.normal(scale=0.6, size=(2, n_genes))
+    base = rng.normal(0.0, 0.8, size=n_genes)
+    lam = np.exp(base + z @ loadings)
+    expression = lam / lam.sum(1, keepdims=True) * 1e4
+    counts = rng.poisson(expression * depth / 1e4)
+    return expression, counts
+
+
+def test_noise_corrected_correlations_undo_the_counting_noise():
+    expression, counts = _programs()
+    truth = np.corrcoef(expression.T)
+    corrected, usable = den.noise_corrected_correlations(counts)
+    naive = np.corrcoef(den.normalized(counts).T)
+    iu = np.triu_indices(counts.shape[1], k=1)
+    keep = usable[iu[0]] & usable[iu[1]]
+    error = np.abs(corrected[iu][keep] - truth[iu][keep]).mean()
+    assert error < 0.5 * np.abs(naive[iu][keep] - truth[iu][keep]).mean()  # naive: attenuated
+    assert usable.mean() > 0.8
+
+
+def test_mcv_gene_gene_recovery_rewards_the_expression_not_the_noise():
+    expression, counts = _programs(seed=1)
+    half, other = den.mcv_split(counts, seed=0)
+    exact = den.gene_correlation_recovery_mcv(expression, other)
+    noisy = den.gene_correlation_recovery_mcv(den.normalized(half), other)
+    rng = np.random.default_rng(0)
+    shuffled = den.gene_correlation_recovery_mcv(
+        expression[:, rng.permutation(expression.shape[1])], other
+    )
+    assert exact > 0.9 and exact > noisy + 0.1 and abs(shuffled) < 0.5
+    assert np.isnan(den.gene_correlation_recovery_mcv(expression[:, :2], other[:, :2]))
