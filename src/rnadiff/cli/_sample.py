@@ -300,9 +300,10 @@ def predict(
         )
     ref = _read(reference, "--reference") if state_key else None
     if len(rows) <= chunk_cells and not src.isbacked:
-        pred = m.predict(src[rows], progress=not quiet, **predict_kw)
         if state_key:
-            _fate(m, pred, src[rows], ref, state_key, fate_csv, fate_plot, layer=layer, seed=seed)
+            pred = _fate(m, src[rows], ref, state_key, fate_csv, fate_plot, quiet, predict_kw)
+        else:
+            pred = m.predict(src[rows], progress=not quiet, **predict_kw)
         _write(pred, out)
         _summary(pred, m.registry.keys, out, time.perf_counter() - t0)
         return
@@ -342,50 +343,50 @@ def _check_fate_options(state_key, reference, fate_csv, fate_plot) -> None:
         _check_out(fate_plot, ".png", "--fate-plot")
 
 
-def _fate(model, pred, source, reference, state_key, fate_csv, fate_plot, *, layer, seed):
-    """Classify the predicted cells (and the source cells alike) into the reference's states;
-    print, store and optionally write / draw the compositions (rnadiff.fate)."""
+def _fate(model, source, reference, state_key, fate_csv, fate_plot, quiet, predict_kw):
+    """The source cells predicted and classified into the reference's states
+    (:func:`rnadiff.fate.predict_fate`); each target's composition and the source cells'
+    printed, stored and optionally written / drawn. Returns the predicted cells."""
     from rnadiff.data._io import write_csv
     from rnadiff.fate import (
         add_states,
         composition,
         compositions_by,
+        fate_table,
         fit_state_classifier,
         plot_fate,
+        predict_fate,
     )
 
+    seed = predict_kw["seed"]
     clf = fit_state_classifier(model, reference, state_key, seed=seed)
-    add_states(model, pred, clf, seed=seed)
+    pred = predict_fate(
+        model, source, reference=reference, state_key=state_key, classifier=clf,
+        progress=not quiet, **predict_kw,
+    )  # fmt: skip
     pkey = model.registry.perturbation_key
-    by = pkey if pkey in pred.obs and pred.obs[pkey].nunique() > 1 else None
-    table = compositions_by(pred, clf, by, seed=seed)
-    if by is None:
+    if pkey in pred.obs and pred.obs[pkey].nunique() > 1:
+        table = compositions_by(pred, clf, pkey, seed=seed).rename(columns={pkey: "target"})
+    else:  # one target: the composition predict_fate stored
         name = str(pred.obs[pkey].iloc[0]) if pkey in pred.obs else "predicted"
-        table.insert(0, "target", name)
-    else:
-        table = table.rename(columns={by: "target"})
+        table = fate_table(pred).reset_index().assign(target=name)
     if state_key in source.obs and source.obs[state_key].notna().all():
         how = f"their own {state_key} labels"  # the source's composition is known
         labels = source.obs[state_key].astype(str).to_numpy()
-        src_table = composition(labels, clf.states_, seed=seed).reset_index()
+        src_table = composition(labels, clf.states_, seed=seed)
     else:  # classified alike, as the predicted cells
         how = "classified as the predicted cells"
-        src = source.copy()
-        src.obs = src.obs.drop(columns=[c for c in src.obs if c.startswith("rnadiff_state")])
-        add_states(model, src, clf, seed=seed)
-        src_table = compositions_by(src, clf, seed=seed)
-    table = pd.concat([table, src_table.assign(target="source")])
+        src_table = add_states(model, source.copy(), clf, seed=seed)
+    table = pd.concat([table, src_table.reset_index().assign(target="source")])
     table = table.reset_index(drop=True)[["target", "state", "proportion", "low", "high",
                                           "n_cells"]]  # fmt: skip
-    pred.uns["rnadiff_fate"]["params"] |= {"state_key": state_key, "classifier": clf.method}
     pred.uns["rnadiff_fate"]["by_target"] = {
         t: {c: g[c].to_numpy() for c in ("state", "proportion", "low", "high", "n_cells")}
         for t, g in table.groupby("target", sort=False)
     }
-    accuracy = clf.cv_accuracy_
     typer.echo(
         f"cell states ({state_key}): classifier cross-validated balanced accuracy "
-        f"{accuracy:.3f}; compositions adjusted for its confusion; source: {how}"
+        f"{clf.cv_accuracy_:.3f}; compositions adjusted for its confusion; source: {how}"
     )
     wide = table.pivot(index="state", columns="target", values="proportion")
     typer.echo(wide[list(dict.fromkeys(table.target))].round(3).to_string())
@@ -394,6 +395,7 @@ def _fate(model, pred, source, reference, state_key, fate_csv, fate_plot, *, lay
     if fate_plot is not None:
         parts = {t: g.set_index("state") for t, g in table.groupby("target", sort=False)}
         plot_fate(parts, fate_plot, title=f"state composition ({state_key})")
+    return pred
 
 
 def _sigma(text: str) -> float | str:
