@@ -90,6 +90,21 @@ def test_dose_zero_predicts_the_control(model, screen):
     np.testing.assert_allclose(zero.X, ctrl.X, atol=1e-5)
 
 
+def test_a_dosed_drug_without_a_dose_on_vehicle_cells_warns(model, screen, caplog):
+    src = controls(screen, 5)  # their own dose is 0
+    with caplog.at_level(logging.WARNING, logger="rnadiff"):
+        model.predict(src, target={"perturbation": "Imatinib"}, progress=False)
+    assert "5 source cells keep their own dose of 0" in caplog.text
+    assert "Imatinib at dose 0 is the control" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rnadiff"):  # dose given, or not dosed
+        model.predict(src, target={"perturbation": "Imatinib", "dose": 0.0}, progress=False)
+        model.predict(src, target={"perturbation": "Imatinib", "dose": 1.0}, progress=False)
+        knock_out = next(p for p in model.registry["perturbation"].tokens if p.startswith("G"))
+        model.predict(src, target={"perturbation": knock_out}, progress=False)
+    assert "is the control" not in caplog.text
+
+
 def test_interpolates_between_the_drugs_own_doses(model, screen):
     src = controls(screen)
     out = model.predict(src, target={"perturbation": "Imatinib", "dose": 1.0}, progress=False)

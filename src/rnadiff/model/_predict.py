@@ -65,6 +65,30 @@ def warn_outside(engine, obs: pd.DataFrame) -> None:
         )
 
 
+def warn_dose_zero(registry, obs_tgt: pd.DataFrame, changes: dict) -> None:
+    """Warn when a dosed perturbation is asked for without a dose and the source cells'
+    own dose is 0 (e.g. vehicle wells): at dose 0 a dosed perturbation is the control."""
+    dkey, pkey = registry.dose_key, registry.perturbation_key
+    if dkey is None or pkey not in changes or dkey in changes or dkey not in obs_tgt:
+        return
+    cov = registry[pkey]
+    dosed = (set(cov.dosed) | {name for name, _ in cov.molecules}) - {str(registry.control)}
+    asked = [p for p in cov.parts(str(changes[pkey])) if p in dosed]
+    n_zero = int((pd.to_numeric(obs_tgt[dkey], errors="coerce") <= 0).sum())
+    if asked and n_zero:
+        logger.warning(
+            "rnadiff: %d source cells keep their own %s of 0, and %s at %s 0 is the "
+            "control: give the dose to predict at (target={%r: ...}; on the command line "
+            "--set %s=...)",
+            n_zero,
+            dkey,
+            "+".join(asked),
+            dkey,
+            dkey,
+            dkey,
+        )
+
+
 def generate(model: RNADiffusion, conditions, n_cells, batch_size, progress, **kw) -> ad.AnnData:
     """See :meth:`RNADiffusion.generate` (the request checked here)."""
     frame = conditions_frame(conditions, model.registry)
@@ -128,6 +152,7 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
             value = numeric_value(key, value)
         obs_tgt[f"rnadiff_source_{key}"] = obs_tgt[key]
         obs_tgt[key] = pd.Categorical([value] * len(obs_tgt)) if isinstance(value, str) else value
+    warn_dose_zero(registry, obs_tgt, changes)
     # perturbations never seen but known by their features (drug structure, gene embedding)
     engine = model.engine.for_frame(pd.concat([obs_src, obs_tgt]))
     cond_src = engine.cond(obs_src)
