@@ -79,10 +79,10 @@ def _dense(x) -> np.ndarray:
 
 def _methods(seed: int) -> dict:
     """Name -> ``fn(counts) -> expression per 1e4`` of every denoiser run in this process."""
-    from rnadiff.model._self_denoise import fit_denoiser
+    from rnadiff.model._self_denoise import fit_denoisers
 
-    def ours(counts):
-        expression, _ = fit_denoiser(counts, seed=seed)
+    def ours(counts):  # rnadiff.denoise's defaults (an ensemble of 3 networks)
+        expression, _ = fit_denoisers(counts, seed=seed)
         return expression(counts)
 
     methods = {

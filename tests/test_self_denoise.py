@@ -96,6 +96,24 @@ def test_same_seed_same_result(shallow):
     np.testing.assert_array_equal(a.layers["rnadiff_denoised"], b.layers["rnadiff_denoised"])
 
 
+def test_an_ensemble_is_the_mean_of_its_networks(shallow):
+    cells, _ = shallow
+    kw = dict(inplace=False, max_steps=20, progress=False)
+    both = rnadiff.denoise(cells, n_models=2, seed=4, **kw)
+    one = [rnadiff.denoise(cells, n_models=1, seed=s, **kw) for s in (4, 104)]
+    mean = np.mean([np.expm1(o.layers["rnadiff_denoised"].astype(np.float64)) for o in one], 0)
+    np.testing.assert_allclose(
+        np.expm1(both.layers["rnadiff_denoised"].astype(np.float64)), mean, rtol=1e-4, atol=1e-3
+    )
+    info, single = both.uns["rnadiff_denoised"], [o.uns["rnadiff_denoised"] for o in one]
+    assert info["n_models"] == 2 and list(info["models"]["seed"]) == [4, 104]
+    assert list(info["models"]["best_loss"]) == [o["best_loss"] for o in single]
+    assert info["best_loss"] == pytest.approx(np.mean([o["best_loss"] for o in single]))
+    assert info["steps"] == sum(o["steps"] for o in single)
+    with pytest.raises(InputError, match="n_models must be at least 1"):
+        rnadiff.denoise(cells, n_models=0, **kw)
+
+
 def test_warns_when_nothing_beyond_the_average_cell_is_learned(caplog):
     # every cell the same expression: the held-out loss cannot fall below the average cell's
     rng = np.random.default_rng(0)
@@ -128,10 +146,37 @@ def test_cli_denoise_without_a_model(shallow, tmp_path):
     args = ["denoise", "--data", data, "--out", out, "--max-steps", "30", "--quiet"]
     result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "held-out loss per UMI" in result.output
+    assert "held-out loss per UMI" in result.output and "mean of 3 networks" in result.output
     written = ad.read_h5ad(out)
     assert (written.X != cells.X).nnz == 0
     assert written.layers["rnadiff_denoised"].shape == cells.shape
     # --sigma belongs to denoising with a reference model
-    bad = runner.invoke(app, [str(a) for a in [*args[:5], tmp_path / "x.h5ad", "--sigma", "1"]])
-    assert bad.exit_code != 0 and not (tmp_path / "x.h5ad").exists()
+    bad = runner.invoke(app, [str(a) for a in [*args[:4], tmp_path / "x.h5ad", "--sigma", "1"]])
+    assert isinstance(bad.exception, InputError) and "--sigma needs --model" in str(bad.exception)
+    assert not (tmp_path / "x.h5ad").exists()
+    zero = runner.invoke(app, [str(a) for a in [*args[:4], tmp_path / "y.h5ad", "--n-models", "0"]])
+    assert isinstance(zero.exception, InputError)
+    assert "--n-models must be at least 1" in str(zero.exception)
+
+
+def test_a_low_rank_read_out_bounds_the_rank_of_the_logits():
+    import torch
+
+    from rnadiff.networks._count_denoiser import CountDenoiser
+
+    torch.manual_seed(0)
+    net = CountDenoiser(30, width=16, depth=1, emb_dim=8, bottleneck=3)
+    with torch.no_grad():
+        for p in net.parameters():  # the read-out starts at zero: give it weights
+            p.add_(0.1 * torch.randn_like(p))
+        logits = net(torch.randn(50, 30), torch.randn(50))
+    centred = logits - net.log_share
+    assert torch.linalg.matrix_rank(centred - centred.mean(0), atol=1e-4) <= 3
+    full = CountDenoiser(30, width=16, depth=1, emb_dim=8)
+    with torch.no_grad():
+        for p in full.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        wide = full(torch.randn(50, 30), torch.randn(50)) - full.log_share
+    assert torch.linalg.matrix_rank(wide - wide.mean(0), atol=1e-4) > 3
+    with pytest.raises(ValueError, match="bottleneck"):
+        CountDenoiser(30, width=16, bottleneck=16)

@@ -461,6 +461,13 @@ def denoise(
             "strongly smoothed picture of each cell)."
         ),
     ] = 256,
+    n_models: Annotated[
+        int,
+        typer.Option(
+            help="Without --model: networks trained (each with its own seed) and averaged; "
+            "more give a steadier result and take longer (1: one network, the fastest)."
+        ),
+    ] = 3,
     layer: Layer = None,
     key_added: Annotated[
         str, typer.Option(help="Layer (and uns key) of the output holding the denoised values.")
@@ -479,7 +486,11 @@ def denoise(
     _check_out(out)
     if model is None and sigma is not None:
         raise InputError("--sigma needs --model (self-supervised denoising sets no noise level)")
-    for flag, value, default in (("--max-steps", max_steps, 3000), ("--width", width, 256)):
+    for flag, value, default in (
+        ("--max-steps", max_steps, 3000),
+        ("--width", width, 256),
+        ("--n-models", n_models, 3),
+    ):
         if value < 1:
             raise InputError(f"{flag} must be at least 1, got {value}")
         if model is not None and value != default:
@@ -505,14 +516,19 @@ def denoise(
             key_added=key_added,
             max_steps=max_steps,
             width=width,
+            n_models=n_models,
             seed=seed,
             progress=not quiet,
         )
         info = cells.uns[key_added]
+        models = info["models"]
         typer.echo(
             f"held-out loss per UMI {info['best_loss']:.4f} vs {info['baseline_loss']:.4f} for "
-            f"the average cell ({100 * info['gain']:.1f}% lower), best at step "
-            f"{info['best_step']} of {info['steps']}"
+            f"the average cell ({100 * info['gain']:.1f}% lower; mean of {n_models} "
+            f"network{'s' if n_models > 1 else ''}), best at step "
+            + ", ".join(
+                f"{b} of {n}" for b, n in zip(models["best_step"], models["steps"], strict=True)
+            )
         )
     _write(cells, out)
     _summary(cells, m.registry.keys if m is not None else [], out, time.perf_counter() - t0)

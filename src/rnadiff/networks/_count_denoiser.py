@@ -30,6 +30,10 @@ class CountDenoiser(nn.Module):
     n_inputs
         Input features per cell (default ``n_genes``; ``2 * n_genes`` with the neighbourhood
         mean beside the cell's own values).
+    bottleneck
+        Rank of the read-out (None: ``width``): the last hidden layer passes through
+        ``bottleneck`` linear units before the genes' logits, so that a cell's logits lie
+        in a ``bottleneck``-dimensional space around ``log_share``.
     """
 
     def __init__(
@@ -42,12 +46,20 @@ class CountDenoiser(nn.Module):
         emb_dim: int = 64,
         dropout: float = 0.1,
         n_inputs: int | None = None,
+        bottleneck: int | None = None,
     ):
         super().__init__()
         self.depth_encoder = FourierEmbedding(emb_dim)  # standardized log depth
         self.net = ResidualMLP(n_genes, width=width, depth=depth, emb_dim=emb_dim, dropout=dropout)
         if n_inputs is not None and n_inputs != n_genes:  # its first layer takes the inputs
             self.net.proj_in = nn.Linear(n_inputs, width)
+        if bottleneck is not None:
+            if not 1 <= bottleneck < width:
+                raise ValueError(f"bottleneck must be between 1 and width - 1, got {bottleneck}")
+            out = nn.Linear(bottleneck, n_genes)
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+            self.net.proj_out = nn.Sequential(nn.Linear(width, bottleneck), out)
         start = torch.zeros(n_genes) if log_share is None else torch.as_tensor(log_share)
         self.log_share = nn.Parameter(start.float().clone())
 

@@ -129,6 +129,7 @@ def fit_count_split(
     patience: int = 8,
     seed: int = 0,
     progress: bool = False,
+    desc: str = "training",
 ) -> SplitFit:
     """Train ``net`` (``net(x, log_depth) -> logits``) on binomial splits of ``counts``.
 
@@ -152,6 +153,8 @@ def fit_count_split(
         without a new best.
     seed
         Seeds the held-out cells, the minibatches and the splits.
+    progress, desc
+        Show a progress bar, with this label.
 
     Returns
     -------
@@ -193,7 +196,7 @@ def fit_count_split(
     eval_every = eval_every or int(np.clip(per_epoch, 10, 50))
     perm = None
     net.train()
-    bar = tqdm(range(max_steps), disable=not progress, desc="training", leave=False)
+    bar = tqdm(range(max_steps), disable=not progress, desc=desc, leave=False)
     running, count = 0.0, 0
     for step in bar:
         epoch, offset = divmod(step, per_epoch)
