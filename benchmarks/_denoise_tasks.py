@@ -256,26 +256,13 @@ def denoise_sim(seed: int, config):
 
 
 # ------------------------------------------------------------------ counts out, Kang
-def _realism(counts, real_counts) -> dict[str, float]:
-    """Library-size KS, per-gene zero-fraction and log-variance correlations of counts."""
-    from scipy.stats import ks_2samp
-
-    c, r = _dense(counts), _dense(real_counts)
-    zc, zr = (c == 0).mean(0), (r == 0).mean(0)
-    vc, vr = np.log1p(c.var(0)), np.log1p(r.var(0))
-    both = (zc < 1) | (zr < 1)
-    return {
-        "library_ks": float(ks_2samp(c.sum(1), r.sum(1)).statistic),
-        "zero_fraction_gene_corr": float(np.corrcoef(zc[both], zr[both])[0, 1]),
-        "log_variance_gene_corr": float(np.corrcoef(vc[both], vr[both])[0, 1]),
-    }
-
-
 @register_standalone("counts_kang")
-def counts_kang(seed: int, config):
-    """Kang leave-one-cell-type-out: generation and counterfactual with and without counts."""
+def counts_kang(seed: int, config, out=None):
+    """Kang leave-one-cell-type-out: generation and counterfactual with and without counts;
+    seed 0 draws each fold's realism figures of the generated counts into ``out``."""
     from rnadiff import RNADiffusion
     from rnadiff.data import _splits as splits
+    from rnadiff.evaluation import count_realism, plot_count_realism
     from rnadiff.evaluation._benchmark import prepare
     from rnadiff.evaluation._metrics import population_metrics, response_metrics
 
@@ -319,8 +306,8 @@ def counts_kang(seed: int, config):
             outputs[f"rnadiff (generation{tag}, measured)"] = made[:, genes]
         predict_s = time.perf_counter() - t0
 
-        for method, out in outputs.items():
-            x = _dense(out.X)
+        for method, made in outputs.items():
+            x = _dense(made.X)
             if method.endswith("measured)"):  # against the real cells of that condition
                 real, real_counts = pops["source"], ev.source[:, genes].X
                 metrics = population_metrics(x, real, pops["real"], seed=seed)
@@ -331,8 +318,17 @@ def counts_kang(seed: int, config):
                     x, real, pops["control"], top_n=(20, 100), distributional=True, seed=seed
                 )
             metrics |= {"zero_fraction": (x == 0).mean(), "max_value": x.max()}
-            if "counts" in out.layers:
-                metrics |= _realism(out.layers["counts"], real_counts)
+            if "counts" in made.layers:
+                metrics |= count_realism(made.layers["counts"], real_counts)
+                if out is not None and seed == 0 and method.startswith("rnadiff (generation"):
+                    which = "measured" if method.endswith("measured)") else "held_out"
+                    fold = str(split.fold).replace(" ", "_").replace("+", "")
+                    plot_count_realism(
+                        made.layers["counts"],
+                        real_counts,
+                        Path(out) / f"realism_counts_kang_{fold}_{which}.png",
+                        title=f"counts_kang, {split.fold}: {method} vs real (seed 0)",
+                    )
             for metric, value in metrics.items():
                 row(split, method, metric, value)
         row(split, "real (held out)", "zero_fraction", (pops["real"] == 0).mean())

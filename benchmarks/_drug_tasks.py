@@ -27,7 +27,12 @@ change with the seed):
   10 uM (extrapolation).
 - ``sim_combo``: simulator, singles (4 knock-outs, 4 drugs) and 6 pairs; every pair held out,
   predicted from the singles; folds ``additive truth`` (interaction 0) and ``with
-  interactions`` (interaction 1). Baseline: additive (both single shifts summed).
+  interactions`` (interaction 1). Baseline: additive (both single shifts summed). Fold
+  ``with interactions, pair measured in the other type``: each pair measured in one of the two
+  cell types (alternating) and held out in the other, where it is predicted; baselines
+  additive, ``nearest-context additive`` (the pair's measured shift in the other type) and
+  ``additive + interaction measured elsewhere`` (additive plus what the pair adds to its
+  singles' shifts in the other type).
 - ``sim_unseen_drug``: simulator, 30 drugs at 1 and 10 uM; 20% of drugs held out, predicted
   from SMILES; baselines as ``lincs_unseen_drug``.
 - ``sim_fate``: simulator with state transitions at 0 / 24 / 48 / 72 h; every drug's 48 h held
@@ -426,24 +431,41 @@ def sim_dose(seed: int, config):
 def sim_combo(seed: int, config):
     """Held-out pairs from their singles, with and without interactions (module doc)."""
     rows, train_total, predict_s = [], 0.0, 0.0
-    for fold, interaction in (("additive truth", 0.0), ("with interactions", 1.0)):
+    folds = (
+        ("additive truth", 0.0, False),
+        ("with interactions", 1.0, False),
+        ("with interactions, pair measured in the other type", 1.0, True),
+    )
+    for fold, interaction, elsewhere in folds:
         adata, _ = _sim(
             seed, 9000, n_genetic=4, n_drugs=4, n_combinations=6, times=(24.0,),
             doses=(10.0,), interaction=interaction,
         )  # fmt: skip
         obs = adata.obs
-        pair = obs.perturbation.astype(str).str.contains("+", regex=False).to_numpy()
-        train = adata[~pair]
+        types = sorted(set(obs.cell_type))
+        perts = obs.perturbation.astype(str)
+        pair = perts.str.contains("+", regex=False).to_numpy()
+        combos = sorted(set(perts[pair]))
+        # where each pair is measured (this fold: in one type, alternating; else nowhere)
+        measured_in = {
+            c: types[i % len(types)] if elsewhere else None for i, c in enumerate(combos)
+        }
+        held = pair & np.array(
+            [measured_in.get(p) != t for p, t in zip(perts, obs.cell_type, strict=True)]
+        )
+        train = adata[~held]
         model, train_s = _train(train, _sim_setup(), config, seed)
         train_total += train_s
         tobs = train.obs
-        for ct in sorted(set(obs.cell_type)):
+        for ct in types:
             in_ct = (obs.cell_type == ct).to_numpy()
             source = adata[in_ct & (obs.perturbation == "control").to_numpy()]
             control = model.log_expression(source)
             shift = control.mean(0)
             t_ct = (tobs.cell_type == ct).to_numpy()
-            for combo in sorted(set(obs.perturbation[pair].astype(str))):
+            for combo in combos:
+                if measured_in[combo] == ct:
+                    continue
                 a, b = combo.split("+")
                 real_mask = in_ct & (obs.perturbation == combo).to_numpy()
                 real = model.log_expression(adata[real_mask])
@@ -462,6 +484,20 @@ def sim_combo(seed: int, config):
                     "rnadiff (counterfactual)": model.log_expression(pred),
                     "baseline: additive": control + singles[0] + singles[1],
                 }
+                if elsewhere:  # the pair's shift where it was measured; its interaction there
+                    o_ct = (tobs.cell_type == measured_in[combo]).to_numpy()
+                    there = {
+                        p: _mean(model, train, o_ct & (tobs.perturbation == p).to_numpy())
+                        for p in ("control", a, b, combo)
+                    }
+                    pair_there = there[combo] - there["control"]
+                    preds["baseline: nearest-context additive"] = control + pair_there
+                    preds["baseline: additive + interaction measured elsewhere"] = (
+                        preds["baseline: additive"]
+                        + pair_there
+                        - (there[a] - there["control"])
+                        - (there[b] - there["control"])
+                    )
                 rows += _scores("sim_combo", fold, seed, f"{ct}:{combo}", preds, real, control)
     return pd.DataFrame(rows), _timings(train_total, predict_s)
 

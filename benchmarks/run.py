@@ -19,6 +19,7 @@ installed or fails is reported as such.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import multiprocessing as mp
 import os
@@ -69,8 +70,10 @@ def run_job(task, seed, index, *, requested, peers, budget, config, out, with_rn
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     all_tasks()  # a fresh worker registers the standalone tasks
-    if task in STANDALONE_TASKS:  # its own procedure, its own rows
-        rows, times = STANDALONE_TASKS[task](seed, config)
+    if task in STANDALONE_TASKS:  # its own procedure, its own rows (and figures, into out)
+        fn = STANDALONE_TASKS[task]
+        kw = {"out": out} if "out" in inspect.signature(fn).parameters else {}
+        rows, times = fn(seed, config, **kw)
         return rows, times.assign(task=task, seed=seed), "all", time.perf_counter() - t0
     split = list(task_splits(task, seed))[index]
     runners = {}

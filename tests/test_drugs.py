@@ -64,6 +64,32 @@ def test_registry_records_structures_and_dosed_tokens(model):
     assert spec.has_molecule.sum() == len(DRUGS)
 
 
+def test_a_knock_out_paired_with_a_drug_does_not_follow_the_dose():
+    # the pair's dose is the drug's; the knock-out, measured alone at dose 0 (or without a
+    # dose), acts in full. A token measured only in dosed pairs follows the dose; one measured
+    # alone at a positive dose does, whatever else it was measured with
+    from rnadiff.data._covariates import Covariate, dosed_tokens
+
+    cov = Covariate("p", "perturbation", sep="+", control="ctrl")
+    values = np.array(["ctrl", "KO", "DrugA", "KO+DrugA", "KO2", "DrugB+DrugC", "DrugA",
+                       "KO2+DrugA"])  # fmt: skip
+    dose = np.array([0.0, 0.0, 10.0, 10.0, np.nan, 1.0, 0.0, 10.0])
+    assert dosed_tokens(cov, values, dose) == ("DrugA", "DrugB", "DrugC")
+    # before: every part of a dosed pair followed the dose, so the knock-out alone (dose 0)
+    # lost its effect
+    adata, _ = simulate(
+        600, seed=0, n_genes=30, n_programs=4, n_genetic=2, n_drugs=2, n_combinations=4,
+        n_cell_types=1, times=(24.0,), doses=(10.0,),
+    )  # fmt: skip
+    setup = dict(perturbation_key="perturbation", control="control", dose_key="dose")
+    RNADiffusion.setup_anndata(adata, **setup)
+    cov = RNADiffusion(adata, config=SMALL).registry["perturbation"]
+    singles = adata.obs.groupby("perturbation", observed=True).dose.max()
+    knock_outs = {p for p, d in singles.items() if "+" not in p and d == 0} - {"control"}
+    assert knock_outs and not knock_outs & set(cov.dosed)
+    assert set(cov.dosed) == {p for p, d in singles.items() if "+" not in p and d > 0}
+
+
 def test_unseen_drug_needs_its_structure_then_is_predicted(model, screen):
     src = controls(screen)
     with pytest.raises(InputError, match="add_molecules"):

@@ -451,3 +451,63 @@ def test_counterfactuals_of_the_same_cells_encode_them_once(kang, trained, monke
     model.predict(source, perturbation="stim", **kw)
     model.predict(source, perturbation="stim", **kw)
     assert len(calls) == 6 * n_first and model.engine._last_encoding is None
+
+
+def test_an_effect_measured_in_one_context_only_is_transferred_at_the_far_scale(
+    kang_small, tiny_model_config, caplog
+):
+    # stim measured in B cells only: no spacing of measured contexts to compare a distance
+    # with, so the far scale is used, and the log says why instead of "relative distance nan"
+    obs = kang_small.obs
+    keep = ((obs.group_id == "ctrl") | (obs.cluster_id == "B cells")).to_numpy()
+    train = kang_small[keep].copy()
+    RNADiffusion.setup_anndata(train, perturbation_key="group_id", control="ctrl",
+                               cell_type_key="cluster_id")  # fmt: skip
+    model = RNADiffusion(train, config=tiny_model_config)
+    model.train(config=TrainConfig(max_steps=3, calibration_cells=0, spread_cells=0),
+                progress=False)  # fmt: skip
+    source = kang_small[((obs.cluster_id == HOLDOUT) & (obs.group_id == "ctrl")).to_numpy()]
+    with caplog.at_level("INFO", logger="rnadiff"):
+        out = model.predict(source[:5], perturbation="stim", steps=4, progress=False)
+    (record,) = out.uns["rnadiff"]["transfer_sources"].values()
+    assert record["source"] == "B cells" and np.isnan(record["relative_distance"])
+    assert record["scale"] == 1.5
+    assert (
+        f"stim never measured in {HOLDOUT}: its effect taken from B cells (measured in one "
+        "context only: no spacing to compare with), scale 1.50"
+    ) in caplog.text
+    assert "nan" not in caplog.text
+
+
+def test_a_pair_measured_in_another_type_keeps_its_parts_here_and_takes_its_interaction(
+    tiny_model_config, caplog
+):
+    from rnadiff.datasets import simulate
+
+    adata, _ = simulate(
+        900, seed=0, n_genes=60, n_cell_types=2, n_genetic=2, n_drugs=0, n_combinations=1,
+        times=(24.0,), doses=(1.0,), interaction=1.0,
+    )  # fmt: skip
+    obs = adata.obs
+    (pair,) = sorted({p for p in obs.perturbation.astype(str) if "+" in p})
+    here, there = sorted(set(obs.cell_type.astype(str)))
+    train = adata[~((obs.perturbation == pair) & (obs.cell_type == here)).to_numpy()].copy()
+    RNADiffusion.setup_anndata(train, perturbation_key="perturbation", control="control",
+                               cell_type_key="cell_type")  # fmt: skip
+    model = RNADiffusion(train, config=tiny_model_config, seed=0)
+    model.train(config=TrainConfig(max_steps=200, calibration_cells=0, spread_cells=0),
+                progress=False)  # fmt: skip
+    source = adata[((obs.perturbation == "control") & (obs.cell_type == here)).to_numpy()][:6]
+    kw = dict(perturbation=pair, steps=4, seed=0, progress=False)
+    with caplog.at_level("INFO", logger="rnadiff"):
+        out = model.predict(source, **kw)
+    (record,) = out.uns["rnadiff"]["transfer_sources"].values()
+    assert record["transferred"] == "interaction" and record["source"] == there
+    assert record["scale"] == 1.0 and record["cells"] == 6
+    assert f"{pair} never measured in {here}: its parts as measured there" in caplog.text
+    # the joint conditional of the pair in this type (no transfer) is another prediction
+    joint = model.predict(source, transfer="none", **kw)
+    assert not np.allclose(out.X, joint.X, atol=1e-3)
+    # a cell of the type where the pair was measured uses the joint conditional
+    own = adata[((obs.perturbation == "control") & (obs.cell_type == there)).to_numpy()][:3]
+    assert model.predict(own, **kw).uns["rnadiff"]["transfer_sources"] == {}

@@ -56,3 +56,30 @@ def test_interpolation_neighbours():
     )
     assert where.tolist() == [True, False, False, True, False, False]
     assert (low[where].tolist(), high[where].tolist()) == ([24.0, 0.0], [72.0, 24.0])
+
+
+def test_a_pairs_parts_measured_in_its_own_context_are_found():
+    import pandas as pd
+
+    from rnadiff.conditioning._conditions import condition_rows, parts_measured_here
+    from rnadiff.data._covariates import CovariateRegistry
+
+    train = pd.DataFrame(
+        {
+            "ct": ["T", "T", "T", "B", "B", "B", "B", "M", "M"],
+            "ko": ["ctrl", "A", "B", "ctrl", "A", "B", "A+B", "ctrl", "A"],
+        }
+    )
+    setup = {"perturbation_key": "ko", "control": "ctrl", "cell_type_key": "ct",
+             "combination_sep": "+"}  # fmt: skip
+    reg = CovariateRegistry.fit(train, setup)
+    seen = set(condition_rows(reg, train))
+    asked = pd.DataFrame(
+        {"ct": ["T", "M", "T", "B", "T", None], "ko": ["B+A", "A+B", "A", "A+B", "A+C", "A+B"]}
+    )
+    reg = CovariateRegistry.fit(pd.concat([train, asked.dropna()]), setup)
+    # T has ctrl, A and B (either order of the pair); M lacks B; a single is no
+    # combination; C was measured nowhere; a cell without a context has none
+    assert parts_measured_here(reg, seen, asked).tolist() == [
+        True, False, False, True, False, False,
+    ]  # fmt: skip

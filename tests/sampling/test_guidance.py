@@ -375,3 +375,44 @@ def test_combination_composition_adds_the_parts_effects():
     some = combination_composition(pairwise, key="pert", reference=ref, where=where)(x, sigma, cond)
     torch.testing.assert_close(some[2], pairwise(x, sigma, cond)[2])  # not asked: joint
     torch.testing.assert_close(some[0], out[0])
+
+
+def test_interaction_transfer_keeps_the_parts_here_and_takes_the_interaction_there():
+    from rnadiff.sampling import compositional_guidance, interaction_transfer
+
+    # parts' effects differ by cell type; the pair's interaction (tokens 1 and 2) is 4.0 in
+    # every type: parts here + interaction there is the joint conditional itself, which
+    # carrying the whole effect over from the other type is not
+    a = torch.tensor([[0.0, 0.0], [0.0, 2.0], [3.0, 3.0]])  # token 0: the control
+
+    def denoiser(x, sigma, cond):
+        p, t = cond["pert"], cond["cell_type"]
+        by_type = 1.0 + 2.0 * t[:, 1:2]  # type 1 responds three times as strongly
+        return x / 2 + by_type * (p @ a) + 4.0 * p[:, 1:2] * p[:, 2:3] + t @ a[1:]
+
+    ref = torch.eye(3)[[0]]
+    pair = torch.tensor([[0.0, 1.0, 1.0]])
+    cond = {"pert": pair.expand(3, 3), "cell_type": torch.eye(2)[[0, 0, 1]]}
+    x, sigma = torch.randn(3, 2), torch.ones(3)
+    contexts = {"cell_type": torch.eye(2)}
+    weights = torch.tensor([[0.0, 1.0], [0.0, 0.0], [1.0, 0.0]])  # cell 1: no source
+    out = interaction_transfer(
+        denoiser, key="pert", reference=ref, contexts=contexts, context_weights=weights
+    )(x, sigma, cond)
+    joint = denoiser(x, sigma, cond)
+    torch.testing.assert_close(out[0], joint[0])  # type 0 from type 1's interaction
+    torch.testing.assert_close(out[2], joint[2])  # and the other way round
+    # no source: the parts alone, without the interaction
+    torch.testing.assert_close(out[1], joint[1] - 4.0)
+    whole = compositional_guidance(
+        denoiser, key="pert", reference=ref, contexts=contexts, context_weights=weights
+    )(x, sigma, cond)
+    assert not torch.allclose(whole[0], joint[0])
+    where = torch.tensor([True, False, False])
+    some = interaction_transfer(
+        denoiser, key="pert", reference=ref, contexts=contexts, context_weights=weights,
+        where=where,
+    )(x, sigma, {**cond, "pert": torch.cat([pair, torch.eye(3)[[1, 2]]])})  # fmt: skip
+    torch.testing.assert_close(some[0], joint[0])
+    singles = denoiser(x, sigma, {**cond, "pert": torch.cat([pair, torch.eye(3)[[1, 2]]])})
+    torch.testing.assert_close(some[1:], singles[1:])  # not asked: the joint conditional

@@ -161,6 +161,28 @@ def transfer_mask(
     return has_effect & in_context & unseen
 
 
+def parts_measured_here(
+    registry: CovariateRegistry, seen: Iterable[tuple], obs: pd.DataFrame
+) -> np.ndarray:
+    """Cells whose perturbation is a combination of two or more parts each of which, and the
+    control, was measured (in training, ``seen``) in the cell's own context (every other
+    categorical covariate as the cell's): their parts' effects are known where they are."""
+    n = len(obs)
+    pkey, control = registry.perturbation_key, registry.control
+    if pkey is None or control is None or pkey not in obs:
+        return np.zeros(n, dtype=bool)
+    cov, ip, seen = registry[pkey], perturbation_index(registry), set(seen)
+    out = np.zeros(n, dtype=bool)
+    for i, row in enumerate(condition_rows(registry, obs)):
+        if not row or row[ip] is None or None in row:
+            continue
+        parts = cov.parts(row[ip])
+        if len(parts) < 2:
+            continue
+        out[i] = all((*row[:ip], t, *row[ip + 1 :]) in seen for t in [control, *parts])
+    return out
+
+
 def never_measured(
     registry: CovariateRegistry,
     seen: Iterable[tuple],

@@ -173,16 +173,21 @@ def transfer_records(
     weights: np.ndarray,
     relative: np.ndarray,
     scales: np.ndarray,
+    interaction: np.ndarray | None = None,
 ) -> dict[str, dict]:
     """One record per transferred condition (a row with weight on some context), keyed
     ``"<perturbation> in <context>"``: its ``perturbation``, ``context`` and ``source``
     context(s) as text (values of several covariates joined by ``"/"``, tied sources by
-    ``" & "``), ``relative_distance`` (NaN if unknown), ``scale`` and number of ``cells``;
-    strings and numbers only, so the record can be written to ``.h5ad``."""
+    ``" & "``), ``relative_distance`` (NaN if unknown), ``scale``, number of ``cells`` and
+    what was taken from the source: ``"transferred"`` is ``"interaction"`` for the cells of
+    ``interaction`` (a combination whose parts are taken in its own context; scale 1) and
+    ``"effect"`` otherwise; strings and numbers only, so the record can be written to
+    ``.h5ad``."""
 
     def label(context: tuple) -> str:
         return "/".join(str(v) for v in context)
 
+    inter = np.zeros(len(rows), dtype=bool) if interaction is None else interaction
     out: dict[str, dict] = {}
     for i in np.flatnonzero(weights.sum(axis=1) > 0):
         row = rows[i]
@@ -193,7 +198,8 @@ def transfer_records(
                 "context": label(context_of(row, index)),
                 "source": " & ".join(label(contexts[j]) for j in np.flatnonzero(weights[i])),
                 "relative_distance": float(relative[i]),
-                "scale": float(scales[i]),
+                "scale": 1.0 if inter[i] else float(scales[i]),
+                "transferred": "interaction" if inter[i] else "effect",
                 "cells": 0,
             }
         out[key]["cells"] += 1

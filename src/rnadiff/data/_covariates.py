@@ -304,13 +304,26 @@ def _with_structures(cov: Covariate, obs: pd.DataFrame, setup: Mapping) -> Covar
     dosed: tuple[str, ...] = ()
     if setup.get("dose_key"):
         dose = pd.to_numeric(obs[setup["dose_key"]], errors="coerce").to_numpy()
-        values = obs.loc[dose > 0, cov.key].astype(str).unique()
-        dosed = tuple(sorted({p for v in values for p in cov.parts(v)} - {cov.control}))
+        dosed = dosed_tokens(cov, obs[cov.key].astype(str).to_numpy(), dose)
     return dataclasses.replace(
         cov,
         molecules=tuple(sorted(table.items())),
         dosed=dosed,
     )
+
+
+def dosed_tokens(cov: Covariate, values: np.ndarray, dose: np.ndarray) -> tuple[str, ...]:
+    """The perturbation tokens whose effect follows the dose: those measured at a positive
+    dose, alone or in a combination, except a token also measured alone and never alone at a
+    positive dose (e.g. a knock-out paired with a drug: the combination's dose is the drug's;
+    the knock-out, measured alone at dose 0 or without a dose, acts in full)."""
+    positive = dose > 0
+    parts = [cov.parts(v) for v in values]
+    alone_positive = {p[0] for p, d in zip(parts, positive, strict=True) if len(p) == 1 and d}
+    alone_other = {p[0] for p, d in zip(parts, positive, strict=True) if len(p) == 1 and not d}
+    in_positive = {t for p, d in zip(parts, positive, strict=True) if d for t in p}
+    dosed = alone_positive | (in_positive - alone_other)
+    return tuple(sorted(dosed - {cov.control}))
 
 
 def _warn_odd_combinations(cov: Covariate, values) -> None:

@@ -26,6 +26,8 @@ from rnadiff.evaluation._metrics import (
     top_de_genes,
     wilcoxon_scores,
 )
+from rnadiff.evaluation._plots import plot_count_realism
+from rnadiff.evaluation._realism import count_realism
 from rnadiff.evaluation._score import score, score_conditions
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "additive_baseline",
     "combination_shift",
     "control_baseline",
+    "count_realism",
     "discrimination_score",
     "energy_distance",
     "knn_auc",
@@ -41,6 +44,7 @@ __all__ = [
     "mmd_rbf",
     "paired_comparison",
     "pearson_delta",
+    "plot_count_realism",
     "prepare",
     "r2_mean",
     "response_metrics",

@@ -327,3 +327,74 @@ def plot_umap(
     save_figure(fig, path, dpi=110)
     plt.close(fig)
     return kind
+
+
+def plot_count_realism(
+    generated, real, path: str | os.PathLike, *, title: str = "", label: str = "generated"
+) -> None:
+    """Three panels of generated against real counts: the cells' library sizes (empirical
+    distribution functions), each gene's fraction of zero counts, and each gene's variance
+    against its mean (log scales, with the Poisson line ``var = mean``). The numbers are
+    :func:`rnadiff.evaluation.count_realism`'s.
+
+    Parameters
+    ----------
+    generated, real
+        Counts, ``(cells, genes)`` each (dense or sparse), the same genes in the same order.
+    path
+        Output PNG.
+    title
+        Figure title.
+    label
+        Name of the generated cells in the legends.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rnadiff.evaluation._realism import count_realism, gene_moments
+
+    g, r = gene_moments(generated), gene_moments(real)
+    numbers = count_realism(generated, real)
+    fig, axes = plt.subplots(1, 3, figsize=(11.5, 3.8))
+    ax = axes[0]
+    for name, lib, color in (("real", r["library"], "0.3"), (label, g["library"], "C3")):
+        x = np.sort(lib)
+        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", c=color, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("library size (counts per cell)")
+    ax.set_ylabel("fraction of cells")
+    ax.set_title(f"library sizes: KS {numbers['library_ks']:.3f}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax = axes[1]
+    ax.scatter(r["zero_fraction"], g["zero_fraction"], s=4, c="C0", lw=0)
+    ax.plot([0, 1], [0, 1], c="k", lw=0.6, ls="--")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("real: fraction of cells with 0 counts")
+    ax.set_ylabel(f"{label}: fraction with 0")
+    ax.set_title(f"zeros per gene: r = {numbers['zero_fraction_gene_corr']:.3f}", fontsize=9)
+    ax = axes[2]
+    for name, m, color in (("real", r, "0.3"), (label, g, "C3")):
+        ok = (m["mean"] > 0) & (m["variance"] > 0)
+        ax.scatter(m["mean"][ok], m["variance"][ok], s=4, c=color, lw=0, alpha=0.6, label=name)
+    means = np.concatenate([m["mean"][m["mean"] > 0] for m in (g, r)])
+    if len(means):
+        line = np.array([means.min(), means.max()])
+        ax.plot(line, line, c="k", lw=0.6, ls="--", label="Poisson (var = mean)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("gene mean (counts per cell)")
+    ax.set_ylabel("gene variance")
+    ax.set_title(
+        f"mean-variance: log Fano factor r = {numbers['log_fano_gene_corr']:.3f}\n"
+        f"median log2 Fano ratio ({label} / real) {numbers['fano_log2_ratio']:+.2f}",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=130)
+    plt.close(fig)

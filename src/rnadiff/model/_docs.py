@@ -32,8 +32,11 @@ transfer
     distance to the cell's context over the median distance of each measured context to
     its nearest other (:func:`rnadiff.conditioning.distance_transfer_scale`): 1 for a
     near-twin (e.g. CD8 for CD4 T cells), 1.5 for a source as far as measured contexts
-    usually are. ``uns['rnadiff']['transfer_sources']`` records each transferred
-    condition's source, ``r`` and scale. ``"guide"``: classifier-free guidance on the
+    usually are. A combination measured elsewhere whose parts were each measured in the
+    cell's context: its parts' effects there plus its interaction from the nearest context
+    where it was measured (:func:`rnadiff.sampling.interaction_transfer`).
+    ``uns['rnadiff']['transfer_sources']`` records each transferred condition's source,
+    ``r``, scale and what was transferred. ``"guide"``: classifier-free guidance on the
     perturbation with scale ``transfer_scale`` (default 3). ``"none"``: the joint
     conditional.
 transfer_scale

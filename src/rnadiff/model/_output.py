@@ -113,13 +113,24 @@ def sampling_info(engine, obs, plan, guidance, soft, calibrated: bool) -> dict:
     by_features = [t for t in known if base is not None and t not in engine.trained_tokens]
     sources = transfer_sources(engine, obs, plan)
     for s in sources.values():  # a user should know where an effect never measured there came from
+        if s["transferred"] == "interaction":
+            logger.info(
+                "rnadiff: %s never measured in %s: its parts as measured there, its interaction "
+                "(what the pair adds to its parts) taken from %s",
+                s["perturbation"],
+                s["context"],
+                s["source"],
+            )
+            continue
+        r = s["relative_distance"]
         logger.info(
-            "rnadiff: %s never measured in %s: its effect taken from %s (relative distance "
-            "%.2f), scale %.2f",
+            "rnadiff: %s never measured in %s: its effect taken from %s (%s), scale %.2f",
             s["perturbation"],
             s["context"],
             s["source"],
-            s["relative_distance"],
+            "measured in one context only: no spacing to compare with"
+            if np.isnan(r)
+            else f"relative distance {r:.2f}",
             s["scale"],
         )
     return {

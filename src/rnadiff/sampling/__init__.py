@@ -7,6 +7,7 @@ from rnadiff.sampling._guidance import (
     compositional_guidance,
     effect_scaling,
     gradient_guidance,
+    interaction_transfer,
     interpolated_covariate,
 )
 from rnadiff.sampling._inversion import encode
@@ -30,6 +31,7 @@ __all__ = [
     "effect_scaling",
     "encode",
     "gradient_guidance",
+    "interaction_transfer",
     "interpolated_covariate",
     "langevin_corrector",
     "sample_dpmpp_2m",

@@ -43,10 +43,12 @@ from rnadiff.data._preprocessing import PreprocessState, scale, unscale
 from rnadiff.diffusion import karras_sigmas
 from rnadiff.sampling import _known
 from rnadiff.sampling._guidance import (
+    cell_choice,
     classifier_free_guidance,
     combination_composition,
     compositional_guidance,
     effect_scaling,
+    interaction_transfer,
     interpolated_covariate,
 )
 from rnadiff.sampling._interpolation import interpolation_plan, outside_range
@@ -259,6 +261,16 @@ class SamplingEngine:
         mask = conditions.transfer_mask(self.registry, self.seen, obs, transfer)
         return mask & ~self.never_measured(obs) if mask.any() else mask
 
+    def interaction_cells(self, obs: pd.DataFrame, mask: np.ndarray) -> np.ndarray:
+        """Cells of ``mask`` (transferred) whose perturbation is a combination every part of
+        which was measured in the cell's own context
+        (:func:`rnadiff.conditioning._conditions.parts_measured_here`): ``"compose"`` takes
+        only their interaction from the measured context
+        (:func:`rnadiff.sampling.interaction_transfer`)."""
+        if not mask.any():
+            return np.zeros(len(mask), dtype=bool)
+        return mask & conditions.parts_measured_here(self.registry, self.seen, obs)
+
     def control_row(self) -> torch.Tensor:
         frame = pd.DataFrame({self.registry.perturbation_key: [self.registry.control]})
         encoded = self.registry.encode(frame, allow_missing=True)
@@ -360,6 +372,7 @@ class SamplingEngine:
         for v in unseen:
             weights = self.prior_weights(v)
             scales[v] = sum(w * self.effect_scales.get(t, 1.0) for t, w in weights.items()) or 1.0
+
         # a combination never measured: the mean of its parts' scales (the network under-fits
         # a combination's parts as it does the singles)
         for v in scales:
@@ -369,7 +382,9 @@ class SamplingEngine:
         out = np.array([scales.get(v, 1.0) for v in values])
         prior = pd.Series(values).isin(unseen).to_numpy()
         transferred = self.transfer_mask(obs, "compose") & ~prior
-        out[transferred] = 1.0  # never measured there
+        # never measured there (a combination of parts measured here too: its parts' scales
+        # made the pair worse on simulated screens, benchmarks/results/studies/combo_elsewhere)
+        out[transferred] = 1.0
         return out if (out != 1).any() else None
 
     def effect_scales_used(self, obs: pd.DataFrame, calibrated: bool) -> dict[str, float]:
@@ -413,6 +428,13 @@ class SamplingEngine:
             if composing and plan.by_distance and relative is not None
             else scale_
         )
+        # combinations whose parts were measured in the cell's context: parts there, only the
+        # interaction from the measured context (not the whole effect)
+        interaction = (
+            self.interaction_cells(obs, mask)
+            if composing and context_w is not None
+            else np.zeros(len(mask), dtype=bool)
+        )
         interpolation = self.interpolation(obs)
         control = self.control_row() if composing or effect is not None else None
         pkey = self.registry.perturbation_key
@@ -434,15 +456,30 @@ class SamplingEngine:
                 weights = torch.where(where, torch.tensor(float(scale_)), torch.tensor(1.0))
                 return classifier_free_guidance(denoiser, {pkey: weights})
             if mode == "compose" and where.any():
-                return compositional_guidance(
+                inter = torch.from_numpy(interaction[b])
+                weights = None if context_w is None else torch.from_numpy(context_w[b])
+                composed = compositional_guidance(
                     denoiser,
                     key=pkey,
                     reference=control,
                     scale=compose_scale[b] if torch.is_tensor(compose_scale) else compose_scale,
-                    where=where,
+                    where=where & ~inter,
                     contexts=contexts,
-                    context_weights=None if context_w is None else torch.from_numpy(context_w[b]),
+                    context_weights=weights,
                 )
+                if not inter.any():
+                    return composed
+                transferred = interaction_transfer(
+                    denoiser,
+                    key=pkey,
+                    reference=control,
+                    contexts=contexts,
+                    context_weights=weights,
+                    where=inter,
+                )
+                if bool((where & ~inter).any()):
+                    return cell_choice(transferred, composed, inter)
+                return transferred
             return denoiser
 
         return for_batch

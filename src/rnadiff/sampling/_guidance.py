@@ -376,3 +376,84 @@ def combination_composition(
         return torch.where(where[:, None], out, denoiser(x, sigma, cond))
 
     return guided
+
+
+def interaction_transfer(
+    denoiser: Denoiser,
+    *,
+    key: str,
+    reference: torch.Tensor,
+    contexts: Mapping[str, torch.Tensor],
+    context_weights: torch.Tensor,
+    where: torch.Tensor | None = None,
+) -> Denoiser:
+    """A combination's parts as measured in the cell's context, plus its interaction as
+    measured elsewhere.
+
+    With ``P(c)`` the composition of the parts (:func:`combination_composition`: the reference
+    plus each part's effect, all in the cell's context ``c``)::
+
+        D = P(c) + sum_j w_ij (D(c[others <- ctx_j]) - P(c[others <- ctx_j]))
+
+    The bracket is the interaction of the combination in measured context ``ctx_j``: what its
+    joint conditional adds to the sum of its parts' effects there. For a combination measured
+    in some contexts whose parts were each measured in the cell's own context, this keeps the
+    parts' effects of the target context (where :func:`compositional_guidance` would carry the
+    whole combination's effect over, parts included, from a context that may respond
+    differently) and transfers only what the parts do not explain. A cell whose weights are
+    all zero gets ``P(c)`` (no interaction).
+
+    Parameters
+    ----------
+    denoiser
+        A conditional denoiser.
+    key
+        The perturbation covariate (a multi-hot condition ``(n_cells, n_tokens)``).
+    reference
+        Condition row of ``key`` for the reference (control).
+    contexts
+        Condition rows of the other covariates, one per measured context: ``{covariate:
+        tensor (n_contexts, ...)}``; covariates not named keep the cell's own value.
+    context_weights
+        ``(n_cells, n_contexts)``: each cell's weights over the contexts where its
+        combination was measured (rows summing to 1, or all zero).
+    where
+        Boolean ``(n_cells,)``: only these cells; the joint conditional for the others.
+
+    Returns
+    -------
+    callable
+        ``guided(x, sigma, cond) -> x0_hat``.
+    """
+    parts = combination_composition(denoiser, key=key, reference=reference)
+
+    def in_context(cond, j):
+        n = _n_rows(cond)
+        return {
+            k: (contexts[k][j : j + 1].expand(n, *contexts[k].shape[1:]) if k in contexts else v)
+            for k, v in cond.items()
+        }
+
+    def guided(x, sigma, cond):
+        if where is not None and not bool(where.any()):
+            return denoiser(x, sigma, cond)
+        out = parts(x, sigma, cond)
+        weights = context_weights.to(out.dtype)
+        for j in torch.nonzero(weights.sum(dim=0) > 0).flatten().tolist():
+            there = in_context(cond, j)
+            out = out + weights[:, j : j + 1] * (denoiser(x, sigma, there) - parts(x, sigma, there))
+        if where is None or bool(where.all()):
+            return out
+        return torch.where(where[:, None], out, denoiser(x, sigma, cond))
+
+    return guided
+
+
+def cell_choice(first: Denoiser, second: Denoiser, use_first: torch.Tensor) -> Denoiser:
+    """``first`` for the cells where ``use_first`` (boolean ``(n_cells,)``), ``second`` for
+    the others (both are evaluated)."""
+
+    def chosen(x, sigma, cond):
+        return torch.where(use_first[:, None], first(x, sigma, cond), second(x, sigma, cond))
+
+    return chosen

@@ -69,8 +69,9 @@ def transfer_sources(
     engine: SamplingEngine, obs: pd.DataFrame | None, plan: TransferPlan
 ) -> dict[str, dict]:
     """For the output's record: each condition ``engine`` transfers with ``plan`` (perturbation
-    and context), the measured context(s) ``"compose"`` took its effect from, the relative
-    distance and the scale used (:func:`rnadiff.conditioning._transfer.transfer_records`)."""
+    and context), the measured context(s) ``"compose"`` took its effect (or, for a combination
+    whose parts were measured in its context, its interaction) from, the relative distance and
+    the scale used (:func:`rnadiff.conditioning._transfer.transfer_records`)."""
     if plan.mode != "compose" or obs is None or not plan.mask.any():
         return {}
     rows = conditions.condition_rows(engine.registry, obs)
@@ -79,4 +80,6 @@ def transfer_sources(
         return {}
     contexts, weights, relative = found
     ip = conditions.perturbation_index(engine.registry)
-    return transfer_records(rows, ip, contexts, weights, relative, plan.cell_scales(relative))
+    interaction = engine.interaction_cells(obs, plan.mask)
+    scales = plan.cell_scales(relative)
+    return transfer_records(rows, ip, contexts, weights, relative, scales, interaction)
