@@ -124,13 +124,6 @@ def compositional_guidance(
     if (contexts is None) != (context_weights is None):
         raise ValueError("give both contexts and context_weights, or neither")
 
-    def in_context(cond, j):
-        n = _n_rows(cond)
-        return {
-            k: (contexts[k][j : j + 1].expand(n, *contexts[k].shape[1:]) if k in contexts else v)
-            for k, v in cond.items()
-        }
-
     def guided(x, sigma, cond):
         others = [k for k in cond if k != key]
         cond_ref = _with_value(cond, key, reference)
@@ -145,8 +138,8 @@ def compositional_guidance(
         if bool(has.any()):
             averaged = torch.zeros_like(base)
             for j in torch.nonzero(weights.sum(dim=0) > 0).flatten().tolist():
-                diff = denoiser(x, sigma, in_context(cond, j)) - denoiser(
-                    x, sigma, in_context(cond_ref, j)
+                diff = denoiser(x, sigma, _in_context(cond, contexts, j)) - denoiser(
+                    x, sigma, _in_context(cond_ref, contexts, j)
                 )
                 averaged = averaged + weights[:, j : j + 1] * diff
             effect = torch.where(has[:, None], averaged, effect)
@@ -210,6 +203,15 @@ def _with_value(cond: Mapping[str, torch.Tensor], key: str, value: torch.Tensor)
 
 def _n_rows(cond: Mapping[str, torch.Tensor]) -> int:
     return next(iter(cond.values())).shape[0]
+
+
+def _in_context(cond: Mapping[str, torch.Tensor], contexts: Mapping[str, torch.Tensor], j: int):
+    """``cond`` with the covariates of ``contexts`` set to context ``j`` for every row."""
+    n = _n_rows(cond)
+    return {
+        k: (contexts[k][j : j + 1].expand(n, *contexts[k].shape[1:]) if k in contexts else v)
+        for k, v in cond.items()
+    }
 
 
 def interpolated_covariate(
@@ -427,20 +429,13 @@ def interaction_transfer(
     """
     parts = combination_composition(denoiser, key=key, reference=reference)
 
-    def in_context(cond, j):
-        n = _n_rows(cond)
-        return {
-            k: (contexts[k][j : j + 1].expand(n, *contexts[k].shape[1:]) if k in contexts else v)
-            for k, v in cond.items()
-        }
-
     def guided(x, sigma, cond):
         if where is not None and not bool(where.any()):
             return denoiser(x, sigma, cond)
         out = parts(x, sigma, cond)
         weights = context_weights.to(out.dtype)
         for j in torch.nonzero(weights.sum(dim=0) > 0).flatten().tolist():
-            there = in_context(cond, j)
+            there = _in_context(cond, contexts, j)
             out = out + weights[:, j : j + 1] * (denoiser(x, sigma, there) - parts(x, sigma, there))
         if where is None or bool(where.all()):
             return out
