@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # benchmarks/
-from _drug_tasks import _mean, _sim, _sim_setup, _train  # noqa: E402
-from run import bench_config  # noqa: E402
+from _drug_tasks import _mean, _sim, _sim_setup, _train
+from run import bench_config
 
-from rnadiff.evaluation import response_metrics  # noqa: E402
+from rnadiff.evaluation import response_metrics
 
 world = int(sys.argv[1])
 config = bench_config(None, None)
@@ -41,14 +41,30 @@ for interaction in (0.0, 1.0):
                        - control.mean(0) for p in combo.split("+")]  # fmt: skip
             preds = {"additive": control + singles[0] + singles[1]}
             for calibrated in (True, False):
-                pred = model.predict(source, target=target, calibrated=calibrated,
-                                     steps=config.sampler_steps, seed=world, progress=False)
+                pred = model.predict(
+                    source,
+                    target=target,
+                    calibrated=calibrated,
+                    steps=config.sampler_steps,
+                    seed=world,
+                    progress=False,
+                )
                 preds[f"rnadiff calibrated={calibrated}"] = model.log_expression(pred)
             for method, p in preds.items():
                 m = response_metrics(np.atleast_2d(p), real, control, top_n=(50,),
                                      distributional=False)  # fmt: skip
                 with out.open("a") as f:
-                    f.write(json.dumps({"world": world, "interaction": interaction, "type": ct,
-                                        "pair": combo, "method": method,
-                                        "pearson_delta_top50": m["pearson_delta_top50"],
-                                        "r2_mean_all": m["r2_mean_all"]}) + "\n")
+                    f.write(
+                        json.dumps(
+                            {
+                                "world": world,
+                                "interaction": interaction,
+                                "type": ct,
+                                "pair": combo,
+                                "method": method,
+                                "pearson_delta_top50": m["pearson_delta_top50"],
+                                "r2_mean_all": m["r2_mean_all"],
+                            }
+                        )
+                        + "\n"
+                    )
