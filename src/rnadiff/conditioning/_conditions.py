@@ -172,15 +172,15 @@ def parts_measured_here(
     if pkey is None or control is None or pkey not in obs:
         return np.zeros(n, dtype=bool)
     cov, ip, seen = registry[pkey], perturbation_index(registry), set(seen)
-    out = np.zeros(n, dtype=bool)
-    for i, row in enumerate(condition_rows(registry, obs)):
-        if not row or row[ip] is None or None in row:
-            continue
-        parts = cov.parts(row[ip])
-        if len(parts) < 2:
-            continue
-        out[i] = all((*row[:ip], t, *row[ip + 1 :]) in seen for t in [control, *parts])
-    return out
+
+    def known_here(row: tuple) -> bool:
+        if not row or None in row or len(parts := cov.parts(row[ip])) < 2:
+            return False
+        return all((*row[:ip], t, *row[ip + 1 :]) in seen for t in [control, *parts])
+
+    rows = condition_rows(registry, obs)
+    answer = {row: known_here(row) for row in set(rows)}  # cells share their conditions
+    return np.fromiter((answer[row] for row in rows), dtype=bool, count=n)
 
 
 def never_measured(

@@ -353,10 +353,10 @@ def plot_count_realism(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rnadiff.evaluation._realism import count_realism, gene_moments
+    from rnadiff.evaluation._realism import gene_moments, realism_of_moments
 
     g, r = gene_moments(generated), gene_moments(real)
-    numbers = count_realism(generated, real)
+    numbers = realism_of_moments(g, r)
     fig, axes = plt.subplots(1, 3, figsize=(11.5, 3.8))
     ax = axes[0]
     for name, lib, color in (("real", r["library"], "0.3"), (label, g["library"], "C3")):

@@ -55,9 +55,14 @@ def count_realism(generated, real) -> dict[str, float]:
     dict
         The five numbers, as floats.
     """
+    return realism_of_moments(gene_moments(generated), gene_moments(real))
+
+
+def realism_of_moments(g: dict, r: dict) -> dict[str, float]:
+    """:func:`count_realism` from the :func:`gene_moments` of generated (``g``) and real
+    (``r``) counts."""
     from scipy.stats import ks_2samp
 
-    g, r = gene_moments(generated), gene_moments(real)
     if len(g["mean"]) != len(r["mean"]):
         raise InputError(
             f"generated and real counts have {len(g['mean'])} and {len(r['mean'])} genes"

@@ -43,12 +43,10 @@ from rnadiff.data._preprocessing import PreprocessState, scale, unscale
 from rnadiff.diffusion import karras_sigmas
 from rnadiff.sampling import _known
 from rnadiff.sampling._guidance import (
-    cell_choice,
     classifier_free_guidance,
     combination_composition,
-    compositional_guidance,
+    composed_transfer,
     effect_scaling,
-    interaction_transfer,
     interpolated_covariate,
 )
 from rnadiff.sampling._interpolation import interpolation_plan, outside_range
@@ -372,7 +370,6 @@ class SamplingEngine:
         for v in unseen:
             weights = self.prior_weights(v)
             scales[v] = sum(w * self.effect_scales.get(t, 1.0) for t, w in weights.items()) or 1.0
-
         # a combination never measured: the mean of its parts' scales (the network under-fits
         # a combination's parts as it does the singles)
         for v in scales:
@@ -456,30 +453,16 @@ class SamplingEngine:
                 weights = torch.where(where, torch.tensor(float(scale_)), torch.tensor(1.0))
                 return classifier_free_guidance(denoiser, {pkey: weights})
             if mode == "compose" and where.any():
-                inter = torch.from_numpy(interaction[b])
-                weights = None if context_w is None else torch.from_numpy(context_w[b])
-                composed = compositional_guidance(
+                return composed_transfer(
                     denoiser,
                     key=pkey,
                     reference=control,
                     scale=compose_scale[b] if torch.is_tensor(compose_scale) else compose_scale,
-                    where=where & ~inter,
+                    where=where,
+                    interaction=torch.from_numpy(interaction[b]),
                     contexts=contexts,
-                    context_weights=weights,
+                    context_weights=None if context_w is None else torch.from_numpy(context_w[b]),
                 )
-                if not inter.any():
-                    return composed
-                transferred = interaction_transfer(
-                    denoiser,
-                    key=pkey,
-                    reference=control,
-                    contexts=contexts,
-                    context_weights=weights,
-                    where=inter,
-                )
-                if bool((where & ~inter).any()):
-                    return cell_choice(transferred, composed, inter)
-                return transferred
             return denoiser
 
         return for_batch

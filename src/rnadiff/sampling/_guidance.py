@@ -444,11 +444,38 @@ def interaction_transfer(
     return guided
 
 
-def cell_choice(first: Denoiser, second: Denoiser, use_first: torch.Tensor) -> Denoiser:
-    """``first`` for the cells where ``use_first`` (boolean ``(n_cells,)``), ``second`` for
-    the others (both are evaluated)."""
+def composed_transfer(
+    denoiser: Denoiser,
+    *,
+    key: str,
+    reference: torch.Tensor,
+    scale: float | torch.Tensor,
+    where: torch.Tensor,
+    interaction: torch.Tensor,
+    contexts: Mapping[str, torch.Tensor] | None,
+    context_weights: torch.Tensor | None,
+) -> Denoiser:
+    """The ``"compose"`` transfer of the cells of ``where``: :func:`interaction_transfer` for
+    those of ``interaction`` (combinations whose parts were measured in the cell's context;
+    ``interaction`` must lie within ``where`` and needs ``contexts``),
+    :func:`compositional_guidance` with ``scale`` for the others; the joint conditional for
+    cells of neither. Arguments as those functions'."""
+    composed = compositional_guidance(
+        denoiser, key=key, reference=reference, scale=scale, where=where & ~interaction,
+        contexts=contexts, context_weights=context_weights,
+    )  # fmt: skip
+    if not bool(interaction.any()):
+        return composed
+    transferred = interaction_transfer(
+        denoiser, key=key, reference=reference, contexts=contexts,
+        context_weights=context_weights, where=interaction,
+    )  # fmt: skip
+    if not bool((where & ~interaction).any()):
+        return transferred
 
-    def chosen(x, sigma, cond):
-        return torch.where(use_first[:, None], first(x, sigma, cond), second(x, sigma, cond))
+    def chosen(x, sigma, cond):  # both kinds in one batch
+        return torch.where(
+            interaction[:, None], transferred(x, sigma, cond), composed(x, sigma, cond)
+        )
 
     return chosen
