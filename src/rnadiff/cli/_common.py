@@ -55,7 +55,9 @@ TransferOpt = Annotated[
         help="How a perturbation reaches a context (cell type, ...) where it was never measured "
         "(seen combinations always use the joint condition): compose (default: control in "
         "that context plus the perturbation's effect in the most similar context where it was "
-        "measured, scale 1.5), guide (guidance on the perturbation, scale 3), or none."
+        "measured, times a scale, see --transfer-scale; a pair A+B whose parts were measured "
+        "in the cell's own context keeps their effects there and takes only its interaction "
+        "from that context), guide (guidance on the perturbation, scale 3), or none."
     ),
 ]
 TransferScale = Annotated[
