@@ -310,7 +310,9 @@ def test_spread_factor_is_the_mean_ratio_over_the_measured_transports(model_):
     for t in types:
         src = ((obs.cluster_id == t) & (obs.group_id == "ctrl")).to_numpy()
         dst = ((obs.cluster_id == t) & (obs.group_id == "stim")).to_numpy()
-        moved = model_.predict(train[src], perturbation="stim", spread=False, progress=False)
+        moved = model_.predict(
+            train[src], perturbation="stim", spread=False, anchor=False, progress=False
+        )
         moved = moved[:, model_.genes].X
         ratios.append(spread_ratio(moved, log[dst]))
         (row,) = table.index[table.target.str.contains(f"cluster_id={t}", regex=False)]
@@ -390,12 +392,13 @@ def test_calibration_decodes_at_the_perturbations_own_dose(kang):
     observed = np.mean(
         [means.loc[(t, "stim")] - means.loc[(t, "ctrl")] for t in ctrl.obs.cluster_id], axis=0
     )
-    recon = model.predict(ctrl, perturbation="ctrl", progress=False, calibrated=False)
+    kw = dict(progress=False, calibrated=False, anchor=False)  # the network's own
+    recon = model.predict(ctrl, perturbation="ctrl", **kw)
     recon = recon[:, model.genes].X
 
     def change(dose):
         target = {"group_id": "stim", "dose": dose}
-        pred = model.predict(ctrl, target=target, progress=False, calibrated=False)
+        pred = model.predict(ctrl, target=target, **kw)
         return (pred[:, model.genes].X - recon).mean(0)
 
     p = change(1.0)

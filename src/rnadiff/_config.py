@@ -171,6 +171,9 @@ class TrainConfig:
     spread_cells: int = (
         256  # source cells per pair that calibrate the counterfactual spread; 0: off
     )
+    # control cells predicted under each measured condition to anchor predicted means on its
+    # training mean after training (RNADiffusion.calibrate_means); 0: off
+    anchor_cells: int = 64
     thinning: float = 0.0  # share of each batch corrupted by thinning its counts (raw counts only)
     max_epochs: float | None = 200.0  # passes over the cells at most (None: no cap)
     # passes over the cells at least (at most epochs), past max_steps: data sets of > 256k
@@ -192,6 +195,8 @@ class TrainConfig:
             raise InputError(f"thinning must be in [0, 1], got {self.thinning}")
         if self.calibration_cells < 0:
             raise InputError(f"calibration_cells must be >= 0, got {self.calibration_cells}")
+        if self.anchor_cells < 0:
+            raise InputError(f"anchor_cells must be >= 0, got {self.anchor_cells}")
         if self.spread_cells < 0:
             raise InputError(f"spread_cells must be >= 0, got {self.spread_cells}")
         if self.max_epochs is not None and not (0 < self.max_epochs < float("inf")):

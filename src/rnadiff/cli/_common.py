@@ -146,6 +146,7 @@ _OPTIONS = {
     "checkpoint_minutes": "--checkpoint-minutes",
     "calibration_cells": "--calibration-cells",
     "spread_cells": "--spread-cells",
+    "anchor_cells": "--anchor-cells",
     "thinning": "--thinning",
     "lr": "--lr",
     "width": "--width",

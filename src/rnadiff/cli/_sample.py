@@ -210,6 +210,17 @@ def predict(
     transfer_scale: TransferScale = None,
     gene_prior: GenePrior = False,
     calibrated: Calibrated = True,
+    anchor: Annotated[
+        bool,
+        typer.Option(
+            "--anchor/--no-anchor",
+            help="Counterfactual of control cells: correct each predicted cell by the model's "
+            "own error at the measured conditions its target is built from, as measured on "
+            "the training cells after training (the condition itself, the doses or times "
+            "measured around it, or a combination's parts), so measured conditions keep their "
+            "training means; --no-anchor: the network's own means.",
+        ),
+    ] = True,
     spread: Annotated[
         bool,
         typer.Option(
@@ -286,6 +297,7 @@ def predict(
         encode_sigma=encode_sigma,
         prior=gene_prior,
         calibrated=calibrated,
+        anchor=anchor,
         spread=spread,
         layer=layer,
         counts=counts,

@@ -250,6 +250,14 @@ def train(
             "counterfactual cells is calibrated after training (0: none)."
         ),
     ] = 256,
+    anchor_cells: Annotated[
+        int,
+        typer.Option(
+            help="Training control cells predicted under each measured condition after "
+            "training, to measure the model's error at that condition's mean change; "
+            "'rnadiff predict' corrects by it (--no-anchor there to not) (0: none)."
+        ),
+    ] = 128,
     thinning: Annotated[
         float,
         typer.Option(
@@ -385,6 +393,7 @@ def train(
             checkpoint_minutes=checkpoint_minutes,
             calibration_cells=calibration_cells,
             spread_cells=spread_cells,
+            anchor_cells=anchor_cells,
             thinning=thinning,
             precision=precision,
             **floor,

@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rnadiff.conditioning import _conditions as conditions
+from rnadiff.conditioning._anchors import Anchors, anchor_targets, continuous_values
 from rnadiff.conditioning._calibration import SPREAD_RANGE, effect_scales, spread_ratio
 from rnadiff.conditioning._prior import TRUST_GRID, fit_trust, gene_vectors
 from rnadiff.model._passthrough import Passthrough
@@ -157,6 +158,7 @@ def calibrate_spread(
             seed=seed,
             batch_size=batch_size,
             spread=False,
+            anchor=False,  # the decoded spread, whatever the means
             progress=False,
         )[:, model.genes].X
         first_source, first_target = adata.obs.iloc[source[0]], adata.obs.iloc[target[0]]
@@ -298,3 +300,125 @@ def fit_statistics(model: RNADiffusion, adata, seed: int) -> None:
         )
 
     model.fingerprint, model.gene_vectors, model.prior, model.passthrough = shared(compute)
+
+
+MEAN_COLUMNS = ["condition", "n_cells", "n_predicted", "residual", "noise"]
+
+
+def calibrate_means(
+    model: RNADiffusion,
+    *,
+    n_cells: int,
+    max_conditions: int,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    progress: bool,
+) -> pd.DataFrame:
+    """See :meth:`rnadiff.RNADiffusion.calibrate_means`."""
+    adata, registry = model.adata, model.registry
+    model.anchors = None
+    found = anchor_targets(registry, adata.obs)
+    if not found:
+        logger.info("rnadiff: no measured condition with control cells to anchor means on")
+        return pd.DataFrame(columns=MEAN_COLUMNS)
+    if len(found) > max_conditions:
+        logger.info(
+            "rnadiff: mean anchors on the %d of %d measured conditions with the most cells",
+            max_conditions,
+            len(found),
+        )
+        found = found[:max_conditions]
+    # groups: each condition's training cells, then each context's control cells (a source)
+    sources = {s.tobytes(): s for s, _, _ in found}
+    order = list(sources)
+    means, within = group_moments(model, adata, [t for _, _, t in found])
+    ctrl_means, _ = group_moments(model, adata, list(sources.values()))
+    rng = np.random.default_rng(seed)
+    pkey = registry.perturbation_key
+    drawn: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # per source: cells, reconstruction
+
+    def run(idx, changes):
+        out = model.predict(
+            adata[idx],
+            target=changes,
+            steps=steps,
+            seed=seed,
+            batch_size=batch_size,
+            spread=False,
+            anchor=False,
+            progress=False,
+        )[:, model.genes].X
+        return np.asarray(out, dtype=np.float64)
+
+    rows, residuals = [], []
+    for i, (source, changes, target) in enumerate(
+        tqdm(found, disable=not progress, desc="anchoring means", leave=False)
+    ):
+        key = source.tobytes()
+        if key not in drawn:
+            idx = np.sort(rng.choice(source, min(n_cells, len(source)), replace=False))
+            drawn[key] = idx, run(idx, {pkey: registry.control})  # the cells' own values
+        idx, recon = drawn[key]
+        change = run(idx, changes) - recon  # each cell's predicted change
+        observed = means[i] - ctrl_means[order.index(key)]
+        r = observed - change.mean(0)
+        # the norm r would have from sampling noise alone: the two training means' and the
+        # mean predicted change's over the cells drawn
+        noise = float(within.sum()) * (1 / len(target) + 1 / len(source))
+        noise += float(change.var(0, ddof=1).sum()) / len(idx) if len(idx) > 1 else 0.0
+        residuals.append(r.astype(np.float32))
+        rows.append(
+            {
+                "condition": conditions.describe(registry, adata.obs.iloc[target[0]], {}, True),
+                "n_cells": len(target),
+                "n_predicted": len(idx),
+                "residual": float(np.linalg.norm(r)),
+                "noise": float(np.sqrt(noise)),
+            }
+        )
+    obs = adata.obs.iloc[[t[0] for _, _, t in found]]
+    conts = [c for c in registry.covariates if not c.categorical and c.key in obs]
+    values = continuous_values(obs, [c.key for c in conts])
+    model.anchors = Anchors(
+        tuple(conditions.condition_rows(registry, obs)),
+        tuple(c.key for c in conts),
+        tuple(bool(c.log) for c in conts),
+        values,
+        np.stack(residuals),
+        np.array([len(t) for _, _, t in found]),
+    )
+    table = pd.DataFrame(rows, columns=MEAN_COLUMNS)
+    logger.info(
+        "rnadiff: mean anchors on %d measured conditions: residual norm median %.3f (%d above "
+        "their sampling noise, median noise %.3f)",
+        len(table),
+        table.residual.median(),
+        int((table.residual > table.noise).sum()),
+        table.noise.median(),
+    )
+    return table
+
+
+def group_moments(model: RNADiffusion, adata, groups: list[np.ndarray], chunk: int = 8192):
+    """Mean log expression of each group of training cells (rows ``groups``, disjoint) and
+    the pooled within-group variance of each gene, read a chunk of cells at a time."""
+    codes = np.full(adata.n_obs, len(groups), dtype=np.int64)  # the last group: the rest
+    for i, rows in enumerate(groups):
+        codes[rows] = i
+    n_groups = len(groups) + 1
+    counts = np.bincount(codes, minlength=n_groups)
+    member = sp.csr_matrix(
+        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_groups, len(codes))
+    )
+    sums = np.zeros((n_groups, len(model.genes)))
+    squares = np.zeros(len(model.genes))
+    for start in range(0, adata.n_obs, chunk):
+        rows = slice(start, start + chunk)
+        x = model.log_expression(adata[rows]).astype(np.float64)
+        sums += member[:, rows] @ x
+        squares += (x * x).sum(0)
+    means = sums / np.maximum(counts, 1)[:, None]
+    between = (counts[:, None] * means * means).sum(0)
+    dof = max(len(codes) - int((counts > 0).sum()), 1)
+    return means[:-1], np.maximum(squares - between, 0) / dof

@@ -136,6 +136,15 @@ steps
     Steps of the encoding and decoding (DPM-Solver++(2M)).
 seed, batch_size, progress
     Seed of the choice of cells; cells per denoiser call; a progress bar.""",
+    "calibrate_means_params": """\
+n_cells
+    Control cells of each context predicted under each of its conditions (seeded choice).
+max_conditions
+    Conditions anchored at most (those with the most training cells first).
+steps
+    Steps of the encoding and decoding (DPM-Solver++(2M)).
+seed, batch_size, progress
+    Seed of the choice of cells and of the sampler; cells per call; a progress bar.""",
     "calibrate_spread_params": """\
 n_cells
     Source cells predicted per pair (seeded choice).
@@ -169,6 +178,14 @@ encode_sigma
     ``sigma_max``, a full inversion); lower values keep more of the source cell.
 {prior}
 {calibrated}
+anchor
+    Counterfactual only: correct each predicted cell whose source is its context's
+    control by the model's own error at the measured conditions its target is built
+    from (:meth:`calibrate_means`, training runs it): the condition itself, the doses
+    or times measured around it, or the parts of a combination (and, for a combination
+    measured in another context, its interaction there). The predicted means then
+    reproduce the training means of measured conditions; the cells corrected are
+    counted in ``uns['rnadiff']['anchored_cells']``.
 {counts}
 spread
     Counterfactual only: widen the predicted cells of each target condition around

@@ -20,6 +20,7 @@ import torch
 
 from rnadiff._config import ModelConfig, TrainConfig
 from rnadiff._errors import InputError
+from rnadiff.conditioning._anchors import Anchors
 from rnadiff.data._covariates import CovariateRegistry, conditions_frame
 from rnadiff.data._preprocessing import fit_preprocessing, scale
 from rnadiff.design._phenotype import Phenotype, as_phenotype
@@ -67,6 +68,9 @@ class RNADiffusion:
         ``{perturbation: factor}`` found by :meth:`calibrate_effects`.
     spread_scale
         Widening of counterfactual cells found by :meth:`calibrate_spread` (1: none).
+    anchors
+        Residuals of the measured conditions' means found by :meth:`calibrate_means`
+        (None: none).
     seen, measured
         The categorical conditions and the continuous covariates' values of training.
     gene_vectors, prior
@@ -124,6 +128,7 @@ class RNADiffusion:
         self._trainer_state: tuple[dict, dict] | None = None
         self.step, self.history, self.adata = 0, [], None
         self.spread_scale = 1.0  # calibrate_spread(): widening of counterfactual cells
+        self.anchors: Anchors | None = None  # calibrate_means(): residuals of measured means
         self.passthrough: Passthrough | None = None  # training means of unmodelled genes
         self.fingerprint: dict | None = None  # of the training data (resume checks it)
 
@@ -266,6 +271,45 @@ class RNADiffusion:
             self, **kw, seed=seed, batch_size=batch_size, progress=progress
         )
 
+    @shared_docs
+    def calibrate_means(
+        self,
+        *,
+        n_cells: int = 64,
+        max_conditions: int = 1000,
+        steps: int = 20,
+        seed: int = 0,
+        batch_size: int = 2048,
+        progress: bool = False,
+    ) -> pd.DataFrame:
+        """Measure the model's error at each measured condition's mean (mean anchoring).
+
+        For every condition measured in training whose context has control cells, the
+        residual of its mean change: the mean log expression of its training cells minus
+        that of the context's control cells, minus the mean change :meth:`predict` gives
+        ``n_cells`` of those control cells (each against its own reconstruction;
+        :mod:`rnadiff.conditioning._anchors` has the equations).
+        Stored in ``anchors``; :meth:`predict` (``anchor=True``) adds it to counterfactuals
+        of control cells under that condition, interpolates it between measured doses or
+        times, and sums the parts' residuals for combinations of parts measured in the
+        cell's context (user guide: calibration). Training runs it
+        (``TrainConfig.anchor_cells``).
+
+        Parameters
+        ----------
+        {calibrate_means_params}
+
+        Returns
+        -------
+        DataFrame
+            One row per condition: ``condition``, ``n_cells`` (training), ``n_predicted``,
+            the norm of the ``residual``, and the norm it would have from sampling
+            ``noise`` alone (the two training means' and the predicted cells').
+        """
+        self._check_trained_on(n_cells=n_cells, max_conditions=max_conditions)
+        kw = dict(n_cells=n_cells, max_conditions=max_conditions, steps=steps, seed=seed)
+        return _calibration.calibrate_means(self, **kw, batch_size=batch_size, progress=progress)
+
     def _check_trained_on(self, **counts: int) -> None:
         if self.adata is None:
             raise InputError("this model has no training data; load it with adata=...")
@@ -343,6 +387,7 @@ class RNADiffusion:
         encode_sigma: float | None = None,
         prior: bool = False,
         calibrated: bool = True,
+        anchor: bool = True,
         counts: bool = False,
         spread: bool = True,
         layer: str | None = None,
@@ -367,6 +412,7 @@ class RNADiffusion:
         kw = dict(method=method, sampler=sampler, steps=steps, guidance=guidance, counts=counts)
         kw |= dict(transfer=transfer, transfer_scale=transfer_scale, encode_sigma=encode_sigma)
         kw |= dict(prior=prior, calibrated=calibrated, spread=spread, layer=layer, seed=seed)
+        kw["anchor"] = anchor
         return _predict.predict(self, source, perturbation, target, batch_size, progress, **kw)
 
     @shared_docs

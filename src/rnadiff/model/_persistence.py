@@ -14,6 +14,7 @@ import torch
 from rnadiff._config import ModelConfig, TrainConfig
 from rnadiff._errors import InputError
 from rnadiff._version import __version__
+from rnadiff.conditioning._anchors import Anchors
 from rnadiff.conditioning._features import GeneTable
 from rnadiff.data._covariates import CovariateRegistry
 from rnadiff.data._preprocessing import PreprocessState
@@ -49,6 +50,7 @@ def save(model: RNADiffusion, path: str | os.PathLike) -> None:
         "measured_within": model.engine.measured_within,
         "effect_scales": model.effect_scales,
         "spread_scale": model.spread_scale,
+        "anchors": None if model.anchors is None else model.anchors.to_json(),
         "prior": model.prior,
         "fingerprint": model.fingerprint,
         "passthrough": None if model.passthrough is None else model.passthrough.to_json(),
@@ -70,6 +72,8 @@ def save(model: RNADiffusion, path: str | os.PathLike) -> None:
     if model.gene_table is not None:  # the user's gene embeddings of perturbation targets
         meta["gene_embeddings"] = list(model.gene_table.genes)
         weights["conditioning.gene_embeddings"] = torch.from_numpy(model.gene_table.vectors)
+    if model.anchors is not None:
+        weights["anchors.residuals"] = torch.from_numpy(model.anchors.residuals)
     if model.passthrough is not None:
         weights["passthrough.means"] = torch.from_numpy(model.passthrough.means)
         weights["passthrough.overall"] = torch.from_numpy(
@@ -144,6 +148,8 @@ def _build(cls, meta: dict, tensors: dict) -> RNADiffusion:
     }
     model.effect_scales = {k: float(v) for k, v in meta.get("effect_scales", {}).items()}
     model.spread_scale = float(meta.get("spread_scale", 1.0))  # older checkpoints: none
+    if meta.get("anchors") is not None:  # older checkpoints: none (no mean anchoring)
+        model.anchors = Anchors.from_json(meta["anchors"], weights["anchors.residuals"].numpy())
     if meta.get("library_sizes") is not None:  # older checkpoints: none (no counts out)
         model._library_sizes = _counts.LibrarySizes.from_json(meta["library_sizes"])
     if "prior.gene_vectors" in weights:

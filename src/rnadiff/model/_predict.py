@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -188,6 +189,8 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
     info |= {"encode_sigma": sigma_max, "spread_scale": 1.0, "layer": layer}
     info["target"] = {k: str(v) for k, v in changes.items()}
     x_log = engine.to_log(z)
+    if method == "counterfactual":
+        x_log, info["anchored_cells"] = anchored(model, engine, obs_src, obs_tgt, plan, x_log, kw)
     if kw["spread"] and method == "counterfactual" and model.spread_scale != 1:
         labels = conditions.condition_labels(registry, obs_tgt)
         x_log = widen(x_log, labels, model.spread_scale)  # each condition around its mean
@@ -195,6 +198,31 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
     others = other_genes(model, source, layer) if method == "counterfactual" else None
     out = output(model, x_log, obs_tgt, info, others=others, names=source.obs_names)
     return _counts.with_counts(model, out, depths, seed)
+
+
+def anchored(model, engine, obs_src, obs_tgt, plan, x_log, kw) -> tuple:
+    """``x_log`` with the mean anchors of :meth:`RNADiffusion.calibrate_means` added
+    (values kept non-negative), and the number of cells anchored."""
+    if not kw["anchor"] or model.anchors is None:
+        return x_log, 0
+    extra = {}
+    if plan.mode == "compose" and plan.mask.any():  # interactions taken from elsewhere
+        interaction = engine.interaction_cells(obs_tgt, plan.mask)
+        found = engine.context_plan(plan.mask, conditions.condition_rows(model.registry, obs_tgt))
+        if interaction.any() and found is not None:
+            extra = dict(interaction=interaction, contexts=found[0], context_weights=found[1])
+    shift, where = model.anchors.shifts(model.registry, obs_src, obs_tgt, **extra)
+    if not where.any():
+        return x_log, 0
+    logger.info(
+        "rnadiff: %d of %d cells anchored on the training means of the measured conditions "
+        "their target is built from (anchor=False: the network's own means)",
+        int(where.sum()),
+        len(where),
+    )
+    x_log = x_log.copy()
+    x_log[where] = np.clip(x_log[where] + shift[where], 0, None)
+    return x_log, int(where.sum())
 
 
 def stack(predictions: list[ad.AnnData], names: list[str]) -> ad.AnnData:

@@ -108,10 +108,12 @@ def train(
             model.calibrate_effects(n_cells=cfg.calibration_cells, seed=cfg.seed, progress=progress)
         if cfg.spread_cells:
             model.calibrate_spread(n_cells=cfg.spread_cells, seed=cfg.seed, progress=progress)
-        return model.effect_scales, model.spread_scale
+        if cfg.anchor_cells:  # after the effect scales: it measures the calibrated predictions
+            model.calibrate_means(n_cells=cfg.anchor_cells, seed=cfg.seed, progress=progress)
+        return model.effect_scales, model.spread_scale, model.anchors
 
-    model.effect_scales, model.spread_scale = shared(calibrate)
-    if checkpoint_dir and (cfg.calibration_cells or cfg.spread_cells):
+    model.effect_scales, model.spread_scale, model.anchors = shared(calibrate)
+    if checkpoint_dir and (cfg.calibration_cells or cfg.spread_cells or cfg.anchor_cells):
         model.save(checkpoint_dir)
 
 

@@ -1,0 +1,262 @@
+"""Mean anchors: the model's error at each measured condition, and the correction a predicted
+cell takes from them. Pure bookkeeping on ``obs`` tables and arrays.
+
+A counterfactual of a context's control cells under a condition measured in training should
+reproduce that condition's mean change; the network's estimate misses it by a residual
+
+.. math::
+
+    r(c, p, v) = [\\bar{x}(c, p, v) - \\bar{x}(c, \\text{control})]
+                 - \\frac{1}{m} \\sum_i [\\hat{x}_i(c, p, v) - \\hat{x}_i(c, \\text{control})],
+
+the mean log expression of the training cells of context ``c`` (the other categorical
+covariates) under perturbation ``p`` at continuous values ``v`` (dose, time) minus that of the
+context's control cells, minus the mean change the model predicts for ``m`` of those control
+cells (each against its own reconstruction, so the cells' sampling noise cancels). Residuals
+are used as measured: shrinking them towards 0 by their sampling noise (James-Stein, per vector
+or per gene) scored no better on simulated screens
+(``benchmarks/results/studies/anchor/README.md``).
+
+A predicted cell whose source is its context's control takes:
+
+- a measured condition: its residual;
+- a measured perturbation at an unmeasured continuous value: the residuals of the measured
+  values interpolated linearly (in log dose for a dose) between the two neighbours, the nearest
+  one outside the measured range;
+- a combination whose parts were measured in the context: :math:`\\sum_j r(c, p_j)`;
+- with its interaction taken from measured contexts ``c_i`` (weights ``w_i``, see
+  :func:`rnadiff.sampling.interaction_transfer`), in addition
+  :math:`\\sum_i w_i [r(c_i, p) - \\sum_j r(c_i, p_j)]`.
+
+Anything else (unseen perturbations, other contexts, other sources) takes none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from rnadiff.conditioning import _conditions as conditions
+from rnadiff.conditioning._transfer import context_of
+from rnadiff.data._covariates import CovariateRegistry
+
+
+def anchor_targets(
+    registry: CovariateRegistry, obs: pd.DataFrame
+) -> list[tuple[np.ndarray, dict, np.ndarray]]:
+    """``(source rows, target changes, target rows)`` of every measured condition (the control
+    included) whose context has control cells: the source is the context's control cells,
+    the changes are the condition's perturbation and continuous values. Those with the most
+    target cells first."""
+    pkey, control = registry.perturbation_key, registry.control
+    if pkey is None or control is None or pkey not in obs:
+        return []
+    n = len(obs)
+    columns = conditions.condition_columns(registry, obs)
+    ok = conditions.complete(columns, n)
+    labels = conditions.row_keys(list(columns.values()), n)
+    conts = {k: v for k, v in columns.items() if not registry[k].categorical}
+    context = conditions.row_keys(
+        [v for k, v in columns.items() if k != pkey and k not in conts], n
+    )
+    is_ctrl = ok & (columns[pkey] == control)
+    out = []
+    for label in sorted(set(labels[ok])):
+        target = np.flatnonzero(labels == label)
+        first = target[0]
+        source = np.flatnonzero(is_ctrl & (context == context[first]))
+        if not len(source):
+            continue
+        changes = {pkey: columns[pkey][first]} | {k: float(v[first]) for k, v in conts.items()}
+        out.append((source, changes, target))
+    return sorted(out, key=lambda p: -len(p[2]))
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """Residuals of measured conditions (see the module doc).
+
+    Parameters
+    ----------
+    rows
+        Each anchor's categorical condition (registry order, combination parts sorted).
+    keys, log
+        The continuous covariates of ``values`` and whether each is interpolated in log
+        (a dose).
+    values
+        ``(n_anchors, len(keys))`` continuous values (NaN: unset).
+    residuals
+        ``(n_anchors, n_genes)`` shrunk residuals, log expression.
+    n_cells
+        Training cells of each anchor's condition.
+    """
+
+    rows: tuple[tuple, ...]
+    keys: tuple[str, ...]
+    log: tuple[bool, ...]
+    values: np.ndarray
+    residuals: np.ndarray
+    n_cells: np.ndarray
+    _by_row: dict = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        by_row: dict[tuple, list[int]] = {}
+        for i, row in enumerate(self.rows):
+            by_row.setdefault(tuple(row), []).append(i)
+        object.__setattr__(self, "_by_row", by_row)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # ------------------------------------------------------------ persistence
+    def to_json(self) -> dict:
+        """Everything but the residuals (stored as a tensor)."""
+        return {
+            "rows": [list(r) for r in self.rows],
+            "keys": list(self.keys),
+            "log": list(self.log),
+            "values": [[None if np.isnan(v) else float(v) for v in r] for r in self.values],
+            "n_cells": [int(n) for n in self.n_cells],
+        }
+
+    @classmethod
+    def from_json(cls, meta: dict, residuals: np.ndarray) -> Anchors:
+        values = np.array(
+            [[np.nan if v is None else v for v in r] for r in meta["values"]], dtype=np.float64
+        ).reshape(len(meta["rows"]), len(meta["keys"]))
+        return cls(
+            tuple(tuple(r) for r in meta["rows"]),
+            tuple(meta["keys"]),
+            tuple(bool(b) for b in meta["log"]),
+            values,
+            np.asarray(residuals, dtype=np.float32),
+            np.asarray(meta["n_cells"], dtype=np.int64),
+        )
+
+    # ----------------------------------------------------------------- lookup
+    def residual(self, row: tuple, values: np.ndarray) -> np.ndarray | None:
+        """The residual of categorical condition ``row`` at continuous ``values`` (order of
+        ``keys``): measured, interpolated along one continuous covariate (the others as
+        measured), or the nearest measured value outside the range; None without one."""
+        found = self._by_row.get(tuple(row))
+        if not found:
+            return None
+        idx = np.asarray(found)
+        grid = self.values[idx]
+        same = _same(grid, values)
+        exact = same.all(axis=1)
+        if exact.any():
+            return self.residuals[idx[np.flatnonzero(exact)[0]]]
+        for j in range(len(self.keys)):
+            others = np.delete(same, j, axis=1).all(axis=1)
+            x = values[j]
+            cand = idx[others & np.isfinite(grid[:, j])]
+            if len(cand) and np.isfinite(x):
+                return self._along(cand, j, x)  # None at dose 0: the control
+            unset = idx[others & np.isnan(grid[:, j])]
+            if len(unset):  # measured without that covariate (e.g. a knock-out's dose)
+                return self.residuals[unset[0]]
+        return None
+
+    def _along(self, cand: np.ndarray, j: int, x: float) -> np.ndarray | None:
+        v = self.values[cand, j]
+        order = np.argsort(v)
+        cand, v = cand[order], v[order]
+        use_log = self.log[j] and (v > 0).all() and x > 0
+        if self.log[j] and x <= 0:  # a dosed perturbation at dose 0 is the control
+            return None
+        t, grid = (np.log(x), np.log(v)) if use_log else (x, v)
+        if t <= grid[0] or len(grid) == 1:
+            return self.residuals[cand[0]]
+        if t >= grid[-1]:
+            return self.residuals[cand[-1]]
+        hi = int(np.searchsorted(grid, t))
+        w = (t - grid[hi - 1]) / (grid[hi] - grid[hi - 1])
+        return (1 - w) * self.residuals[cand[hi - 1]] + w * self.residuals[cand[hi]]
+
+    def shifts(
+        self,
+        registry: CovariateRegistry,
+        obs_src: pd.DataFrame,
+        obs_tgt: pd.DataFrame,
+        *,
+        interaction: np.ndarray | None = None,
+        contexts: list[tuple] | None = None,
+        context_weights: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each predicted cell's correction (``(n_cells, n_genes)``, log expression) and
+        which cells have one, for cells predicted from ``obs_src`` to ``obs_tgt`` (see the
+        module doc). ``interaction``: cells whose interaction is taken from ``contexts``
+        with ``context_weights`` (``(n_cells, len(contexts))``)."""
+        n, n_genes = len(obs_tgt), self.residuals.shape[1]
+        out = np.zeros((n, n_genes), dtype=np.float32)
+        where = np.zeros(n, dtype=bool)
+        pkey, control = registry.perturbation_key, registry.control
+        if not len(self) or pkey is None or pkey not in obs_tgt or pkey not in obs_src:
+            return out, where
+        ip = conditions.perturbation_index(registry)
+        src = conditions.condition_rows(registry, obs_src)
+        tgt = conditions.condition_rows(registry, obs_tgt)
+        conts = continuous_values(obs_tgt, self.keys)
+        cov = registry[pkey]
+        cache: dict = {}
+        for i in range(n):
+            s, t = src[i], tgt[i]
+            if not t or None in t or s[ip] != control or context_of(s, ip) != context_of(t, ip):
+                continue
+            inter = None
+            if interaction is not None and interaction[i] and contexts is not None:
+                inter = tuple(float(w) for w in context_weights[i])
+            key = (t, conts[i].tobytes(), inter)
+            if key not in cache:
+                cache[key] = self._cell(t, conts[i], ip, cov, contexts, inter)
+            if cache[key] is not None:
+                out[i], where[i] = cache[key], True
+        return out, where
+
+    def _cell(self, row, values, ip, cov, contexts, weights) -> np.ndarray | None:
+        def at(ctx: tuple, p: str) -> np.ndarray | None:
+            return self.residual((*ctx[:ip], p, *ctx[ip:]), values)
+
+        ctx = context_of(row, ip)
+        own = at(ctx, row[ip])
+        if own is not None and weights is None:
+            return own
+        parts = cov.parts(row[ip])
+        if len(parts) < 2:
+            return None
+        composed = _composed(at, ctx, parts)
+        if composed is None:
+            return None
+        for c, w in zip(contexts or (), weights or (), strict=False):
+            if w <= 0:
+                continue
+            pair, there = at(c, row[ip]), _composed(at, c, parts)
+            if pair is None or there is None:
+                return composed  # no interaction residual to add: the parts' alone
+            composed = composed + w * (pair - there)
+        return composed
+
+
+def continuous_values(obs: pd.DataFrame, keys: tuple[str, ...] | list[str]) -> np.ndarray:
+    """``(len(obs), len(keys))`` values of continuous covariates (NaN: unset or absent)."""
+    out = np.full((len(obs), len(keys)), np.nan)
+    for j, key in enumerate(keys):
+        if key in obs:
+            out[:, j] = pd.to_numeric(obs[key], errors="coerce").to_numpy(np.float64)
+    return out
+
+
+def _composed(at, ctx: tuple, parts: list[str]) -> np.ndarray | None:
+    """sum_j r(ctx, p_j), or None when a part has none."""
+    found = [at(ctx, p) for p in parts]
+    return None if any(r is None for r in found) else sum(found)
+
+
+def _same(grid: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Elementwise: equal values, or both unset."""
+    both_nan = np.isnan(grid) & np.isnan(values)[None, :]
+    close = np.isclose(grid, values[None, :], rtol=1e-6, atol=1e-9)
+    return both_nan | close

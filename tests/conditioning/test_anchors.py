@@ -1,0 +1,126 @@
+"""Mean anchors (pure bookkeeping, known answers): which residual a predicted cell takes."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rnadiff.conditioning._anchors import Anchors, anchor_targets
+from rnadiff.data._covariates import CovariateRegistry
+
+SETUP = {"perturbation_key": "p", "control": "ctrl", "cell_type_key": "ct", "dose_key": "dose",
+         "combination_sep": "+"}  # fmt: skip
+
+
+@pytest.fixture
+def registry():
+    obs = pd.DataFrame(
+        {
+            "ct": ["T", "T", "T", "T", "B", "B", "B", "B", "B"],
+            "p": ["ctrl", "A", "A", "K", "ctrl", "A", "K", "A+K", "A+K"],
+            "dose": [0.0, 1.0, 100.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0],
+        }
+    )
+    return CovariateRegistry.fit(obs, SETUP), obs
+
+
+def anchors(rows, doses, residuals):
+    # rows as (cell type, perturbation); the registry keys them (perturbation, cell type)
+    return Anchors(
+        tuple((p, ct) for ct, p in rows),
+        ("dose",),
+        (True,),
+        np.array(doses, dtype=float)[:, None],
+        np.array(residuals, dtype=np.float32),
+        np.full(len(rows), 10),
+    )
+
+
+# anchors of the registry fixture's conditions; residual vectors chosen so sums are readable
+TABLE = anchors(
+    [
+        ("T", "ctrl"),
+        ("T", "A"),
+        ("T", "A"),
+        ("T", "K"),
+        ("B", "ctrl"),
+        ("B", "A"),
+        ("B", "K"),
+        ("B", "A+K"),
+    ],
+    [0, 1, 100, 0, 0, 1, 0, 1],
+    [[0, 0], [1, 0], [3, 0], [0, 10], [0, 0], [100, 0], [0, 1000], [7, 7]],
+)
+
+
+def cells(ct, p, dose, source="ctrl"):
+    n = len(p)
+    src = pd.DataFrame({"ct": [ct] * n, "p": [source] * n, "dose": [0.0] * n})
+    tgt = pd.DataFrame({"ct": [ct] * n, "p": p, "dose": dose})
+    return src, tgt
+
+
+def test_anchor_targets_are_measured_conditions_with_their_contexts_controls(registry):
+    reg, obs = registry
+    found = anchor_targets(reg, obs)
+    by_target = {tuple(t): (tuple(s), c) for s, c, t in found}
+    assert by_target[(7, 8)] == ((4,), {"p": "A+K", "dose": 1.0})  # B's control cells
+    assert by_target[(1,)] == ((0,), {"p": "A", "dose": 1.0})
+    assert by_target[(0,)][0] == (0,)  # the control itself is a condition
+    assert len(found) == 8 and len(found[0][2]) == 2  # the most cells first
+
+
+def test_a_measured_condition_takes_its_residual(registry):
+    reg, _ = registry
+    shift, where = TABLE.shifts(reg, *cells("T", ["A", "K"], [1.0, 0.0]))
+    assert where.all()
+    np.testing.assert_allclose(shift, [[1, 0], [0, 10]])
+
+
+def test_doses_between_are_interpolated_in_log_dose_and_nearest_outside(registry):
+    reg, _ = registry
+    shift, where = TABLE.shifts(reg, *cells("T", ["A"] * 3, [10.0, 1000.0, 0.5]))
+    assert where.all()
+    np.testing.assert_allclose(shift[:, 0], [2.0, 3.0, 1.0])  # 10 is half way in log dose
+    shift, where = TABLE.shifts(reg, *cells("T", ["A", "K"], [0.0, 0.0]))
+    assert where.tolist() == [False, True]  # A at dose 0 is the control; K was measured so
+
+
+def test_a_pair_of_parts_measured_here_sums_their_residuals(registry):
+    reg, _ = registry
+    # T: A at dose 10 (interpolated: 2) + K (measured at dose 0 only: its own)
+    shift, where = TABLE.shifts(reg, *cells("T", ["A+K", "K+A"], [10.0, 10.0]))
+    assert where.all()
+    np.testing.assert_allclose(shift, [[2, 10], [2, 10]])
+
+
+def test_a_pairs_interaction_from_another_context_adds_its_residual_there(registry):
+    reg, _ = registry
+    src, tgt = cells("T", ["A+K"], [1.0])
+    shift, where = TABLE.shifts(
+        reg, src, tgt, interaction=np.array([True]), contexts=[("B",)],
+        context_weights=np.array([[1.0]]),
+    )  # fmt: skip
+    # parts here (1, 0) + (0, 10), plus the pair's residual in B minus its parts' there
+    np.testing.assert_allclose(shift[0], [1 + 7 - 100, 10 + 7 - 1000])
+    assert where[0]
+
+
+def test_no_anchor_for_other_sources_contexts_or_unknown_perturbations(registry):
+    reg, _ = registry
+    src, tgt = cells("T", ["A", "A", "Z", "A"], [1.0, 1.0, 1.0, 1.0])
+    src.loc[0, "p"] = "K"  # not a control cell
+    src.loc[1, "ct"] = "B"  # the cell changes context
+    tgt.loc[3, "ct"] = "M"  # a context without anchors (nor the source's)
+    src.loc[3, "ct"] = "M"
+    shift, where = TABLE.shifts(reg, src, tgt)
+    assert not where.any() and not shift.any()
+
+
+def test_anchors_round_trip_through_json():
+    back = Anchors.from_json(TABLE.to_json(), TABLE.residuals)
+    assert back.rows == TABLE.rows and back.keys == TABLE.keys and back.log == TABLE.log
+    np.testing.assert_array_equal(back.values, TABLE.values)
+    unset = anchors([("T", "K")], [np.nan], [[1, 2]])
+    again = Anchors.from_json(unset.to_json(), unset.residuals)
+    assert np.isnan(again.values).all()
+    np.testing.assert_allclose(again.residual(("K", "T"), np.array([5.0])), [1, 2])

@@ -1,0 +1,122 @@
+"""Mean anchoring on a trained model: measured, composed and saved residuals."""
+
+import numpy as np
+import pytest
+
+from rnadiff import ModelConfig, NetworkConfig, RNADiffusion, TrainConfig
+from rnadiff.datasets import simulate
+
+SMALL = ModelConfig(network=NetworkConfig(width=32, depth=1, emb_dim=16))
+
+
+@pytest.fixture(scope="module")
+def screen():
+    adata, _ = simulate(
+        1500, seed=5, n_genes=40, n_programs=6, n_genetic=2, n_drugs=1, n_combinations=1,
+        n_cell_types=2, times=(24.0,), doses=(10.0,),
+    )  # fmt: skip
+    return adata
+
+
+@pytest.fixture(scope="module")
+def model(screen):
+    pair = screen.obs["perturbation"].astype(str).str.contains("+", regex=False).to_numpy()
+    adata = screen[~pair].copy()
+    RNADiffusion.setup_anndata(
+        adata, perturbation_key="perturbation", control="control", dose_key="dose",
+        cell_type_key="cell_type",
+    )  # fmt: skip
+    model = RNADiffusion(adata, config=SMALL, seed=0)
+    model.train(max_steps=40, progress=False)  # under-trained: large residuals
+    return model
+
+
+def controls(screen, ct="celltype_0"):
+    obs = screen.obs
+    keep = (obs["perturbation"] == "control").to_numpy() & (obs["cell_type"] == ct).to_numpy()
+    return screen[keep].copy()
+
+
+def mean_change(model, screen, source, pert):
+    obs = model.adata.obs
+    ct = source.obs["cell_type"].iloc[0]
+    here = (obs["cell_type"] == ct).to_numpy()
+    real = model.log_expression(model.adata[here & (obs["perturbation"] == pert).to_numpy()])
+    ctrl = model.log_expression(model.adata[here & (obs["perturbation"] == "control").to_numpy()])
+    return real.mean(0) - ctrl.mean(0)
+
+
+def test_training_anchors_every_measured_condition(model):
+    labels = model.adata.obs[["perturbation", "cell_type"]].astype(str).drop_duplicates()
+    assert model.anchors is not None and len(model.anchors) == len(labels)
+    table = model.calibrate_means(n_cells=32)
+    assert list(table.columns) == ["condition", "n_cells", "n_predicted", "residual", "noise"]
+    assert (table.n_predicted == 32).all() and (table.noise > 0).all()
+    assert (table.residual > table.noise).any()  # 40 steps miss the means beyond their noise
+
+
+def test_a_measured_condition_keeps_its_training_mean(model, screen):
+    source = controls(screen)
+    pert = "G0000" if "G0000" in set(model.adata.obs["perturbation"]) else None
+    pert = pert or sorted(set(model.adata.obs["perturbation"].astype(str)) - {"control"})[0]
+    dose = model.adata.obs.loc[model.adata.obs["perturbation"] == pert, "dose"].iloc[0]
+    target = {"perturbation": pert, "dose": dose}
+    kw = dict(target=target, steps=8, progress=False, spread=False)
+    on, off = model.predict(source, **kw), model.predict(source, anchor=False, **kw)
+    assert on.uns["rnadiff"]["anchored_cells"] == source.n_obs
+    assert off.uns["rnadiff"]["anchored_cells"] == 0
+    truth = mean_change(model, screen, source, pert)
+    base = model.log_expression(source).mean(0)
+    err_on = np.abs(model.log_expression(on).mean(0) - base - truth).mean()
+    err_off = np.abs(model.log_expression(off).mean(0) - base - truth).mean()
+    assert err_on < 0.7 * err_off
+
+
+def test_a_pair_measured_nowhere_takes_its_parts_residuals(model, screen):
+    combo = str(next(p for p in screen.obs["perturbation"].astype(str) if "+" in p))
+    source = controls(screen, "celltype_1")
+    dose = float(screen.obs.loc[screen.obs["perturbation"] == combo, "dose"].iloc[0])
+    kw = dict(target={"perturbation": combo, "dose": dose}, steps=8, progress=False, spread=False)
+    on, off = model.predict(source, **kw), model.predict(source, anchor=False, **kw)
+    parts = sorted(combo.split("+"))
+    reg = model.registry
+    ip = [c.key for c in reg.covariates if c.categorical].index("perturbation")
+    row = ["celltype_1"]
+    row.insert(ip, None)
+    expected = np.zeros(len(model.genes), dtype=np.float32)
+    for p in parts:
+        row[ip] = p
+        values = np.array([dose if k == "dose" else np.nan for k in model.anchors.keys])
+        expected += model.anchors.residual(tuple(row), values)
+    assert np.abs(expected).max() > 0
+    genes = model.genes
+    np.testing.assert_allclose(
+        on[:, genes].X, np.clip(off[:, genes].X + expected, 0, None), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_only_counterfactuals_of_control_cells_are_anchored(model, screen):
+    obs = screen.obs
+    pert = sorted(set(model.adata.obs["perturbation"].astype(str)) - {"control"})[0]
+    treated = screen[(obs["perturbation"] == pert).to_numpy()][:20].copy()
+    back = model.predict(treated, perturbation="control", steps=4, progress=False)
+    assert back.uns["rnadiff"]["anchored_cells"] == 0
+    gen = model.predict(controls(screen)[:10], perturbation=pert, method="generate", steps=4,
+                        progress=False)  # fmt: skip
+    assert "anchored_cells" not in gen.uns["rnadiff"]
+
+
+def test_anchors_are_saved_and_can_be_turned_off(model, screen, tmp_path):
+    model.save(tmp_path / "m")
+    loaded = RNADiffusion.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.anchors.residuals, model.anchors.residuals)
+    assert loaded.anchors.rows == model.anchors.rows
+    source = controls(screen)[:15]
+    pert = sorted(set(model.adata.obs["perturbation"].astype(str)) - {"control"})[0]
+    a = model.predict(source, perturbation=pert, steps=4, progress=False)
+    b = loaded.predict(source, perturbation=pert, steps=4, progress=False)
+    np.testing.assert_array_equal(a.X, b.X)
+    adata = model.adata.copy()
+    off = RNADiffusion(adata, config=SMALL, seed=0)
+    off.train(config=TrainConfig(max_steps=5, anchor_cells=0), progress=False)
+    assert off.anchors is None
