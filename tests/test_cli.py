@@ -607,3 +607,21 @@ def test_spread_calibration_options(model_dir, kang_file, tmp_path):
         "--control", "ctrl", "--max-steps", "3", "--spread-cells", "0", *TINY,
     )  # fmt: skip
     assert RNADiffusion.load(out).spread_scale == 1.0
+
+
+def test_mean_anchoring_options(model_dir, kang_file, tmp_path):
+    """Training anchors the measured conditions (here every cell type's stimulated cells);
+    --no-anchor predicts the network's own means; --anchor-cells 0 trains without anchors."""
+    assert RNADiffusion.load(model_dir).anchors is not None
+    args = ["predict", "--model", model_dir, "--source", kang_file, "--where", "group_id=ctrl"]
+    args += ["--perturbation", "stim", "--steps", "3", "--quiet", "--no-spread"]
+    invoke(*args, "--out", tmp_path / "a.h5ad")
+    invoke(*args, "--no-anchor", "--out", tmp_path / "b.h5ad")
+    on, off = ad.read_h5ad(tmp_path / "a.h5ad"), ad.read_h5ad(tmp_path / "b.h5ad")
+    assert on.uns["rnadiff"]["anchored_cells"] == on.n_obs
+    assert off.uns["rnadiff"]["anchored_cells"] == 0
+    assert not np.allclose(on.X, off.X)
+    out = tmp_path / "unanchored"
+    invoke("train", "--data", kang_file, "--out", out, "--perturbation-key", "group_id",
+           "--control", "ctrl", "--max-steps", "3", "--anchor-cells", "0", *TINY)  # fmt: skip
+    assert RNADiffusion.load(out).anchors is None
