@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from rnadiff import ModelConfig, NetworkConfig, RNADiffusion, TrainConfig
+from rnadiff.conditioning._anchors import anchor_cells
 from rnadiff.datasets import simulate
 
 SMALL = ModelConfig(network=NetworkConfig(width=32, depth=1, emb_dim=16))
@@ -83,16 +84,21 @@ def test_a_pair_measured_nowhere_takes_its_parts_residuals(model, screen):
     ip = [c.key for c in reg.covariates if c.categorical].index("perturbation")
     row = ["celltype_1"]
     row.insert(ip, None)
-    expected = np.zeros(len(model.genes), dtype=np.float32)
-    for p in parts:
+    values = np.array([dose if k == "dose" else np.nan for k in model.anchors.keys])
+    residuals = {}
+    for p in [*parts, "control"]:
         row[ip] = p
-        values = np.array([dose if k == "dose" else np.nan for k in model.anchors.keys])
-        expected += model.anchors.residual(tuple(row), values)
+        residuals[p] = model.anchors.residual(tuple(row), values)
+    expected = sum(residuals[p] for p in parts) - (len(parts) - 1) * residuals["control"]
     assert np.abs(expected).max() > 0
     genes = model.genes
-    np.testing.assert_allclose(
-        on[:, genes].X, np.clip(off[:, genes].X + expected, 0, None), rtol=1e-5, atol=1e-5
-    )
+    n = source.n_obs
+    want = anchor_cells(off[:, genes].X, np.tile(expected, (n, 1)), np.zeros(n, dtype=int))
+    np.testing.assert_allclose(on[:, genes].X, want, rtol=1e-5, atol=1e-5)
+    # the condition's mean moved by exactly the correction, where the cells allow it
+    moved = on[:, genes].X.mean(0) - off[:, genes].X.mean(0)
+    room = off[:, genes].X.mean(0) + expected > 0
+    np.testing.assert_allclose(moved[room], expected[room], atol=1e-4)
 
 
 def test_only_counterfactuals_of_control_cells_are_anchored(model, screen):

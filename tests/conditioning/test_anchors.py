@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnadiff.conditioning._anchors import Anchors, anchor_targets
+from rnadiff.conditioning._anchors import Anchors, anchor_cells, anchor_targets
 from rnadiff.data._covariates import CovariateRegistry
 
 SETUP = {"perturbation_key": "p", "control": "ctrl", "cell_type_key": "ct", "dose_key": "dose",
@@ -48,7 +48,7 @@ TABLE = anchors(
         ("B", "A+K"),
     ],
     [0, 1, 100, 0, 0, 1, 0, 1],
-    [[0, 0], [1, 0], [3, 0], [0, 10], [0, 0], [100, 0], [0, 1000], [7, 7]],
+    [[0.5, 0.5], [1, 0], [3, 0], [0, 10], [0, 0], [100, 0], [0, 1000], [7, 7]],
 )
 
 
@@ -71,38 +71,40 @@ def test_anchor_targets_are_measured_conditions_with_their_contexts_controls(reg
 
 def test_a_measured_condition_takes_its_residual(registry):
     reg, _ = registry
-    shift, where = TABLE.shifts(reg, *cells("T", ["A", "K"], [1.0, 0.0]))
-    assert where.all()
+    shift, group = TABLE.shifts(reg, *cells("T", ["A", "K"], [1.0, 0.0]))
+    assert group.tolist() == [0, 1]
     np.testing.assert_allclose(shift, [[1, 0], [0, 10]])
 
 
 def test_doses_between_are_interpolated_in_log_dose_and_nearest_outside(registry):
     reg, _ = registry
-    shift, where = TABLE.shifts(reg, *cells("T", ["A"] * 3, [10.0, 1000.0, 0.5]))
-    assert where.all()
+    shift, group = TABLE.shifts(reg, *cells("T", ["A"] * 3, [10.0, 1000.0, 0.5]))
+    assert (group >= 0).all()
     np.testing.assert_allclose(shift[:, 0], [2.0, 3.0, 1.0])  # 10 is half way in log dose
-    shift, where = TABLE.shifts(reg, *cells("T", ["A", "K"], [0.0, 0.0]))
-    assert where.tolist() == [False, True]  # A at dose 0 is the control; K was measured so
+    shift, group = TABLE.shifts(reg, *cells("T", ["A", "K"], [0.0, 0.0]))
+    assert (group >= 0).tolist() == [False, True]  # A at dose 0 is the control; K was measured so
 
 
 def test_a_pair_of_parts_measured_here_sums_their_residuals(registry):
     reg, _ = registry
-    # T: A at dose 10 (interpolated: 2) + K (measured at dose 0 only: its own)
-    shift, where = TABLE.shifts(reg, *cells("T", ["A+K", "K+A"], [10.0, 10.0]))
-    assert where.all()
-    np.testing.assert_allclose(shift, [[2, 10], [2, 10]])
+    # T: A at dose 10 (interpolated: 2) + K (measured at dose 0 only: its own) - the control's
+    # (each part's residual holds the reconstruction's once)
+    shift, group = TABLE.shifts(reg, *cells("T", ["A+K", "K+A"], [10.0, 10.0]))
+    assert group.tolist() == [0, 0]  # one condition, one group
+    np.testing.assert_allclose(shift, [[1.5, 9.5], [1.5, 9.5]])
 
 
 def test_a_pairs_interaction_from_another_context_adds_its_residual_there(registry):
     reg, _ = registry
     src, tgt = cells("T", ["A+K"], [1.0])
-    shift, where = TABLE.shifts(
+    shift, group = TABLE.shifts(
         reg, src, tgt, interaction=np.array([True]), contexts=[("B",)],
         context_weights=np.array([[1.0]]),
     )  # fmt: skip
-    # parts here (1, 0) + (0, 10), plus the pair's residual in B minus its parts' there
-    np.testing.assert_allclose(shift[0], [1 + 7 - 100, 10 + 7 - 1000])
-    assert where[0]
+    # parts here (1, 0) + (0, 10) - (0.5, 0.5), plus the pair's residual in B minus its
+    # parts' there (+ B's control's, 0)
+    np.testing.assert_allclose(shift[0], [0.5 + 7 - 100, 9.5 + 7 - 1000])
+    assert group[0] == 0
 
 
 def test_no_anchor_for_other_sources_contexts_or_unknown_perturbations(registry):
@@ -112,8 +114,8 @@ def test_no_anchor_for_other_sources_contexts_or_unknown_perturbations(registry)
     src.loc[1, "ct"] = "B"  # the cell changes context
     tgt.loc[3, "ct"] = "M"  # a context without anchors (nor the source's)
     src.loc[3, "ct"] = "M"
-    shift, where = TABLE.shifts(reg, src, tgt)
-    assert not where.any() and not shift.any()
+    shift, group = TABLE.shifts(reg, src, tgt)
+    assert (group == -1).all() and not shift.any()
 
 
 def test_anchors_round_trip_through_json():
@@ -124,3 +126,15 @@ def test_anchors_round_trip_through_json():
     again = Anchors.from_json(unset.to_json(), unset.residuals)
     assert np.isnan(again.values).all()
     np.testing.assert_allclose(again.residual(("K", "T"), np.array([5.0])), [1, 2])
+
+
+def test_anchor_cells_moves_each_groups_mean_by_exactly_its_shift():
+    x = np.array([[1.0, 1.0, 5.0], [3.0, 0.0, 5.0], [2.0, 2.0, 5.0]], dtype=np.float32)
+    shift = np.array([[1.0, -0.5, 0.0], [1.0, -0.5, 0.0], [9.0, 9.0, 9.0]], dtype=np.float32)
+    out = anchor_cells(x, shift, np.array([0, 0, -1]))
+    # gene 0 raised: shifted; gene 1 lowered from mean 0.5 to 0: scaled to 0, not below
+    np.testing.assert_allclose(out[:2], [[2.0, 0.0, 5.0], [4.0, 0.0, 5.0]])
+    np.testing.assert_array_equal(out[2], x[2])  # no group: unchanged
+    lowered = anchor_cells(x[:2], np.tile([0.0, -0.25, -1.0], (2, 1)), np.array([3, 3]))
+    np.testing.assert_allclose(lowered.mean(0), x[:2].mean(0) + [0.0, -0.25, -1.0])
+    assert (lowered >= 0).all() and lowered.dtype == x.dtype

@@ -2,20 +2,24 @@
 cell takes from them. Pure bookkeeping on ``obs`` tables and arrays.
 
 A counterfactual of a context's control cells under a condition measured in training should
-reproduce that condition's mean change; the network's estimate misses it by a residual
+reproduce that condition's mean; the network's estimate misses it by a residual
 
 .. math::
 
     r(c, p, v) = [\\bar{x}(c, p, v) - \\bar{x}(c, \\text{control})]
-                 - \\frac{1}{m} \\sum_i [\\hat{x}_i(c, p, v) - \\hat{x}_i(c, \\text{control})],
+                 - \\frac{1}{m} \\sum_i [\\hat{x}_i(c, p, v) - x_i],
 
 the mean log expression of the training cells of context ``c`` (the other categorical
 covariates) under perturbation ``p`` at continuous values ``v`` (dose, time) minus that of the
 context's control cells, minus the mean change the model predicts for ``m`` of those control
-cells (each against its own reconstruction, so the cells' sampling noise cancels). Residuals
-are used as measured: shrinking them towards 0 by their sampling noise (James-Stein, per vector
-or per gene) scored no better on simulated screens
-(``benchmarks/results/studies/anchor/README.md``).
+cells ``x_i`` (each against its own values, so the cells' sampling noise cancels; the
+reconstruction's own bias is part of it: the control's residual is that bias alone). Each
+gene's residual is shrunk towards 0 by its sampling variance :math:`\\nu_g` (the two training
+means', :math:`s_g^2 (1/n_p + 1/n_c)`, and the mean predicted change's over the ``m`` cells),
+:math:`r_g \\max(0, 1 - \\nu_g / r_g^2)`: a gene whose residual is within its noise takes none,
+so the correction does not add the training means' noise to genes the model already gets
+right (chosen on inner splits and simulated worlds the benchmark does not score,
+``benchmarks/results/studies/anchor/README.md``).
 
 A predicted cell whose source is its context's control takes:
 
@@ -23,10 +27,15 @@ A predicted cell whose source is its context's control takes:
 - a measured perturbation at an unmeasured continuous value: the residuals of the measured
   values interpolated linearly (in log dose for a dose) between the two neighbours, the nearest
   one outside the measured range;
-- a combination whose parts were measured in the context: :math:`\\sum_j r(c, p_j)`;
+- a combination of ``k`` parts measured in the context:
+  :math:`\\sum_j r(c, p_j) - (k - 1)\\, r(c, \\text{control})`;
 - with its interaction taken from measured contexts ``c_i`` (weights ``w_i``, see
   :func:`rnadiff.sampling.interaction_transfer`), in addition
-  :math:`\\sum_i w_i [r(c_i, p) - \\sum_j r(c_i, p_j)]`.
+  :math:`\\sum_i w_i [r(c_i, p) - \\sum_j r(c_i, p_j) + (k - 1)\\, r(c_i, \\text{control})]`.
+
+The correction moves each group of cells with the same target condition so that its mean moves
+by exactly the residual: a gene raised is shifted, a gene lowered is scaled towards 0
+(:func:`anchor_cells`), so values stay non-negative without clipping raising the mean.
 
 Anything else (unseen perturbations, other contexts, other sources) takes none.
 """
@@ -41,6 +50,21 @@ import pandas as pd
 from rnadiff.conditioning import _conditions as conditions
 from rnadiff.conditioning._transfer import context_of
 from rnadiff.data._covariates import CovariateRegistry
+
+SHRINK = "gene_pp"  # study switch (benchmarks/results/studies/anchor): none, gene, gene_pp, vector
+
+
+def shrink(residual: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """The residual shrunk towards 0 given each gene's sampling variance ``noise``."""
+    if SHRINK == "none":
+        return residual
+    r2 = residual * residual
+    if SHRINK == "gene":  # Wiener
+        return residual * r2 / np.maximum(r2 + noise, 1e-12)
+    if SHRINK == "gene_pp":  # positive-part James-Stein per gene
+        return residual * np.maximum(0.0, 1 - noise / np.maximum(r2, 1e-12))
+    total = float(r2.sum())
+    return residual * (max(0.0, 1 - float(noise.sum()) / total) if total > 0 else 0.0)
 
 
 def anchor_targets(
@@ -186,16 +210,16 @@ class Anchors:
         contexts: list[tuple] | None = None,
         context_weights: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Each predicted cell's correction (``(n_cells, n_genes)``, log expression) and
-        which cells have one, for cells predicted from ``obs_src`` to ``obs_tgt`` (see the
-        module doc). ``interaction``: cells whose interaction is taken from ``contexts``
-        with ``context_weights`` (``(n_cells, len(contexts))``)."""
+        """Each predicted cell's correction (``(n_cells, n_genes)``, log expression) and its
+        group (cells sharing one correction; -1: none), for cells predicted from ``obs_src``
+        to ``obs_tgt`` (see the module doc). ``interaction``: cells whose interaction is taken
+        from ``contexts`` with ``context_weights`` (``(n_cells, len(contexts))``)."""
         n, n_genes = len(obs_tgt), self.residuals.shape[1]
         out = np.zeros((n, n_genes), dtype=np.float32)
-        where = np.zeros(n, dtype=bool)
+        group = np.full(n, -1)
         pkey, control = registry.perturbation_key, registry.control
         if not len(self) or pkey is None or pkey not in obs_tgt or pkey not in obs_src:
-            return out, where
+            return out, group
         ip = conditions.perturbation_index(registry)
         src = conditions.condition_rows(registry, obs_src)
         tgt = conditions.condition_rows(registry, obs_tgt)
@@ -211,12 +235,16 @@ class Anchors:
                 inter = tuple(float(w) for w in context_weights[i])
             key = (t, conts[i].tobytes(), inter)
             if key not in cache:
-                cache[key] = self._cell(t, conts[i], ip, cov, contexts, inter)
-            if cache[key] is not None:
-                out[i], where[i] = cache[key], True
-        return out, where
+                cache[key] = (
+                    len(cache),
+                    self._cell(t, conts[i], ip, cov, control, contexts, inter),
+                )
+            at, found = cache[key]
+            if found is not None:
+                out[i], group[i] = found, at
+        return out, group
 
-    def _cell(self, row, values, ip, cov, contexts, weights) -> np.ndarray | None:
+    def _cell(self, row, values, ip, cov, control, contexts, weights) -> np.ndarray | None:
         def at(ctx: tuple, p: str) -> np.ndarray | None:
             return self.residual((*ctx[:ip], p, *ctx[ip:]), values)
 
@@ -227,17 +255,50 @@ class Anchors:
         parts = cov.parts(row[ip])
         if len(parts) < 2:
             return None
-        composed = _composed(at, ctx, parts)
+        composed = _composed(at, ctx, parts, control)
         if composed is None:
             return None
         for c, w in zip(contexts or (), weights or (), strict=False):
             if w <= 0:
                 continue
-            pair, there = at(c, row[ip]), _composed(at, c, parts)
+            pair, there = at(c, row[ip]), _composed(at, c, parts, control)
             if pair is None or there is None:
                 return composed  # no interaction residual to add: the parts' alone
             composed = composed + w * (pair - there)
         return composed
+
+
+def anchor_cells(x: np.ndarray, shift: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Move each group of cells (``group`` >= 0; one ``shift`` per group) so that each gene's
+    mean moves by exactly its shift while values stay non-negative: a gene raised is shifted,
+    a gene lowered is scaled towards 0 (to 0 at most), so no clipping raises its mean.
+
+    Parameters
+    ----------
+    x
+        Non-negative cells ``(n, genes)`` (log expression).
+    shift
+        ``(n, genes)``: each cell's group's shift.
+    group
+        Each cell's group, -1 for cells left as they are.
+
+    Returns
+    -------
+    ndarray
+        A new array of ``x``'s shape and dtype.
+    """
+    out = np.array(x, copy=True)
+    for g in np.unique(group[group >= 0]):
+        rows = np.flatnonzero(group == g)
+        s = shift[rows[0]].astype(np.float64)
+        block = out[rows].astype(np.float64)
+        up = s >= 0
+        block[:, up] += s[up]
+        mean = block.mean(0)
+        down = ~up & (mean > 0)
+        block[:, down] *= np.maximum(mean[down] + s[down], 0) / mean[down]
+        out[rows] = block
+    return out
 
 
 def continuous_values(obs: pd.DataFrame, keys: tuple[str, ...] | list[str]) -> np.ndarray:
@@ -249,10 +310,14 @@ def continuous_values(obs: pd.DataFrame, keys: tuple[str, ...] | list[str]) -> n
     return out
 
 
-def _composed(at, ctx: tuple, parts: list[str]) -> np.ndarray | None:
-    """sum_j r(ctx, p_j), or None when a part has none."""
+def _composed(at, ctx: tuple, parts: list[str], control: str) -> np.ndarray | None:
+    """sum_j r(ctx, p_j) - (k - 1) r(ctx, control), or None when one is missing (each part's
+    residual holds the reconstruction's once)."""
     found = [at(ctx, p) for p in parts]
-    return None if any(r is None for r in found) else sum(found)
+    base = at(ctx, control)
+    if base is None or any(r is None for r in found):
+        return None
+    return sum(found) - (len(parts) - 1) * base
 
 
 def _same(grid: np.ndarray, values: np.ndarray) -> np.ndarray:

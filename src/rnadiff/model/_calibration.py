@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rnadiff.conditioning import _conditions as conditions
-from rnadiff.conditioning._anchors import Anchors, anchor_targets, continuous_values
+from rnadiff.conditioning._anchors import Anchors, anchor_targets, continuous_values, shrink
 from rnadiff.conditioning._calibration import SPREAD_RANGE, effect_scales, spread_ratio
 from rnadiff.conditioning._prior import TRUST_GRID, fit_trust, gene_vectors
 from rnadiff.model._passthrough import Passthrough
@@ -335,8 +335,7 @@ def calibrate_means(
     means, within = group_moments(model, adata, [t for _, _, t in found])
     ctrl_means, _ = group_moments(model, adata, list(sources.values()))
     rng = np.random.default_rng(seed)
-    pkey = registry.perturbation_key
-    drawn: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # per source: cells, reconstruction
+    drawn: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # per source: cells, their values
 
     def run(idx, changes):
         out = model.predict(
@@ -358,16 +357,17 @@ def calibrate_means(
         key = source.tobytes()
         if key not in drawn:
             idx = np.sort(rng.choice(source, min(n_cells, len(source)), replace=False))
-            drawn[key] = idx, run(idx, {pkey: registry.control})  # the cells' own values
-        idx, recon = drawn[key]
-        change = run(idx, changes) - recon  # each cell's predicted change
+            drawn[key] = idx, model.log_expression(adata[idx]).astype(np.float64)
+        idx, own = drawn[key]
+        change = run(idx, changes) - own  # each cell's predicted change from its own values
         observed = means[i] - ctrl_means[order.index(key)]
         r = observed - change.mean(0)
-        # the norm r would have from sampling noise alone: the two training means' and the
+        # each gene's variance of r from sampling noise alone: the two training means' and the
         # mean predicted change's over the cells drawn
-        noise = float(within.sum()) * (1 / len(target) + 1 / len(source))
-        noise += float(change.var(0, ddof=1).sum()) / len(idx) if len(idx) > 1 else 0.0
-        residuals.append(r.astype(np.float32))
+        noise = within * (1 / len(target) + 1 / len(source))
+        noise = noise + (change.var(0, ddof=1) / len(idx) if len(idx) > 1 else 0.0)
+        residuals.append(shrink(r, noise).astype(np.float32))
+        noise = float(noise.sum())
         rows.append(
             {
                 "condition": conditions.describe(registry, adata.obs.iloc[target[0]], {}, True),

@@ -6,13 +6,13 @@ import logging
 from typing import TYPE_CHECKING
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from rnadiff._errors import InputError
 from rnadiff.conditioning import _conditions as conditions
+from rnadiff.conditioning._anchors import anchor_cells
 from rnadiff.conditioning._calibration import widen
 from rnadiff.data._covariates import conditions_frame, numeric_value
 from rnadiff.model import _counts
@@ -211,7 +211,8 @@ def anchored(model, engine, obs_src, obs_tgt, plan, x_log, kw) -> tuple:
         found = engine.context_plan(plan.mask, conditions.condition_rows(model.registry, obs_tgt))
         if interaction.any() and found is not None:
             extra = dict(interaction=interaction, contexts=found[0], context_weights=found[1])
-    shift, where = model.anchors.shifts(model.registry, obs_src, obs_tgt, **extra)
+    shift, group = model.anchors.shifts(model.registry, obs_src, obs_tgt, **extra)
+    where = group >= 0
     if not where.any():
         return x_log, 0
     logger.info(
@@ -220,9 +221,7 @@ def anchored(model, engine, obs_src, obs_tgt, plan, x_log, kw) -> tuple:
         int(where.sum()),
         len(where),
     )
-    x_log = x_log.copy()
-    x_log[where] = np.clip(x_log[where] + shift[where], 0, None)
-    return x_log, int(where.sum())
+    return anchor_cells(x_log, shift, group), int(where.sum())
 
 
 def stack(predictions: list[ad.AnnData], names: list[str]) -> ad.AnnData:
