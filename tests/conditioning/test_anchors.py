@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnadiff.conditioning._anchors import Anchors, anchor_cells, anchor_targets
+from rnadiff.conditioning._anchors import Anchors, anchor_cells, anchor_targets, shrink
 from rnadiff.data._covariates import CovariateRegistry
 
 SETUP = {"perturbation_key": "p", "control": "ctrl", "cell_type_key": "ct", "dose_key": "dose",
@@ -136,5 +136,11 @@ def test_anchor_cells_moves_each_groups_mean_by_exactly_its_shift():
     np.testing.assert_allclose(out[:2], [[2.0, 0.0, 5.0], [4.0, 0.0, 5.0]])
     np.testing.assert_array_equal(out[2], x[2])  # no group: unchanged
     lowered = anchor_cells(x[:2], np.tile([0.0, -0.25, -1.0], (2, 1)), np.array([3, 3]))
-    np.testing.assert_allclose(lowered.mean(0), x[:2].mean(0) + [0.0, -0.25, -1.0])
+    np.testing.assert_allclose(lowered.mean(0), x[:2].mean(0) + np.array([0.0, -0.25, -1.0]))
     assert (lowered >= 0).all() and lowered.dtype == x.dtype
+
+
+def test_each_genes_residual_is_shrunk_by_its_own_noise():
+    r = np.array([2.0, -2.0, 0.5, 0.0])
+    # 1 - noise / r^2: 0.75, 0 (noise = r^2), 0 (noise above r^2), 0 (no residual)
+    np.testing.assert_allclose(shrink(r, np.array([1.0, 4.0, 1.0, 1.0])), [1.5, 0, 0, 0])

@@ -51,20 +51,12 @@ from rnadiff.conditioning import _conditions as conditions
 from rnadiff.conditioning._transfer import context_of
 from rnadiff.data._covariates import CovariateRegistry
 
-SHRINK = "gene_pp"  # study switch (benchmarks/results/studies/anchor): none, gene, gene_pp, vector
-
 
 def shrink(residual: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """The residual shrunk towards 0 given each gene's sampling variance ``noise``."""
-    if SHRINK == "none":
-        return residual
+    """Each gene's residual shrunk towards 0 by its sampling variance ``noise``:
+    ``r * max(0, 1 - noise / r^2)`` (positive-part James-Stein, gene by gene)."""
     r2 = residual * residual
-    if SHRINK == "gene":  # Wiener
-        return residual * r2 / np.maximum(r2 + noise, 1e-12)
-    if SHRINK == "gene_pp":  # positive-part James-Stein per gene
-        return residual * np.maximum(0.0, 1 - noise / np.maximum(r2, 1e-12))
-    total = float(r2.sum())
-    return residual * (max(0.0, 1 - float(noise.sum()) / total) if total > 0 else 0.0)
+    return residual * np.maximum(0.0, 1.0 - noise / np.maximum(r2, 1e-300))
 
 
 def anchor_targets(
