@@ -24,13 +24,15 @@ def registry():
 
 
 def anchors(rows, doses, residuals):
-    # rows as (cell type, perturbation); the registry keys them (perturbation, cell type)
+    # rows as (cell type, perturbation); the registry keys them (perturbation, cell type);
+    # the predicted means are the residuals + 100 (composed alike)
     return Anchors(
         tuple((p, ct) for ct, p in rows),
         ("dose",),
         (True,),
         np.array(doses, dtype=float)[:, None],
         np.array(residuals, dtype=np.float32),
+        np.array(residuals, dtype=np.float32) + 100,
         np.full(len(rows), 10),
     )
 
@@ -71,40 +73,43 @@ def test_anchor_targets_are_measured_conditions_with_their_contexts_controls(reg
 
 def test_a_measured_condition_takes_its_residual(registry):
     reg, _ = registry
-    shift, group = TABLE.shifts(reg, *cells("T", ["A", "K"], [1.0, 0.0]))
-    assert group.tolist() == [0, 1]
+    shift, reference, where = TABLE.shifts(reg, *cells("T", ["A", "K"], [1.0, 0.0]))
+    assert where.all()
     np.testing.assert_allclose(shift, [[1, 0], [0, 10]])
+    np.testing.assert_allclose(reference, [[101, 100], [100, 110]])
 
 
 def test_doses_between_are_interpolated_in_log_dose_and_nearest_outside(registry):
     reg, _ = registry
-    shift, group = TABLE.shifts(reg, *cells("T", ["A"] * 3, [10.0, 1000.0, 0.5]))
-    assert (group >= 0).all()
+    shift, reference, where = TABLE.shifts(reg, *cells("T", ["A"] * 3, [10.0, 1000.0, 0.5]))
+    assert where.all()
+    np.testing.assert_allclose(reference[:, 0], [102.0, 103.0, 101.0])
     np.testing.assert_allclose(shift[:, 0], [2.0, 3.0, 1.0])  # 10 is half way in log dose
-    shift, group = TABLE.shifts(reg, *cells("T", ["A", "K"], [0.0, 0.0]))
-    assert (group >= 0).tolist() == [False, True]  # A at dose 0 is the control; K was measured so
+    shift, _, where = TABLE.shifts(reg, *cells("T", ["A", "K"], [0.0, 0.0]))
+    assert where.tolist() == [False, True]  # A at dose 0 is the control; K was measured so
 
 
 def test_a_pair_of_parts_measured_here_sums_their_residuals(registry):
     reg, _ = registry
     # T: A at dose 10 (interpolated: 2) + K (measured at dose 0 only: its own) - the control's
     # (each part's residual holds the reconstruction's once)
-    shift, group = TABLE.shifts(reg, *cells("T", ["A+K", "K+A"], [10.0, 10.0]))
-    assert group.tolist() == [0, 0]  # one condition, one group
+    shift, reference, where = TABLE.shifts(reg, *cells("T", ["A+K", "K+A"], [10.0, 10.0]))
+    assert where.all()
     np.testing.assert_allclose(shift, [[1.5, 9.5], [1.5, 9.5]])
+    np.testing.assert_allclose(reference, [[101.5, 109.5], [101.5, 109.5]])  # composed alike
 
 
 def test_a_pairs_interaction_from_another_context_adds_its_residual_there(registry):
     reg, _ = registry
     src, tgt = cells("T", ["A+K"], [1.0])
-    shift, group = TABLE.shifts(
+    shift, _, where = TABLE.shifts(
         reg, src, tgt, interaction=np.array([True]), contexts=[("B",)],
         context_weights=np.array([[1.0]]),
     )  # fmt: skip
     # parts here (1, 0) + (0, 10) - (0.5, 0.5), plus the pair's residual in B minus its
     # parts' there (+ B's control's, 0)
     np.testing.assert_allclose(shift[0], [0.5 + 7 - 100, 9.5 + 7 - 1000])
-    assert group[0] == 0
+    assert where[0]
 
 
 def test_no_anchor_for_other_sources_contexts_or_unknown_perturbations(registry):
@@ -114,30 +119,33 @@ def test_no_anchor_for_other_sources_contexts_or_unknown_perturbations(registry)
     src.loc[1, "ct"] = "B"  # the cell changes context
     tgt.loc[3, "ct"] = "M"  # a context without anchors (nor the source's)
     src.loc[3, "ct"] = "M"
-    shift, group = TABLE.shifts(reg, src, tgt)
-    assert (group == -1).all() and not shift.any()
+    shift, _, where = TABLE.shifts(reg, src, tgt)
+    assert not where.any() and not shift.any()
 
 
 def test_anchors_round_trip_through_json():
-    back = Anchors.from_json(TABLE.to_json(), TABLE.residuals)
+    back = Anchors.from_json(TABLE.to_json(), TABLE.residuals, TABLE.means)
     assert back.rows == TABLE.rows and back.keys == TABLE.keys and back.log == TABLE.log
     np.testing.assert_array_equal(back.values, TABLE.values)
     unset = anchors([("T", "K")], [np.nan], [[1, 2]])
-    again = Anchors.from_json(unset.to_json(), unset.residuals)
+    again = Anchors.from_json(unset.to_json(), unset.residuals, unset.means)
     assert np.isnan(again.values).all()
     np.testing.assert_allclose(again.residual(("K", "T"), np.array([5.0])), [1, 2])
 
 
-def test_anchor_cells_moves_each_groups_mean_by_exactly_its_shift():
+def test_anchor_cells_moves_a_population_at_its_reference_mean_by_exactly_the_shift():
     x = np.array([[1.0, 1.0, 5.0], [3.0, 0.0, 5.0], [2.0, 2.0, 5.0]], dtype=np.float32)
-    shift = np.array([[1.0, -0.5, 0.0], [1.0, -0.5, 0.0], [9.0, 9.0, 9.0]], dtype=np.float32)
-    out = anchor_cells(x, shift, np.array([0, 0, -1]))
-    # gene 0 raised: shifted; gene 1 lowered from mean 0.5 to 0: scaled to 0, not below
-    np.testing.assert_allclose(out[:2], [[2.0, 0.0, 5.0], [4.0, 0.0, 5.0]])
-    np.testing.assert_array_equal(out[2], x[2])  # no group: unchanged
-    lowered = anchor_cells(x[:2], np.tile([0.0, -0.25, -1.0], (2, 1)), np.array([3, 3]))
-    np.testing.assert_allclose(lowered.mean(0), x[:2].mean(0) + np.array([0.0, -0.25, -1.0]))
-    assert (lowered >= 0).all() and lowered.dtype == x.dtype
+    shift = np.tile(np.array([1.0, -0.25, -9.0], dtype=np.float32), (3, 1))
+    reference = np.tile(x[:2].mean(0), (3, 1))  # the first two cells' means: 2, 0.5, 5
+    out = anchor_cells(x, shift, reference, np.array([True, True, False]))
+    # gene 0 raised: shifted; gene 1 lowered by half its mean: halved; gene 2 below 0: to 0
+    np.testing.assert_allclose(out[:2], [[2.0, 0.5, 0.0], [4.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(out[2], x[2])  # not corrected
+    np.testing.assert_allclose(out[:2].mean(0), [3.0, 0.25, 0.0])
+    assert out.dtype == x.dtype
+    # cell by cell: correcting cells one at a time gives the same values
+    one = [anchor_cells(x[i : i + 1], shift[:1], reference[:1], np.array([True])) for i in (0, 1)]
+    np.testing.assert_array_equal(np.vstack(one), out[:2])
 
 
 def test_each_genes_residual_is_shrunk_by_its_own_noise():

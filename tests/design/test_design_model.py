@@ -135,7 +135,7 @@ def test_generation_score_decodes_every_candidate_from_the_encoded_reference(mod
     # encoded reference under "stim" reproduces its change exactly (no sampling noise)
     b_cells = (kang.obs.cluster_id == "B cells").to_numpy()
     ctrl = kang[b_cells & (kang.obs.group_id == "ctrl").to_numpy()]
-    target = model.predict(ctrl, perturbation="stim", seed=0, progress=False)
+    target = model.predict(ctrl, perturbation="stim", seed=0, anchor=False, progress=False)
     ranked = model.rank_perturbations(
         target, reference=ctrl, n_cells=ctrl.n_obs, n_noise_levels=4, n_draws=1, progress=False
     ).set_index("perturbation")

@@ -33,9 +33,10 @@ A predicted cell whose source is its context's control takes:
   :func:`rnadiff.sampling.interaction_transfer`), in addition
   :math:`\\sum_i w_i [r(c_i, p) - \\sum_j r(c_i, p_j) + (k - 1)\\, r(c_i, \\text{control})]`.
 
-The correction moves each group of cells with the same target condition so that its mean moves
-by exactly the residual: a gene raised is shifted, a gene lowered is scaled towards 0
-(:func:`anchor_cells`), so values stay non-negative without clipping raising the mean.
+A gene raised is shifted; a gene lowered is scaled towards 0 by ``1 + r / m``, ``m`` the mean of
+the model's prediction the residual was measured against (composed alike), so values stay
+non-negative and the mean moves by the residual without clipping raising it
+(:func:`anchor_cells`, cell by cell: chunked predictions equal whole ones).
 
 Anything else (unseen perturbations, other contexts, other sources) takes none.
 """
@@ -90,6 +91,9 @@ def anchor_targets(
     return sorted(out, key=lambda p: -len(p[2]))
 
 
+Combination = dict[int, float]  # anchor index -> weight
+
+
 @dataclass(frozen=True)
 class Anchors:
     """Residuals of measured conditions (see the module doc).
@@ -105,6 +109,9 @@ class Anchors:
         ``(n_anchors, len(keys))`` continuous values (NaN: unset).
     residuals
         ``(n_anchors, n_genes)`` shrunk residuals, log expression.
+    means
+        ``(n_anchors, n_genes)`` the mean of the model's prediction the residual corrects
+        (the reference by which :func:`anchor_cells` scales lowered genes).
     n_cells
         Training cells of each anchor's condition.
     """
@@ -114,6 +121,7 @@ class Anchors:
     log: tuple[bool, ...]
     values: np.ndarray
     residuals: np.ndarray
+    means: np.ndarray
     n_cells: np.ndarray
     _by_row: dict = field(default=None, init=False, repr=False, compare=False)
 
@@ -128,7 +136,7 @@ class Anchors:
 
     # ------------------------------------------------------------ persistence
     def to_json(self) -> dict:
-        """Everything but the residuals (stored as a tensor)."""
+        """Everything but the residuals and means (stored as tensors)."""
         return {
             "rows": [list(r) for r in self.rows],
             "keys": list(self.keys),
@@ -138,7 +146,7 @@ class Anchors:
         }
 
     @classmethod
-    def from_json(cls, meta: dict, residuals: np.ndarray) -> Anchors:
+    def from_json(cls, meta: dict, residuals: np.ndarray, means: np.ndarray) -> Anchors:
         values = np.array(
             [[np.nan if v is None else v for v in r] for r in meta["values"]], dtype=np.float64
         ).reshape(len(meta["rows"]), len(meta["keys"]))
@@ -148,13 +156,20 @@ class Anchors:
             tuple(bool(b) for b in meta["log"]),
             values,
             np.asarray(residuals, dtype=np.float32),
+            np.asarray(means, dtype=np.float32),
             np.asarray(meta["n_cells"], dtype=np.int64),
         )
 
     # ----------------------------------------------------------------- lookup
     def residual(self, row: tuple, values: np.ndarray) -> np.ndarray | None:
         """The residual of categorical condition ``row`` at continuous ``values`` (order of
-        ``keys``): measured, interpolated along one continuous covariate (the others as
+        ``keys``), see :meth:`combination`; None without one."""
+        found = self.combination(row, values)
+        return None if found is None else self._apply(found, self.residuals)
+
+    def combination(self, row: tuple, values: np.ndarray) -> Combination | None:
+        """The anchors (index -> weight) of categorical condition ``row`` at continuous
+        ``values``: measured, interpolated along one continuous covariate (the others as
         measured), or the nearest measured value outside the range; None without one."""
         found = self._by_row.get(tuple(row))
         if not found:
@@ -164,7 +179,7 @@ class Anchors:
         same = _same(grid, values)
         exact = same.all(axis=1)
         if exact.any():
-            return self.residuals[idx[np.flatnonzero(exact)[0]]]
+            return {int(idx[np.flatnonzero(exact)[0]]): 1.0}
         for j in range(len(self.keys)):
             others = np.delete(same, j, axis=1).all(axis=1)
             x = values[j]
@@ -173,10 +188,10 @@ class Anchors:
                 return self._along(cand, j, x)  # None at dose 0: the control
             unset = idx[others & np.isnan(grid[:, j])]
             if len(unset):  # measured without that covariate (e.g. a knock-out's dose)
-                return self.residuals[unset[0]]
+                return {int(unset[0]): 1.0}
         return None
 
-    def _along(self, cand: np.ndarray, j: int, x: float) -> np.ndarray | None:
+    def _along(self, cand: np.ndarray, j: int, x: float) -> Combination | None:
         v = self.values[cand, j]
         order = np.argsort(v)
         cand, v = cand[order], v[order]
@@ -185,12 +200,16 @@ class Anchors:
             return None
         t, grid = (np.log(x), np.log(v)) if use_log else (x, v)
         if t <= grid[0] or len(grid) == 1:
-            return self.residuals[cand[0]]
+            return {int(cand[0]): 1.0}
         if t >= grid[-1]:
-            return self.residuals[cand[-1]]
+            return {int(cand[-1]): 1.0}
         hi = int(np.searchsorted(grid, t))
-        w = (t - grid[hi - 1]) / (grid[hi] - grid[hi - 1])
-        return (1 - w) * self.residuals[cand[hi - 1]] + w * self.residuals[cand[hi]]
+        w = float((t - grid[hi - 1]) / (grid[hi] - grid[hi - 1]))
+        return {int(cand[hi - 1]): 1 - w, int(cand[hi]): w}
+
+    @staticmethod
+    def _apply(combination: Combination, array: np.ndarray) -> np.ndarray:
+        return sum(w * array[i] for i, w in combination.items()).astype(np.float32)
 
     def shifts(
         self,
@@ -201,17 +220,19 @@ class Anchors:
         interaction: np.ndarray | None = None,
         contexts: list[tuple] | None = None,
         context_weights: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Each predicted cell's correction (``(n_cells, n_genes)``, log expression) and its
-        group (cells sharing one correction; -1: none), for cells predicted from ``obs_src``
-        to ``obs_tgt`` (see the module doc). ``interaction``: cells whose interaction is taken
-        from ``contexts`` with ``context_weights`` (``(n_cells, len(contexts))``)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each predicted cell's correction and the mean of the prediction it corrects
+        (``(n_cells, n_genes)`` each, log expression, see :func:`anchor_cells`) and which
+        cells have one, for cells predicted from ``obs_src`` to ``obs_tgt`` (see the module
+        doc). ``interaction``: cells whose interaction is taken from ``contexts`` with
+        ``context_weights`` (``(n_cells, len(contexts))``)."""
         n, n_genes = len(obs_tgt), self.residuals.shape[1]
-        out = np.zeros((n, n_genes), dtype=np.float32)
-        group = np.full(n, -1)
+        shift = np.zeros((n, n_genes), dtype=np.float32)
+        reference = np.zeros((n, n_genes), dtype=np.float32)
+        where = np.zeros(n, dtype=bool)
         pkey, control = registry.perturbation_key, registry.control
         if not len(self) or pkey is None or pkey not in obs_tgt or pkey not in obs_src:
-            return out, group
+            return shift, reference, where
         ip = conditions.perturbation_index(registry)
         src = conditions.condition_rows(registry, obs_src)
         tgt = conditions.condition_rows(registry, obs_tgt)
@@ -227,18 +248,18 @@ class Anchors:
                 inter = tuple(float(w) for w in context_weights[i])
             key = (t, conts[i].tobytes(), inter)
             if key not in cache:
-                cache[key] = (
-                    len(cache),
-                    self._cell(t, conts[i], ip, cov, control, contexts, inter),
-                )
-            at, found = cache[key]
-            if found is not None:
-                out[i], group[i] = found, at
-        return out, group
+                found = self._cell(t, conts[i], ip, cov, control, contexts, inter)
+                cache[key] = None if found is None else (
+                    self._apply(found, self.residuals), self._apply(found, self.means)
+                )  # fmt: skip
+            if cache[key] is not None:
+                shift[i], reference[i] = cache[key]
+                where[i] = True
+        return shift, reference, where
 
-    def _cell(self, row, values, ip, cov, control, contexts, weights) -> np.ndarray | None:
-        def at(ctx: tuple, p: str) -> np.ndarray | None:
-            return self.residual((*ctx[:ip], p, *ctx[ip:]), values)
+    def _cell(self, row, values, ip, cov, control, contexts, weights) -> Combination | None:
+        def at(ctx: tuple, p: str) -> Combination | None:
+            return self.combination((*ctx[:ip], p, *ctx[ip:]), values)
 
         ctx = context_of(row, ip)
         own = at(ctx, row[ip])
@@ -256,23 +277,28 @@ class Anchors:
             pair, there = at(c, row[ip]), _composed(at, c, parts, control)
             if pair is None or there is None:
                 return composed  # no interaction residual to add: the parts' alone
-            composed = composed + w * (pair - there)
+            composed = _add(composed, _add(pair, there, -1.0), w)
         return composed
 
 
-def anchor_cells(x: np.ndarray, shift: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """Move each group of cells (``group`` >= 0; one ``shift`` per group) so that each gene's
-    mean moves by exactly its shift while values stay non-negative: a gene raised is shifted,
-    a gene lowered is scaled towards 0 (to 0 at most), so no clipping raises its mean.
+def anchor_cells(
+    x: np.ndarray, shift: np.ndarray, reference: np.ndarray, where: np.ndarray
+) -> np.ndarray:
+    """Correct cells by their ``shift`` so that a population whose mean is ``reference``
+    moves by exactly the shift while values stay non-negative: a gene raised is shifted, a
+    gene lowered is scaled towards 0 by ``max(0, 1 + shift / reference)`` (to 0 at most), so
+    no clipping raises its mean. Cell by cell: the same cells give the same values however
+    they are split into calls (chunks).
 
     Parameters
     ----------
     x
         Non-negative cells ``(n, genes)`` (log expression).
-    shift
-        ``(n, genes)``: each cell's group's shift.
-    group
-        Each cell's group, -1 for cells left as they are.
+    shift, reference
+        ``(n, genes)``: each cell's correction, and the model's mean prediction of its
+        condition that the correction was measured against.
+    where
+        Cells to correct (others are left as they are).
 
     Returns
     -------
@@ -280,16 +306,14 @@ def anchor_cells(x: np.ndarray, shift: np.ndarray, group: np.ndarray) -> np.ndar
         A new array of ``x``'s shape and dtype.
     """
     out = np.array(x, copy=True)
-    for g in np.unique(group[group >= 0]):
-        rows = np.flatnonzero(group == g)
-        s = shift[rows[0]].astype(np.float64)
-        block = out[rows].astype(np.float64)
-        up = s >= 0
-        block[:, up] += s[up]
-        mean = block.mean(0)
-        down = ~up & (mean > 0)
-        block[:, down] *= np.maximum(mean[down] + s[down], 0) / mean[down]
-        out[rows] = block
+    rows = np.flatnonzero(where)
+    if not len(rows):
+        return out
+    v, s = out[rows].astype(np.float64), shift[rows].astype(np.float64)
+    ref = reference[rows].astype(np.float64)
+    scale = np.maximum(0.0, 1.0 + s / np.where(ref > 0, ref, 1.0))
+    lowered = np.where(ref > 0, v * scale, np.maximum(v + s, 0.0))
+    out[rows] = np.where(s >= 0, v + s, lowered)
     return out
 
 
@@ -302,14 +326,25 @@ def continuous_values(obs: pd.DataFrame, keys: tuple[str, ...] | list[str]) -> n
     return out
 
 
-def _composed(at, ctx: tuple, parts: list[str], control: str) -> np.ndarray | None:
-    """sum_j r(ctx, p_j) - (k - 1) r(ctx, control), or None when one is missing (each part's
-    residual holds the reconstruction's once)."""
+def _composed(at, ctx: tuple, parts: list[str], control: str) -> Combination | None:
+    """sum_j r(ctx, p_j) - (k - 1) r(ctx, control) as a combination of anchors, or None when
+    one is missing (each part's residual holds the reconstruction's once)."""
     found = [at(ctx, p) for p in parts]
     base = at(ctx, control)
     if base is None or any(r is None for r in found):
         return None
-    return sum(found) - (len(parts) - 1) * base
+    out: Combination = {}
+    for r in found:
+        out = _add(out, r)
+    return _add(out, base, -(len(parts) - 1.0))
+
+
+def _add(a: Combination, b: Combination, weight: float = 1.0) -> Combination:
+    """a + weight * b."""
+    out = dict(a)
+    for i, w in b.items():
+        out[i] = out.get(i, 0.0) + weight * w
+    return out
 
 
 def _same(grid: np.ndarray, values: np.ndarray) -> np.ndarray:

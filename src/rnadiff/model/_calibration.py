@@ -350,7 +350,7 @@ def calibrate_means(
         )[:, model.genes].X
         return np.asarray(out, dtype=np.float64)
 
-    rows, residuals = [], []
+    rows, residuals, predicted = [], [], []
     for i, (source, changes, target) in enumerate(
         tqdm(found, disable=not progress, desc="anchoring means", leave=False)
     ):
@@ -359,7 +359,9 @@ def calibrate_means(
             idx = np.sort(rng.choice(source, min(n_cells, len(source)), replace=False))
             drawn[key] = idx, model.log_expression(adata[idx]).astype(np.float64)
         idx, own = drawn[key]
-        change = run(idx, changes) - own  # each cell's predicted change from its own values
+        pred = run(idx, changes)
+        predicted.append(pred.mean(0).astype(np.float32))
+        change = pred - own  # each cell's predicted change from its own values
         observed = means[i] - ctrl_means[order.index(key)]
         r = observed - change.mean(0)
         # each gene's variance of r from sampling noise alone: the two training means' and the
@@ -386,6 +388,7 @@ def calibrate_means(
         tuple(bool(c.log) for c in conts),
         values,
         np.stack(residuals),
+        np.stack(predicted),
         np.array([len(t) for _, _, t in found]),
     )
     table = pd.DataFrame(rows, columns=MEAN_COLUMNS)

@@ -74,6 +74,7 @@ def save(model: RNADiffusion, path: str | os.PathLike) -> None:
         weights["conditioning.gene_embeddings"] = torch.from_numpy(model.gene_table.vectors)
     if model.anchors is not None:
         weights["anchors.residuals"] = torch.from_numpy(model.anchors.residuals)
+        weights["anchors.means"] = torch.from_numpy(model.anchors.means)
     if model.passthrough is not None:
         weights["passthrough.means"] = torch.from_numpy(model.passthrough.means)
         weights["passthrough.overall"] = torch.from_numpy(
@@ -149,7 +150,9 @@ def _build(cls, meta: dict, tensors: dict) -> RNADiffusion:
     model.effect_scales = {k: float(v) for k, v in meta.get("effect_scales", {}).items()}
     model.spread_scale = float(meta.get("spread_scale", 1.0))  # older checkpoints: none
     if meta.get("anchors") is not None:  # older checkpoints: none (no mean anchoring)
-        model.anchors = Anchors.from_json(meta["anchors"], weights["anchors.residuals"].numpy())
+        model.anchors = Anchors.from_json(
+            meta["anchors"], weights["anchors.residuals"].numpy(), weights["anchors.means"].numpy()
+        )
     if meta.get("library_sizes") is not None:  # older checkpoints: none (no counts out)
         model._library_sizes = _counts.LibrarySizes.from_json(meta["library_sizes"])
     if "prior.gene_vectors" in weights:

@@ -211,8 +211,7 @@ def anchored(model, engine, obs_src, obs_tgt, plan, x_log, kw) -> tuple:
         found = engine.context_plan(plan.mask, conditions.condition_rows(model.registry, obs_tgt))
         if interaction.any() and found is not None:
             extra = dict(interaction=interaction, contexts=found[0], context_weights=found[1])
-    shift, group = model.anchors.shifts(model.registry, obs_src, obs_tgt, **extra)
-    where = group >= 0
+    shift, reference, where = model.anchors.shifts(model.registry, obs_src, obs_tgt, **extra)
     if not where.any():
         return x_log, 0
     logger.info(
@@ -221,7 +220,7 @@ def anchored(model, engine, obs_src, obs_tgt, plan, x_log, kw) -> tuple:
         int(where.sum()),
         len(where),
     )
-    return anchor_cells(x_log, shift, group), int(where.sum())
+    return anchor_cells(x_log, shift, reference, where), int(where.sum())
 
 
 def stack(predictions: list[ad.AnnData], names: list[str]) -> ad.AnnData:

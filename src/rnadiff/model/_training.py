@@ -110,6 +110,8 @@ def train(
             model.calibrate_spread(n_cells=cfg.spread_cells, seed=cfg.seed, progress=progress)
         if cfg.anchor_cells:  # after the effect scales: it measures the calibrated predictions
             model.calibrate_means(n_cells=cfg.anchor_cells, seed=cfg.seed, progress=progress)
+        else:  # anchors measured on the network before this run would not fit it
+            model.anchors = None
         return model.effect_scales, model.spread_scale, model.anchors
 
     model.effect_scales, model.spread_scale, model.anchors = shared(calibrate)
