@@ -129,3 +129,16 @@ def test_anchors_are_saved_and_can_be_turned_off(model, screen, tmp_path):
     loaded = RNADiffusion.load(tmp_path / "m", adata=model.adata)
     loaded.train(config=TrainConfig(max_steps=45, anchor_cells=0), progress=False)
     assert loaded.anchors is None  # more training without anchoring drops the old anchors
+
+
+def test_anchors_decode_every_condition_as_predict_does(model, screen):
+    from rnadiff.model._calibration import counterfactuals
+
+    cells = controls(screen)[:12]
+    perts = sorted(set(model.adata.obs["perturbation"].astype(str)))[:3]
+    targets = [{"perturbation": p, "dose": 10.0} for p in perts]
+    together = counterfactuals(model, cells, targets, steps=6, seed=3, batch_size=7)
+    for t, got in zip(targets, together, strict=True):
+        alone = model.predict(cells, target=t, steps=6, seed=3, spread=False, anchor=False,
+                              progress=False)  # fmt: skip
+        np.testing.assert_allclose(got, alone[:, model.genes].X, rtol=1e-4, atol=1e-4)

@@ -303,6 +303,7 @@ def fit_statistics(model: RNADiffusion, adata, seed: int) -> None:
 
 
 MEAN_COLUMNS = ["condition", "n_cells", "n_predicted", "residual", "noise"]
+MAX_DECODED = 8192  # cells decoded in one run while anchoring (conditions x cells)
 
 
 def calibrate_means(
@@ -335,50 +336,44 @@ def calibrate_means(
     means, within = group_moments(model, adata, [t for _, _, t in found])
     ctrl_means, _ = group_moments(model, adata, list(sources.values()))
     rng = np.random.default_rng(seed)
-    drawn: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # per source: cells, their values
-
-    def run(idx, changes):
-        out = model.predict(
-            adata[idx],
-            target=changes,
-            steps=steps,
-            seed=seed,
-            batch_size=batch_size,
-            spread=False,
-            anchor=False,
-            progress=False,
-        )[:, model.genes].X
-        return np.asarray(out, dtype=np.float64)
-
-    rows, residuals, predicted = [], [], []
-    for i, (source, changes, target) in enumerate(
-        tqdm(found, disable=not progress, desc="anchoring means", leave=False)
-    ):
-        key = source.tobytes()
-        if key not in drawn:
-            idx = np.sort(rng.choice(source, min(n_cells, len(source)), replace=False))
-            drawn[key] = idx, model.log_expression(adata[idx]).astype(np.float64)
-        idx, own = drawn[key]
-        pred = run(idx, changes)
-        predicted.append(pred.mean(0).astype(np.float32))
-        change = pred - own  # each cell's predicted change from its own values
-        observed = means[i] - ctrl_means[order.index(key)]
-        r = observed - change.mean(0)
-        # each gene's variance of r from sampling noise alone: the two training means' and the
-        # mean predicted change's over the cells drawn
-        noise = within * (1 / len(target) + 1 / len(source))
-        noise = noise + (change.var(0, ddof=1) / len(idx) if len(idx) > 1 else 0.0)
-        residuals.append(shrink(r, noise).astype(np.float32))
-        noise = float(noise.sum())
-        rows.append(
-            {
-                "condition": conditions.describe(registry, adata.obs.iloc[target[0]], {}, True),
-                "n_cells": len(target),
-                "n_predicted": len(idx),
-                "residual": float(np.linalg.norm(r)),
-                "noise": float(np.sqrt(noise)),
-            }
-        )
+    by_source: dict[bytes, list[int]] = {}
+    for i, (source, _, _) in enumerate(found):
+        by_source.setdefault(source.tobytes(), []).append(i)
+    rows: list = [None] * len(found)
+    residuals: list = [None] * len(found)
+    predicted: list = [None] * len(found)
+    bar = tqdm(total=len(found), disable=not progress, desc="anchoring means", leave=False)
+    for key, members in by_source.items():
+        source = sources[key]
+        idx = np.sort(rng.choice(source, min(n_cells, len(source)), replace=False))
+        cells = adata[idx]
+        own = model.log_expression(cells).astype(np.float64)
+        chunk = max(1, MAX_DECODED // len(idx))  # conditions decoded together
+        for start in range(0, len(members), chunk):
+            part = members[start : start + chunk]
+            preds = counterfactuals(
+                model, cells, [found[i][1] for i in part], steps=steps, seed=seed,
+                batch_size=batch_size,
+            )  # fmt: skip
+            for i, pred in zip(part, preds, strict=True):
+                target = found[i][2]
+                predicted[i] = pred.mean(0).astype(np.float32)
+                change = pred - own  # each cell's predicted change from its own values
+                r = means[i] - ctrl_means[order.index(key)] - change.mean(0)
+                # each gene's variance of r from sampling noise alone: the two training means'
+                # and the mean predicted change's over the cells drawn
+                noise = within * (1 / len(target) + 1 / len(source))
+                noise = noise + (change.var(0, ddof=1) / len(idx) if len(idx) > 1 else 0.0)
+                residuals[i] = shrink(r, noise).astype(np.float32)
+                rows[i] = {
+                    "condition": conditions.describe(registry, adata.obs.iloc[target[0]], {}, True),
+                    "n_cells": len(target),
+                    "n_predicted": len(idx),
+                    "residual": float(np.linalg.norm(r)),
+                    "noise": float(np.sqrt(noise.sum())),
+                }
+            bar.update(len(part))
+    bar.close()
     obs = adata.obs.iloc[[t[0] for _, _, t in found]]
     conts = [c for c in registry.covariates if not c.categorical and c.key in obs]
     values = continuous_values(obs, [c.key for c in conts])
@@ -425,3 +420,37 @@ def group_moments(model: RNADiffusion, adata, groups: list[np.ndarray], chunk: i
     between = (counts[:, None] * means * means).sum(0)
     dof = max(len(codes) - int((counts > 0).sum()), 1)
     return means[:-1], np.maximum(squares - between, 0) / dof
+
+
+def counterfactuals(
+    model: RNADiffusion, cells, targets: list[dict], *, steps: int, seed: int, batch_size: int
+) -> np.ndarray:
+    """What ``predict(cells, target=t, spread=False, anchor=False)`` gives (log expression of
+    the modelled genes) for each ``t`` of ``targets``, the cells encoded once and decoded
+    under every target in one run: ``(len(targets), n_cells, n_genes)``."""
+    registry, n = model.registry, cells.n_obs
+    obs_src = cells.obs[[k for k in registry.keys if k in cells.obs]].copy()
+    obs_tgt = pd.concat([obs_src] * len(targets), ignore_index=True)
+    for key in {k for t in targets for k in t}:
+        values = np.repeat(
+            [t.get(key, np.nan) for t in targets], n
+        )  # every target names the same covariates (anchor_targets)
+        if registry[key].categorical:
+            obs_tgt[key] = pd.Categorical(values.astype(object))
+        else:
+            obs_tgt[key] = values.astype(np.float64)
+    engine = model.engine.for_frame(pd.concat([obs_src, obs_tgt], ignore_index=True))
+    sigmas = engine.sigmas(steps, sigma_max=float(model.config.diffusion.sigma_max))
+    z0 = torch.from_numpy(model.model_space(cells))
+    x = engine.encode(z0, sigmas, engine.cond(obs_src), obs=obs_src, batch_size=batch_size)
+    z = engine.run(
+        "dpmpp_2m",
+        x.repeat(len(targets), 1),
+        sigmas,
+        engine.cond(obs_tgt),
+        plan=engine.transfer_plan(obs_tgt, "compose"),
+        generator=torch.Generator().manual_seed(seed),
+        obs=obs_tgt,
+        batch_size=batch_size,
+    )
+    return engine.to_log(z).astype(np.float64).reshape(len(targets), n, -1)

@@ -57,11 +57,13 @@ for outer in outer_folds:
     w = weights[0]
     effect = sum(wi * (r(c, "stim") - r(c, "ctrl")) for c, wi in zip(contexts, w, strict=True))
     own = r((inner_type,), "ctrl")
-    group = np.zeros(len(x), dtype=int)
+    # the population's own mean as the reference: its mean moves by exactly the residual
+    ref, every = np.tile(x.mean(0), (len(x), 1)), np.ones(len(x), dtype=bool)
     variants = {"rnadiff": x,
-                "rnadiff + effect residual": anchor_cells(x, np.tile(effect, (len(x), 1)), group),
+                "rnadiff + effect residual": anchor_cells(
+                    x, np.tile(effect, (len(x), 1)), ref, every),
                 "rnadiff + effect residual + own control": anchor_cells(
-                    x, np.tile(effect + own, (len(x), 1)), group)}  # fmt: skip
+                    x, np.tile(effect + own, (len(x), 1)), ref, every)}  # fmt: skip
     for name, v in variants.items():
         full = pred[:, genes].X.copy()
         full[:, modelled] = v
