@@ -199,15 +199,34 @@ def _real_cells(model: RNADiffusion, adata, rows: np.ndarray, seed: int) -> np.n
 def group_means(model: RNADiffusion, adata, codes, n_groups: int, chunk: int = 8192):
     """Mean log expression of each group of training cells (``codes``), read a chunk of cells
     at a time: ``(n_groups, n_genes)``."""
+    return group_moments(model, adata, codes, n_groups, chunk)[0]
+
+
+def group_moments(model: RNADiffusion, adata, codes, n_groups: int, chunk: int = 8192):
+    """:func:`group_means`, and the pooled within-group variance of each gene."""
     counts = np.bincount(codes, minlength=n_groups)
     member = sp.csr_matrix(
         (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_groups, len(codes))
     )
     sums = np.zeros((n_groups, len(model.genes)))
+    squares = np.zeros(len(model.genes))
     for start in range(0, adata.n_obs, chunk):  # dense log expression, a chunk at a time
         rows = slice(start, start + chunk)
-        sums += member[:, rows] @ model.log_expression(adata[rows]).astype(np.float64)
-    return sums / np.maximum(counts, 1)[:, None]
+        x = model.log_expression(adata[rows]).astype(np.float64)
+        sums += member[:, rows] @ x
+        squares += (x * x).sum(0)
+    means = sums / np.maximum(counts, 1)[:, None]
+    between = (counts[:, None] * means * means).sum(0)
+    dof = max(len(codes) - int((counts > 0).sum()), 1)
+    return means, np.maximum(squares - between, 0) / dof
+
+
+def group_codes(groups: list[np.ndarray], n: int) -> np.ndarray:
+    """Each of ``n`` rows' group among the disjoint row sets ``groups``; ``len(groups)``: none."""
+    codes = np.full(n, len(groups), dtype=np.int64)
+    for i, rows in enumerate(groups):
+        codes[rows] = i
+    return codes
 
 
 def fit_gene_vectors(model: RNADiffusion, adata, seed: int, max_cells: int = 5000) -> np.ndarray:
@@ -333,8 +352,11 @@ def calibrate_means(
     # groups: each condition's training cells, then each context's control cells (a source)
     sources = {s.tobytes(): s for s, _, _ in found}
     order = list(sources)
-    means, within = group_moments(model, adata, [t for _, _, t in found])
-    ctrl_means, _ = group_moments(model, adata, list(sources.values()))
+    n_found, n_obs = len(found), adata.n_obs
+    codes = group_codes([t for _, _, t in found], n_obs)
+    means, within = group_moments(model, adata, codes, n_found + 1)  # + the rest
+    codes = group_codes(list(sources.values()), n_obs)
+    ctrl_means = group_means(model, adata, codes, len(sources) + 1)
     rng = np.random.default_rng(seed)
     by_source: dict[bytes, list[int]] = {}
     for i, (source, _, _) in enumerate(found):
@@ -396,30 +418,6 @@ def calibrate_means(
         table.noise.median(),
     )
     return table
-
-
-def group_moments(model: RNADiffusion, adata, groups: list[np.ndarray], chunk: int = 8192):
-    """Mean log expression of each group of training cells (rows ``groups``, disjoint) and
-    the pooled within-group variance of each gene, read a chunk of cells at a time."""
-    codes = np.full(adata.n_obs, len(groups), dtype=np.int64)  # the last group: the rest
-    for i, rows in enumerate(groups):
-        codes[rows] = i
-    n_groups = len(groups) + 1
-    counts = np.bincount(codes, minlength=n_groups)
-    member = sp.csr_matrix(
-        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_groups, len(codes))
-    )
-    sums = np.zeros((n_groups, len(model.genes)))
-    squares = np.zeros(len(model.genes))
-    for start in range(0, adata.n_obs, chunk):
-        rows = slice(start, start + chunk)
-        x = model.log_expression(adata[rows]).astype(np.float64)
-        sums += member[:, rows] @ x
-        squares += (x * x).sum(0)
-    means = sums / np.maximum(counts, 1)[:, None]
-    between = (counts[:, None] * means * means).sum(0)
-    dof = max(len(codes) - int((counts > 0).sum()), 1)
-    return means[:-1], np.maximum(squares - between, 0) / dof
 
 
 def counterfactuals(
