@@ -254,7 +254,7 @@ def train(
         int,
         typer.Option(
             help="Training control cells predicted under each measured condition after "
-            "training, to measure the model's error at that condition's mean change; "
+            "training, to measure the model's error at that condition's mean; "
             "'rnadiff predict' corrects by it (--no-anchor there to not) (0: none)."
         ),
     ] = 128,
