@@ -79,12 +79,18 @@ def anchor_targets(
         [v for k, v in columns.items() if k != pkey and k not in conts], n
     )
     is_ctrl = ok & (columns[pkey] == control)
+    # rows of each condition and each context's control rows, by one sort (not a scan each)
+    codes, uniques = pd.factorize(labels)
+    codes = np.where(ok, codes, -1)
+    groups = _rows_by(codes)
+    ctx_codes, _ = pd.factorize(context)
+    controls = _rows_by(np.where(is_ctrl, ctx_codes, -1))
     out = []
-    for label in sorted(set(labels[ok])):
-        target = np.flatnonzero(labels == label)
+    for code in sorted(groups, key=lambda c: uniques[c]):
+        target = groups[code]
         first = target[0]
-        source = np.flatnonzero(is_ctrl & (context == context[first]))
-        if not len(source):
+        source = controls.get(ctx_codes[first])
+        if source is None:
             continue
         changes = {pkey: columns[pkey][first]} | {k: float(v[first]) for k, v in conts.items()}
         out.append((source, changes, target))
@@ -315,6 +321,21 @@ def anchor_cells(
     lowered = np.where(ref > 0, v * scale, np.maximum(v + s, 0.0))
     out[rows] = np.where(s >= 0, v + s, lowered)
     return out
+
+
+def _rows_by(codes: np.ndarray) -> dict[int, np.ndarray]:
+    """``{code: rows}`` of the codes >= 0 (rows ascending)."""
+    if not len(codes):
+        return {}
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    ends = np.r_[starts[1:], len(codes)]
+    return {
+        int(sorted_codes[a]): order[a:b]
+        for a, b in zip(starts, ends, strict=True)
+        if sorted_codes[a] >= 0
+    }
 
 
 def continuous_values(obs: pd.DataFrame, keys: tuple[str, ...] | list[str]) -> np.ndarray:
