@@ -202,23 +202,33 @@ def group_means(model: RNADiffusion, adata, codes, n_groups: int, chunk: int = 8
     return group_moments(model, adata, codes, n_groups, chunk)[0]
 
 
-def group_moments(model: RNADiffusion, adata, codes, n_groups: int, chunk: int = 8192):
-    """:func:`group_means`, and the pooled within-group variance of each gene."""
-    counts = np.bincount(codes, minlength=n_groups)
-    member = sp.csr_matrix(
-        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_groups, len(codes))
-    )
-    sums = np.zeros((n_groups, len(model.genes)))
+def group_moments(
+    model: RNADiffusion, adata, codes, n_groups: int, chunk: int = 8192, *, also=None
+):
+    """:func:`group_means`, and the pooled within-group variance of each gene. ``also``:
+    ``(codes, n_groups)`` of a second grouping whose means come from the same pass over the
+    cells (returned third)."""
+    n = len(codes)
+
+    def members(c, k):
+        return sp.csr_matrix((np.ones(n), (c, np.arange(n))), shape=(k, n))
+
+    groupings = [(np.asarray(codes), n_groups)] + ([also] if also is not None else [])
+    member = sp.vstack([members(c, k) for c, k in groupings]).tocsr()
+    counts = np.concatenate([np.bincount(c, minlength=k) for c, k in groupings])
+    sums = np.zeros((member.shape[0], len(model.genes)))
     squares = np.zeros(len(model.genes))
     for start in range(0, adata.n_obs, chunk):  # dense log expression, a chunk at a time
         rows = slice(start, start + chunk)
         x = model.log_expression(adata[rows]).astype(np.float64)
         sums += member[:, rows] @ x
         squares += (x * x).sum(0)
-    means = sums / np.maximum(counts, 1)[:, None]
-    between = (counts[:, None] * means * means).sum(0)
-    dof = max(len(codes) - int((counts > 0).sum()), 1)
-    return means, np.maximum(squares - between, 0) / dof
+    all_means = sums / np.maximum(counts, 1)[:, None]
+    means, mine = all_means[:n_groups], counts[:n_groups]
+    between = (mine[:, None] * means * means).sum(0)
+    dof = max(n - int((mine > 0).sum()), 1)
+    within = np.maximum(squares - between, 0) / dof
+    return (means, within) if also is None else (means, within, all_means[n_groups:])
 
 
 def group_codes(groups: list[np.ndarray], n: int) -> np.ndarray:
@@ -353,10 +363,9 @@ def calibrate_means(
     sources = {s.tobytes(): s for s, _, _ in found}
     order = list(sources)
     n_found, n_obs = len(found), adata.n_obs
-    codes = group_codes([t for _, _, t in found], n_obs)
-    means, within = group_moments(model, adata, codes, n_found + 1)  # + the rest
-    codes = group_codes(list(sources.values()), n_obs)
-    ctrl_means = group_means(model, adata, codes, len(sources) + 1)
+    codes = group_codes([t for _, _, t in found], n_obs)  # + the rest
+    controls = (group_codes(list(sources.values()), n_obs), len(sources) + 1)
+    means, within, ctrl_means = group_moments(model, adata, codes, n_found + 1, also=controls)
     rng = np.random.default_rng(seed)
     by_source: dict[bytes, list[int]] = {}
     for i, (source, _, _) in enumerate(found):
