@@ -361,7 +361,7 @@ def calibrate_means(
         found = found[:max_conditions]
     # groups: each condition's training cells, then each context's control cells (a source)
     sources = {s.tobytes(): s for s, _, _ in found}
-    order = list(sources)
+    position = {key: i for i, key in enumerate(sources)}  # each source's control means
     n_found, n_obs = len(found), adata.n_obs
     codes = group_codes([t for _, _, t in found], n_obs)  # + the rest
     controls = (group_codes(list(sources.values()), n_obs), len(sources) + 1)
@@ -390,7 +390,7 @@ def calibrate_means(
                 target = found[i][2]
                 predicted[i] = pred.mean(0).astype(np.float32)
                 change = pred - own  # each cell's predicted change from its own values
-                r = means[i] - ctrl_means[order.index(key)] - change.mean(0)
+                r = means[i] - ctrl_means[position[key]] - change.mean(0)
                 # each gene's variance of r from sampling noise alone: the two training means'
                 # and the mean predicted change's over the cells drawn
                 noise = within * (1 / len(target) + 1 / len(source))

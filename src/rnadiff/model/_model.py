@@ -275,7 +275,7 @@ class RNADiffusion:
     def calibrate_means(
         self,
         *,
-        n_cells: int = 64,
+        n_cells: int = 128,
         max_conditions: int = 1000,
         steps: int = 20,
         seed: int = 0,
@@ -284,16 +284,12 @@ class RNADiffusion:
     ) -> pd.DataFrame:
         """Measure the model's error at each measured condition's mean (mean anchoring).
 
-        For every condition measured in training whose context has control cells, the
-        residual of its mean change: the mean log expression of its training cells minus
-        that of the context's control cells, minus the mean change :meth:`predict` gives
-        ``n_cells`` of those control cells (each against its own reconstruction;
-        :mod:`rnadiff.conditioning._anchors` has the equations).
-        Stored in ``anchors``; :meth:`predict` (``anchor=True``) adds it to counterfactuals
-        of control cells under that condition, interpolates it between measured doses or
-        times, and sums the parts' residuals for combinations of parts measured in the
-        cell's context (user guide: calibration). Training runs it
-        (``TrainConfig.anchor_cells``).
+        For every condition measured in training whose context has control cells: its
+        training mean minus the mean of :meth:`predict` of ``n_cells`` of those control cells
+        under it (each against its own values), each gene shrunk by its sampling noise
+        (:mod:`rnadiff.conditioning._anchors` has the equations). Stored in ``anchors``;
+        :meth:`predict` (``anchor=True``) corrects by it (user guide: calibration). Training
+        runs it (``TrainConfig.anchor_cells``).
 
         Parameters
         ----------

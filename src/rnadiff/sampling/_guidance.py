@@ -205,6 +205,23 @@ def _n_rows(cond: Mapping[str, torch.Tensor]) -> int:
     return next(iter(cond.values())).shape[0]
 
 
+def _on_cells(guided: Denoiser, denoiser: Denoiser, where: torch.Tensor | None) -> Denoiser:
+    """``guided`` for the cells of ``where`` (every cell when None), ``denoiser`` (the joint
+    conditional) for the others; neither is evaluated when it serves no cell."""
+    if where is None:
+        return guided
+
+    def masked(x, sigma, cond):
+        if not bool(where.any()):
+            return denoiser(x, sigma, cond)
+        out = guided(x, sigma, cond)
+        if bool(where.all()):
+            return out
+        return torch.where(where[:, None], out, denoiser(x, sigma, cond))
+
+    return masked
+
+
 def _in_context(cond: Mapping[str, torch.Tensor], contexts: Mapping[str, torch.Tensor], j: int):
     """``cond`` with the covariates of ``contexts`` set to context ``j`` for every row."""
     n = _n_rows(cond)
@@ -249,16 +266,13 @@ def interpolated_covariate(
     """
 
     def guided(x, sigma, cond):
-        if not bool(where.any()):
-            return denoiser(x, sigma, cond)
         value = cond[key]
         at_low = denoiser(x, sigma, {**cond, key: torch.where(where, low.to(value.dtype), value)})
         at_high = denoiser(x, sigma, {**cond, key: torch.where(where, high.to(value.dtype), value)})
         w = weight.to(at_low.dtype)[:, None]
-        mixed = (1 - w) * at_low + w * at_high
-        if bool(where.all()):
-            return mixed
-        return torch.where(where[:, None], mixed, denoiser(x, sigma, cond))
+        return (1 - w) * at_low + w * at_high
+
+    return _on_cells(guided, denoiser, where)
 
     return guided
 
@@ -361,8 +375,6 @@ def combination_composition(
     """
 
     def guided(x, sigma, cond):
-        if where is not None and not bool(where.any()):
-            return denoiser(x, sigma, cond)
         value = cond[key]
         ref = reference.to(value.dtype).expand_as(value)
         active = value != 0
@@ -373,11 +385,9 @@ def combination_composition(
             has = (order == k).any(dim=1, keepdim=True)
             part = torch.where(has, torch.where(order == k, value, 0), ref)
             out = out + (denoiser(x, sigma, {**cond, key: part}) - base)
-        if where is None or bool(where.all()):
-            return out
-        return torch.where(where[:, None], out, denoiser(x, sigma, cond))
+        return out
 
-    return guided
+    return _on_cells(guided, denoiser, where)
 
 
 def interaction_transfer(
@@ -430,18 +440,14 @@ def interaction_transfer(
     parts = combination_composition(denoiser, key=key, reference=reference)
 
     def guided(x, sigma, cond):
-        if where is not None and not bool(where.any()):
-            return denoiser(x, sigma, cond)
         out = parts(x, sigma, cond)
         weights = context_weights.to(out.dtype)
         for j in torch.nonzero(weights.sum(dim=0) > 0).flatten().tolist():
             there = _in_context(cond, contexts, j)
             out = out + weights[:, j : j + 1] * (denoiser(x, sigma, there) - parts(x, sigma, there))
-        if where is None or bool(where.all()):
-            return out
-        return torch.where(where[:, None], out, denoiser(x, sigma, cond))
+        return out
 
-    return guided
+    return _on_cells(guided, denoiser, where)
 
 
 def composed_transfer(
