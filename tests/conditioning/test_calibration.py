@@ -1,9 +1,11 @@
 """Effect calibration factors (least squares of the observed effect on the predicted one)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from rnadiff.conditioning._calibration import effect_scales, spread_ratio, widen
+from rnadiff.conditioning._calibration import cell_effect_scales, effect_scales, spread_ratio, widen
+from rnadiff.data._covariates import CovariateRegistry
 
 
 def test_a_shrunk_prediction_gets_the_inverse_factor():
@@ -99,3 +101,18 @@ def test_widen_rejects_bad_input():
         widen(np.ones((3, 2)), np.zeros(3), 0.0)
     with pytest.raises(ValueError, match="non-negative"):
         widen(-np.ones((3, 2)), np.zeros(3), 1.1)
+
+
+def test_each_cell_takes_its_perturbations_scale_its_priors_mix_or_its_parts_mean():
+    obs = pd.DataFrame({"p": ["ctrl", "A", "B", "A+B"]})
+    setup = {"perturbation_key": "p", "control": "ctrl", "combination_sep": "+"}
+    reg = CovariateRegistry.fit(obs, setup)
+    scales = {"A": 2.0, "B": 4.0}
+    values = ["A", "B", "ctrl", "A+B", "Z", None]
+    out, prior = cell_effect_scales(
+        reg["p"], scales, pd.Series(values), lambda name: {"A": 0.25, "B": 0.75}
+    )
+    # measured: its own; the control: 1; a pair without a scale of its own: its parts' mean;
+    # "Z" never seen: the prior's mix 0.25 * 2 + 0.75 * 4; unset: 1
+    np.testing.assert_allclose(out, [2.0, 4.0, 1.0, 3.0, 3.5, 1.0])
+    assert prior.tolist() == [False, False, False, False, True, False]

@@ -4,10 +4,12 @@ how much its counterfactual cells must be widened to match the spread of real ce
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
+
+from rnadiff.conditioning import _conditions as conditions
 
 SCALE_RANGE = (0.5, 5.0)
 
@@ -53,6 +55,29 @@ def effect_scales(
 
 
 SPREAD_RANGE = (0.5, 2.0)
+
+
+def cell_effect_scales(
+    cov, scales: Mapping[str, float], values, prior_weights: Callable[[str], dict[str, float]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's calibrated effect scale from the perturbation ``values`` of the cells
+    (covariate ``cov``; 1 where none was calibrated) and which cells' perturbation was never
+    seen (predicted from its expression prior).
+
+    A perturbation never seen takes the prior's mix (``prior_weights(name)``: token ->
+    weight) of its tokens' scales; a combination never measured the mean of its parts' (the
+    network under-fits a combination's parts as it does the singles)."""
+    names = [conditions.canonical(cov, v) for v in values]
+    found = {v: scales.get(v, 1.0) for v in set(names) if v is not None}
+    unseen = [v for v in found if len(cov.parts(v)) == 1 and v not in cov.tokens]
+    for v in unseen:
+        found[v] = sum(w * scales.get(t, 1.0) for t, w in prior_weights(v).items()) or 1.0
+    for v in found:
+        parts = cov.parts(v)
+        if len(parts) > 1 and v not in scales:
+            found[v] = float(np.mean([scales.get(t, 1.0) for t in parts]))
+    out = np.array([found.get(v, 1.0) for v in names])
+    return out, pd.Series(names).isin(unseen).to_numpy()
 
 
 def spread_ratio(moved: np.ndarray, real: np.ndarray) -> float:

@@ -30,6 +30,7 @@ from torch import nn
 from rnadiff._config import DiffusionConfig
 from rnadiff._errors import InputError
 from rnadiff.conditioning import _conditions as conditions
+from rnadiff.conditioning._calibration import cell_effect_scales
 from rnadiff.conditioning._features import TokenFeatures
 from rnadiff.conditioning._prior import prior_weights, soft_prior
 from rnadiff.conditioning._transfer import (
@@ -354,34 +355,16 @@ class SamplingEngine:
 
     # --------------------------------------------------------- effect scales
     def cell_effect_scales(self, obs: pd.DataFrame | None) -> np.ndarray | None:
-        """Each cell's calibrated effect scale, or None when no cell has one. 1 (none) for
-        any cell whose perturbation was never measured in its context, whether it is
-        transferred or not; a perturbation never seen at all, predicted from its expression
-        prior, gets the prior's mix of its tokens' scales."""
+        """Each cell's calibrated effect scale, or None when no cell has one; 1 for a cell
+        transferred to where its perturbation was never measured (even a pair of parts measured
+        there: worse on simulated screens, benchmarks/results/studies/combo_elsewhere)."""
         pkey = self.registry.perturbation_key
         if not self.effect_scales or obs is None or pkey not in obs:
             return None
-        cov = self.registry[pkey]
-        values = [conditions.canonical(cov, v) for v in obs[pkey]]
-        scales = {v: self.effect_scales.get(v, 1.0) for v in set(values) if v is not None}
-        # a perturbation never seen, predicted from its prior (a mix of seen tokens): the same
-        # mix of their scales, whatever the context
-        unseen = [v for v in scales if len(cov.parts(v)) == 1 and v not in cov.tokens]
-        for v in unseen:
-            weights = self.prior_weights(v)
-            scales[v] = sum(w * self.effect_scales.get(t, 1.0) for t, w in weights.items()) or 1.0
-        # a combination never measured: the mean of its parts' scales (the network under-fits
-        # a combination's parts as it does the singles)
-        for v in scales:
-            parts = cov.parts(v)
-            if len(parts) > 1 and v not in self.effect_scales:
-                scales[v] = float(np.mean([self.effect_scales.get(t, 1.0) for t in parts]))
-        out = np.array([scales.get(v, 1.0) for v in values])
-        prior = pd.Series(values).isin(unseen).to_numpy()
-        transferred = self.transfer_mask(obs, "compose") & ~prior
-        # never measured there (a combination of parts measured here too: its parts' scales
-        # made the pair worse on simulated screens, benchmarks/results/studies/combo_elsewhere)
-        out[transferred] = 1.0
+        out, prior = cell_effect_scales(
+            self.registry[pkey], self.effect_scales, obs[pkey], self.prior_weights
+        )
+        out[self.transfer_mask(obs, "compose") & ~prior] = 1.0
         return out if (out != 1).any() else None
 
     def effect_scales_used(self, obs: pd.DataFrame, calibrated: bool) -> dict[str, float]:
