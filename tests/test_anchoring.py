@@ -142,3 +142,48 @@ def test_anchors_decode_every_condition_as_predict_does(model, screen):
         alone = model.predict(cells, target=t, steps=6, seed=3, spread=False, anchor=False,
                               progress=False)  # fmt: skip
         np.testing.assert_allclose(got, alone[:, model.genes].X, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ a time course
+@pytest.fixture(scope="module")
+def course():
+    """One drug's cells at 6, 24 and 72 h in two cell types, without a perturbation column."""
+    adata, _ = simulate(
+        1200, seed=3, n_genes=40, n_programs=6, n_genetic=0, n_drugs=1, n_combinations=0,
+        n_cell_types=2, times=(6.0, 24.0, 72.0), doses=(10.0,), control_weight=0.01,
+    )  # fmt: skip
+    adata = adata[(adata.obs["perturbation"] != "control").to_numpy()].copy()
+    adata.obs = adata.obs[["cell_type", "time"]].copy()
+    RNADiffusion.setup_anndata(adata, time_key="time", categorical_keys=["cell_type"])
+    model = RNADiffusion(adata, config=SMALL, seed=0)
+    model.train(max_steps=40, progress=False)
+    return adata, model
+
+
+def test_a_time_course_anchors_transports_between_its_measured_times(course, tmp_path):
+    adata, model = course
+    # each type: 3 times x 3 (every measured time from every measured time)
+    assert len(model.anchors) == 18 and np.isfinite(model.anchors.sources).all()
+    obs = adata.obs
+    here = (obs["cell_type"] == "celltype_0").to_numpy()
+    source = adata[here & (obs["time"] == 6.0).to_numpy()]
+    kw = dict(target={"time": 72.0}, steps=8, progress=False, spread=False)
+    on, off = model.predict(source, **kw), model.predict(source, anchor=False, **kw)
+    assert on.uns["rnadiff"]["anchored_cells"] == source.n_obs
+    real = model.log_expression(adata[here & (obs["time"] == 72.0).to_numpy()]).mean(0)
+    err_on = np.abs(model.log_expression(on).mean(0) - real).mean()
+    err_off = np.abs(model.log_expression(off).mean(0) - real).mean()
+    assert err_on < 0.7 * err_off  # the measured 6 h -> 72 h change
+    # between two measured times: the interpolated residuals of 6 -> 6 and 6 -> 24 h
+    between = model.predict(source, **(kw | {"target": {"time": 15.0}}))
+    assert between.uns["rnadiff"]["anchored_cells"] == source.n_obs
+    # cells of a time never measured, or moved to another type, take none
+    moved = model.predict(source, **(kw | {"target": {"time": 72.0, "cell_type": "celltype_1"}}))
+    assert moved.uns["rnadiff"]["anchored_cells"] == 0
+    unmeasured = source.copy()
+    unmeasured.obs["time"] = 15.0
+    assert model.predict(unmeasured, **kw).uns["rnadiff"]["anchored_cells"] == 0
+    model.save(tmp_path / "m")
+    again = RNADiffusion.load(tmp_path / "m")
+    np.testing.assert_array_equal(again.anchors.sources, model.anchors.sources)
+    np.testing.assert_array_equal(again.predict(source, **kw).X, on.X)

@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnadiff.conditioning._anchors import Anchors, anchor_cells, anchor_targets, shrink
+from rnadiff.conditioning._anchors import (
+    Anchors,
+    anchor_cells,
+    anchor_targets,
+    shrink,
+    transport_targets,
+)
 from rnadiff.data._covariates import CovariateRegistry
 
 SETUP = {"perturbation_key": "p", "control": "ctrl", "cell_type_key": "ct", "dose_key": "dose",
@@ -86,7 +92,12 @@ def test_doses_between_are_interpolated_in_log_dose_and_nearest_outside(registry
     np.testing.assert_allclose(reference[:, 0], [102.0, 103.0, 101.0])
     np.testing.assert_allclose(shift[:, 0], [2.0, 3.0, 1.0])  # 10 is half way in log dose
     shift, _, where = TABLE.shifts(reg, *cells("T", ["A", "K"], [0.0, 0.0]))
-    assert where.tolist() == [False, True]  # A at dose 0 is the control; K was measured so
+    assert where.all()  # A at dose 0 is the control: the control's; K was measured so
+    np.testing.assert_allclose(shift, [[0.5, 0.5], [0, 10]])
+    # a pair never measured here is composed from its parts, never taken for the control at
+    # dose 0 (knock-outs are measured at dose 0): here A's part is the control, so none
+    _, _, where = TABLE.shifts(reg, *cells("T", ["A+K"], [0.0]))
+    assert not where.any()
 
 
 def test_a_pair_of_parts_measured_here_sums_their_residuals(registry):
@@ -152,3 +163,87 @@ def test_each_genes_residual_is_shrunk_by_its_own_noise():
     r = np.array([2.0, -2.0, 0.5, 0.0])
     # 1 - noise / r^2: 0.75, 0 (noise = r^2), 0 (noise above r^2), 0 (no residual)
     np.testing.assert_allclose(shrink(r, np.array([1.0, 4.0, 1.0, 1.0])), [1.5, 0, 0, 0])
+
+
+# ------------------------------------------------------------------ a time course
+TIME_SETUP = {"time_key": "h", "categorical_keys": ["medium"]}
+
+
+@pytest.fixture
+def course():
+    obs = pd.DataFrame(
+        {"medium": ["GM", "GM", "DM", "DM", "DM", "DM", "DM"], "h": [0, 0, 24, 24, 72, 72, 72.0]}
+    )
+    return CovariateRegistry.fit(obs, TIME_SETUP), obs
+
+
+def transports(rows):
+    # (medium, source hour, target hour, residual); predicted means = residual + 100
+    res = np.array([r[3] for r in rows], dtype=np.float32)
+    return Anchors(
+        tuple((r[0],) for r in rows),
+        ("h",),
+        (False,),
+        np.array([[r[2]] for r in rows], dtype=float),
+        res,
+        res + 100,
+        np.full(len(rows), 3),
+        np.array([[r[1]] for r in rows], dtype=float),
+    )
+
+
+COURSE = transports(
+    [
+        ("GM", 0, 0, [1, 1]),
+        ("DM", 24, 24, [2, 0]),
+        ("DM", 24, 72, [4, 8]),
+        ("DM", 72, 24, [-5, -5]),
+        ("DM", 72, 72, [0, 6]),
+    ]
+)
+
+
+def test_transport_targets_pair_every_measured_time_of_a_context_with_every_other(course):
+    reg, obs = course
+    assert anchor_targets(reg, obs) == []  # no perturbation column: no control to start from
+    found = transport_targets(reg, obs)
+    pairs = {(tuple(s), tuple(t)): c for s, c, t in found}
+    # GM has one time (itself: the reconstruction); DM's two times each way and themselves
+    assert set(pairs) == {
+        ((0, 1), (0, 1)),
+        ((2, 3), (2, 3)),
+        ((2, 3), (4, 5, 6)),
+        ((4, 5, 6), (2, 3)),
+        ((4, 5, 6), (4, 5, 6)),
+    }
+    assert pairs[((2, 3), (4, 5, 6))] == {"h": 72.0}
+    assert len(found[0][2]) == 3  # the most target cells first
+
+
+def test_a_time_course_cell_takes_the_transports_from_its_own_time(course):
+    reg, _ = course
+    src = pd.DataFrame({"medium": ["DM"] * 5 + ["GM"], "h": [24, 24, 24, 72, 24, 0.0]})
+    tgt = pd.DataFrame({"medium": ["DM"] * 4 + ["GM", "GM"], "h": [24, 48, 96, 48, 48, 0.0]})
+    shift, reference, where = COURSE.shifts(reg, src, tgt)
+    # 24 -> 24 measured; 24 -> 48 half way between 24 -> 24 and 24 -> 72; 24 -> 96 the
+    # nearest (24 -> 72); 72 -> 48 half of 72 -> 24 and 72 -> 72; a change of medium: none;
+    # GM 0 -> 0 its reconstruction
+    assert where.tolist() == [True, True, True, True, False, True]
+    np.testing.assert_allclose(
+        shift, [[2, 0], [3, 4], [4, 8], [-2.5, 0.5], [0, 0], [1, 1]]
+    )  # fmt: skip
+    np.testing.assert_allclose(reference[1], [103, 104])  # composed alike
+    # from a time never measured (no transport starts there): none
+    shift, _, where = COURSE.shifts(reg, src.assign(h=30.0), tgt)
+    assert not where.any() and not shift.any()
+
+
+def test_transport_sources_round_trip_and_old_checkpoints_read_as_controls():
+    back = Anchors.from_json(COURSE.to_json(), COURSE.residuals, COURSE.means)
+    np.testing.assert_array_equal(back.sources, COURSE.sources)
+    np.testing.assert_allclose(back.residual(("DM",), np.array([48.0]), np.array([24.0])), [3, 4])
+    meta = TABLE.to_json()
+    del meta["sources"]  # written before time-course anchors
+    old = Anchors.from_json(meta, TABLE.residuals, TABLE.means)
+    assert np.isnan(old.sources).all()
+    np.testing.assert_allclose(old.residual(("A", "T"), np.array([1.0])), [1, 0])

@@ -26,7 +26,7 @@ A predicted cell whose source is its context's control takes:
 - a measured condition: its residual;
 - a measured perturbation at an unmeasured continuous value: the residuals of the measured
   values interpolated linearly (in log dose for a dose) between the two neighbours, the nearest
-  one outside the measured range;
+  one outside the measured range; at dose 0, the control's;
 - a combination of ``k`` parts measured in the context:
   :math:`\\sum_j r(c, p_j) - (k - 1)\\, r(c, \\text{control})`;
 - with its interaction taken from measured contexts ``c_i`` (weights ``w_i``, see
@@ -37,6 +37,21 @@ A gene raised is shifted; a gene lowered is scaled towards 0 by ``1 + r / m``, `
 the model's prediction the residual was measured against (composed alike), so values stay
 non-negative and the mean moves by the residual without clipping raising it
 (:func:`anchor_cells`, cell by cell: chunked predictions equal whole ones).
+
+Without a perturbation column (a time course: continuous covariates only, e.g. hours in a
+medium), the source is not a control but any measured condition ``s``, and the anchors are
+the transports from it to the measured conditions of its categorical context ``t`` (itself
+included: the reconstruction's bias),
+
+.. math::
+
+    r(s \\to t) = [\\bar{x}(t) - \\bar{x}(s)] - \\frac{1}{m} \\sum_{i \\in s} [\\hat{x}_i(t) - x_i],
+
+shrunk alike; a cell predicted from ``s`` to a value between two measured ones takes their
+residuals interpolated (the nearest outside the range): a 24 h -> 48 h prediction between
+measured 24 h and 72 h takes half the residual of 24 h -> 24 h and half that of 24 h -> 72 h
+(chosen on the HSMM inner split the benchmark does not score,
+``benchmarks/results/studies/anchor``).
 
 Anything else (unseen perturbations, other contexts, other sources) takes none.
 """
@@ -97,6 +112,39 @@ def anchor_targets(
     return sorted(out, key=lambda p: -len(p[2]))
 
 
+def transport_targets(
+    registry: CovariateRegistry, obs: pd.DataFrame
+) -> list[tuple[np.ndarray, dict, np.ndarray]]:
+    """``(source rows, target changes, target rows)`` of a time course (no perturbation
+    column, at least one continuous covariate): every measured condition as a source, to every
+    measured condition of its categorical context (itself included); the changes are the
+    target's continuous values. Those with the most target cells first."""
+    if registry.perturbation_key is not None and registry.control is not None:
+        return []
+    n = len(obs)
+    columns = conditions.condition_columns(registry, obs)
+    conts = {k: v for k, v in columns.items() if not registry[k].categorical}
+    if not conts or any(c.key not in obs for c in registry.covariates if c.categorical):
+        return []
+    ok = conditions.complete(columns, n)
+    codes, uniques = pd.factorize(conditions.row_keys(list(columns.values()), n))
+    groups = _rows_by(np.where(ok, codes, -1))
+    context = conditions.row_keys(
+        [v for k, v in columns.items() if registry[k].categorical], n
+    )  # fmt: skip
+    by_context: dict[str, list[int]] = {}
+    for code in sorted(groups, key=lambda c: uniques[c]):
+        by_context.setdefault(context[groups[code][0]], []).append(code)
+    out = []
+    for members in by_context.values():
+        for s in members:
+            for t in members:
+                first = groups[t][0]
+                changes = {k: float(v[first]) for k, v in conts.items()}
+                out.append((groups[s], changes, groups[t]))
+    return sorted(out, key=lambda p: -len(p[2]))
+
+
 Combination = dict[int, float]  # anchor index -> weight
 
 
@@ -120,6 +168,10 @@ class Anchors:
         (the reference by which :func:`anchor_cells` scales lowered genes).
     n_cells
         Training cells of each anchor's condition.
+    sources
+        ``(n_anchors, len(keys))`` continuous values of a transport's source condition (the
+        same categorical condition; see :func:`transport_targets`); all NaN (the default):
+        the source is the context's control cells.
     """
 
     rows: tuple[tuple, ...]
@@ -129,9 +181,12 @@ class Anchors:
     residuals: np.ndarray
     means: np.ndarray
     n_cells: np.ndarray
+    sources: np.ndarray | None = None
     _by_row: dict = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
+        if self.sources is None:
+            object.__setattr__(self, "sources", np.full_like(self.values, np.nan))
         by_row: dict[tuple, list[int]] = {}
         for i, row in enumerate(self.rows):
             by_row.setdefault(tuple(row), []).append(i)
@@ -149,13 +204,19 @@ class Anchors:
             "log": list(self.log),
             "values": [[None if np.isnan(v) else float(v) for v in r] for r in self.values],
             "n_cells": [int(n) for n in self.n_cells],
+            "sources": [[None if np.isnan(v) else float(v) for v in r] for r in self.sources],
         }
 
     @classmethod
     def from_json(cls, meta: dict, residuals: np.ndarray, means: np.ndarray) -> Anchors:
-        values = np.array(
-            [[np.nan if v is None else v for v in r] for r in meta["values"]], dtype=np.float64
-        ).reshape(len(meta["rows"]), len(meta["keys"]))
+        shape = (len(meta["rows"]), len(meta["keys"]))
+
+        def grid(rows) -> np.ndarray:
+            out = [[np.nan if v is None else v for v in r] for r in rows]
+            return np.array(out, dtype=np.float64).reshape(shape)
+
+        values = grid(meta["values"])
+        sources = grid(meta["sources"]) if "sources" in meta else None  # older: controls
         return cls(
             tuple(tuple(r) for r in meta["rows"]),
             tuple(meta["keys"]),
@@ -164,23 +225,35 @@ class Anchors:
             np.asarray(residuals, dtype=np.float32),
             np.asarray(means, dtype=np.float32),
             np.asarray(meta["n_cells"], dtype=np.int64),
+            sources,
         )
 
     # ----------------------------------------------------------------- lookup
-    def residual(self, row: tuple, values: np.ndarray) -> np.ndarray | None:
+    def residual(
+        self, row: tuple, values: np.ndarray, source: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """The residual of categorical condition ``row`` at continuous ``values`` (order of
         ``keys``), see :meth:`combination`; None without one."""
-        found = self.combination(row, values)
+        found = self.combination(row, values, source)
         return None if found is None else self._apply(found, self.residuals)
 
-    def combination(self, row: tuple, values: np.ndarray) -> Combination | None:
+    def combination(
+        self, row: tuple, values: np.ndarray, source: np.ndarray | None = None
+    ) -> Combination | None:
         """The anchors (index -> weight) of categorical condition ``row`` at continuous
         ``values``: measured, interpolated along one continuous covariate (the others as
-        measured), or the nearest measured value outside the range; None without one."""
+        measured), or the nearest measured value outside the range; None without one.
+        ``source``: the continuous values of a transport's source (None: the context's
+        control)."""
         found = self._by_row.get(tuple(row))
         if not found:
             return None
         idx = np.asarray(found)
+        if source is None:
+            source = np.full(len(self.keys), np.nan)
+        idx = idx[_same(self.sources[idx], np.asarray(source, dtype=np.float64)).all(axis=1)]
+        if not len(idx):
+            return None
         grid = self.values[idx]
         same = _same(grid, values)
         exact = same.all(axis=1)
@@ -237,6 +310,8 @@ class Anchors:
         reference = np.zeros((n, n_genes), dtype=np.float32)
         where = np.zeros(n, dtype=bool)
         pkey, control = registry.perturbation_key, registry.control
+        if len(self) and (pkey is None or control is None):
+            return self._transports(registry, obs_src, obs_tgt)
         if not len(self) or pkey is None or pkey not in obs_tgt or pkey not in obs_src:
             return shift, reference, where
         ip = conditions.perturbation_index(registry)
@@ -263,12 +338,42 @@ class Anchors:
                 where[i] = True
         return shift, reference, where
 
+    def _transports(self, registry, obs_src, obs_tgt) -> tuple:
+        """:meth:`shifts` of a time course: a cell whose source is a measured condition
+        takes the residuals of the transports from it, at its target's values."""
+        n, n_genes = len(obs_tgt), self.residuals.shape[1]
+        shift = np.zeros((n, n_genes), dtype=np.float32)
+        reference = np.zeros((n, n_genes), dtype=np.float32)
+        where = np.zeros(n, dtype=bool)
+        src = conditions.condition_rows(registry, obs_src)
+        tgt = conditions.condition_rows(registry, obs_tgt)
+        has_cats = any(c.categorical for c in registry.covariates)
+        before, after = continuous_values(obs_src, self.keys), continuous_values(obs_tgt, self.keys)
+        cache: dict = {}
+        for i in range(n):
+            s, t = src[i], tgt[i]
+            if s != t or None in t or (has_cats and not t):
+                continue
+            key = (t, before[i].tobytes(), after[i].tobytes())
+            if key not in cache:
+                found = self.combination(t, after[i], before[i])
+                cache[key] = None if found is None else (
+                    self._apply(found, self.residuals), self._apply(found, self.means)
+                )  # fmt: skip
+            if cache[key] is not None:
+                shift[i], reference[i] = cache[key]
+                where[i] = True
+        return shift, reference, where
+
     def _cell(self, row, values, ip, cov, control, contexts, weights) -> Combination | None:
         def at(ctx: tuple, p: str) -> Combination | None:
             return self.combination((*ctx[:ip], p, *ctx[ip:]), values)
 
         ctx = context_of(row, ip)
         own = at(ctx, row[ip])
+        dosed = [v for v, log in zip(values, self.log, strict=True) if log and np.isfinite(v)]
+        if own is None and dosed and min(dosed) <= 0 and tuple(row) in self._by_row:
+            return at(ctx, control)  # measured at doses above 0 only: at dose 0, the control
         if own is not None and weights is None:
             return own
         parts = cov.parts(row[ip])

@@ -13,7 +13,13 @@ import torch
 from tqdm.auto import tqdm
 
 from rnadiff.conditioning import _conditions as conditions
-from rnadiff.conditioning._anchors import Anchors, anchor_targets, continuous_values, shrink
+from rnadiff.conditioning._anchors import (
+    Anchors,
+    anchor_targets,
+    continuous_values,
+    shrink,
+    transport_targets,
+)
 from rnadiff.conditioning._calibration import SPREAD_RANGE, effect_scales, spread_ratio
 from rnadiff.conditioning._prior import TRUST_GRID, fit_trust, gene_vectors
 from rnadiff.model._passthrough import Passthrough
@@ -348,9 +354,10 @@ def calibrate_means(
     """See :meth:`rnadiff.RNADiffusion.calibrate_means`."""
     adata, registry = model.adata, model.registry
     model.anchors = None
-    found = anchor_targets(registry, adata.obs)
+    transports = registry.perturbation_key is None or registry.control is None
+    found = (transport_targets if transports else anchor_targets)(registry, adata.obs)
     if not found:
-        logger.info("rnadiff: no measured condition with control cells to anchor means on")
+        logger.info("rnadiff: no measured condition with a source of cells to anchor means on")
         return pd.DataFrame(columns=MEAN_COLUMNS)
     if len(found) > max_conditions:
         logger.info(
@@ -359,13 +366,16 @@ def calibrate_means(
             len(found),
         )
         found = found[:max_conditions]
-    # groups: each condition's training cells, then each context's control cells (a source)
+    # groups: each condition's training cells, then each source's (a context's control
+    # cells; in a time course, a measured condition)
     sources = {s.tobytes(): s for s, _, _ in found}
-    position = {key: i for i, key in enumerate(sources)}  # each source's control means
-    n_found, n_obs = len(found), adata.n_obs
-    codes = group_codes([t for _, _, t in found], n_obs)  # + the rest
+    position = {key: i for i, key in enumerate(sources)}  # each source's means
+    targets = {t.tobytes(): t for _, _, t in found}
+    at = {key: i for i, key in enumerate(targets)}  # each target's means
+    n_obs = adata.n_obs
+    codes = group_codes(list(targets.values()), n_obs)  # + the rest
     controls = (group_codes(list(sources.values()), n_obs), len(sources) + 1)
-    means, within, ctrl_means = group_moments(model, adata, codes, n_found + 1, also=controls)
+    means, within, ctrl_means = group_moments(model, adata, codes, len(targets) + 1, also=controls)
     rng = np.random.default_rng(seed)
     by_source: dict[bytes, list[int]] = {}
     for i, (source, _, _) in enumerate(found):
@@ -390,14 +400,19 @@ def calibrate_means(
                 target = found[i][2]
                 predicted[i] = pred.mean(0).astype(np.float32)
                 change = pred - own  # each cell's predicted change from its own values
-                r = means[i] - ctrl_means[position[key]] - change.mean(0)
+                r = means[at[target.tobytes()]] - ctrl_means[position[key]] - change.mean(0)
                 # each gene's variance of r from sampling noise alone: the two training means'
-                # and the mean predicted change's over the cells drawn
+                # (as if independent, also for a condition's own: a little more shrinkage, as
+                # measured: studies/anchor) and the mean predicted change's over the cells drawn
                 noise = within * (1 / len(target) + 1 / len(source))
                 noise = noise + (change.var(0, ddof=1) / len(idx) if len(idx) > 1 else 0.0)
                 residuals[i] = shrink(r, noise).astype(np.float32)
+                name = conditions.describe(registry, adata.obs.iloc[target[0]], {}, True)
+                if transports:  # a time course: from which measured condition
+                    origin = conditions.describe(registry, adata.obs.iloc[source[0]], {}, True)
+                    name = f"{origin} -> {name}"
                 rows[i] = {
-                    "condition": conditions.describe(registry, adata.obs.iloc[target[0]], {}, True),
+                    "condition": name,
                     "n_cells": len(target),
                     "n_predicted": len(idx),
                     "residual": float(np.linalg.norm(r)),
@@ -408,6 +423,7 @@ def calibrate_means(
     obs = adata.obs.iloc[[t[0] for _, _, t in found]]
     conts = [c for c in registry.covariates if not c.categorical and c.key in obs]
     values = continuous_values(obs, [c.key for c in conts])
+    origin = continuous_values(adata.obs.iloc[[s[0] for s, _, _ in found]], [c.key for c in conts])
     model.anchors = Anchors(
         tuple(conditions.condition_rows(registry, obs)),
         tuple(c.key for c in conts),
@@ -416,12 +432,14 @@ def calibrate_means(
         np.stack(residuals),
         np.stack(predicted),
         np.array([len(t) for _, _, t in found]),
+        origin if transports else None,  # a time course's sources; else the controls
     )
     table = pd.DataFrame(rows, columns=MEAN_COLUMNS)
     logger.info(
-        "rnadiff: mean anchors on %d measured conditions: residual norm median %.3f (%d above "
-        "their sampling noise, median noise %.3f)",
+        "rnadiff: mean anchors on %d %s: residual norm median %.3f (%d above their sampling "
+        "noise, median noise %.3f)",
         len(table),
+        "transports between measured conditions" if transports else "measured conditions",
         table.residual.median(),
         int((table.residual > table.noise).sum()),
         table.noise.median(),
