@@ -302,3 +302,41 @@ def test_evaluate_gene_mismatch_names_no_model(files, fails, tmp_path):
         "NOTAGENE",
     )
     assert "model" not in err and "training" not in err
+
+
+# ------------------------------------------- 10. output files are never the user's
+def test_outputs_never_replace_a_users_file_or_an_input(files, fails, succeeds, tmp_path):
+    import h5py
+
+    model, data = files["model_counts"], tmp_path / "mine.h5ad"
+    data.write_bytes(files["counts"].read_bytes())  # the user's own data file
+    before = data.read_bytes()
+    predict = ["predict", "--model", model, "--where", "group_id=ctrl", "--perturbation", "stim"]
+    predict += ["--quiet"]
+    # the input itself, or another file of the user's: refused before any work, untouched
+    fails([*predict, "--source", data, "--out", data], "--out", "not written by rnadiff")
+    assert data.read_bytes() == before
+    theirs = tmp_path / "theirs.h5ad"
+    theirs.write_bytes(before)
+    fails([*predict, "--source", data, "--out", theirs], "--out", "not written by rnadiff")
+    assert theirs.read_bytes() == before
+    # a file rnadiff wrote is replaced (a rerun); but never while it is the command's input
+    out = tmp_path / "pred.h5ad"
+    succeeds(*predict, "--source", data, "--out", out)
+    with h5py.File(out, "r") as f:
+        assert "rnadiff" in f.attrs  # marked as ours
+    succeeds(*predict, "--source", data, "--out", out)
+    again = [*predict[:3], "--where", "group_id=stim", *predict[5:], "--source", out]
+    fails([*again, "--out", out], "--out", "is an input of this command")
+    # a CSV: an earlier table of the same columns is replaced, anything else is not
+    evaluate = ["evaluate", "--pred", out, "--real", data, "--real-where", "group_id=stim"]
+    evaluate += ["--control-where", "group_id=ctrl"]
+    metrics = tmp_path / "metrics.csv"
+    succeeds(*evaluate, "--out", metrics)
+    first = metrics.read_text()
+    succeeds(*evaluate, "--out", metrics)
+    assert metrics.read_text().splitlines()[0] == first.splitlines()[0]
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,own\n1,2\n")
+    fails([*evaluate, "--out", notes], "--out", "not written by rnadiff")
+    assert notes.read_text() == "my,own\n1,2\n"

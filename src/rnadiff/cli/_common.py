@@ -233,6 +233,9 @@ def _read(path: Path, what: str = "input", backed: bool | None = False) -> ad.An
         raise InputError(f"file not found: {path}")
     if backed is None:
         backed = path.stat().st_size > BACKED_BYTES
+    from rnadiff.data._io import protect
+
+    protect(path)  # never an output of this command
     try:
         return ad.read_h5ad(path, backed="r" if backed else None)
     except Exception as err:  # h5py/anndata raise many types for a bad file
@@ -284,27 +287,30 @@ def _cells(path: Path | None, where: list[str] | None, option: str) -> ad.AnnDat
 
 
 def _check_out(path: Path, suffix: str = ".h5ad", option: str = "--out") -> None:
-    """Refuse an output path early, before any work: a folder, or the wrong kind of file."""
-    from rnadiff.data._io import check_creatable
+    """Refuse an output path early, before any work: a folder, the wrong kind of file, an
+    input of the command, or a file rnadiff did not write (nothing of the user's is
+    replaced; checked again when writing)."""
+    from rnadiff.data._io import check_creatable, check_file_replaceable
 
     if path.is_dir():
         raise InputError(f"{option} {path} is a folder; give a file name ending in {suffix}")
     if path.suffix != suffix:
         raise InputError(f"{option} {path}: give a file name ending in {suffix}")
     check_creatable(path.parent, option)
+    check_file_replaceable(path, option)
 
 
-def _write(adata: ad.AnnData, path: Path) -> None:
+def _write(adata: ad.AnnData, path: Path, option: str = "--out") -> None:
     from rnadiff.data._io import write_h5ad
 
-    _check_out(path)
+    _check_out(path, option=option)
     write_h5ad(adata, path)
 
 
-def _csv(frame, path: Path, **kwargs) -> None:
+def _csv(frame, path: Path, option: str = "--out", **kwargs) -> None:
     from rnadiff.data._io import write_csv
 
-    write_csv(frame, path, **kwargs)
+    write_csv(frame, path, what=option, **kwargs)
 
 
 def _summary(adata: ad.AnnData, keys: list[str], path: Path, seconds: float) -> None:
@@ -322,6 +328,9 @@ def _load(model: Path, smiles: Path | None = None):
 
     loaded = RNADiffusion.load(model)
     if smiles is not None:
+        from rnadiff.data._io import protect
+
+        protect(smiles)
         loaded.add_molecules(read_smiles_table(smiles))
     return loaded
 

@@ -172,8 +172,10 @@ def design(
 def _with_smiles(model, names, path: Path) -> dict[str, str]:
     """``--smiles``: the file's molecules, and the named candidates (default: every drug the
     model was trained on) with the SMILES the model knows them by."""
+    from rnadiff.data._io import protect
     from rnadiff.data._molecules import read_smiles_table
 
+    protect(path)
     table = read_smiles_table(path)
     features = model.engine.features
     known = dict(features.molecules) if features is not None else {}

@@ -78,6 +78,9 @@ def _conditions_csv(path: Path):
         raise InputError(f"--conditions-csv {path} is a directory, not a CSV file")
     if not path.is_file():
         raise InputError(f"--conditions-csv: file not found: {path}")
+    from rnadiff.data._io import protect
+
+    protect(path)
     try:
         frame = pd.read_csv(path, dtype=str)
     except pd.errors.EmptyDataError:
@@ -161,6 +164,7 @@ def generate(
             yield part.X, part.obs
 
     var = var_table(m.preprocess)
+    _check_out(out)  # again, now that the inputs are known
     total = write_h5ad_chunks(out, chunks(), var=var, uns=uns)
     typer.echo(
         f"wrote {total} cells x {len(var)} genes to {out} in chunks of {chunk_cells} ({time.perf_counter() - t0:.1f} s)"
@@ -333,6 +337,7 @@ def predict(
             uns["log1p"] = {"base": None}
             yield pred.X, pred.obs
 
+    _check_out(out)  # again, now that the inputs are known
     total = write_h5ad_chunks(out, chunks(), var=var_table(m.preprocess), uns=uns)
     typer.echo(
         f"wrote {total} predicted cells to {out} in chunks of {chunk_cells} ({time.perf_counter() - t0:.1f} s)"
@@ -403,7 +408,7 @@ def _fate(model, source, reference, state_key, fate_csv, fate_plot, quiet, predi
     wide = table.pivot(index="state", columns="target", values="proportion")
     typer.echo(wide[list(dict.fromkeys(table.target))].round(3).to_string())
     if fate_csv is not None:
-        write_csv(table, fate_csv, index=False)
+        write_csv(table, fate_csv, what="--fate-csv", index=False)
     if fate_plot is not None:
         parts = {t: g.set_index("state") for t, g in table.groupby("target", sort=False)}
         plot_fate(parts, fate_plot, title=f"state composition ({state_key})")

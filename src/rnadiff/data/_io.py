@@ -3,7 +3,10 @@
 Every file is written to a temporary file in the same folder, flushed to disk, and renamed over
 the target, so a crash or a full disk leaves either the previous file or the new one, never a
 half-written mix. A folder (a model checkpoint) is replaced only when it is absent, empty, or
-one of ours (:func:`check_replaceable`).
+one of ours (:func:`check_replaceable`); an output file only when it is absent or rnadiff wrote
+it, and never when the same command reads it (:func:`check_file_replaceable`): ``.h5ad`` files
+carry a root attribute and ``.png`` files a text chunk saying so, a ``.csv`` is ours when its
+header is the one about to be written.
 """
 
 from __future__ import annotations
@@ -18,6 +21,56 @@ from pathlib import Path
 from rnadiff._errors import InputError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+MARK = "rnadiff"  # h5ad root attribute / PNG text key of the files rnadiff writes
+_INPUTS: set[Path] = set()  # files this process reads as a command's inputs (never replaced)
+
+
+def protect(*paths: str | os.PathLike) -> None:
+    """Record ``paths`` as inputs of the running command: :func:`check_file_replaceable`
+    refuses to write over them."""
+    _INPUTS.update(Path(p).resolve() for p in paths)
+
+
+def written_by_rnadiff(path: str | os.PathLike, header: str | None = None) -> bool:
+    """Whether rnadiff wrote the file ``path``: an ``.h5ad`` with its root attribute, a
+    ``.png`` with its text chunk, a ``.csv`` whose first line is ``header`` (unknown: not)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".h5ad":
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                return MARK in f.attrs
+        if suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return str(im.info.get("Software", "")).startswith(MARK)
+        if suffix == ".csv" and header is not None:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                return fh.readline().rstrip("\r\n") == header.rstrip("\r\n")
+    except Exception:  # unreadable as that kind of file: not ours
+        return False
+    return False
+
+
+def check_file_replaceable(path: str | os.PathLike, what: str, header: str | None = None):
+    """Refuse an output file that is an input of the running command (:func:`protect`), or
+    that exists and was not written by rnadiff (:func:`written_by_rnadiff`; a ``.csv`` without
+    ``header`` is not checked for that, only as an input)."""
+    path = Path(path)
+    if path.resolve() in _INPUTS:
+        raise InputError(f"{what} {path} is an input of this command; give a new file name")
+    if not path.is_file():
+        return
+    if path.suffix.lower() == ".csv" and header is None:
+        return  # checked when the table is known (write_csv)
+    if not written_by_rnadiff(path, header):
+        raise InputError(
+            f"{what} {path} already exists and was not written by rnadiff (or was changed "
+            "since); give a new file name, or remove it first"
+        )
 
 
 def io_error(err: OSError, what: str, kept: str) -> InputError:
@@ -65,9 +118,21 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], *, what
         write(tmp)
 
 
+def _mark_h5ad(path: Path) -> None:
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        f.attrs[MARK] = "written by rnadiff"
+
+
 def write_h5ad(adata, path: str | os.PathLike) -> None:
-    """``adata.write_h5ad(path)``, atomically."""
-    write_atomic(path, lambda tmp: adata.write_h5ad(tmp), what=f"{path}")
+    """``adata.write_h5ad(path)``, atomically, marked as rnadiff's."""
+
+    def write(tmp: Path) -> None:
+        adata.write_h5ad(tmp)
+        _mark_h5ad(tmp)
+
+    write_atomic(path, write, what=f"{path}")
 
 
 def write_h5ad_chunks(path: str | os.PathLike, chunks, *, var, uns: dict | None = None) -> int:
@@ -108,11 +173,22 @@ def write_h5ad_chunks(path: str | os.PathLike, chunks, *, var, uns: dict | None 
             write_elem(f, "uns", dict(uns or {}))
             for key in ("layers", "obsm", "varm", "obsp", "varp"):
                 write_elem(f, key, {})
+            f.attrs[MARK] = "written by rnadiff"
         return len(obs)
 
 
-def write_csv(frame, path: str | os.PathLike, **kwargs) -> None:
-    """``frame.to_csv(path, **kwargs)``, atomically."""
+def csv_header(frame, **kwargs) -> str:
+    """The first line ``frame.to_csv(**kwargs)`` writes."""
+    lines = frame.head(0).to_csv(**kwargs).splitlines()  # a DataFrame or a Series
+    return lines[0] if lines else ""
+
+
+def write_csv(frame, path: str | os.PathLike, *, what: str | None = None, **kwargs) -> None:
+    """``frame.to_csv(path, **kwargs)``, atomically; ``what`` (an option's name): first
+    refuse to replace a file that is not an earlier table of the same columns
+    (:func:`check_file_replaceable`)."""
+    if what is not None:
+        check_file_replaceable(path, what, header=csv_header(frame, **kwargs))
     write_atomic(path, lambda tmp: frame.to_csv(tmp, **kwargs), what=f"{path}")
 
 
@@ -122,7 +198,10 @@ def write_text(text: str, path: str | os.PathLike) -> None:
 
 
 def save_figure(fig, path: str | os.PathLike, **kwargs) -> None:
-    """``fig.savefig(path, **kwargs)``, atomically (the format from ``path``'s suffix)."""
+    """``fig.savefig(path, **kwargs)``, atomically (the format from ``path``'s suffix); a
+    PNG is marked as rnadiff's."""
+    if Path(path).suffix.lower() == ".png":
+        kwargs.setdefault("metadata", {"Software": f"{MARK} (matplotlib)"})
     write_atomic(path, lambda tmp: fig.savefig(tmp, **kwargs), what=f"{path}")
 
 
