@@ -3,7 +3,8 @@
 prediction 0 h -> 24 h takes the residuals of the measured transports from 0 h (to 0 h: the
 reconstruction; to 72 h) interpolated linearly in time, each gene shrunk by its sampling noise
 as `calibrate_means` does: r(0 -> t) = [mean x(t) - mean x(0)] - mean_i [x_hat_i(t) - x_i].
-``python hsmm_inner.py SEED``; rows to rows_hsmm_inner.jsonl."""
+``python hsmm_inner.py SEED [none|wiener]``; rows to rows_hsmm_inner.jsonl (``none``: unshrunk;
+``wiener``: each gene by r^2 / (r^2 + noise))."""
 
 import json
 import sys
@@ -20,6 +21,18 @@ from rnadiff.conditioning._anchors import anchor_cells, shrink
 from rnadiff.evaluation._benchmark import baseline_predictions, prepare, score_split
 
 seed = int(sys.argv[1])
+variant = sys.argv[2] if len(sys.argv) > 2 else ""  # "none" / "wiener" (2026-12-07 pm)
+if variant == "none":
+
+    def shrink(r, noise):
+        return r
+
+elif variant == "wiener":
+
+    def shrink(r, noise):  # each gene by r^2 / (r^2 + noise)
+        return r * r * r / np.maximum(r * r + noise, 1e-300)
+
+
 config = bench_config(None, None)
 (split,) = task_splits("hsmm_inner", seed)
 (ev,) = split.evaluations
@@ -60,7 +73,9 @@ modelled = np.isin(genes, list(model.genes))
 x = cf[:, model.genes].X
 n = len(x)
 anchored = anchor_cells(x, np.tile(shift, (n, 1)), np.tile(ref, (n, 1)), np.ones(n, bool))
-for name, values in (("rnadiff", x), ("rnadiff + interpolated transport residuals", anchored)):
+label = "rnadiff + interpolated transport residuals"
+label += {"none": ", unshrunk", "wiener": ", Wiener factor"}.get(variant, "")
+for name, values in (("rnadiff", x), (label, anchored)):
     full = cf[:, genes].X.copy()
     full[:, modelled] = values
     preds[ev.name][name] = full

@@ -2,7 +2,8 @@
 one drug (1 uM) at 6 / 12 / 24 / 48 / 72 h in 2 cell types, no perturbation column (a time
 course as HSMM is one); 24 h held out and predicted from each type's 12 h cells. rnadiff with
 and without ``anchor``, and the benchmark's baselines. ``python sim_time.py SEED [DRUG]``;
-rows to rows_sim_time.jsonl. ``python sim_time.py SEED DRUG none``: the residuals unshrunk.
+rows to rows_sim_time.jsonl. ``python sim_time.py SEED DRUG none``: the residuals unshrunk;
+a 4th argument: cells in all (default 6000, ~600 per condition).
 Rows written before the variants were named call the default ``rnadiff (anchored)``."""
 
 import json
@@ -21,12 +22,20 @@ from rnadiff.evaluation._benchmark import baseline_predictions, prepare, score_s
 seed = int(sys.argv[1])
 drug = sys.argv[2] if len(sys.argv) > 2 else "Vorinostat"
 variant = sys.argv[3] if len(sys.argv) > 3 else "per-gene shrinkage"
-if variant == "none":  # residuals unshrunk
+n_cells = int(sys.argv[4]) if len(sys.argv) > 4 else 6000  # ~n / 10 cells per condition
+if variant in ("none", "wiener", "eb"):  # other shrinkage of the residuals
     import rnadiff.model._calibration as calibration
 
-    calibration.shrink = lambda r, noise: r
+    def wiener(r, noise):  # each gene by r^2 / (r^2 + noise)
+        return r * r * r / np.maximum(r * r + noise, 1e-300)
+
+    def eb(r, noise):  # normal prior of one variance over genes: tau^2 / (tau^2 + noise)
+        tau2 = max(0.0, float(np.mean(r * r - noise)))
+        return r * tau2 / np.maximum(tau2 + noise, 1e-300)
+
+    calibration.shrink = {"none": lambda r, noise: r, "wiener": wiener, "eb": eb}[variant]
 adata, _ = datasets.simulate(
-    6000, seed=seed, n_genes=500, n_cell_types=2, n_genetic=0, drugs=(drug,),
+    n_cells, seed=seed, n_genes=500, n_cell_types=2, n_genetic=0, drugs=(drug,),
     n_combinations=0, doses=(1.0,), times=(6.0, 12.0, 24.0, 48.0, 72.0), control_weight=0.01,
 )  # fmt: skip
 adata = adata[(adata.obs.perturbation == drug).to_numpy()].copy()
@@ -63,7 +72,7 @@ model.train(config=config.train_config(seed), progress=False)
 print(len(model.anchors or ()), "anchors")
 genes = list(model.preprocess.all_genes)
 for ev in evaluations:
-    for anchor in (False, True) if variant != "none" else (True,):
+    for anchor in (False, True) if variant not in ("none", "wiener", "eb") else (True,):
         cf = model.predict(ev.source, target=ev.target, steps=config.sampler_steps, seed=seed,
                            progress=False, anchor=anchor)  # fmt: skip
         name = f"rnadiff (anchored, {variant})" if anchor else "rnadiff"
@@ -71,4 +80,6 @@ for ev in evaluations:
 rows = score_split(split, prep, preds, config)
 with Path(__file__).with_name("rows_sim_time.jsonl").open("a") as f:
     for row in rows.to_dict("records"):
-        f.write(json.dumps(row | {"seed": seed, "drug": drug}, default=float) + "\n")
+        f.write(
+            json.dumps(row | {"seed": seed, "drug": drug, "n_cells": n_cells}, default=float) + "\n"
+        )
