@@ -401,11 +401,7 @@ def calibrate_means(
                 predicted[i] = pred.mean(0).astype(np.float32)
                 change = pred - own  # each cell's predicted change from its own values
                 r = means[at[target.tobytes()]] - ctrl_means[position[key]] - change.mean(0)
-                # each gene's variance of r from sampling noise alone: the two training means'
-                # (as if independent, also for a condition's own: a little more shrinkage, as
-                # measured: studies/anchor) and the mean predicted change's over the cells drawn
-                noise = within * (1 / len(target) + 1 / len(source))
-                noise = noise + (change.var(0, ddof=1) / len(idx) if len(idx) > 1 else 0.0)
+                noise = residual_noise(within, len(target), len(source), pred, own)
                 residuals[i] = shrink(r, noise).astype(np.float32)
                 name = conditions.describe(registry, adata.obs.iloc[target[0]], {}, True)
                 if transports:  # a time course: from which measured condition
@@ -445,6 +441,17 @@ def calibrate_means(
         table.noise.median(),
     )
     return table
+
+
+def residual_noise(
+    within: np.ndarray, n_target: int, n_source: int, pred: np.ndarray, own: np.ndarray
+) -> np.ndarray:
+    """Each gene's variance of an anchor's residual from sampling noise alone: the two training
+    means' (``within`` the pooled within-condition variance; as if independent, also for a
+    condition's own) and the mean predicted change's over the ``len(own)`` cells drawn."""
+    noise = within * (1 / n_target + 1 / n_source)
+    m = len(own)
+    return noise + ((pred - own).var(0, ddof=1) / m if m > 1 else 0.0)
 
 
 def counterfactuals(

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # benchmarks/
+sys.path.append(str(Path(__file__).resolve().parent))  # shrinkage.py
 from _tasks import task_splits
 from run import bench_config
 
@@ -27,6 +28,8 @@ if variant == "none":
     def shrink(r, noise):
         return r
 
+elif variant == "spike":
+    from shrinkage import spike_slab as shrink
 elif variant == "wiener":
 
     def shrink(r, noise):  # each gene by r^2 / (r^2 + noise)
@@ -60,6 +63,8 @@ for t in sorted(set(times)):
     r = real.mean(0) - x_src - change.mean(0)
     noise = real.var(0, ddof=1) / len(real) + own.var(0, ddof=1) / len(own)
     noise = noise + change.var(0, ddof=1) / len(own)
+    if variant == "noise2":  # the source's spread counted once (all source cells drawn)
+        noise = real.var(0, ddof=1) / len(real) + pred.var(0, ddof=1) / len(own)
     residual[t], reference[t] = shrink(r, noise), pred.mean(0)
 lo = max(t for t in residual if t < target_t)
 hi = min(t for t in residual if t > target_t)
@@ -74,7 +79,8 @@ x = cf[:, model.genes].X
 n = len(x)
 anchored = anchor_cells(x, np.tile(shift, (n, 1)), np.tile(ref, (n, 1)), np.ones(n, bool))
 label = "rnadiff + interpolated transport residuals"
-label += {"none": ", unshrunk", "wiener": ", Wiener factor"}.get(variant, "")
+names = {"none": ", unshrunk", "wiener": ", Wiener factor", "spike": ", spike-and-slab"}
+label += (names | {"noise2": ", source spread counted once"}).get(variant, "")
 for name, values in (("rnadiff", x), (label, anchored)):
     full = cf[:, genes].X.copy()
     full[:, modelled] = values

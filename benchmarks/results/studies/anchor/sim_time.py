@@ -34,6 +34,22 @@ if variant in ("none", "wiener", "eb"):  # other shrinkage of the residuals
         return r * tau2 / np.maximum(tau2 + noise, 1e-300)
 
     calibration.shrink = {"none": lambda r, noise: r, "wiener": wiener, "eb": eb}[variant]
+elif variant == "noise2":  # the residual's noise without counting the source's spread twice
+    import rnadiff.model._calibration as calibration
+
+    def residual_noise(within, n_target, n_source, pred, own):
+        m = len(own)
+        extra = within * max(0.0, 1 / m - 1 / n_source)  # the drawn cells' mean vs all
+        return within / n_target + pred.var(0, ddof=1) / m + extra
+
+    calibration.residual_noise = residual_noise
+elif variant == "spike":
+    import rnadiff.model._calibration as calibration
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from shrinkage import spike_slab
+
+    calibration.shrink = spike_slab
 adata, _ = datasets.simulate(
     n_cells, seed=seed, n_genes=500, n_cell_types=2, n_genetic=0, drugs=(drug,),
     n_combinations=0, doses=(1.0,), times=(6.0, 12.0, 24.0, 48.0, 72.0), control_weight=0.01,
@@ -72,7 +88,7 @@ model.train(config=config.train_config(seed), progress=False)
 print(len(model.anchors or ()), "anchors")
 genes = list(model.preprocess.all_genes)
 for ev in evaluations:
-    for anchor in (False, True) if variant not in ("none", "wiener", "eb") else (True,):
+    for anchor in (False, True) if variant == "default" else (True,):
         cf = model.predict(ev.source, target=ev.target, steps=config.sampler_steps, seed=seed,
                            progress=False, anchor=anchor)  # fmt: skip
         name = f"rnadiff (anchored, {variant})" if anchor else "rnadiff"
