@@ -8,6 +8,7 @@ from rnadiff.conditioning._anchors import (
     Anchors,
     anchor_cells,
     anchor_targets,
+    pooled_shrink,
     shrink,
     transport_targets,
 )
@@ -247,3 +248,12 @@ def test_transport_sources_round_trip_and_old_checkpoints_read_as_controls():
     old = Anchors.from_json(meta, TABLE.residuals, TABLE.means)
     assert np.isnan(old.sources).all()
     np.testing.assert_allclose(old.residual(("A", "T"), np.array([1.0])), [1, 0])
+
+
+def test_pooled_shrink_keeps_the_part_on_the_axes_and_shrinks_the_rest_per_gene():
+    axes = np.array([[0.6], [0.8], [0.0], [0.0]])  # one axis over genes 0 and 1
+    coherent = 0.5 * axes[:, 0]  # within every gene's noise: per gene, all of it is lost
+    own = np.array([0.0, 0.0, 2.0, 0.1])  # gene 2 far above its noise, gene 3 within it
+    noise = np.full(4, 1.0)
+    np.testing.assert_allclose(shrink(coherent + own, noise), [0, 0, 1.5, 0])
+    np.testing.assert_allclose(pooled_shrink(coherent + own, noise, axes), [0.3, 0.4, 1.5, 0])

@@ -47,7 +47,9 @@ included: the reconstruction's bias),
 
     r(s \\to t) = [\\bar{x}(t) - \\bar{x}(s)] - \\frac{1}{m} \\sum_{i \\in s} [\\hat{x}_i(t) - x_i],
 
-shrunk alike; a cell predicted from ``s`` to a value between two measured ones takes their
+shrunk alike, except for its part on the training cells' top principal axes, which is kept
+whole (:func:`pooled_shrink`: a course moves many genes together by amounts each within its own
+noise); a cell predicted from ``s`` to a value between two measured ones takes their
 residuals interpolated (the nearest outside the range): a 24 h -> 48 h prediction between
 measured 24 h and 72 h takes half the residual of 24 h -> 24 h and half that of 24 h -> 72 h
 (chosen on the HSMM inner split the benchmark does not score,
@@ -73,6 +75,17 @@ def shrink(residual: np.ndarray, noise: np.ndarray) -> np.ndarray:
     ``r * max(0, 1 - noise / r^2)`` (positive-part James-Stein, gene by gene)."""
     r2 = residual * residual
     return residual * np.maximum(0.0, 1.0 - noise / np.maximum(r2, 1e-300))
+
+
+def pooled_shrink(residual: np.ndarray, noise: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """A residual's part on ``axes`` (``(n_genes, k)``, orthonormal: the training cells'
+    principal axes) kept whole, the rest shrunk gene by gene (:func:`shrink`).
+
+    A time course moves many genes together by amounts each within its own noise; their
+    coherent part lies on the cells' main axes, where the noise of ``n_genes`` genes averages
+    out, so it is kept; what is left is one gene's own and is shrunk by its noise."""
+    coherent = axes @ (axes.T @ residual)
+    return coherent + shrink(residual - coherent, noise)
 
 
 def anchor_targets(

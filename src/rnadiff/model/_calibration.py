@@ -17,6 +17,7 @@ from rnadiff.conditioning._anchors import (
     Anchors,
     anchor_targets,
     continuous_values,
+    pooled_shrink,
     shrink,
     transport_targets,
 )
@@ -339,6 +340,10 @@ def fit_statistics(model: RNADiffusion, adata, seed: int) -> None:
 
 MEAN_COLUMNS = ["condition", "n_cells", "n_predicted", "residual", "noise"]
 MAX_DECODED = 8192  # cells decoded in one run while anchoring (conditions x cells)
+# principal axes on which a time course's residuals are kept whole (pooled_shrink): 10 and 30
+# were better than per-gene shrinkage alone on simulated time courses and the HSMM inner split
+# (benchmarks/results/studies/anchor/README.md), 30 a little more
+AXES = 30
 
 
 def calibrate_means(
@@ -377,6 +382,7 @@ def calibrate_means(
     controls = (group_codes(list(sources.values()), n_obs), len(sources) + 1)
     means, within, ctrl_means = group_moments(model, adata, codes, len(targets) + 1, also=controls)
     rng = np.random.default_rng(seed)
+    axes = principal_axes(model, adata, rng) if transports else None
     by_source: dict[bytes, list[int]] = {}
     for i, (source, _, _) in enumerate(found):
         by_source.setdefault(source.tobytes(), []).append(i)
@@ -402,7 +408,8 @@ def calibrate_means(
                 change = pred - own  # each cell's predicted change from its own values
                 r = means[at[target.tobytes()]] - ctrl_means[position[key]] - change.mean(0)
                 noise = residual_noise(within, len(target), len(source), pred, own)
-                residuals[i] = shrink(r, noise).astype(np.float32)
+                kept = shrink(r, noise) if axes is None else pooled_shrink(r, noise, axes)
+                residuals[i] = kept.astype(np.float32)
                 name = conditions.describe(registry, adata.obs.iloc[target[0]], {}, True)
                 if transports:  # a time course: from which measured condition
                     origin = conditions.describe(registry, adata.obs.iloc[source[0]], {}, True)
@@ -441,6 +448,18 @@ def calibrate_means(
         table.noise.median(),
     )
     return table
+
+
+def principal_axes(model: RNADiffusion, adata, rng, k: int = AXES, max_cells: int = 2000):
+    """The top ``k`` principal axes (``(n_genes, k)``, orthonormal) of the log expression of
+    at most ``max_cells`` training cells (a seeded subsample: bounded memory at any size)."""
+    idx = np.arange(adata.n_obs)
+    if adata.n_obs > max_cells:
+        idx = np.sort(rng.choice(adata.n_obs, max_cells, replace=False))
+    x = model.log_expression(adata[idx]).astype(np.float64)
+    x -= x.mean(0)
+    k = max(1, min(k, x.shape[0] - 1, x.shape[1]))  # centred: rank below the cells
+    return np.linalg.svd(x, full_matrices=False)[2][:k].T
 
 
 def residual_noise(

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # benchmarks/
 sys.path.append(str(Path(__file__).resolve().parent))  # shrinkage.py
@@ -45,6 +46,18 @@ train = split.train.copy()
 RNADiffusion.setup_anndata(train, **split.setup)
 model = RNADiffusion(train, config=config.model_config(), seed=seed)
 model.train(config=config.train_config(seed), progress=False)
+if variant.startswith("pca"):  # the part of r on the cells' top principal axes unshrunk
+    from rnadiff.conditioning._anchors import shrink as per_gene
+
+    cols = pd.Index(prep.genes).get_indexer(list(model.genes))
+    centred = prep.train[:, cols] - prep.train[:, cols].mean(0)
+    axes = np.linalg.svd(centred, full_matrices=False)[2][: int(variant[3:] or 20)].T
+
+    def shrink(r, noise):
+        coherent = axes @ (axes.T @ r)
+        return coherent + per_gene(r - coherent, noise)
+
+
 key = split.setup["time_key"]
 times = train.obs[key].to_numpy(float)
 source_t = float(ev.source.obs[key].iloc[0])
@@ -80,7 +93,8 @@ n = len(x)
 anchored = anchor_cells(x, np.tile(shift, (n, 1)), np.tile(ref, (n, 1)), np.ones(n, bool))
 label = "rnadiff + interpolated transport residuals"
 names = {"none": ", unshrunk", "wiener": ", Wiener factor", "spike": ", spike-and-slab"}
-label += (names | {"noise2": ", source spread counted once"}).get(variant, "")
+names |= {"noise2": ", source spread counted once", "pca10": ", top 10 axes unshrunk"}
+label += (names | {"pca30": ", top 30 axes unshrunk"}).get(variant, "")
 for name, values in (("rnadiff", x), (label, anchored)):
     full = cf[:, genes].X.copy()
     full[:, modelled] = values

@@ -2,9 +2,12 @@
 one drug (1 uM) at 6 / 12 / 24 / 48 / 72 h in 2 cell types, no perturbation column (a time
 course as HSMM is one); 24 h held out and predicted from each type's 12 h cells. rnadiff with
 and without ``anchor``, and the benchmark's baselines. ``python sim_time.py SEED [DRUG]``;
-rows to rows_sim_time.jsonl. ``python sim_time.py SEED DRUG none``: the residuals unshrunk;
-a 4th argument: cells in all (default 6000, ~600 per condition).
-Rows written before the variants were named call the default ``rnadiff (anchored)``."""
+rows to rows_sim_time.jsonl. ``python sim_time.py SEED DRUG VARIANT [N_CELLS]``: VARIANT
+``default`` (also the network's own), ``none`` (unshrunk), ``wiener``, ``eb``, ``spike``
+(``shrinkage.py``), ``noise2``, ``pcaK`` (the part on the top K principal axes whole: what was
+adopted with K = 30) or any other name (the code as it is, e.g. ``built``, ``two-sample``);
+N_CELLS: cells in all (default 6000, ~600 per condition). Rows written before the variants were
+named call the first form ``rnadiff (anchored)`` (see show.py)."""
 
 import json
 import sys
@@ -43,6 +46,18 @@ elif variant == "noise2":  # the residual's noise without counting the source's 
         return within / n_target + pred.var(0, ddof=1) / m + extra
 
     calibration.residual_noise = residual_noise
+elif variant.startswith("pca"):  # the part of r on the cells' top principal axes unshrunk
+    import rnadiff.model._calibration as calibration
+    from rnadiff.conditioning._anchors import shrink as per_gene
+
+    AXES: list = []  # filled once the training cells are known (below)
+
+    def pooled(r, noise):
+        v = AXES[0]
+        coherent = v @ (v.T @ r)
+        return coherent + per_gene(r - coherent, noise)
+
+    calibration.shrink = pooled
 elif variant == "spike":
     import rnadiff.model._calibration as calibration
 
@@ -81,6 +96,10 @@ for ev in evaluations:  # the source cells moved by the type's time means interp
     preds[ev.name]["baseline: linear in time"] = np.maximum(
         prep.evaluations[ev.name]["source"] + shift, 0
     )
+if variant.startswith("pca"):  # principal axes of the training cells (log expression)
+    k = int(variant[3:] or 20)
+    centred = prep.train - prep.train.mean(0)
+    AXES.append(np.linalg.svd(centred, full_matrices=False)[2][:k].T)
 train = split.train.copy()
 RNADiffusion.setup_anndata(train, **setup)
 model = RNADiffusion(train, config=config.model_config(), seed=seed)
