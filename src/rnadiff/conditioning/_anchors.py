@@ -318,60 +318,65 @@ class Anchors:
         cells have one, for cells predicted from ``obs_src`` to ``obs_tgt`` (see the module
         doc). ``interaction``: cells whose interaction is taken from ``contexts`` with
         ``context_weights`` (``(n_cells, len(contexts))``)."""
-        n, n_genes = len(obs_tgt), self.residuals.shape[1]
-        shift = np.zeros((n, n_genes), dtype=np.float32)
-        reference = np.zeros((n, n_genes), dtype=np.float32)
-        where = np.zeros(n, dtype=bool)
+        n = len(obs_tgt)
         pkey, control = registry.perturbation_key, registry.control
         if len(self) and (pkey is None or control is None):
             return self._transports(registry, obs_src, obs_tgt)
         if not len(self) or pkey is None or pkey not in obs_tgt or pkey not in obs_src:
-            return shift, reference, where
+            return self._corrections(n, lambda i: None)
         ip = conditions.perturbation_index(registry)
         src = conditions.condition_rows(registry, obs_src)
         tgt = conditions.condition_rows(registry, obs_tgt)
         conts = continuous_values(obs_tgt, self.keys)
         cov = registry[pkey]
-        cache: dict = {}
-        for i in range(n):
+
+        def lookup(i: int):
             s, t = src[i], tgt[i]
             if not t or None in t or s[ip] != control or context_of(s, ip) != context_of(t, ip):
-                continue
+                return None
             inter = None
             if interaction is not None and interaction[i] and contexts is not None:
                 inter = tuple(float(w) for w in context_weights[i])
             key = (t, conts[i].tobytes(), inter)
-            if key not in cache:
-                found = self._cell(t, conts[i], ip, cov, control, contexts, inter)
-                cache[key] = None if found is None else (
-                    self._apply(found, self.residuals), self._apply(found, self.means)
-                )  # fmt: skip
-            if cache[key] is not None:
-                shift[i], reference[i] = cache[key]
-                where[i] = True
-        return shift, reference, where
+            return key, lambda: self._cell(t, conts[i], ip, cov, control, contexts, inter)
+
+        return self._corrections(n, lookup)
 
     def _transports(self, registry, obs_src, obs_tgt) -> tuple:
         """:meth:`shifts` of a time course: a cell whose source is a measured condition
         takes the residuals of the transports from it, at its target's values."""
-        n, n_genes = len(obs_tgt), self.residuals.shape[1]
-        shift = np.zeros((n, n_genes), dtype=np.float32)
-        reference = np.zeros((n, n_genes), dtype=np.float32)
-        where = np.zeros(n, dtype=bool)
         src = conditions.condition_rows(registry, obs_src)
         tgt = conditions.condition_rows(registry, obs_tgt)
         has_cats = any(c.categorical for c in registry.covariates)
         before, after = continuous_values(obs_src, self.keys), continuous_values(obs_tgt, self.keys)
-        cache: dict = {}
-        for i in range(n):
+
+        def lookup(i: int):
             s, t = src[i], tgt[i]
             if s != t or None in t or (has_cats and not t):
-                continue
+                return None
             key = (t, before[i].tobytes(), after[i].tobytes())
+            return key, lambda: self.combination(t, after[i], before[i])
+
+        return self._corrections(len(obs_tgt), lookup)
+
+    def _corrections(self, n: int, lookup) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(shift, reference, where)`` of ``n`` cells: ``lookup(i)`` gives a cell's cache key
+        and how to find its anchors (a :data:`Combination` or None), or None for no anchor;
+        cells of the same key share one lookup."""
+        n_genes = self.residuals.shape[1]
+        shift = np.zeros((n, n_genes), dtype=np.float32)
+        reference = np.zeros((n, n_genes), dtype=np.float32)
+        where = np.zeros(n, dtype=bool)
+        cache: dict = {}
+        for i in range(n):
+            found = lookup(i)
+            if found is None:
+                continue
+            key, find = found
             if key not in cache:
-                found = self.combination(t, after[i], before[i])
-                cache[key] = None if found is None else (
-                    self._apply(found, self.residuals), self._apply(found, self.means)
+                combination = find()
+                cache[key] = None if combination is None else (
+                    self._apply(combination, self.residuals), self._apply(combination, self.means)
                 )  # fmt: skip
             if cache[key] is not None:
                 shift[i], reference[i] = cache[key]
