@@ -328,6 +328,9 @@ def test_outputs_never_replace_a_users_file_or_an_input(files, fails, succeeds, 
     succeeds(*predict, "--source", data, "--out", out)
     again = [*predict[:3], "--where", "group_id=stim", *predict[5:], "--source", out]
     fails([*again, "--out", out], "--out", "is an input of this command")
+    # an input of an earlier command in the same process is not one of the next command's
+    succeeds(*again, "--out", tmp_path / "other.h5ad")
+    succeeds(*predict, "--source", data, "--out", out)
     # a CSV: an earlier table of the same columns is replaced, anything else is not
     evaluate = ["evaluate", "--pred", out, "--real", data, "--real-where", "group_id=stim"]
     evaluate += ["--control-where", "group_id=ctrl"]

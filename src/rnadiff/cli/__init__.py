@@ -1,8 +1,9 @@
 """The ``rnadiff`` command line: parse, call the public API, print. No logic of its own.
 
 Every command reads and writes files by the same rules: inputs are read and never modified;
-outputs are written atomically (a temporary file, then a rename), never over a folder of the
-user's; a user error is one line ``error: ...`` (in the command line's words) with exit code 2.
+outputs are written atomically (a temporary file, then a rename), never over a folder or file of
+the user's nor over an input of the same command; a user error is one line ``error: ...`` (in
+the command line's words) with exit code 2.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ app = typer.Typer(
 )
 for _command in (train, generate, predict, denoise, design, rank, evaluate, demo):
     app.command()(_command)
+
+
+@app.callback()
+def _start() -> None:
+    # each command starts with no input files recorded (never replaced by its outputs)
+    from rnadiff.data._io import forget_inputs
+
+    forget_inputs()
 
 
 def main() -> None:

@@ -31,6 +31,11 @@ def protect(*paths: str | os.PathLike) -> None:
     _INPUTS.update(Path(p).resolve() for p in paths)
 
 
+def forget_inputs() -> None:
+    """Start a new command: no file is an input yet (a process may run several commands)."""
+    _INPUTS.clear()
+
+
 def written_by_rnadiff(path: str | os.PathLike, header: str | None = None) -> bool:
     """Whether rnadiff wrote the file ``path``: an ``.h5ad`` with its root attribute, a
     ``.png`` with its text chunk, a ``.csv`` whose first line is ``header`` (unknown: not)."""
