@@ -218,7 +218,10 @@ def test_transport_targets_pair_every_measured_time_of_a_context_with_every_othe
         ((4, 5, 6), (4, 5, 6)),
     }
     assert pairs[((2, 3), (4, 5, 6))] == {"h": 72.0}
-    assert len(found[0][2]) == 3  # the most target cells first
+    # nearest first (each time to itself, the most target cells first among those), then the
+    # neighbouring times: a cap drops the farthest transports, never a whole source
+    assert [tuple(s) == tuple(t) for s, _, t in found] == [True, True, True, False, False]
+    assert len(found[0][2]) == 3
 
 
 def test_a_time_course_cell_takes_the_transports_from_its_own_time(course):

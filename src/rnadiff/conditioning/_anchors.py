@@ -131,7 +131,10 @@ def transport_targets(
     """``(source rows, target changes, target rows)`` of a time course (no perturbation
     column, at least one continuous covariate): every measured condition as a source, to every
     measured condition of its categorical context (itself included); the changes are the
-    target's continuous values. Those with the most target cells first."""
+    target's continuous values. Nearest first (each source to itself, then to its neighbouring
+    measured values, in the order of the continuous values), then those with the most target
+    cells: a cap on their number (``calibrate_means``' ``max_conditions``) drops every
+    source's farthest transports, not whole sources."""
     if registry.perturbation_key is not None and registry.control is not None:
         return []
     n = len(obs)
@@ -150,12 +153,14 @@ def transport_targets(
         by_context.setdefault(context[groups[code][0]], []).append(code)
     out = []
     for members in by_context.values():
-        for s in members:
-            for t in members:
-                first = groups[t][0]
-                changes = {k: float(v[first]) for k, v in conts.items()}
-                out.append((groups[s], changes, groups[t]))
-    return sorted(out, key=lambda p: -len(p[2]))
+        value = {c: tuple(float(v[groups[c][0]]) for v in conts.values()) for c in members}
+        members = sorted(members, key=value.get)  # in the order of the continuous values
+        for i, s in enumerate(members):
+            for j, t in enumerate(members):
+                changes = dict(zip(conts, value[t], strict=True))
+                out.append((abs(i - j), groups[s], changes, groups[t]))
+    out.sort(key=lambda p: (p[0], -len(p[3])))  # stable: ties keep the order above
+    return [(s, changes, t) for _, s, changes, t in out]
 
 
 Combination = dict[int, float]  # anchor index -> weight
