@@ -171,8 +171,8 @@ class TrainConfig:
     spread_cells: int = (
         256  # source cells per pair that calibrate the counterfactual spread; 0: off
     )
-    # control cells predicted under each measured condition to anchor predicted means on its
-    # training mean after training (RNADiffusion.calibrate_means); 0: off
+    # control cells (a time course: source cells) predicted under each measured condition to
+    # anchor predicted means on its training mean after training (calibrate_means); 0: off
     anchor_cells: int = 64
     thinning: float = 0.0  # share of each batch corrupted by thinning its counts (raw counts only)
     max_epochs: float | None = 200.0  # passes over the cells at most (None: no cap)

@@ -366,9 +366,12 @@ def calibrate_means(
         return pd.DataFrame(columns=MEAN_COLUMNS)
     if len(found) > max_conditions:
         logger.info(
-            "rnadiff: mean anchors on the %d of %d measured conditions with the most cells",
+            "rnadiff: mean anchors on %d of %d %s",
             max_conditions,
             len(found),
+            "transports, each source's nearest first"
+            if transports
+            else "measured conditions, those with the most cells",
         )
         found = found[:max_conditions]
     # groups: each condition's training cells, then each source's (a context's control

@@ -140,7 +140,8 @@ seed, batch_size, progress
 n_cells
     Control cells of each context predicted under each of its conditions (seeded choice).
 max_conditions
-    Conditions anchored at most (those with the most training cells first).
+    Conditions anchored at most (those with the most training cells first; a time course:
+    transports, each source's nearest first).
 steps
     Steps of the encoding and decoding (DPM-Solver++(2M)).
 seed, batch_size, progress
