@@ -257,7 +257,7 @@ def train(
             "training, to measure the model's error at that condition's mean; "
             "'rnadiff predict' corrects by it (--no-anchor there to not) (0: none)."
         ),
-    ] = 128,
+    ] = 64,
     thinning: Annotated[
         float,
         typer.Option(

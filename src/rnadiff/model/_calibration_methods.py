@@ -87,7 +87,7 @@ class Calibration:
     def calibrate_means(
         self,
         *,
-        n_cells: int = 128,
+        n_cells: int = 64,
         max_conditions: int = 1000,
         steps: int = 20,
         seed: int = 0,
