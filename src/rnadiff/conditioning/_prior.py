@@ -11,6 +11,16 @@ perturbation's measured effect from the others, leaving it out, by a blend of it
 mix and the average of all other perturbations (weighted by their cells, the "mean perturbed
 cell" of perturbation benchmarks), and picks the blend weight (the *trust* in co-expression)
 with the smallest error. :func:`blend_prior` applies it to an unseen gene's weights.
+
+A drug never seen in training is embedded from its structure by the network's learned
+projection of its fingerprint. Whether structure predicts effects in a data set is measured
+the same way: :func:`fit_structure_trust` predicts each seen drug's measured effect from the
+others by a blend of the drugs most similar in structure (:func:`structure_prior`, Tanimoto
+similarity of Morgan fingerprints) and the average of all others, and picks the trust with
+the smallest leave-one-out error. An unseen drug is then encoded as the mix
+``trust x its own (projected) token + (1 - trust) x every seen perturbation's share``
+(:func:`structure_mix`): with no signal in structure (trust 0) it is the average perturbation,
+the "train mean" that benchmarks of unseen drugs compare with.
 """
 
 from __future__ import annotations
@@ -91,11 +101,50 @@ def expression_prior(
         return {}
     v = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     sims = {t: float(v[index[gene]] @ v[index[g]]) for t, g in pool.items()}
+    return top_softmax(sims, k=k, temperature=temperature)
+
+
+def top_softmax(sims: Mapping[str, float], *, k: int, temperature: float) -> dict[str, float]:
+    """Softmax weights (``temperature``) over the ``k`` most similar of ``sims``, most similar
+    first; empty when ``sims`` is."""
     top = sorted(sims, key=sims.get, reverse=True)[:k]
+    if not top:
+        return {}
     logits = np.array([sims[t] for t in top]) / temperature
     w = np.exp(logits - logits.max())
     w /= w.sum()
     return {t: float(x) for t, x in zip(top, w, strict=True)}
+
+
+def structure_prior(
+    drug: str,
+    candidates: Sequence[str],
+    similarity: Callable[[str, str], float],
+    *,
+    k: int = 3,
+    temperature: float = 0.1,
+) -> dict[str, float]:
+    """Weights over seen drug tokens most similar in structure to ``drug``.
+
+    Parameters
+    ----------
+    drug
+        The drug standing in the middle (left out, or never seen).
+    candidates
+        Seen drug tokens with a structure (``drug`` itself is skipped).
+    similarity
+        ``similarity(a, b)``: e.g. the Tanimoto similarity of their Morgan fingerprints.
+    k, temperature
+        As :func:`expression_prior`.
+
+    Returns
+    -------
+    dict
+        ``{seen token: weight}``, weights summing to 1, most similar first; empty without
+        candidates.
+    """
+    sims = {t: float(similarity(drug, t)) for t in candidates if t != drug}
+    return top_softmax(sims, k=k, temperature=temperature)
 
 
 def blend_prior(
@@ -168,6 +217,73 @@ def fit_trust(
         The fitted trust (``None`` when too few perturbations could be left out) and the mean
         squared error at each grid value (empty when not fitted).
     """
+
+    def similar(t: str, others: Sequence[str]) -> dict[str, float]:
+        return expression_prior(t, {j: j for j in others}, genes, vectors, **prior_kw)
+
+    return loo_trust(effects, shares, similar, grid=grid, min_candidates=min_candidates)
+
+
+def fit_structure_trust(
+    effects: Mapping[str, np.ndarray],
+    shares: Mapping[str, float],
+    molecules: Sequence[str],
+    similarity: Callable[[str, str], float],
+    *,
+    grid: Sequence[float] = TRUST_GRID,
+    min_candidates: int = 3,
+    **prior_kw,
+) -> tuple[float | None, np.ndarray]:
+    """How far to trust structure, fitted by leaving out each seen drug in turn.
+
+    As :func:`fit_trust`, with the drugs most similar in structure
+    (:func:`structure_prior` over ``molecules``) in place of co-expression: every seen drug
+    with a structure is predicted from the others by ``trust`` x its structure mix plus
+    ``1 - trust`` x the others' shares.
+
+    Parameters
+    ----------
+    effects, shares
+        As :func:`fit_trust` (every seen perturbation; those without a structure count in
+        the average only).
+    molecules
+        The seen tokens that have a structure.
+    similarity
+        ``similarity(a, b)`` of two of ``molecules``.
+    grid, min_candidates
+        As :func:`fit_trust`.
+    **prior_kw
+        Passed to :func:`structure_prior` (``k``, ``temperature``).
+
+    Returns
+    -------
+    tuple
+        As :func:`fit_trust`.
+    """
+    molecules = [m for m in molecules if m in effects]
+
+    def similar(t: str, others: Sequence[str]) -> dict[str, float]:
+        if t not in molecules:
+            return {}
+        keep = set(others)
+        pool = [m for m in molecules if m in keep]
+        return structure_prior(t, pool, similarity, **prior_kw)
+
+    return loo_trust(effects, shares, similar, grid=grid, min_candidates=min_candidates)
+
+
+def loo_trust(
+    effects: Mapping[str, np.ndarray],
+    shares: Mapping[str, float],
+    similar: Callable[[str, Sequence[str]], Mapping[str, float]],
+    *,
+    grid: Sequence[float] = TRUST_GRID,
+    min_candidates: int = 3,
+) -> tuple[float | None, np.ndarray]:
+    """The trust in ``grid`` whose blend ``trust x similar(t, others) + (1 - trust) x the
+    others' shares`` predicts each left-out ``t``'s effect with the smallest mean squared
+    error (the loop of :func:`fit_trust` and :func:`fit_structure_trust`; ``similar``
+    returns weights over ``others`` summing to 1, or nothing to skip ``t``)."""
     if set(effects) != set(shares):
         raise ValueError("effects and shares must have the same perturbations")
     grid = np.asarray(grid, dtype=np.float64)
@@ -180,13 +296,12 @@ def fit_trust(
     row = {t: i for i, t in enumerate(tokens)}
     errors, used = np.zeros(len(grid)), 0
     for i, t in enumerate(tokens):
-        others = {j: j for j in tokens if j != t}
-        similar = expression_prior(t, others, genes, vectors, **prior_kw)
-        if not similar or total - n[i] <= 0:
+        weights = similar(t, [j for j in tokens if j != t])
+        if not weights or total - n[i] <= 0:
             continue
-        # blend_prior(similar, shares of the others, trust) applied to the effects
+        # blend_prior(weights, shares of the others, trust) applied to the effects
         base = (weighted - n[i] * E[i]) / (total - n[i])
-        mix = sum(w * E[row[j]] for j, w in similar.items())
+        mix = sum(w * E[row[j]] for j, w in weights.items())
         pred = base[None] + grid[:, None] * (mix - base)[None]
         errors += np.mean((pred - E[i][None]) ** 2, axis=1)
         used += 1
@@ -194,6 +309,13 @@ def fit_trust(
         return None, np.zeros(0)
     errors /= used
     return float(grid[int(np.argmin(errors))]), errors
+
+
+def structure_mix(drug: str, fit: Mapping) -> dict[str, float]:
+    """An unseen drug's encoding: ``trust`` x its own token (embedded from its structure)
+    plus ``1 - trust`` x every seen perturbation's share (:func:`blend_prior` with the
+    ``structure_trust`` and ``shares`` of ``fit``, fitted by :func:`fit_structure_trust`)."""
+    return blend_prior({drug: 1.0}, fit["shares"], float(fit["structure_trust"]))
 
 
 def prior_weights(

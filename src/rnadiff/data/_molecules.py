@@ -86,8 +86,10 @@ def tanimoto(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a & b) / union) if union else 1.0
 
 
-def tanimoto_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Tanimoto similarity of every row of ``a`` with every row of ``b`` (binary rows)."""
+def tanimoto_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """Tanimoto similarity of every row of ``a`` with every row of ``b`` (binary rows;
+    ``b=None``: ``a`` with itself)."""
+    b = a if b is None else b
     a, b = np.asarray(a, dtype=np.float64) > 0, np.asarray(b, dtype=np.float64) > 0
     a, b = a.astype(np.float64), b.astype(np.float64)
     inter = a @ b.T

@@ -22,7 +22,8 @@ from rnadiff.conditioning._anchors import (
     transport_targets,
 )
 from rnadiff.conditioning._calibration import SPREAD_RANGE, effect_scales, spread_ratio
-from rnadiff.conditioning._prior import TRUST_GRID, fit_trust, gene_vectors
+from rnadiff.conditioning._prior import TRUST_GRID, fit_structure_trust, fit_trust, gene_vectors
+from rnadiff.data._molecules import tanimoto_matrix
 from rnadiff.model._passthrough import Passthrough
 from rnadiff.sampling._transfer_plan import TransferPlan
 
@@ -291,12 +292,41 @@ def fit_prior(model: RNADiffusion, adata, chunk: int = 8192) -> dict | None:
             errors[0],
             errors[-1],
         )
+    structure, structure_errors = fit_structure(model, effects, shares)
     return {
         "trust": trust,
         "shares": shares,
-        "grid": list(TRUST_GRID) if trust is not None else [],
+        "grid": list(TRUST_GRID) if trust is not None or structure is not None else [],
         "loo_error": [float(e) for e in errors],
+        "structure_trust": structure,
+        "structure_loo_error": [float(e) for e in structure_errors],
     }
+
+
+def fit_structure(model: RNADiffusion, effects: dict, shares: dict) -> tuple:
+    """The trust in structure of :func:`rnadiff.conditioning._prior.fit_structure_trust` on
+    the seen drugs' measured effects (Tanimoto similarity of the model's fingerprints);
+    ``(None, [])`` without drugs by structure."""
+    features = model.engine.features
+    drugs = [p for p in effects if features is not None and features.is_molecule(p)]
+    if len(drugs) < 2:
+        return None, np.zeros(0)
+    similarity = tanimoto_matrix(features.tensors(drugs)[0]["molecule"].numpy(), None)
+    row = {d: i for i, d in enumerate(drugs)}
+    trust, errors = fit_structure_trust(
+        effects, shares, drugs, lambda a, b: similarity[row[a], row[b]]
+    )
+    if trust is not None:
+        logger.info(
+            "rnadiff: unseen drugs: trust in structure %.1f, fitted on %d seen drugs left out "
+            "in turn (error %.4g at trust 0 = the average perturbation, %.4g at 1 = the most "
+            "similar structures)",
+            trust,
+            len(drugs),
+            errors[0],
+            errors[-1],
+        )
+    return trust, errors
 
 
 def fit_passthrough(model: RNADiffusion, adata, chunk: int = 8192) -> Passthrough | None:
