@@ -103,6 +103,32 @@ def test_unseen_drug_needs_its_structure_then_is_predicted(model, screen):
     assert gen.n_obs == 5
 
 
+def test_an_unseen_drugs_mean_change_is_the_measured_drugs_blend(model, screen):
+    """Its cells come from its structure; their mean change is moved to the blend of the
+    measured drugs' (anchored) changes at that dose, weighted as the fitted trust says."""
+    fit = model.prior
+    assert fit["structure_trust"] is not None and len(fit["structure_loo_error"]) == 11
+    model.add_molecules({NEW: NEW_SMILES})
+    src = controls(screen)
+    kw = dict(target={"perturbation": NEW, "dose": 1.0}, progress=False, seed=2)
+    out = model.predict(src, **kw)
+    used = out.uns["rnadiff"]["unseen_drug_means"][NEW]
+    assert sum(used.values()) == pytest.approx(1.0) and "control" not in used
+    assert set(used) >= {"Vorinostat", "Belinostat"}  # both hydroxamates, the nearest
+    anchors, level = model.anchors, model.anchors.residuals + model.anchors.means
+
+    def anchored_mean(p):
+        return anchors._apply(anchors.combination((p,), np.array([1.0])), level)
+
+    expected = sum(w * (anchored_mean(k) - anchored_mean("control")) for k, w in used.items())
+    genes = list(model.genes)
+    change = out[:, genes].X.mean(0) - model.log_expression(src).mean(0)
+    np.testing.assert_allclose(change, expected, atol=2e-3)
+    own = model.predict(src, anchor=False, **kw)  # the network's own prediction
+    assert own.uns["rnadiff"]["unseen_drug_means"] == {}
+    assert np.abs(own.X - out.X).max() > 1e-2
+
+
 def test_invalid_smiles_names_the_drug(model):
     with pytest.raises(InputError, match="'Bad'"):
         model.add_molecules({"Bad": "C1CC(("})

@@ -180,3 +180,60 @@ def test_model_blends_the_prior_with_its_fitted_trust(kang_small, one_thread):
     expected = sum(w * model.effect_scales[t] for t, w in mix.items())
     assert abs(expected - 1) > 0.01  # so that the check below can fail
     assert out.uns["rnadiff"]["effect_scales"][genes[4]] == pytest.approx(expected)
+
+
+# ------------------------------------------------------------- trust in structure (drugs)
+def _families(n_families=4, per=3, genes=30, noise=0.05, seed=0):
+    """Drugs in families: same family = similar structure (similarity 0.9, else 0.1)."""
+    rng = np.random.default_rng(seed)
+    names = [f"d{f}_{i}" for f in range(n_families) for i in range(per)]
+    family = {n: n.split("_")[0] for n in names}
+    centers = {f: rng.normal(size=genes) for f in set(family.values())}
+    return names, family, centers, rng, noise
+
+
+def test_structure_trust_is_high_when_similar_structures_act_alike():
+    from rnadiff.conditioning._prior import fit_structure_trust
+
+    names, family, centers, rng, noise = _families()
+    effects = {n: centers[family[n]] + noise * rng.normal(size=30) for n in names}
+    shares = dict.fromkeys(names, 10)
+
+    def similarity(a, b):
+        return 0.9 if family[a] == family[b] else 0.1
+
+    trust, errors = fit_structure_trust(effects, shares, names, similarity)
+    assert trust == 1.0 and errors[-1] < errors[0] / 10
+
+
+def test_structure_trust_is_zero_when_structure_says_nothing():
+    from rnadiff.conditioning._prior import fit_structure_trust
+
+    names, family, _centers, rng, _ = _families(n_families=6, per=4)
+    shared = rng.normal(size=30)  # every drug: one shared response plus its own noise
+    effects = {n: shared + 0.5 * rng.normal(size=30) for n in names}
+    shares = dict.fromkeys(names, 10)
+
+    def similarity(a, b):
+        return 0.9 if family[a] == family[b] else 0.1
+
+    trust, errors = fit_structure_trust(effects, shares, names, similarity)
+    assert trust <= 0.2 and errors[0] < errors[-1]
+
+
+def test_structure_trust_leaves_out_only_drugs_with_a_structure():
+    from rnadiff.conditioning._prior import fit_structure_trust
+
+    names, family, centers, rng, noise = _families(n_families=1, per=3)
+    effects = {n: centers[family[n]] + noise * rng.normal(size=30) for n in names}
+    effects["KO"] = 100 * rng.normal(size=30)  # a knock-out: in the average, never a neighbour
+    shares = dict.fromkeys(effects, 10)
+    calls = []
+
+    def similarity(a, b):
+        calls.append((a, b))
+        return 0.5
+
+    trust, _ = fit_structure_trust(effects, shares, names, similarity)
+    assert trust is not None and all("KO" not in pair for pair in calls)
+    assert fit_structure_trust(effects, shares, names[:2], similarity)[0] is None  # 2 < 3

@@ -222,7 +222,9 @@ def predict(
             "own error at the measured conditions its target is built from, as measured on "
             "the training cells after training (the condition itself, the doses or times "
             "measured around it, or a combination's parts), so measured conditions keep their "
-            "training means; --no-anchor: the network's own means.",
+            "training means; a drug never measured takes the blend of the measured drugs' "
+            "mean changes (its most similar structures and the average, by the trust in "
+            "structure fitted after training); --no-anchor: the network's own means.",
         ),
     ] = True,
     spread: Annotated[

@@ -17,10 +17,8 @@ projection of its fingerprint. Whether structure predicts effects in a data set 
 the same way: :func:`fit_structure_trust` predicts each seen drug's measured effect from the
 others by a blend of the drugs most similar in structure (:func:`structure_prior`, Tanimoto
 similarity of Morgan fingerprints) and the average of all others, and picks the trust with
-the smallest leave-one-out error. An unseen drug is then encoded as the mix
-``trust x its own (projected) token + (1 - trust) x every seen perturbation's share``
-(:func:`structure_mix`): with no signal in structure (trust 0) it is the average perturbation,
-the "train mean" that benchmarks of unseen drugs compare with.
+the smallest leave-one-out error; :mod:`rnadiff.conditioning._unseen_drugs` moves an unseen
+drug's predicted mean change to that blend.
 """
 
 from __future__ import annotations
@@ -309,13 +307,6 @@ def loo_trust(
         return None, np.zeros(0)
     errors /= used
     return float(grid[int(np.argmin(errors))]), errors
-
-
-def structure_mix(drug: str, fit: Mapping) -> dict[str, float]:
-    """An unseen drug's encoding: ``trust`` x its own token (embedded from its structure)
-    plus ``1 - trust`` x every seen perturbation's share (:func:`blend_prior` with the
-    ``structure_trust`` and ``shares`` of ``fit``, fitted by :func:`fit_structure_trust`)."""
-    return blend_prior({drug: 1.0}, fit["shares"], float(fit["structure_trust"]))
 
 
 def prior_weights(

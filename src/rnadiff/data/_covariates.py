@@ -232,7 +232,7 @@ class CovariateRegistry:
                     f"{len(cov.tokens)}: {list(cov.tokens)[:20]}{hint}"
                 )
             for p in dict.fromkeys(parts):  # each known part once, added to any prior mix
-                if p in index and p not in soft:  # (a mix may hold the part itself)
+                if p in index:
                     rows[u, index[p]] += 1.0
         encoded = rows[codes]
         encoded[missing] = 0.0

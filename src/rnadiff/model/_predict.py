@@ -15,7 +15,7 @@ from rnadiff.conditioning import _conditions as conditions
 from rnadiff.conditioning._anchors import anchor_cells
 from rnadiff.conditioning._calibration import widen
 from rnadiff.data._covariates import conditions_frame, numeric_value
-from rnadiff.model import _counts
+from rnadiff.model import _counts, _unseen
 from rnadiff.model._data import check_cells, other_genes
 from rnadiff.model._output import output, sampling_info
 
@@ -191,6 +191,9 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
     x_log = engine.to_log(z)
     if method == "counterfactual":
         x_log, info["anchored_cells"] = anchored(model, engine, obs_src, obs_tgt, plan, x_log, kw)
+        x_log, info["unseen_drug_means"] = _unseen.moved(
+            model, engine, obs_src, obs_tgt, engine.to_log(z0.numpy()), x_log, kw["anchor"]
+        )
     if kw["spread"] and method == "counterfactual" and model.spread_scale != 1:
         labels = conditions.condition_labels(registry, obs_tgt)
         x_log = widen(x_log, labels, model.spread_scale)  # each condition around its mean

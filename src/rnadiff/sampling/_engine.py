@@ -32,7 +32,7 @@ from rnadiff._errors import InputError
 from rnadiff.conditioning import _conditions as conditions
 from rnadiff.conditioning._calibration import cell_effect_scales
 from rnadiff.conditioning._features import TokenFeatures
-from rnadiff.conditioning._prior import prior_weights, soft_prior, structure_mix
+from rnadiff.conditioning._prior import prior_weights, soft_prior
 from rnadiff.conditioning._transfer import (
     context_of,
     measured_contexts,
@@ -209,27 +209,8 @@ class SamplingEngine:
         (:meth:`soft_prior`); without it, an unseen perturbation is an error."""
         if soft is None:
             self.soft_prior(obs, use=False)  # names the prior when it would help
-        mixes = self.structure_mixes(obs)
-        if mixes:  # unseen drugs: their structure's token blended with the average
-            pkey = self.registry.perturbation_key
-            soft = {**(soft or {}), pkey: {**mixes, **(soft or {}).get(pkey, {})}}
         encoded = self.registry.encode(obs, allow_missing=allow_missing, soft=soft)
         return {k: torch.from_numpy(v) for k, v in encoded.items()}
-
-    def structure_mixes(self, obs: pd.DataFrame) -> dict[str, dict[str, float]]:
-        """``{unseen drug: {token: weight}}`` for the drugs of ``obs`` never seen in training
-        but known by their structure (:func:`rnadiff.conditioning._prior.structure_mix`);
-        empty when the model has no fitted trust in structure (older checkpoints: each such
-        drug is its projected token alone)."""
-        pkey = self.registry.perturbation_key
-        trust = (self.prior_fit or {}).get("structure_trust")
-        if trust is None or pkey is None or pkey not in obs or self.features is None:
-            return {}
-        cov, trained = self.registry[pkey], set(self.trained_tokens)
-        values = obs[pkey].dropna().astype(str).unique()
-        parts = {p for v in values for p in cov.parts(v)}
-        new = sorted(p for p in parts - trained if p in cov.tokens)
-        return {p: structure_mix(p, self.prior_fit) for p in new if self.features.is_molecule(p)}
 
     def prior_weights(self, gene: str) -> dict[str, float]:
         """The seen perturbation tokens standing in for the unseen ``gene`` (empty: none)."""

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
 here = Path(__file__).parent
 rows = []
 for f in sorted(here.glob("vectors_*.npz")):
@@ -22,8 +21,12 @@ for f in sorted(here.glob("vectors_*.npz")):
         v = {k.split("|")[1]: z[k] for k in z.files if k.startswith(ev + "|")}
         real = (v["control"] + v["real"])[None]
         control = v["control"][None]
-        cands = {"average": v["average"], "kernel (measured)": v["kernel"],
-                 "projection": v["projection"], "kernel (network)": v["kernel_net"]}
+        cands = {
+            "average": v["average"],
+            "kernel (measured)": v["kernel"],
+            "projection": v["projection"],
+            "kernel (network)": v["kernel_net"],
+        }
         for t in (0.2, 0.4, 0.5, 0.6, 0.8):
             cands[f"proj x {t} + average"] = t * v["projection"] + (1 - t) * v["average"]
             cands[f"kernel x {t} + average"] = t * v["kernel"] + (1 - t) * v["average"]

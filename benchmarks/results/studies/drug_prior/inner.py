@@ -131,7 +131,8 @@ for ctx in contexts:
             model.prior = fitted
             label = "/".join(str(v) for v in ctx.values())
             ev = f"{label + ':' if label else ''}{drug}@{dose:g}"
-            rows += dt._scores(f"{which}_inner", "inner held-out drugs", seed, ev, preds, real, control)
+            task = f"{which}_inner"
+            rows += dt._scores(task, "inner held-out drugs", seed, ev, preds, real, control)
             saved[ev] = dict(
                 real=real.mean(0) - shift, control=shift,
                 projection=preds["rnadiff (projection)"].mean(0) - control.mean(0),
