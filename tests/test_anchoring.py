@@ -187,3 +187,51 @@ def test_a_time_course_anchors_transports_between_its_measured_times(course, tmp
     again = RNADiffusion.load(tmp_path / "m")
     np.testing.assert_array_equal(again.anchors.sources, model.anchors.sources)
     np.testing.assert_array_equal(again.predict(source, **kw).X, on.X)
+
+
+def test_a_type_never_given_a_perturbation_takes_the_residuals_of_its_effect_elsewhere(screen):
+    """Leave one cell type out (as Kang's benchmark): the held-out type's counterfactual is
+    composed from the effect in the other type and anchored on that effect's residual there
+    plus the held-out type's control's own."""
+    obs = screen.obs
+    knock_out = sorted(p for p in set(obs["perturbation"].astype(str)) if p.startswith("G"))[0]
+    held = (obs["perturbation"] == knock_out).to_numpy() & (
+        obs["cell_type"] == "celltype_1"
+    ).to_numpy()
+    pair = obs["perturbation"].astype(str).str.contains("+", regex=False).to_numpy()
+    adata = screen[~held & ~pair].copy()
+    RNADiffusion.setup_anndata(
+        adata, perturbation_key="perturbation", control="control", dose_key="dose",
+        cell_type_key="cell_type",
+    )  # fmt: skip
+    model = RNADiffusion(adata, config=SMALL, seed=0)
+    model.train(max_steps=40, progress=False)
+    source = controls(screen, "celltype_1")[:40]
+    kw = dict(perturbation=knock_out, steps=4, seed=1, progress=False, spread=False)
+    out = model.predict(source, **kw)
+    plain = model.predict(source, anchor=False, **kw)
+    assert (
+        out.uns["rnadiff"]["transfer"] == "compose"
+        and out.uns["rnadiff"]["transferred_cells"] == 40
+    )
+    assert out.uns["rnadiff"]["anchored_cells"] == 40
+    anchors = model.anchors  # rows (perturbation, cell type), one each here
+    assert (knock_out, "celltype_1") not in anchors.rows
+
+    def composed(array):  # control here + the effect in the other type
+        def at(p, ct):
+            return array[anchors.rows.index((p, ct))]
+
+        return (
+            at("control", "celltype_1") + at(knock_out, "celltype_0") - at("control", "celltype_0")
+        )
+
+    genes, n = list(model.genes), source.n_obs
+    x = plain[:, genes].X
+    shift, reference = (
+        np.tile(composed(anchors.residuals), (n, 1)),
+        np.tile(composed(anchors.means), (n, 1)),
+    )
+    expected = anchor_cells(x, shift, reference, np.ones(n, dtype=bool))
+    np.testing.assert_allclose(out[:, genes].X, expected, atol=1e-5)
+    assert np.abs(out[:, genes].X - x).max() > 1e-3
