@@ -73,26 +73,18 @@ PARAMS = {  # candidates in order of preference (ties), the default, stored oute
     # "distance": the default since 2026-12-07, a scale from 1 (near-twin source) to 1.5
     # (rnadiff.conditioning.distance_transfer_scale); the folders before it ran (1.5, 1.25, 2)
     "compose": (("distance", 1.5, 1.25), "distance", None, "compose"),
-    # mean anchoring of a held-out type's counterfactual by the residuals of the effect where it
-    # was measured (predict(anchor=); the default since 2026-12-07 evening); False first: the
-    # new rule must win, not tie
-    "anchor": ((False, True), True, None, "anchor"),
 }
 # candidates that change only the prediction: one training serves them all
-PREDICT_ONLY = {"compose": "transfer_scale", "anchor": "anchor"}
+PREDICT_ONLY = {"compose": "transfer_scale"}
 METRICS = {"pearson_delta_top100": True, "r2_mean_top100": True, "edistance": False}
 CF = "rnadiff (counterfactual)"
 
 
 def _fmt(value) -> str:
-    if isinstance(value, bool):
-        return "anchored" if value else "not anchored"
     return value if isinstance(value, str) else f"{value:g}"
 
 
 def _rule(value) -> str:
-    if isinstance(value, bool):
-        return "anchored" if value else "not anchored"
     return "by distance" if value == "distance" else f"fixed {value}"
 
 

@@ -124,33 +124,6 @@ def test_a_pairs_interaction_from_another_context_adds_its_residual_there(regist
     assert where[0]
 
 
-def test_a_perturbation_never_measured_here_takes_its_effects_residual_from_there(registry):
-    reg, _ = registry
-    without = anchors(  # K measured in B only; A in both
-        [("T", "ctrl"), ("T", "A"), ("B", "ctrl"), ("B", "A"), ("B", "K"), ("M", "ctrl")],
-        [0, 1, 0, 1, 0, 0],
-        [[0.5, 0.5], [1, 0], [2, 2], [100, 0], [0, 1000], [9, 9]],
-    )
-    src, tgt = cells("T", ["K", "A"], [0.0, 1.0])
-    shift, reference, where = without.shifts(
-        reg, src, tgt, interaction=np.array([True, True]), contexts=[("B",), ("M",)],
-        context_weights=np.array([[0.5, 0.5], [0.5, 0.5]]),
-    )  # fmt: skip
-    # K: T's control (0.5, 0.5) + K's effect's residual in B, (0, 1000) - (2, 2); M has no K,
-    # so B takes its weight; A is measured in T: its own residual, whatever the weights
-    np.testing.assert_allclose(shift, [[-1.5, 998.5], [1, 0]])
-    np.testing.assert_allclose(reference[0], [98.5, 1098.5])  # composed alike
-    assert where.all()
-    # without weights (not transferred), or without the context's control: none
-    assert not without.shifts(reg, *cells("T", ["K"], [0.0]))[2].any()
-    src, tgt = cells("Q", ["K"], [0.0])
-    none = without.shifts(
-        reg, src, tgt, interaction=np.array([True]), contexts=[("B",)],
-        context_weights=np.array([[1.0]]),
-    )  # fmt: skip
-    assert not none[2].any()
-
-
 def test_no_anchor_for_other_sources_contexts_or_unknown_perturbations(registry):
     reg, _ = registry
     src, tgt = cells("T", ["A", "A", "Z", "A"], [1.0, 1.0, 1.0, 1.0])
