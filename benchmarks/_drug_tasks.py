@@ -35,6 +35,10 @@ change with the seed):
   singles' shifts in the other type).
 - ``sim_unseen_drug``: simulator, 30 drugs at 1 and 10 uM; 20% of drugs held out, predicted
   from SMILES; baselines as ``lincs_unseen_drug``.
+- Simulated tasks also score ``oracle: the true condition (2,000 fresh cells)``: a fresh draw
+  of the held-out condition from the simulator's truth (``SimulationTruth.sample``), i.e. what
+  a perfect predictor scores against the real held-out cells, whose own sampling noise caps
+  every method (``sim_dose``, ``sim_combo``, ``sim_unseen_drug``).
 - ``sim_fate``: simulator with state transitions at 0 / 24 / 48 / 72 h; every drug's 48 h held
   out, predicted from the 48 h controls; state composition from a classifier fitted on the
   training cells, adjusted for its cross-validated confusion (as ``predict_fate``).
@@ -112,6 +116,20 @@ def _predict(model, source, target: dict, config, seed: int) -> tuple[np.ndarray
         source, target=target, steps=config.sampler_steps, seed=seed, progress=False
     )
     return model.log_expression(pred), time.perf_counter() - t0
+
+
+ORACLE = "oracle: the true condition (2,000 fresh cells)"
+ORACLE_CELLS = 2000
+
+
+def _oracle(model, truth, cell_type: str, perturbation: str, dose: float, seed: int, time=24.0):
+    """A fresh draw of the true held-out condition, as many cells as make its mean nearly
+    exact: what a perfect predictor scores against the real held-out cells (their noise
+    ceiling)."""
+    cells = truth.sample(
+        cell_type, perturbation, time=time, dose=dose, n_cells=ORACLE_CELLS, seed=seed
+    )
+    return model.log_expression(cells)
 
 
 def _log_interp(doses: list[float], means: list[np.ndarray], dose: float) -> np.ndarray:
@@ -210,7 +228,7 @@ def _unseen_split(drugs: list[str], seed: int, fraction: float = 0.2) -> list[st
 
 def _unseen_drug_rows(
     task, seed, config, adata, setup, *, key, dkey, control_name, context_keys=(), input_type=None,
-    rank_task=None,
+    rank_task=None, oracle=None,
 ):  # fmt: skip
     """Held-out drugs predicted from SMILES, with train-mean and Tanimoto-nearest baselines;
     optionally the ranking task on the same model."""
@@ -277,6 +295,8 @@ def _unseen_drug_rows(
                         shift + signatures[near] if near in signatures else train_mean
                     ),
                 }
+                if oracle is not None:  # a simulation: the true condition's fresh cells
+                    preds[ORACLE] = oracle(model, ctx, drug, dose)
                 preds = {m: p if p.ndim == 2 else control + (p - shift) for m, p in preds.items()}
                 label = "/".join(str(v) for v in ctx.values())
                 evaluation = f"{label + ':' if label else ''}{drug}@{dose:g}"
@@ -381,7 +401,7 @@ def _sim_setup(**extra) -> dict:
 @register_standalone("sim_dose")
 def sim_dose(seed: int, config):
     """Held-out doses on the simulator (see the module doc)."""
-    adata, _ = _sim(
+    adata, truth = _sim(
         seed, 9000, n_genetic=0, n_combinations=0, n_drugs=8, times=(24.0,),
         doses=(0.1, 0.3, 1.0, 3.0, 10.0),
     )  # fmt: skip
@@ -420,6 +440,7 @@ def sim_dose(seed: int, config):
                     "baseline: nearest measured dose": _nearest_dose(doses, means, dose),
                     "baseline: linear in log dose": _log_interp(doses, means, dose),
                     "baseline: train mean": train_mean,
+                    ORACLE: _oracle(model, truth, ct, drug, dose, seed),
                 }
                 preds = {m: p if p.ndim == 2 else control + (p - shift) for m, p in preds.items()}
                 ev = f"{ct}:{drug}@{dose:g}"
@@ -437,7 +458,7 @@ def sim_combo(seed: int, config):
         ("with interactions, pair measured in the other type", 1.0, True),
     )
     for fold, interaction, elsewhere in folds:
-        adata, _ = _sim(
+        adata, truth = _sim(
             seed, 9000, n_genetic=4, n_drugs=4, n_combinations=6, times=(24.0,),
             doses=(10.0,), interaction=interaction,
         )  # fmt: skip
@@ -483,6 +504,7 @@ def sim_combo(seed: int, config):
                 preds = {
                     "rnadiff (counterfactual)": model.log_expression(pred),
                     "baseline: additive": control + singles[0] + singles[1],
+                    ORACLE: _oracle(model, truth, ct, combo, row.dose, seed),
                 }
                 if elsewhere:  # the pair's shift where it was measured; its interaction there
                     o_ct = (tobs.cell_type == measured_in[combo]).to_numpy()
@@ -505,13 +527,17 @@ def sim_combo(seed: int, config):
 @register_standalone("sim_unseen_drug")
 def sim_unseen_drug(seed: int, config):
     """Drugs never measured on the simulator, predicted from SMILES (module doc)."""
-    adata, _ = _sim(
+    adata, truth = _sim(
         seed, 9000, n_genetic=0, n_combinations=0, n_drugs=30, times=(24.0,),
         doses=(1.0, 10.0), n_cell_types=1,
     )  # fmt: skip
+
+    def oracle(model, ctx, drug, dose):
+        return _oracle(model, truth, ctx["cell_type"], drug, dose, seed)
+
     rows, _, times = _unseen_drug_rows(
         "sim_unseen_drug", seed, config, adata, _sim_setup(), key="perturbation", dkey="dose",
-        control_name="control", context_keys=("cell_type",),
+        control_name="control", context_keys=("cell_type",), oracle=oracle,
     )  # fmt: skip
     return pd.DataFrame(rows), times
 

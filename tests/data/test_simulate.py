@@ -208,6 +208,36 @@ def test_held_out_drug_and_combination_have_a_truth(truth):
     assert np.isclose(combo.sum(), 1e4)
 
 
+def test_sample_draws_a_replicate_of_any_condition(sim):
+    """Fresh cells of a condition: the data's distribution, not the data's cells; held-out
+    conditions too; reproducible by seed."""
+    adata, truth = sim
+    key = f"{CT}|control|0|72"
+    real = adata[(adata.obs["condition"] == key).to_numpy()]
+    fresh = truth.sample(CT, "control", time=72.0, n_cells=real.n_obs, seed=0)
+    assert fresh.shape == real.shape and list(fresh.var_names) == list(adata.var_names)
+    assert sp.issparse(fresh.X) and np.all(fresh.X.data == np.round(fresh.X.data))
+    assert (fresh.X != real.X).nnz > 0  # not the data's cells
+    again = truth.sample(CT, "control", time=72.0, n_cells=real.n_obs, seed=0)
+    other = truth.sample(CT, "control", time=72.0, n_cells=real.n_obs, seed=1)
+    assert (again.X != fresh.X).nnz == 0 and (other.X != fresh.X).nnz > 0
+
+    def log_mean(x):
+        return np.log1p(np.asarray(x.multiply(1e4 / x.sum(axis=1)).mean(axis=0)).ravel())
+
+    expressed = truth.means.loc[key].to_numpy() > 5
+    r = np.corrcoef(log_mean(fresh.X)[expressed], log_mean(real.X)[expressed])[0, 1]
+    assert r > 0.97  # the same condition
+    lib = np.asarray(fresh.X.sum(axis=1)).ravel(), np.asarray(real.X.sum(axis=1)).ravel()
+    assert 0.8 < np.median(lib[0]) / np.median(lib[1]) < 1.25
+    held_out = truth.drugs.index[~truth.drugs["sampled"]][0]
+    drugged = truth.sample(CT, held_out, time=72.0, dose=10.0, n_cells=400, seed=0)
+    assert set(drugged.obs["state"]) <= set(truth.config.states)
+    assert list(drugged.obs["perturbation"].unique()) == [held_out]
+    with pytest.raises(InputError, match="n_cells"):
+        truth.sample(CT, "control", time=72.0, n_cells=0)
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [

@@ -19,7 +19,10 @@ from rnadiff.data._simulate_drugs import DRUG_LIBRARY, FP_BITS, morgan_fingerpri
 __all__ = ["CONTROL", "SimulationConfig"]
 
 CONTROL = "control"
-_TAGS = {"world": 0, "drug": 1, "bit": 2, "knockout": 3, "pair": 4, "design": 5, "cells": 6}
+_TAGS = {
+    "world": 0, "drug": 1, "bit": 2, "knockout": 3, "pair": 4, "design": 5, "cells": 6,
+    "replicate": 7,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 
@@ -117,6 +118,50 @@ class SimulationTruth:
             values = q[self._state(state)]
         values = SCALE * values
         return pd.Series(np.log1p(values) if log else values, index=self.model.genes)
+
+    def sample(
+        self,
+        cell_type: str,
+        perturbation: str,
+        *,
+        time: float,
+        dose: float = 0.0,
+        n_cells: int,
+        seed: int = 0,
+    ) -> ad.AnnData:
+        """Fresh cells of any condition (sampled or held out): counts drawn as the data's,
+        from a random stream of their own (``seed``), so they are a replicate of the
+        condition independent of the data's cells, e.g. to measure how well the true
+        condition itself scores against the real held-out cells (a noise ceiling).
+
+        Returns
+        -------
+        anndata.AnnData
+            ``n_cells`` x genes, integer counts (CSR) in ``X``; ``obs``: ``cell_type``,
+            ``perturbation``, ``dose``, ``time``, ``state``.
+        """
+        from rnadiff.data._simulate import _sample_cells  # (that module imports this one)
+        from rnadiff.data._simulate_model import stream
+
+        if int(n_cells) < 1:
+            raise InputError(f"n_cells must be at least 1, got {n_cells}")
+        ct = self._cell_type(cell_type)
+        q = self.model.profiles(ct, perturbation, dose, time)
+        p = self.model.composition(ct, perturbation, dose, time)
+        key = condition_key(cell_type, perturbation, dose, time)
+        rng = stream(self.seed, "replicate", f"{seed}|{key}")
+        states, x = _sample_cells(self.model, rng, q, p, int(n_cells))
+        obs = pd.DataFrame(
+            {
+                "cell_type": cell_type,
+                "perturbation": perturbation,
+                "dose": float(dose),
+                "time": float(time),
+                "state": pd.Categorical.from_codes(states, categories=list(self.config.states)),
+            },
+            index=pd.Index([f"replicate{i:07d}" for i in range(int(n_cells))]),
+        )
+        return ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=pd.Index(self.model.genes)))
 
     def composition(
         self, cell_type: str, perturbation: str, *, time: float, dose: float | Sequence = 0.0
