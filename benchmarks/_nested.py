@@ -73,30 +73,18 @@ PARAMS = {  # candidates in order of preference (ties), the default, stored oute
     # "distance": the default since 2026-12-07, a scale from 1 (near-twin source) to 1.5
     # (rnadiff.conditioning.distance_transfer_scale); the folders before it ran (1.5, 1.25, 2)
     "compose": (("distance", 1.5, 1.25), "distance", None, "compose"),
-    # mean anchoring of a held-out type's counterfactual by the residuals of the effect where it
-    # was measured (predict(anchor=); the default since 2026-12-07 evening); False first: the
-    # new rule must win, not tie
-    "anchor": ((False, True), True, None, "anchor"),
-    # what a held-out type's counterfactual is anchored on (a study switch,
-    # rnadiff.conditioning._anchors.TRANSFER_RESIDUAL): nothing (the default), its own
-    # control's residual, or also the effect's residuals where it was measured
-    "transfer": (("none", "control", "effect"), "none", None, "transfer"),
 }
 # candidates that change only the prediction: one training serves them all
-PREDICT_ONLY = {"compose": "transfer_scale", "anchor": "anchor", "transfer": None}
+PREDICT_ONLY = {"compose": "transfer_scale"}
 METRICS = {"pearson_delta_top100": True, "r2_mean_top100": True, "edistance": False}
 CF = "rnadiff (counterfactual)"
 
 
 def _fmt(value) -> str:
-    if isinstance(value, bool):
-        return "anchored" if value else "not anchored"
     return value if isinstance(value, str) else f"{value:g}"
 
 
 def _rule(value) -> str:
-    if isinstance(value, bool):
-        return "anchored" if value else "not anchored"
     return "by distance" if value == "distance" else f"fixed {value}"
 
 
@@ -141,17 +129,8 @@ def _predict_each(split, param: str, values) -> list[tuple[object, dict]]:
     kw = dict(steps=config.sampler_steps, seed=split.seed, progress=False, prior=True)
     out = []
     for v in values:
-        if param == "transfer":  # a module switch, not an argument
-            from rnadiff.conditioning import _anchors
-
-            _anchors.TRANSFER_RESIDUAL = None if v == "none" else v
-            pred = model.predict(ev.source, target=ev.target, **kw).X
-            _anchors.TRANSFER_RESIDUAL = None
-        else:
-            given = None if v == "distance" else v  # None: the scale that follows the distance
-            pred = model.predict(
-                ev.source, target=ev.target, **{PREDICT_ONLY[param]: given}, **kw
-            ).X
+        given = None if v == "distance" else v  # None: the scale that follows the distance
+        pred = model.predict(ev.source, target=ev.target, **{PREDICT_ONLY[param]: given}, **kw).X
         out.append((v, _scores(split, prep, pred)))
     return out
 

@@ -69,11 +69,6 @@ from rnadiff.conditioning import _conditions as conditions
 from rnadiff.conditioning._transfer import context_of
 from rnadiff.data._covariates import CovariateRegistry
 
-# STUDY SWITCH (nested_transfer): what a single perturbation never measured in its cell's
-# context is anchored on: None (nothing), "control" (its context's control residual),
-# "effect" (also the effect's residuals where it was measured)
-TRANSFER_RESIDUAL: str | None = None
-
 
 def shrink(residual: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """Each gene's residual shrunk towards 0 by its sampling variance ``noise``:
@@ -326,8 +321,7 @@ class Anchors:
         """Each predicted cell's correction and the mean of the prediction it corrects
         (``(n_cells, n_genes)`` each, log expression, see :func:`anchor_cells`) and which
         cells have one, for cells predicted from ``obs_src`` to ``obs_tgt`` (see the module
-        doc). ``interaction``: cells whose interaction (a combination) or effect (a single
-        perturbation never measured in the cell's context) is taken from ``contexts`` with
+        doc). ``interaction``: cells whose interaction is taken from ``contexts`` with
         ``context_weights`` (``(n_cells, len(contexts))``)."""
         n = len(obs_tgt)
         pkey, control = registry.perturbation_key, registry.control
@@ -403,15 +397,11 @@ class Anchors:
         dosed = [v for v, log in zip(values, self.log, strict=True) if log and np.isfinite(v)]
         if own is None and dosed and min(dosed) <= 0 and tuple(row) in self._by_row:
             return at(ctx, control)  # measured at doses above 0 only: at dose 0, the control
-        parts = cov.parts(row[ip])
-        if own is not None and (weights is None or len(parts) < 2):
+        if own is not None and weights is None:
             return own
-        if len(parts) < 2:  # a single perturbation: its effect measured in other contexts
-            if weights is None or TRANSFER_RESIDUAL is None:
-                return None
-            if TRANSFER_RESIDUAL == "control":
-                return at(ctx, control)
-            return _transferred(at, ctx, row[ip], control, contexts, weights)
+        parts = cov.parts(row[ip])
+        if len(parts) < 2:
+            return None
         composed = _composed(at, ctx, parts, control)
         if composed is None:
             return None
@@ -496,26 +486,6 @@ def _composed(at, ctx: tuple, parts: list[str], control: str) -> Combination | N
     for r in found:
         out = _add(out, r)
     return _add(out, base, -(len(parts) - 1.0))
-
-
-def _transferred(at, ctx: tuple, p: str, control: str, contexts, weights) -> Combination | None:
-    """A perturbation never measured in ``ctx``, its effect taken from measured ``contexts``
-    (``weights``): the control's residual here plus the weighted residuals of the effect
-    there, :math:`r(c, \\text{control}) + \\sum_i w_i [r(c_i, p) - r(c_i, \\text{control})]`;
-    None without this context's control (contexts lacking either anchor are left out and
-    the others' weights renormalized)."""
-    composed = at(ctx, control)
-    if composed is None:
-        return None
-    effects = []
-    for c, w in zip(contexts or (), weights or (), strict=False):
-        pair, base = (at(c, p), at(c, control)) if w > 0 else (None, None)
-        if pair is not None and base is not None:
-            effects.append((_add(pair, base, -1.0), w))
-    total = sum(w for _, w in effects)
-    for effect, w in effects:
-        composed = _add(composed, effect, w / total)
-    return composed if effects else None
 
 
 def _add(a: Combination, b: Combination, weight: float = 1.0) -> Combination:

@@ -183,20 +183,6 @@ def parts_measured_here(
     return np.fromiter((answer[row] for row in rows), dtype=bool, count=n)
 
 
-def single_parts(registry: CovariateRegistry, obs: pd.DataFrame) -> np.ndarray:
-    """Cells whose perturbation is one part (not a combination; False without one)."""
-    pkey = registry.perturbation_key
-    if pkey is None or pkey not in obs:
-        return np.zeros(len(obs), dtype=bool)
-    cov, ip = registry[pkey], perturbation_index(registry)
-    rows = condition_rows(registry, obs)
-    return np.fromiter(
-        (bool(r) and r[ip] is not None and len(cov.parts(r[ip])) == 1 for r in rows),
-        dtype=bool,
-        count=len(rows),
-    )
-
-
 def never_measured(
     registry: CovariateRegistry,
     seen: Iterable[tuple],

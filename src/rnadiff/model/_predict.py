@@ -209,14 +209,11 @@ def anchored(model, engine, obs_src, obs_tgt, plan, x_log, kw) -> tuple:
     if not kw["anchor"] or model.anchors is None:
         return x_log, 0
     extra = {}
-    if plan.mode == "compose" and plan.mask.any():  # effects or interactions from elsewhere
+    if plan.mode == "compose" and plan.mask.any():  # interactions taken from elsewhere
         interaction = engine.interaction_cells(obs_tgt, plan.mask)
         found = engine.context_plan(plan.mask, conditions.condition_rows(model.registry, obs_tgt))
-        if found is not None:
-            singles = plan.mask & conditions.single_parts(model.registry, obs_tgt)
-            extra = dict(
-                interaction=interaction | singles, contexts=found[0], context_weights=found[1]
-            )
+        if interaction.any() and found is not None:
+            extra = dict(interaction=interaction, contexts=found[0], context_weights=found[1])
     shift, reference, where = model.anchors.shifts(model.registry, obs_src, obs_tgt, **extra)
     if not where.any():
         return x_log, 0
