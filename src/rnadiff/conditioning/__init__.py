@@ -1,6 +1,7 @@
 """Covariate encoders, the null value of each covariate (dropout, guidance), the bookkeeping
-of conditions, transfer planning, the expression prior of unseen perturbations and the
-calibration functions (pure functions on arrays)."""
+of conditions, transfer planning, the priors of unseen perturbations (genes by
+co-expression, drugs by structure) and the calibration functions (pure functions on
+arrays)."""
 
 from rnadiff.conditioning._calibration import effect_scales, spread_ratio, widen
 from rnadiff.conditioning._encoders import (
@@ -15,9 +16,11 @@ from rnadiff.conditioning._nulls import drop_covariates, is_null, null_like, ran
 from rnadiff.conditioning._prior import (
     blend_prior,
     expression_prior,
+    fit_structure_trust,
     fit_trust,
     gene_vectors,
     prior_weights,
+    structure_prior,
 )
 from rnadiff.conditioning._transfer import (
     context_of,
@@ -27,6 +30,7 @@ from rnadiff.conditioning._transfer import (
     nearest_context_weights,
     relative_transfer_distance,
 )
+from rnadiff.conditioning._unseen_drugs import drug_weights
 
 __all__ = [
     "ConditionEncoder",
@@ -39,8 +43,10 @@ __all__ = [
     "context_of",
     "distance_transfer_scale",
     "drop_covariates",
+    "drug_weights",
     "effect_scales",
     "expression_prior",
+    "fit_structure_trust",
     "fit_trust",
     "gene_vectors",
     "interpolation_neighbours",
@@ -52,5 +58,6 @@ __all__ = [
     "random_drop",
     "relative_transfer_distance",
     "spread_ratio",
+    "structure_prior",
     "widen",
 ]
