@@ -115,6 +115,7 @@ def test_an_unseen_drugs_mean_change_is_the_measured_drugs_blend(model, screen):
     used = out.uns["rnadiff"]["unseen_drug_means"][NEW]
     assert sum(used.values()) == pytest.approx(1.0) and "control" not in used
     assert set(used) >= {"Vorinostat", "Belinostat"}  # both hydroxamates, the nearest
+    assert set(used) <= set(DRUGS)  # the average is the drugs': no knock-out (G...) in it
     anchors, level = model.anchors, model.anchors.residuals + model.anchors.means
 
     def anchored_mean(p):

@@ -242,8 +242,8 @@ def fit_structure_trust(
     Parameters
     ----------
     effects, shares
-        As :func:`fit_trust` (every seen perturbation; those without a structure count in
-        the average only).
+        As :func:`fit_trust`: the perturbations of the average (e.g. every seen drug; those
+        without a structure count in the average only).
     molecules
         The seen tokens that have a structure.
     similarity

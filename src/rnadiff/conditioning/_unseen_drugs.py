@@ -13,8 +13,9 @@ dose ``d`` (its anchored mean minus the control's, :class:`rnadiff.conditioning.
 the training means up to the anchors' shrinkage; between measured doses interpolated in log
 dose, the nearest outside), :math:`w(u)` softmax weights (temperature 0.1) over the 3 seen drugs
 most similar to ``u`` by the Tanimoto similarity of their Morgan fingerprints
-(:func:`rnadiff.conditioning._prior.structure_prior`), :math:`s_k` the seen perturbations'
-shares of the perturbed training cells, both renormalized over those measured in ``c``, and
+(:func:`rnadiff.conditioning._prior.structure_prior`), :math:`s_k` the seen drugs' shares of
+their training cells (tokens with a structure or measured at a positive dose: the knock-outs of
+a mixed screen are not in the average), both renormalized over those measured in ``c``, and
 ``t`` the trust in structure fitted on the seen drugs left out in turn
 (:func:`rnadiff.conditioning._prior.fit_structure_trust`). A predicted cell ``i`` of the group
 ``g`` (same context, drug and dose) takes the shift
@@ -70,7 +71,8 @@ def drug_weights(
     measured
         Seen perturbation tokens measured where ``drug`` is predicted (context, dose).
     shares
-        ``{seen token: its training cells}``: the weights of the average.
+        ``{seen drug: its training cells}``: the weights of the average (its keys are the
+        candidates of the average).
     trust
         Weight of the structure mix, in [0, 1].
     similarity

@@ -11,6 +11,7 @@ import numpy as np
 from rnadiff.conditioning._anchors import anchor_cells
 from rnadiff.conditioning._unseen_drugs import drug_weights, unseen_drug_shifts
 from rnadiff.data._molecules import tanimoto_matrix
+from rnadiff.model._calibration import chemical_tokens
 
 if TYPE_CHECKING:
     from rnadiff.model._model import RNADiffusion
@@ -39,9 +40,12 @@ def moved(
     similarity = tanimoto_matrix(engine.features.tensors(names)[0]["molecule"].numpy())
     row = {t: i for i, t in enumerate(names)}
 
+    chemical = chemical_tokens(model.registry)  # the average is the drugs' (no knock-outs)
+    shares = {k: n for k, n in fit["shares"].items() if k in chemical}
+
     def weights_of(drug: str, measured) -> dict[str, float]:
         return drug_weights(
-            drug, measured, shares=fit["shares"], trust=float(trust), molecules=molecules,
+            drug, measured, shares=shares, trust=float(trust), molecules=molecules,
             similarity=lambda a, b: similarity[row[a], row[b]],
         )  # fmt: skip
 
