@@ -94,7 +94,7 @@ for dose in (1.0, 10.0):
         )
 print("trust in structure:", model.prior["structure_trust"])
 used = pred.uns["rnadiff"]["unseen_drug_means"][new_drug]  # {training drug: weight}
-print("mean change taken from (largest weights):", sorted(used.items(), key=lambda kv: -kv[1])[:4])
+print("mean change taken from (largest weights):", sorted(used.items(), key=lambda t: -t[1])[:4])
 pd.DataFrame(rows).pivot(index="method", columns="dose", values="pearson_delta_top50").round(3)
 
 # %% [markdown]
