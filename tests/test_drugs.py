@@ -339,12 +339,16 @@ def test_cli_trains_with_smiles_and_ranks_new_compounds(screen, tmp_path, monkey
         (["rank", "--model", out, "--up", up, "--smiles", bad], "'X'"),
         (["train", "--data", data, "--out", tmp_path / "m2", "--dose-response", "sigmoid"],
          "dose_response"),
+        # a new drug without its SMILES: the hint names the option, not the Python method
+        (["predict", "--model", out, "--source", source, "--perturbation", NEW, "--set",
+          "dose=1.0", "--out", tmp_path / "p2.h5ad"], "--smiles FILE"),
     ):  # fmt: skip
         monkeypatch.setattr(sys, "argv", ["rnadiff", *map(str, args)])
         with pytest.raises(SystemExit) as info:
             main()
         err = capsys.readouterr().err
         assert info.value.code == 2 and err.startswith("error:") and needle in err, err
+        assert "add_molecules" not in err and "setup_anndata" not in err, err
 
 
 def test_unmeasured_combinations_are_predicted_in_their_own_context(tmp_path):

@@ -154,8 +154,18 @@ _OPTIONS = {
 }
 
 
+# Python calls named in messages of the API -> what does it here
+_CALLS = {
+    "model.add_molecules({name: smiles})": "--smiles FILE, a CSV of name,SMILES",
+    "setup_anndata(smiles_key=... or smiles=...)": "rnadiff train --smiles-key or --smiles",
+}
+
+
 def cli_words(message: str) -> str:
-    """A message of the API in the command line's words: ``input='log2'`` -> ``--input log2``."""
+    """A message of the API in the command line's words: ``input='log2'`` -> ``--input log2``;
+    a Python call it names -> the option that does it here."""
+    for call, option in _CALLS.items():
+        message = message.replace(call, option)
 
     def option(match: re.Match) -> str:
         name, value = match.group(1), match.group(2) or match.group(3)
