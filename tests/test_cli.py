@@ -625,3 +625,15 @@ def test_mean_anchoring_options(model_dir, kang_file, tmp_path):
     invoke("train", "--data", kang_file, "--out", out, "--perturbation-key", "group_id",
            "--control", "ctrl", "--max-steps", "3", "--anchor-cells", "0", *TINY)  # fmt: skip
     assert RNADiffusion.load(out).anchors is None
+
+
+def test_api_messages_are_put_in_the_command_lines_words():
+    from rnadiff.cli._common import cli_words
+
+    assert cli_words("state the base with input='log2'") == "state the base with --input log2"
+    assert cli_words("counts=True needs a model trained on raw counts").startswith("--counts ")
+    assert cli_words("anchor=False: the network's own") == "--no-anchor: the network's own"
+    assert cli_words("n_models must be at least 1") == "--n-models must be at least 1"
+    hint = cli_words("once the model has its SMILES (model.add_molecules({name: smiles}))")
+    assert "--smiles FILE" in hint and "add_molecules" not in hint
+    assert cli_words("axis=0 is kept") == "axis=0 is kept"  # not an option: as it is
