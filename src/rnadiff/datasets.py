@@ -2,5 +2,15 @@
 
 from rnadiff.data._datasets import REGISTRY, DatasetInfo, fetch, list_datasets, load, load_smiles
 from rnadiff.data._simulate import simulate
+from rnadiff.data._simulate_truth import SimulationTruth
 
-__all__ = ["REGISTRY", "DatasetInfo", "fetch", "list_datasets", "load", "load_smiles", "simulate"]
+__all__ = [
+    "REGISTRY",
+    "DatasetInfo",
+    "SimulationTruth",
+    "fetch",
+    "list_datasets",
+    "load",
+    "load_smiles",
+    "simulate",
+]
