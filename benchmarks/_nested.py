@@ -73,9 +73,11 @@ PARAMS = {  # candidates in order of preference (ties), the default, stored oute
     # "distance": the default since 2026-12-07, a scale from 1 (near-twin source) to 1.5
     # (rnadiff.conditioning.distance_transfer_scale); the folders before it ran (1.5, 1.25, 2)
     "compose": (("distance", 1.5, 1.25), "distance", None, "compose"),
+    # the sampler's noise levels for a prediction (predict(steps=); BenchConfig.sampler_steps)
+    "sampler_steps": ((20, 40), 20, None, "sampler_steps"),
 }
 # candidates that change only the prediction: one training serves them all
-PREDICT_ONLY = {"compose": "transfer_scale"}
+PREDICT_ONLY = {"compose": "transfer_scale", "sampler_steps": "steps"}
 METRICS = {"pearson_delta_top100": True, "r2_mean_top100": True, "edistance": False}
 CF = "rnadiff (counterfactual)"
 
@@ -130,7 +132,8 @@ def _predict_each(split, param: str, values) -> list[tuple[object, dict]]:
     out = []
     for v in values:
         given = None if v == "distance" else v  # None: the scale that follows the distance
-        pred = model.predict(ev.source, target=ev.target, **{PREDICT_ONLY[param]: given}, **kw).X
+        kw_v = {**kw, PREDICT_ONLY[param]: given}  # (may replace the benchmark's steps)
+        pred = model.predict(ev.source, target=ev.target, **kw_v).X
         out.append((v, _scores(split, prep, pred)))
     return out
 
