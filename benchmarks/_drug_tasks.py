@@ -549,9 +549,9 @@ def _classified(clf: StateClassifier, model: RNADiffusion, cells) -> pd.Series:
     return composition(labels, clf.states_, confusion=clf.confusion_, n_boot=0)["proportion"]
 
 
-@register_standalone("sim_fate")
-def sim_fate(seed: int, config):
-    """State composition at a held-out time on the simulator (module doc)."""
+def fate_world(seed: int, config):
+    """``sim_fate``'s world and split: the data, its truth, the perturbed and held-out cells
+    (every drug's 48 h) and rnadiff trained on the rest as the task trains it (and seconds)."""
     adata, truth = _sim(
         seed, 9000, n_genetic=0, n_combinations=0, n_drugs=4, n_cell_types=1,
         times=(0.0, 24.0, 48.0, 72.0), doses=(10.0,),
@@ -559,8 +559,16 @@ def sim_fate(seed: int, config):
     obs = adata.obs
     perturbed = (obs.perturbation != "control").to_numpy()
     held = perturbed & (obs.time == 48.0).to_numpy()
+    model, train_s = _train(adata[~held], _sim_setup(time_key="time"), config, seed)
+    return adata, truth, perturbed, held, model, train_s
+
+
+@register_standalone("sim_fate")
+def sim_fate(seed: int, config):
+    """State composition at a held-out time on the simulator (module doc)."""
+    adata, truth, perturbed, held, model, train_s = fate_world(seed, config)
+    obs = adata.obs
     train = adata[~held]
-    model, train_s = _train(train, _sim_setup(time_key="time"), config, seed)
     tobs = train.obs
     clf = StateClassifier(seed=seed).fit(model.log_expression(train), tobs.state.astype(str))
     states = clf.states_

@@ -25,15 +25,9 @@ seed = int(sys.argv[1])
 steps = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != "default" else None
 weights = [float(w) for w in sys.argv[3:]] or [1.0]
 config = bench_config(steps, None)
-adata, truth = dt._sim(
-    seed, 9000, n_genetic=0, n_combinations=0, n_drugs=4, n_cell_types=1,
-    times=(0.0, 24.0, 48.0, 72.0), doses=(10.0,),
-)  # fmt: skip
+adata, truth, perturbed, held, model, _ = dt.fate_world(seed, config)
 obs = adata.obs
-perturbed = (obs.perturbation != "control").to_numpy()
-held = perturbed & (obs.time == 48.0).to_numpy()
 train = adata[~held]
-model, _ = dt._train(train, dt._sim_setup(time_key="time"), config, seed)
 trained_steps = model.history[-1]["step"]
 clf = StateClassifier(seed=seed).fit(model.log_expression(train), train.obs.state.astype(str))
 source = adata[(~perturbed & (obs.time == 48.0)).to_numpy()]
