@@ -8,7 +8,7 @@ then moved to
 
     \hat D(u, c, d) = t \sum_{k} w_k(u)\, D(k, c, d) + (1 - t) \sum_{k} s_k\, D(k, c, d),
 
-with :math:`D(k, c, d)` the measured mean change of seen perturbation ``k`` in context ``c`` at
+with :math:`D(k, c, d)` the measured mean change of seen drug ``k`` in context ``c`` at
 dose ``d`` (its anchored mean minus the control's, :class:`rnadiff.conditioning._anchors.Anchors`:
 the training means up to the anchors' shrinkage; between measured doses interpolated in log
 dose, the nearest outside), :math:`w(u)` softmax weights (temperature 0.1) over the 3 seen drugs

@@ -330,7 +330,7 @@ def fit_structure(model: RNADiffusion, effects: dict, shares: dict) -> tuple:
     if trust is not None:
         logger.info(
             "rnadiff: unseen drugs: trust in structure %.1f, fitted on %d seen drugs left out "
-            "in turn (error %.4g at trust 0 = the average perturbation, %.4g at 1 = the most "
+            "in turn (error %.4g at trust 0 = the average drug, %.4g at 1 = the most "
             "similar structures)",
             trust,
             len(drugs),
