@@ -183,6 +183,13 @@ def parts_measured_here(
     return np.fromiter((answer[row] for row in rows), dtype=bool, count=n)
 
 
+def chemical_tokens(registry: CovariateRegistry) -> set[str]:
+    """The perturbation tokens that are drugs: with a structure, or measured at a positive
+    dose (not the control)."""
+    cov = registry[registry.perturbation_key]
+    return ({name for name, _ in cov.molecules} | set(cov.dosed)) - {str(registry.control)}
+
+
 def never_measured(
     registry: CovariateRegistry,
     seen: Iterable[tuple],

@@ -148,21 +148,26 @@ def unseen_drug_shifts(
         if context_of(s, ip) != context_of(t, ip):
             continue
         groups.setdefault((tuple(t), conts[i].tobytes()), []).append(i)
-    level = anchors.residuals + anchors.means  # each anchored condition's mean
+
+    def level(combination) -> np.ndarray:  # an anchored condition's mean
+        return anchors._apply(combination, anchors.residuals) + anchors._apply(
+            combination, anchors.means
+        )
+
     used: dict[str, dict[str, float]] = {}
     for (row, _), cells in groups.items():
         values, ctx, drug = conts[cells[0]], context_of(row, ip), row[ip]
         base = anchors.combination((*ctx[:ip], control, *ctx[ip:]), values)
         if base is None:
             continue
-        base_mean = Anchors._apply(base, level)
+        base_mean = level(base)
         changes = {}
         for token in registry[pkey].tokens:
             if token in unseen or token == control:
                 continue
             found = anchors.combination((*ctx[:ip], token, *ctx[ip:]), values)
             if found is not None:
-                changes[token] = Anchors._apply(found, level) - base_mean
+                changes[token] = level(found) - base_mean
         weights = weights_of(drug, list(changes)) if changes else {}
         if not weights:
             continue

@@ -303,13 +303,6 @@ def fit_prior(model: RNADiffusion, adata, chunk: int = 8192) -> dict | None:
     }
 
 
-def chemical_tokens(registry) -> set[str]:
-    """The perturbation tokens that are drugs: with a structure, or measured at a positive
-    dose (not the control)."""
-    cov = registry[registry.perturbation_key]
-    return ({name for name, _ in cov.molecules} | set(cov.dosed)) - {str(registry.control)}
-
-
 def fit_structure(model: RNADiffusion, effects: dict, shares: dict) -> tuple:
     """The trust in structure of :func:`rnadiff.conditioning._prior.fit_structure_trust` on
     the seen drugs' measured effects (Tanimoto similarity of the model's fingerprints);
@@ -320,7 +313,7 @@ def fit_structure(model: RNADiffusion, effects: dict, shares: dict) -> tuple:
         return None, np.zeros(0)
     similarity = tanimoto_matrix(features.tensors(drugs)[0]["molecule"].numpy(), None)
     row = {d: i for i, d in enumerate(drugs)}
-    chemical = chemical_tokens(model.registry)  # the average is the drugs' (no knock-outs)
+    chemical = conditions.chemical_tokens(model.registry)  # the drugs' average (no knock-outs)
     trust, errors = fit_structure_trust(
         {p: e for p, e in effects.items() if p in chemical},
         {p: n for p, n in shares.items() if p in chemical},

@@ -73,7 +73,7 @@ def warn_dose_zero(registry, obs_tgt: pd.DataFrame, changes: dict) -> None:
     if dkey is None or pkey not in changes or dkey in changes or dkey not in obs_tgt:
         return
     cov = registry[pkey]
-    dosed = (set(cov.dosed) | {name for name, _ in cov.molecules}) - {str(registry.control)}
+    dosed = conditions.chemical_tokens(registry)
     asked = [p for p in cov.parts(str(changes[pkey])) if p in dosed]
     n_zero = int((pd.to_numeric(obs_tgt[dkey], errors="coerce") <= 0).sum())
     if asked and n_zero:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rnadiff.conditioning import _conditions as conditions
 from rnadiff.conditioning._anchors import anchor_cells
 from rnadiff.conditioning._unseen_drugs import drug_weights, unseen_drug_shifts
 from rnadiff.data._molecules import tanimoto_matrix
-from rnadiff.model._calibration import chemical_tokens
 
 if TYPE_CHECKING:
     from rnadiff.model._model import RNADiffusion
@@ -40,7 +40,7 @@ def moved(
     similarity = tanimoto_matrix(engine.features.tensors(names)[0]["molecule"].numpy())
     row = {t: i for i, t in enumerate(names)}
 
-    chemical = chemical_tokens(model.registry)  # the average is the drugs' (no knock-outs)
+    chemical = conditions.chemical_tokens(model.registry)  # the drugs' average (no knock-outs)
     shares = {k: n for k, n in fit["shares"].items() if k in chemical}
 
     def weights_of(drug: str, measured) -> dict[str, float]:
