@@ -130,6 +130,23 @@ def test_an_unseen_drugs_mean_change_is_the_measured_drugs_blend(model, screen):
     assert np.abs(own.X - out.X).max() > 1e-2
 
 
+def test_ranking_scores_an_unseen_drug_by_the_blend_predict_gives(model, screen):
+    # rank_perturbations' generation score decodes every candidate from the encoded reference
+    # and corrects the cells as predict does: an unseen drug's change is the measured drugs'
+    # blend, so predict's anchored cells are reproduced (the network's own are not)
+    model.add_molecules({NEW: NEW_SMILES})
+    src = controls(screen)
+    target = model.predict(src, target={"perturbation": NEW, "dose": 10.0}, progress=False)
+    assert target.uns["rnadiff"]["unseen_drug_means"][NEW]
+    kw = dict(candidates=[NEW, *DRUGS], context={"dose": 10.0}, reference=src, n_cells=src.n_obs)
+    kw |= dict(n_noise_levels=2, n_draws=1, progress=False)
+    anchored = model.rank_perturbations(target, **kw).set_index("perturbation")
+    network = model.rank_perturbations(target, anchor=False, **kw).set_index("perturbation")
+    miss_anchored = 1 - anchored.loc[NEW, "phenotype_score"]
+    miss_network = 1 - network.loc[NEW, "phenotype_score"]
+    assert miss_anchored < 1e-3 and miss_network > 10 * miss_anchored  # 2e-4 vs 0.9 here
+
+
 def test_invalid_smiles_names_the_drug(model):
     with pytest.raises(InputError, match="'Bad'"):
         model.add_molecules({"Bad": "C1CC(("})

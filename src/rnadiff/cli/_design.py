@@ -236,6 +236,16 @@ def rank(
             "decoded under every candidate (the same cells for all), else N generated ones."
         ),
     ] = 200,
+    anchor: Annotated[
+        bool,
+        typer.Option(
+            "--anchor/--no-anchor",
+            help="Generation score: move each candidate's generated cells to the training "
+            "means of the measured conditions it is built from, as 'rnadiff predict' does (a "
+            "drug never measured: to the measured drugs' changes by structure); --no-anchor: "
+            "the network's own cells. The likelihood score is the network's either way.",
+        ),
+    ] = True,
     out: Annotated[Path | None, typer.Option(help="Write the full ranking as CSV.")] = None,
     plot: Annotated[Path | None, typer.Option(help="PNG bar chart of the best candidates.")] = None,
     top: Annotated[int, typer.Option(help="Candidates printed and plotted (0: all).")] = 10,
@@ -279,6 +289,7 @@ def rank(
         pairs=pairs,
         reference=ref,
         n_cells=n,
+        anchor=anchor,
         layer=layer,
         seed=seed,
         progress=not quiet,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,9 @@ from rnadiff.design._ranking import combine_ranks, cosine, denoising_errors, log
 from rnadiff.design._realism import nearest_neighbor_ratio
 from rnadiff.sampling import gradient_guidance, sample_langevin
 from rnadiff.sampling._engine import SamplingEngine
+
+# (obs_src, obs, x_src, x) -> x corrected: generated cells moved to the model's mean anchors
+Adjust = Callable[[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray], np.ndarray]
 
 logger = logging.getLogger("rnadiff")
 
@@ -215,17 +218,24 @@ def rank_candidates(
     design_scale: float,
     seed: int,
     batch_size: int,
+    adjust: Adjust | None = None,
 ) -> pd.DataFrame:
     """Rank the candidate perturbations ``names`` (see
     :meth:`rnadiff.RNADiffusion.rank_perturbations`): target cells (``target_log``, with
-    their ``target_obs``) or a phenotype ``spec``."""
+    their ``target_obs``) or a phenotype ``spec``. ``adjust(obs_src, obs, x_src, x)``, if
+    given, corrects the generated cells ``x`` (log expression, conditions ``obs``) decoded
+    from the start ``x_src`` (the reference cells, or the decoded control cells; conditions
+    ``obs_src``) before they are scored: the model's mean anchors."""
     pkey, control = engine.registry.perturbation_key, engine.registry.control
     is_cells = target_log is not None
     # (a) generation: cells under each candidate from one shared start (the encoded reference
     # cells, or seeded noise), scored against the phenotype
-    x_gen, codes = _candidate_cells(
+    x_gen, codes, obs, x_src = _candidate_cells(
         engine, names, context, reference_log, reference_obs, n_cells, steps, seed, batch_size
     )
+    if adjust is not None:
+        obs_src = obs.assign(**{pkey: control})
+        x_gen = adjust(obs_src, obs, x_src, x_gen)
     gen_ctrl = x_gen[codes == len(names)]
     ref_log = gen_ctrl if reference_log is None else reference_log
     table = pd.DataFrame({"perturbation": names})
@@ -332,7 +342,9 @@ def _candidate_cells(
     reference. Differences between candidates then carry no sampling noise. The last result
     is kept on the engine: ranking many targets against the same candidates decodes once.
 
-    Returns (log-expression cells, candidate code of each cell).
+    Returns (log-expression cells, candidate code of each cell, their conditions, the log
+    expression each was decoded from: its reference cell, or without a reference the
+    control's decoded cell from the same noise).
     """
     digest = hashlib.blake2b(digest_size=20)
     digest.update(repr((names, sorted((k, str(v)) for k, v in context.items()))).encode())
@@ -375,7 +387,9 @@ def _candidate_cells(
         batch_size=batch_size,
         obs=obs,
     )
-    result = (engine.to_log(z), codes)
+    x_log = engine.to_log(z)
+    start_log = ref_log[keep] if ref_log is not None else x_log[codes == len(names)]
+    result = (x_log, codes, obs, np.tile(start_log, (len(everyone), 1)))
     engine._candidate_cache = (key, result)
     return result
 

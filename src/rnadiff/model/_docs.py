@@ -274,6 +274,12 @@ steps
     Sampler steps for generation.
 design_scale
     Guidance step of the designed cells (specification targets).
+anchor
+    Correct the generation score's cells as :meth:`predict` corrects counterfactuals:
+    each candidate's mean moved to the training means of the measured conditions it is
+    built from (its own, the doses around it, the parts of a combination), and a drug
+    never measured to the measured drugs' changes by structure; ``False``: the network's
+    own cells. The likelihood score is the network's either way.
 layer
     Layer of ``target`` and ``reference`` holding their expression.
 seed, batch_size, progress

@@ -416,6 +416,7 @@ class RNADiffusion(Calibration):
         noise_range: tuple[float, float] = (0.75, 3.0),
         steps: int = 20,
         design_scale: float = 1.0,
+        anchor: bool = True,
         layer: str | None = None,
         seed: int = 0,
         batch_size: int = 2048,
@@ -468,6 +469,7 @@ class RNADiffusion(Calibration):
             design_scale=design_scale,
             seed=seed,
             batch_size=batch_size,
+            adjust=_predict.anchoring(self, engine) if anchor else None,
             **counts,
         )
 

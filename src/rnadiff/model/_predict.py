@@ -226,6 +226,22 @@ def anchored(model, engine, obs_src, obs_tgt, plan, x_log, kw) -> tuple:
     return anchor_cells(x_log, shift, reference, where), int(where.sum())
 
 
+def anchoring(model: RNADiffusion, engine):
+    """``rank_perturbations``' correction of generated cells (``(obs_src, obs, x_src, x) ->
+    x``), as ``predict`` corrects counterfactuals: the mean anchors of measured conditions,
+    then drugs never measured moved to the measured drugs' changes; None without anchors."""
+    if model.anchors is None:
+        return None
+
+    def adjust(obs_src, obs, x_src, x_log):
+        plan = engine.transfer_plan(obs, "compose")
+        x_log, _ = anchored(model, engine, obs_src, obs, plan, x_log, {"anchor": True})
+        x_log, _ = _unseen.moved(model, engine, obs_src, obs, x_src, x_log, True)
+        return x_log
+
+    return adjust
+
+
 def stack(predictions: list[ad.AnnData], names: list[str]) -> ad.AnnData:
     """One AnnData of the predictions under several perturbations: cell names get
     ``-<perturbation>``; ``uns['rnadiff']`` keeps what all share and, under ``predictions``,
