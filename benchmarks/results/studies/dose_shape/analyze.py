@@ -21,10 +21,13 @@ for (task, fold), t in rows.groupby(["task", "fold"]):
         w = t[t.metric == metric].pivot_table(
             index=["seed", "evaluation"], columns="method", values="value"
         )
-        for ref in ("rnadiff (current)", "baseline: nearest measured dose",
+        if "rnadiff (unshrunk)" not in w:
+            continue
+        for var in ("rnadiff (projected)", "rnadiff (unshrunk)"):
+            for ref in ("rnadiff (current)", "baseline: nearest measured dose",
                     "baseline: linear in log dose"):  # fmt: skip
-            d = w["rnadiff (projected)"] - w[ref]
-            print(
-                f"  {metric:20s} projected - {ref:32s} {d.mean():+.4f} ± "
-                f"{d.std(ddof=1) / np.sqrt(len(d)):.4f} ({(d > 0).sum()} of {len(d)})"
-            )
+                d = (w[var] - w[ref]).dropna()
+                print(
+                    f"  {metric:20s} {var[8:-1]} - {ref:32s} {d.mean():+.4f} ± "
+                    f"{d.std(ddof=1) / np.sqrt(len(d)):.4f} ({(d > 0).sum()} of {len(d)})"
+                )

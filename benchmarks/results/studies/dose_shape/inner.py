@@ -28,10 +28,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # benchmarks/
 import _drug_tasks as dt
-from run import bench_config
+from _studies import bench_config as study_config
 
 which, seed = sys.argv[1], int(sys.argv[2])
-config = bench_config(None, None)
+# optional third argument: the anchors' calibration cells (TrainConfig.anchor_cells, default 64)
+# or "pooled": perturbation anchors shrunk as time courses' are (their part on the training
+# cells' top principal axes kept whole), the anchors re-measured after training
+pooled = len(sys.argv) > 3 and sys.argv[3] == "pooled"
+cells = int(sys.argv[3]) if len(sys.argv) > 3 and not pooled else None
+config = study_config({"train.anchor_cells": cells} if cells else {})
 
 
 def projected(pred, control_mean, anchored_means, doses, dose):
@@ -46,6 +51,17 @@ def projected(pred, control_mean, anchored_means, doses, dose):
 
 def run_fold(task, fold, adata, train, setup, key, dkey, control, held_doses, contexts, **kw):
     model, _ = dt._train(train, setup, config, seed, **kw)
+    if pooled:
+        import rnadiff.model._calibration as cal
+        from rnadiff.conditioning._anchors import pooled_shrink
+
+        axes = cal.principal_axes(model, model.adata, np.random.default_rng(seed))
+        plain = cal.shrink
+        cal.shrink = lambda r, noise: pooled_shrink(r, noise, axes)
+        try:
+            model.calibrate_means(n_cells=64, seed=seed, progress=False)
+        finally:
+            cal.shrink = plain
     obs, tobs = adata.obs, train.obs
     rows = []
     for ctx in contexts:
@@ -77,9 +93,22 @@ def run_fold(task, fold, adata, train, setup, key, dkey, control, held_doses, co
                         p, _ = dt._predict(model, source, {key: drug, dkey: d}, config, seed)
                         anchored[d] = p.mean(0)
                 am = [anchored[d] for d in doses]
+                raw = (
+                    dt._nearest_dose(doses, means, dose)
+                    if dose < min(doses) or dose > max(doses)
+                    else dt._log_interp(doses, means, dose)
+                )
+                near = (
+                    dt._nearest_dose(doses, am, dose)
+                    if dose < min(doses) or dose > max(doses)
+                    else dt._log_interp(doses, am, dose)
+                )
                 preds = {
                     "rnadiff (current)": pred,
                     "rnadiff (projected)": projected(pred, shift, am, doses, dose),
+                    # the measured doses' residuals taken whole (no shrinkage): the raw
+                    # training means around the dose plus the network's own increment
+                    "rnadiff (unshrunk)": np.clip(pred + (raw - near), 0, None),
                     "baseline: nearest measured dose": dt._nearest_dose(doses, means, dose),
                     "baseline: linear in log dose": dt._log_interp(doses, means, dose),
                     "baseline: train mean": train_mean,
@@ -88,6 +117,10 @@ def run_fold(task, fold, adata, train, setup, key, dkey, control, held_doses, co
                 label = "/".join(ctx.values())
                 ev = f"{label + ':' if label else ''}{drug}@{dose:g}"
                 this = "interpolation" if min(doses) < dose < max(doses) else fold
+                if cells or pooled:
+                    tag = f"anchor_cells {cells}" if cells else "pooled"
+                    preds = {f"{m} [{tag}]": p for m, p in preds.items()
+                             if m.startswith("rnadiff")}  # fmt: skip
                 rows += dt._scores(task, this, seed, ev, preds, real, ctrl)
     return rows
 
