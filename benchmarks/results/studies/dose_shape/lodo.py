@@ -91,5 +91,6 @@ for row, idx in groups.items():
 print(which, seed, "held-out doses:", len(err_all[1.0]))
 for lam in lambdas:
     print(
-        f"  lambda {lam:4.2f}: mse all genes {np.mean(err_all[lam]):.6f}  top-50 {np.mean(err_top[lam]):.6f}"
+        f"  lambda {lam:4.2f}: mse all genes {np.mean(err_all[lam]):.6f}  "
+        f"top-50 {np.mean(err_top[lam]):.6f}"
     )
