@@ -187,3 +187,70 @@ def test_a_time_course_anchors_transports_between_its_measured_times(course, tmp
     again = RNADiffusion.load(tmp_path / "m")
     np.testing.assert_array_equal(again.anchors.sources, model.anchors.sources)
     np.testing.assert_array_equal(again.predict(source, **kw).X, on.X)
+
+
+def test_shift_to_reaches_each_genes_target_mean_after_zeros():
+    from rnadiff.model._generation import shift_to
+
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 0.5, size=(300, 5))
+    target = np.array([0.0, 0.05, 0.8, 1.0, 3.0])
+    s = shift_to(x, target)
+    np.testing.assert_allclose(np.maximum(x + s, 0).mean(0), target, atol=1e-6)
+    assert s[4] == pytest.approx(3.0 - x[:, 4].mean(), abs=1e-6)  # nothing clipped: a shift
+
+
+def test_generation_keeps_a_measured_conditions_training_mean(model):
+    obs, genes = model.adata.obs, list(model.genes)
+    knock_out = next(p for p in obs["perturbation"].astype(str).unique() if p.startswith("G"))
+    condition = {"perturbation": knock_out, "cell_type": "celltype_0"}
+    out = model.generate(condition, n_cells=200, seed=0, progress=False)
+    assert out.uns["rnadiff"]["anchored_cells"] == 200
+    here = (obs["perturbation"] == knock_out).to_numpy() & (obs["cell_type"] == "celltype_0")
+    real = model.log_expression(model.adata[here.to_numpy()])
+    np.testing.assert_allclose(out[:, genes].X.mean(0), real.mean(0), atol=1e-4)
+    assert (out.X == 0).mean() > 0  # shifted below 0: exact zeros
+    own = model.generate(condition, n_cells=200, seed=0, progress=False, anchor=False)
+    assert own.uns["rnadiff"]["anchored_cells"] == 0
+    assert np.abs(own[:, genes].X.mean(0) - real.mean(0)).max() > 0.05  # 40 steps miss it
+    # a covariate left unset: the measured conditions that match, by their cells
+    either = model.generate({"perturbation": knock_out}, n_cells=300, seed=0, progress=False)
+    pooled = model.log_expression(model.adata[(obs["perturbation"] == knock_out).to_numpy()])
+    np.testing.assert_allclose(either[:, genes].X.mean(0), pooled.mean(0), atol=1e-4)
+
+
+def test_generation_of_a_pair_measured_nowhere_starts_from_the_controls_mean(model, screen):
+    import dataclasses
+
+    pair = next(p for p in screen.obs["perturbation"].astype(str).unique() if "+" in p)
+    condition = {"perturbation": pair, "cell_type": "celltype_0", "dose": 10.0}
+    kw = dict(n_cells=150, seed=1, progress=False)
+    out = model.generate(condition, **kw)
+    own = model.generate(condition, anchor=False, **kw)
+    assert out.uns["rnadiff"]["anchored_cells"] == 150 and np.abs(out.X - own.X).max() > 0.05
+    # the shift is the one that puts the same noise, decoded under the control, at the
+    # control's training mean: generating the control itself shows it
+    ctrl = model.generate({"perturbation": "control", "cell_type": "celltype_0"}, **kw)
+    obs, genes = model.adata.obs, list(model.genes)
+    here = ((obs["perturbation"] == "control") & (obs["cell_type"] == "celltype_0")).to_numpy()
+    real = model.log_expression(model.adata[here])
+    np.testing.assert_allclose(ctrl[:, genes].X.mean(0), real.mean(0), atol=1e-4)
+    # checkpoints from before the training means were kept: the network's own cells
+    anchors = model.anchors
+    model.anchors = dataclasses.replace(anchors, levels=None)
+    try:
+        old = model.generate(condition, **kw)
+    finally:
+        model.anchors = anchors
+    assert old.uns["rnadiff"]["anchored_cells"] == 0
+    np.testing.assert_array_equal(old.X, own.X)
+
+
+def test_training_means_are_saved_with_the_anchors(model, tmp_path):
+    model.save(tmp_path / "m")
+    loaded = RNADiffusion.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.anchors.levels, model.anchors.levels)
+    condition = {"perturbation": "control", "cell_type": "celltype_1"}
+    a = model.generate(condition, n_cells=20, seed=0, progress=False)
+    b = loaded.generate(condition, n_cells=20, seed=0, progress=False)
+    np.testing.assert_array_equal(a.X, b.X)

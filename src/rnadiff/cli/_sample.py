@@ -123,6 +123,19 @@ def generate(
     gene_prior: GenePrior = False,
     calibrated: Calibrated = True,
     counts: Counts = False,
+    anchor: Annotated[
+        bool,
+        typer.Option(
+            "--anchor/--no-anchor",
+            help="Move generated cells to the training means: a measured condition's cells "
+            "are shifted gene by gene to its training mean (values below 0 become zeros); "
+            "any other condition is decoded from the same noise under its context's control "
+            "too, both are shifted by the control's generation bias, and the perturbation's "
+            "cells are corrected as 'rnadiff predict' corrects counterfactuals (mean anchors, "
+            "a drug never measured from the measured drugs). Twice the sampling work for "
+            "conditions never measured. --no-anchor: the network's own cells.",
+        ),
+    ] = True,
     chunk_cells: ChunkCells = 50000,
     smiles: NewDrugs = None,
     seed: Seed = 0,
@@ -139,7 +152,7 @@ def generate(
     m = _load(model, smiles)
     kw = dict(sampler=sampler, steps=steps, guidance=_guidance(guidance), transfer=transfer)
     kw |= dict(transfer_scale=transfer_scale, prior=gene_prior, calibrated=calibrated)
-    kw |= dict(counts=counts)
+    kw |= dict(counts=counts, anchor=anchor)
     t0 = time.perf_counter()
     frame = pd.DataFrame([conds]) if isinstance(conds, dict) else conds
     _no_chunked_counts(counts, n * len(frame), chunk_cells)

@@ -200,6 +200,9 @@ class Anchors:
     means: np.ndarray
     n_cells: np.ndarray
     sources: np.ndarray | None = None
+    # each condition's training mean (log expression; None: a checkpoint from before they were
+    # kept), the level generate() moves its cells to
+    levels: np.ndarray | None = None
     _by_row: dict = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -226,7 +229,9 @@ class Anchors:
         }
 
     @classmethod
-    def from_json(cls, meta: dict, residuals: np.ndarray, means: np.ndarray) -> Anchors:
+    def from_json(
+        cls, meta: dict, residuals: np.ndarray, means: np.ndarray, levels: np.ndarray | None = None
+    ) -> Anchors:
         shape = (len(meta["rows"]), len(meta["keys"]))
 
         def grid(rows) -> np.ndarray:
@@ -244,6 +249,7 @@ class Anchors:
             np.asarray(means, dtype=np.float32),
             np.asarray(meta["n_cells"], dtype=np.int64),
             sources,
+            None if levels is None else np.asarray(levels, dtype=np.float32),
         )
 
     # ----------------------------------------------------------------- lookup

@@ -424,6 +424,7 @@ def calibrate_means(
     for i, (source, _, _) in enumerate(found):
         by_source.setdefault(source.tobytes(), []).append(i)
     rows: list = [None] * len(found)
+    levels = [means[at[t.tobytes()]].astype(np.float32) for _, _, t in found]
     residuals: list = [None] * len(found)
     predicted: list = [None] * len(found)
     bar = tqdm(total=len(found), disable=not progress, desc="anchoring means", leave=False)
@@ -473,6 +474,7 @@ def calibrate_means(
         np.stack(predicted),
         np.array([len(t) for _, _, t in found]),
         origin if transports else None,  # a time course's sources; else the controls
+        np.stack(levels),
     )
     table = pd.DataFrame(rows, columns=MEAN_COLUMNS)
     logger.info(

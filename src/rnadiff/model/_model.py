@@ -219,6 +219,7 @@ class RNADiffusion(Calibration):
         prior: bool = False,
         calibrated: bool = True,
         counts: bool = False,
+        anchor: bool = True,
         seed: int = 0,
         batch_size: int = 2048,
         progress: bool = True,
@@ -244,6 +245,16 @@ class RNADiffusion(Calibration):
         {prior}
         {calibrated}
         {counts}
+        anchor
+            Move the generated cells to the measured means: each cell is decoded from the
+            same noise under its context's control too; both decodes are shifted by the
+            control's generation bias (the training level of the context's control minus the
+            mean of its decodes), and the cells of a perturbation are corrected as
+            :meth:`predict` corrects counterfactuals of control cells (mean anchors; a drug
+            never measured moved to the measured drugs' blend). Twice the sampling work;
+            cells whose context has no measured control are left as generated, as with
+            ``False`` (the network's own cells). The cells corrected are counted in
+            ``uns['rnadiff']['anchored_cells']``.
         {run}
 
         Returns
@@ -252,11 +263,12 @@ class RNADiffusion(Calibration):
             ``X``: generated log-normalized expression (``counts``: of ``layers['counts']``);
             ``obs``: each cell's condition and
             ``rnadiff_condition`` (its row in ``conditions``); ``uns['rnadiff']``: settings,
-            ``transferred_cells``, ``interpolated_cells``, ``effect_scales`` used.
+            ``transferred_cells``, ``interpolated_cells``, ``effect_scales`` used,
+            ``anchored_cells``.
         """
         kw = dict(sampler=sampler, steps=steps, guidance=guidance, transfer=transfer)
         kw |= dict(transfer_scale=transfer_scale, prior=prior, calibrated=calibrated, seed=seed)
-        kw["counts"] = counts
+        kw |= dict(counts=counts, anchor=anchor)
         return _predict.generate(self, conditions, n_cells, batch_size, progress, **kw)
 
     @shared_docs

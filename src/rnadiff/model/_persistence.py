@@ -75,6 +75,8 @@ def save(model: RNADiffusion, path: str | os.PathLike) -> None:
     if model.anchors is not None:
         weights["anchors.residuals"] = torch.from_numpy(model.anchors.residuals)
         weights["anchors.means"] = torch.from_numpy(model.anchors.means)
+        if model.anchors.levels is not None:
+            weights["anchors.levels"] = torch.from_numpy(model.anchors.levels)
     if model.passthrough is not None:
         weights["passthrough.means"] = torch.from_numpy(model.passthrough.means)
         weights["passthrough.overall"] = torch.from_numpy(
@@ -151,7 +153,10 @@ def _build(cls, meta: dict, tensors: dict) -> RNADiffusion:
     model.spread_scale = float(meta.get("spread_scale", 1.0))  # older checkpoints: none
     if meta.get("anchors") is not None:  # older checkpoints: none (no mean anchoring)
         model.anchors = Anchors.from_json(
-            meta["anchors"], weights["anchors.residuals"].numpy(), weights["anchors.means"].numpy()
+            meta["anchors"],
+            weights["anchors.residuals"].numpy(),
+            weights["anchors.means"].numpy(),
+            weights["anchors.levels"].numpy() if "anchors.levels" in weights else None,
         )
     if meta.get("library_sizes") is not None:  # older checkpoints: none (no counts out)
         model._library_sizes = _counts.LibrarySizes.from_json(meta["library_sizes"])

@@ -15,7 +15,7 @@ from rnadiff.conditioning import _conditions as conditions
 from rnadiff.conditioning._anchors import anchor_cells
 from rnadiff.conditioning._calibration import widen
 from rnadiff.data._covariates import conditions_frame, numeric_value
-from rnadiff.model import _counts, _unseen
+from rnadiff.model import _counts, _generation, _unseen
 from rnadiff.model._data import check_cells, other_genes
 from rnadiff.model._output import output, sampling_info
 
@@ -98,21 +98,24 @@ def generate(model: RNADiffusion, conditions, n_cells, batch_size, progress, **k
     if n_cells < 1:
         raise InputError(f"n_cells must be at least 1, got {n_cells}")
     soft = engine.soft_prior(frame, use=True) if kw.pop("prior") else None
-    calibrated, seed = kw.pop("calibrated"), kw["seed"]
+    calibrated, seed, anchor = kw.pop("calibrated"), kw["seed"], kw.pop("anchor")
     warn_outside(engine, frame)
     depths = _counts.for_generate(model, frame, n_cells, kw)  # counts=True: library sizes
-    z, obs, plan = engine.sample(
-        frame,
-        n_cells,
-        soft=soft,
-        batch_size=batch_size,
-        progress=progress,
-        calibrated=calibrated,
-        **kw,
-    )
+    run = dict(batch_size=batch_size, calibrated=calibrated)
+    z, obs, plan = engine.sample(frame, n_cells, soft=soft, progress=progress, **run, **kw)
+    x_log, n_anchored = engine.to_log(z), 0
+    if anchor and _generation.applies(model):
+
+        def decode_control():  # the same noise decoded under each cell's control
+            frame_c = _generation.control_frame(model.registry, frame)
+            z_c, obs_c, _ = engine.sample(frame_c, n_cells, progress=False, **run, **kw)
+            return obs_c, engine.to_log(z_c)
+
+        x_log, n_anchored = _generation.anchored(model, engine, obs, plan, x_log, decode_control)
     info = {"method": "generate", "sampler": kw["sampler"], "steps": kw["steps"]}
     info |= sampling_info(engine, obs, plan, kw["guidance"], soft, calibrated) | {"seed": seed}
-    return _counts.with_counts(model, output(model, engine.to_log(z), obs, info), depths, seed)
+    info["anchored_cells"] = n_anchored
+    return _counts.with_counts(model, output(model, x_log, obs, info), depths, seed)
 
 
 def predict(
@@ -203,18 +206,25 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
     return _counts.with_counts(model, out, depths, seed)
 
 
-def anchored(model, engine, obs_src, obs_tgt, plan, x_log, kw) -> tuple:
-    """``x_log`` with the mean anchors of :meth:`RNADiffusion.calibrate_means` added
-    (values kept non-negative), and the number of cells anchored."""
-    if not kw["anchor"] or model.anchors is None:
-        return x_log, 0
+def mean_shifts(model, engine, obs_src, obs_tgt, plan) -> tuple:
+    """The mean anchors' ``(shift, reference, where)`` of cells moved from ``obs_src`` to
+    ``obs_tgt`` (:meth:`rnadiff.conditioning._anchors.Anchors.shifts`), with a combination's
+    interaction taken from the contexts where it was measured when ``plan`` composes it."""
     extra = {}
     if plan.mode == "compose" and plan.mask.any():  # interactions taken from elsewhere
         interaction = engine.interaction_cells(obs_tgt, plan.mask)
         found = engine.context_plan(plan.mask, conditions.condition_rows(model.registry, obs_tgt))
         if interaction.any() and found is not None:
             extra = dict(interaction=interaction, contexts=found[0], context_weights=found[1])
-    shift, reference, where = model.anchors.shifts(model.registry, obs_src, obs_tgt, **extra)
+    return model.anchors.shifts(model.registry, obs_src, obs_tgt, **extra)
+
+
+def anchored(model, engine, obs_src, obs_tgt, plan, x_log, kw) -> tuple:
+    """``x_log`` with the mean anchors of :meth:`RNADiffusion.calibrate_means` added
+    (values kept non-negative), and the number of cells anchored."""
+    if not kw["anchor"] or model.anchors is None:
+        return x_log, 0
+    shift, reference, where = mean_shifts(model, engine, obs_src, obs_tgt, plan)
     if not where.any():
         return x_log, 0
     logger.info(
