@@ -233,11 +233,7 @@ def _unseen_drug_rows(
     """Held-out drugs predicted from SMILES, with train-mean and Tanimoto-nearest baselines;
     optionally the ranking task on the same model."""
     obs = adata.obs
-    smiles = {
-        k: v
-        for k, v in zip(obs[key].astype(str), obs["smiles"].astype(str), strict=True)
-        if v.strip() and v != "nan" and k != control_name
-    }
+    smiles = smiles_table(obs, key, control_name)
     drugs = sorted(set(obs[key].astype(str)) - {control_name})
     # held out: drugs with a structure; the others always train (a learned vector each)
     held_drugs = _unseen_split(sorted(smiles), seed)
@@ -391,6 +387,28 @@ def _sim(seed: int, n_cells: int, **options):
     return simulate(n_cells, seed=seed, **(SIM | options))
 
 
+def sim_dose_world(seed: int):
+    """``sim_dose``'s simulated world: 8 drugs x 5 doses (0.1-10 uM), 2 cell types, 24 h."""
+    return _sim(
+        seed, 9000, n_genetic=0, n_combinations=0, n_drugs=8, times=(24.0,),
+        doses=(0.1, 0.3, 1.0, 3.0, 10.0),
+    )  # fmt: skip
+
+
+def sim_drug_world(seed: int):
+    """``sim_unseen_drug``'s simulated world: 30 drugs at 1 and 10 uM, one cell type, 24 h."""
+    return _sim(
+        seed, 9000, n_genetic=0, n_combinations=0, n_drugs=30, times=(24.0,),
+        doses=(1.0, 10.0), n_cell_types=1,
+    )  # fmt: skip
+
+
+def smiles_table(obs: pd.DataFrame, key: str, control: str) -> dict[str, str]:
+    """``{drug: SMILES}`` of the perturbations in ``obs`` with a structure (not the control)."""
+    pairs = zip(obs[key].astype(str), obs["smiles"].astype(str), strict=True)
+    return {k: v for k, v in pairs if v.strip() and v != "nan" and k != control}
+
+
 def _sim_setup(**extra) -> dict:
     return dict(
         perturbation_key="perturbation", control="control", cell_type_key="cell_type",
@@ -401,10 +419,7 @@ def _sim_setup(**extra) -> dict:
 @register_standalone("sim_dose")
 def sim_dose(seed: int, config):
     """Held-out doses on the simulator (see the module doc)."""
-    adata, truth = _sim(
-        seed, 9000, n_genetic=0, n_combinations=0, n_drugs=8, times=(24.0,),
-        doses=(0.1, 0.3, 1.0, 3.0, 10.0),
-    )  # fmt: skip
+    adata, truth = sim_dose_world(seed)
     obs = adata.obs
     folds = {"interpolation": 1.0, "extrapolation": 10.0}
     perturbed = (obs.perturbation != "control").to_numpy()
@@ -527,10 +542,7 @@ def sim_combo(seed: int, config):
 @register_standalone("sim_unseen_drug")
 def sim_unseen_drug(seed: int, config):
     """Drugs never measured on the simulator, predicted from SMILES (module doc)."""
-    adata, truth = _sim(
-        seed, 9000, n_genetic=0, n_combinations=0, n_drugs=30, times=(24.0,),
-        doses=(1.0, 10.0), n_cell_types=1,
-    )  # fmt: skip
+    adata, truth = sim_drug_world(seed)
 
     def oracle(model, ctx, drug, dose):
         return _oracle(model, truth, ctx["cell_type"], drug, dose, seed)

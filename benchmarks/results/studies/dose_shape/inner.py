@@ -138,10 +138,7 @@ if which == "lincs":
             control, [dose], [{}], input_type="log2",
         )  # fmt: skip
 else:
-    adata, _ = dt._sim(
-        seed, 9000, n_genetic=0, n_combinations=0, n_drugs=8, times=(24.0,),
-        doses=(0.1, 0.3, 1.0, 3.0, 10.0),
-    )  # fmt: skip
+    adata, _ = dt.sim_dose_world(seed)
     obs = adata.obs
     perturbed = (obs.perturbation != "control").to_numpy()
     held = perturbed & obs.dose.isin([1.0, 10.0]).to_numpy()

@@ -28,10 +28,7 @@ if which == "lincs":
     adata = adata[~adata.obs["pert_dose"].isin([0.37, 1.11, 10.0]).to_numpy()].copy()
     model, _ = dt._train(adata, dt._lincs_setup(), config, seed, input_type="log2")
 else:
-    adata, _ = dt._sim(
-        seed, 9000, n_genetic=0, n_combinations=0, n_drugs=8, times=(24.0,),
-        doses=(0.1, 0.3, 1.0, 3.0, 10.0),
-    )  # fmt: skip
+    adata, _ = dt.sim_dose_world(seed)
     held = (adata.obs.perturbation != "control").to_numpy() & adata.obs.dose.isin([1.0, 10.0])
     model, _ = dt._train(adata[~held.to_numpy()], dt._sim_setup(), config, seed)
 record = []

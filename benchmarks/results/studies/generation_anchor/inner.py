@@ -82,10 +82,7 @@ elif which == "kang":
         ctrl = tr[((tr.obs[ct] == inner_type) & (tr.obs[pk] == "ctrl")).to_numpy()]
         score("kang_inner", inner_type, model, {ct: inner_type, pk: "stim"}, tr[held], ctrl)
 elif which == "simdose":
-    adata, _ = dt._sim(
-        seed, 9000, n_genetic=0, n_combinations=0, n_drugs=8, times=(24.0,),
-        doses=(0.1, 0.3, 1.0, 3.0, 10.0),
-    )  # fmt: skip
+    adata, _ = dt.sim_dose_world(seed)
     obs = adata.obs
     pert = (obs.perturbation != "control").to_numpy()
     held = pert & obs.dose.isin([1.0, 10.0]).to_numpy()
@@ -99,13 +96,9 @@ elif which == "simdose":
                 cond = {"cell_type": c, "perturbation": drug, "dose": dose}
                 score("simdose_world", f"{c}:{drug}@{dose:g}", model, cond, real, ctrl)
 else:
-    adata, _ = dt._sim(
-        seed, 9000, n_genetic=0, n_combinations=0, n_drugs=30, times=(24.0,),
-        doses=(1.0, 10.0), n_cell_types=1,
-    )  # fmt: skip
+    adata, _ = dt.sim_drug_world(seed)
     obs = adata.obs
-    pairs = zip(obs.perturbation.astype(str), obs.smiles.astype(str), strict=True)
-    smiles = {k: v for k, v in pairs if v.strip() and v != "nan" and k != "control"}
+    smiles = dt.smiles_table(obs, "perturbation", "control")
     held_drugs = dt._unseen_split(sorted(smiles), seed)
     held = obs.perturbation.isin(held_drugs).to_numpy()
     model = dt._train(adata[~held], dt._sim_setup(), config, seed)[0]

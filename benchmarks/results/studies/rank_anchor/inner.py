@@ -59,17 +59,11 @@ if which in ("lincs", "sim"):
         setup, key, dkey, control_name = dt._lincs_setup(), "pert_iname", "pert_dose", "DMSO"
         kw = dict(input_type="log2")
     else:
-        adata, _ = dt._sim(
-            seed, 9000, n_genetic=0, n_combinations=0, n_drugs=30, times=(24.0,),
-            doses=(1.0, 10.0), n_cell_types=1,
-        )  # fmt: skip
+        adata, _ = dt.sim_drug_world(seed)
         setup, key, dkey, control_name = dt._sim_setup(), "perturbation", "dose", "control"
         kw = dict(context_keys=("cell_type",))
     obs = adata.obs
-    smiles = sorted(
-        {k for k, v in zip(obs[key].astype(str), obs["smiles"].astype(str), strict=True)
-         if v.strip() and v != "nan" and k != control_name}
-    )  # fmt: skip
+    smiles = sorted(dt.smiles_table(obs, key, control_name))
     outer = dt._unseen_split(smiles, seed)
     inner = adata[~obs[key].astype(str).isin(outer).to_numpy()].copy()
     original = dt._rank_rows
