@@ -186,7 +186,8 @@ anchor
     or times measured around it, or the parts of a combination (and, for a combination
     measured in another context, its interaction there). The predicted means then
     reproduce the training means of measured conditions; the cells corrected are
-    counted in ``uns['rnadiff']['anchored_cells']``.
+    counted in ``uns['rnadiff']['anchored_cells']``. With ``method="generate"`` the
+    generated cells are moved as :meth:`generate` moves them (``anchor``).
 {counts}
 spread
     Counterfactual only: widen the predicted cells of each target condition around

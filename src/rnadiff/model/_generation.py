@@ -137,7 +137,10 @@ def anchored(
         if key in obs:
             values[:, j] = pd.to_numeric(obs[key], errors="coerce").to_numpy(dtype=np.float64)
     del keys
-    group = obs["rnadiff_condition"].to_numpy()
+    # cells of one condition (categorical values and continuous ones) are moved together
+    group, _ = pd.factorize(
+        pd.Series([repr((r, v.tolist())) for r, v in zip(rows, values, strict=True)])
+    )
     x_log = np.array(x_log, copy=True)
     moved = np.zeros(len(obs), dtype=bool)
     unmeasured = []

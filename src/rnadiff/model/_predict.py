@@ -173,6 +173,7 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
         x = engine.encode(z0, sigmas, cond_src, obs=obs_src, **run)
     else:
         x = torch.randn(source.n_obs, engine.n_genes, generator=gen) * sigma_max
+    start, start_state = x.clone(), gen.get_state()  # method="generate": the control's decode
     # counts=True: library sizes, and decoding stops at their counting noise level
     depths, decode = _counts.for_predict(model, engine, source, obs_src, obs_tgt, sigmas, kw)
     z = engine.run(
@@ -196,6 +197,29 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
         x_log, info["anchored_cells"] = anchored(model, engine, obs_src, obs_tgt, plan, x_log, kw)
         x_log, info["unseen_drug_means"] = _unseen.moved(
             model, engine, obs_src, obs_tgt, engine.to_log(z0.numpy()), x_log, kw["anchor"]
+        )
+    elif kw["anchor"] and _generation.applies(model):  # as generate() moves its cells
+
+        def decode_control():  # the same noise decoded under each cell's control
+            obs_c = _generation.control_frame(registry, obs_tgt)
+            gen_c = torch.Generator()
+            gen_c.set_state(start_state)
+            z_c = engine.run(
+                kw["sampler"],
+                start.clone(),
+                decode,
+                engine.cond(obs_c),
+                plan=engine.transfer_plan(obs_c, kw["transfer"], kw["transfer_scale"]),
+                guidance=kw["guidance"],
+                generator=gen_c,
+                obs=obs_c,
+                calibrated=kw["calibrated"],
+                **{**run, "progress": False},
+            )
+            return obs_c, engine.to_log(z_c)
+
+        x_log, info["anchored_cells"] = _generation.anchored(
+            model, engine, obs_tgt, plan, x_log, decode_control
         )
     if kw["spread"] and method == "counterfactual" and model.spread_scale != 1:
         labels = conditions.condition_labels(registry, obs_tgt)
