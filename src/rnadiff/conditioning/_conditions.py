@@ -39,6 +39,16 @@ def condition_rows(registry: CovariateRegistry, obs: pd.DataFrame) -> list[tuple
     return list(zip(*columns, strict=True))
 
 
+def given_condition_rows(registry: CovariateRegistry, obs: pd.DataFrame) -> list[tuple]:
+    """As :func:`condition_rows`, but a categorical covariate missing from ``obs`` is unset
+    (None) rather than making every row empty: the conditions a request gives in part."""
+    cats = [c for c in registry.covariates if c.categorical]
+    columns = [
+        [canonical(c, v) for v in obs[c.key]] if c.key in obs else [None] * len(obs) for c in cats
+    ]
+    return list(zip(*columns, strict=True))
+
+
 def condition_keys(registry: CovariateRegistry, obs: pd.DataFrame) -> set[tuple]:
     """The distinct categorical conditions of ``obs`` (the ones measured, for training cells)."""
     return set(condition_rows(registry, obs)) - {()}

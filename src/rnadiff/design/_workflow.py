@@ -233,9 +233,9 @@ def rank_candidates(
     x_gen, codes, obs, x_src = _candidate_cells(
         engine, names, context, reference_log, reference_obs, n_cells, steps, seed, batch_size
     )
-    if adjust is not None:
+    if adjust is not None:  # every candidate's cells decoded from the same start cells
         obs_src = obs.assign(**{pkey: control})
-        x_gen = adjust(obs_src, obs, x_src, x_gen)
+        x_gen = adjust(obs_src, obs, np.tile(x_src, (len(names) + 1, 1)), x_gen)
     gen_ctrl = x_gen[codes == len(names)]
     ref_log = gen_ctrl if reference_log is None else reference_log
     table = pd.DataFrame({"perturbation": names})
@@ -343,8 +343,8 @@ def _candidate_cells(
     is kept on the engine: ranking many targets against the same candidates decodes once.
 
     Returns (log-expression cells, candidate code of each cell, their conditions, the log
-    expression each was decoded from: its reference cell, or without a reference the
-    control's decoded cell from the same noise).
+    expression of the start cells, once: the reference cells, or without a reference the
+    control's decoded cells from the same noise).
     """
     digest = hashlib.blake2b(digest_size=20)
     digest.update(repr((names, sorted((k, str(v)) for k, v in context.items()))).encode())
@@ -389,7 +389,7 @@ def _candidate_cells(
     )
     x_log = engine.to_log(z)
     start_log = ref_log[keep] if ref_log is not None else x_log[codes == len(names)]
-    result = (x_log, codes, obs, np.tile(start_log, (len(everyone), 1)))
+    result = (x_log, codes, obs, start_log)
     engine._candidate_cache = (key, result)
     return result
 

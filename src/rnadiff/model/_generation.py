@@ -71,17 +71,17 @@ def level(
     want = (*row[:ip], registry.control, *row[ip + 1 :]) if control else tuple(row)
     if not control and want[ip] is None:
         return None  # a mixture over perturbations: left to the control's bias
+    given = [  # continuous values asked for (the control's dose is 0 whatever is asked)
+        j
+        for j, key in enumerate(anchors.keys)
+        if not np.isnan(values[j]) and not (control and key == registry.dose_key)
+    ]
     match = []
     for i, r in enumerate(anchors.rows):
         if len(r) != len(want):
             continue
         if any(v is not None and v != w for v, w in zip(want, r, strict=True)):
             continue
-        given = [
-            j
-            for j, key in enumerate(anchors.keys)
-            if not np.isnan(values[j]) and not (control and key == registry.dose_key)
-        ]
         if all(np.isclose(values[j], anchors.values[i, j]) for j in given):
             match.append(i)
     if not match:
@@ -125,18 +125,11 @@ def anchored(
     from rnadiff.model._predict import mean_shifts
 
     registry = model.registry
-    keys = [c.key for c in registry.covariates if not c.categorical]
-    cats = [c for c in registry.covariates if c.categorical]
-    columns = [
-        [conditions.canonical(c, v) for v in obs[c.key]] if c.key in obs else [None] * len(obs)
-        for c in cats
-    ]
-    rows = list(zip(*columns, strict=True))  # None: unset (a frame may leave covariates out)
+    rows = conditions.given_condition_rows(registry, obs)  # None: unset
     values = np.full((len(obs), len(model.anchors.keys)), np.nan)
     for j, key in enumerate(model.anchors.keys):
         if key in obs:
             values[:, j] = pd.to_numeric(obs[key], errors="coerce").to_numpy(dtype=np.float64)
-    del keys
     # cells of one condition (categorical values and continuous ones) are moved together
     group, _ = pd.factorize(
         pd.Series([repr((r, v.tolist())) for r, v in zip(rows, values, strict=True)])

@@ -173,21 +173,18 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
         x = engine.encode(z0, sigmas, cond_src, obs=obs_src, **run)
     else:
         x = torch.randn(source.n_obs, engine.n_genes, generator=gen) * sigma_max
-    start, start_state = x.clone(), gen.get_state()  # method="generate": the control's decode
+        start, start_state = x.clone(), gen.get_state()  # for the control's decode (anchor)
     # counts=True: library sizes, and decoding stops at their counting noise level
     depths, decode = _counts.for_predict(model, engine, source, obs_src, obs_tgt, sigmas, kw)
-    z = engine.run(
-        kw["sampler"],
-        x,
-        decode,
-        cond_tgt,
-        plan=plan,
-        guidance=kw["guidance"],
-        generator=gen,
-        obs=obs_tgt,
-        calibrated=kw["calibrated"],
-        **run,
-    )
+
+    def decoded(x0, cond, plan_, obs, generator, progress):
+        return engine.run(
+            kw["sampler"], x0, decode, cond, plan=plan_, guidance=kw["guidance"],
+            generator=generator, obs=obs, calibrated=kw["calibrated"],
+            batch_size=kw["batch_size"], progress=progress,
+        )  # fmt: skip
+
+    z = decoded(x, cond_tgt, plan, obs_tgt, gen, run["progress"])
     info = {"method": method, "sampler": kw["sampler"], "steps": kw["steps"], "seed": seed}
     info |= sampling_info(engine, obs_tgt, plan, kw["guidance"], soft, kw["calibrated"])
     info |= {"encode_sigma": sigma_max, "spread_scale": 1.0, "layer": layer}
@@ -204,18 +201,8 @@ def predict_one(model: RNADiffusion, source: ad.AnnData, changes: dict, **kw) ->
             obs_c = _generation.control_frame(registry, obs_tgt)
             gen_c = torch.Generator()
             gen_c.set_state(start_state)
-            z_c = engine.run(
-                kw["sampler"],
-                start.clone(),
-                decode,
-                engine.cond(obs_c),
-                plan=engine.transfer_plan(obs_c, kw["transfer"], kw["transfer_scale"]),
-                guidance=kw["guidance"],
-                generator=gen_c,
-                obs=obs_c,
-                calibrated=kw["calibrated"],
-                **{**run, "progress": False},
-            )
+            plan_c = engine.transfer_plan(obs_c, kw["transfer"], kw["transfer_scale"])
+            z_c = decoded(start, engine.cond(obs_c), plan_c, obs_c, gen_c, False)
             return obs_c, engine.to_log(z_c)
 
         x_log, info["anchored_cells"] = _generation.anchored(
