@@ -273,6 +273,21 @@ def test_help_explains_every_option(command):
         assert len(line.strip("│ ").split()) > 2, line
 
 
+@pytest.mark.parametrize(
+    "command", ["train", "generate", "predict", "denoise", "demo", "design", "rank", "evaluate"]
+)
+def test_help_description_is_reflowed_to_the_terminal(command):
+    # the docstring's own line breaks would split sentences in the middle of a wide screen
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "2000"})
+    assert result.exit_code == 0
+    head = result.output.split("╭")[0]
+    lines = [line.strip() for line in head.splitlines() if line.strip()]
+    assert lines[0].startswith("Usage:")
+    for line in lines[1:]:
+        # a paragraph of the description is one line on a very wide screen: it ends a sentence
+        assert line.endswith((".", ":", ")", "...")), line
+
+
 def test_evaluate_scores_a_perfect_prediction_as_perfect(kang_file, tmp_path):
     from rnadiff.data._preprocessing import detect_input_type, log_normalized_matrix
 

@@ -8,6 +8,7 @@ the command line's words) with exit code 2.
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 import typer
@@ -24,8 +25,19 @@ app = typer.Typer(
     no_args_is_help=True,
     help="rnadiff: perturbation-aware diffusion models of single-cell gene expression.",
 )
+
+
+def _reflowed(doc: str | None) -> str | None:
+    """A command's docstring with each paragraph on one line: the help screen wraps it to the
+    terminal (it would otherwise keep the source's line breaks inside its own wrapping)."""
+    if doc is None:
+        return None
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
 for _command in (train, generate, predict, denoise, design, rank, evaluate, demo):
-    app.command()(_command)
+    app.command(help=_reflowed(_command.__doc__))(_command)
 
 
 @app.callback()

@@ -142,8 +142,10 @@ def generate(
     threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
-    """Generate cells under given conditions (log-normalized expression of every gene the
-    model was trained on; conditions in .obs)."""
+    """Generate cells under given conditions.
+
+    The output holds the log-normalized expression of every gene the model was trained on
+    (and counts with --counts); each cell's condition is in .obs."""
     _threads(threads)
     _check_out(out)
     if conditions_csv is not None and condition:
