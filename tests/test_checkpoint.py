@@ -415,3 +415,26 @@ def test_loaded_model_predicts_identical_cells(trained, adata, tmp_path, method)
     assert np.array_equal(before.X, after.X)
     assert list(after.obs_names) == list(source.obs_names)
     assert (after.obs["condition"] == "stim").all()
+
+
+def test_an_ensemble_trains_every_member_and_round_trips(adata, tmp_path):
+    torch.manual_seed(0)
+    config = ModelConfig(
+        preprocess=PreprocessConfig(n_top_genes=20),
+        network=NetworkConfig(width=32, depth=1, emb_dim=16, n_models=2),
+    )
+    model = RNADiffusion(adata, config=config)
+    start = [m.proj_out.weight.clone() for m in model.denoiser.net.members]
+    model.train(max_steps=10, batch_size=32, lr=1e-2, progress=False)
+    after = [m.proj_out.weight for m in model.denoiser.net.members]
+    # every member learned (its output layer starts at zero), and each its own weights
+    assert all(not torch.equal(a, b) for a, b in zip(start, after, strict=True))
+    assert not torch.equal(after[0], after[1])
+
+    model.save(tmp_path / "model")
+    loaded = RNADiffusion.load(tmp_path / "model")
+    assert loaded.config.network.n_models == 2
+    assert len(loaded.ema.net.members) == 2
+    source = adata[adata.obs["condition"] == "ctrl"][:12].copy()
+    kwargs = {"perturbation": "stim", "steps": 8, "seed": 1, "progress": False}
+    assert np.array_equal(model.predict(source, **kwargs).X, loaded.predict(source, **kwargs).X)

@@ -94,9 +94,13 @@ class NetworkConfig:
     depth: int = 3  # residual blocks
     emb_dim: int = 128  # width of the condition and noise-level embeddings
     dropout: float = 0.0
+    # networks averaged (an ensemble: each trained on its own loss, sharing the condition and
+    # noise-level embeddings); the denoiser is their mean. Costs n_models x the training and
+    # sampling compute of one network
+    n_models: int = 1
 
     def __post_init__(self):
-        _positive(self, "width", "depth", "emb_dim")
+        _positive(self, "width", "depth", "emb_dim", "n_models")
         if not 0 <= self.dropout < 1:
             raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
 

@@ -69,3 +69,22 @@ def test_loss_of_the_skip_only_denoiser_on_standard_data_is_one_on_average():
         # The error (c_skip - 1) x0 + c_skip sigma n has variance c_out^2 = 1 / lambda; 5% band.
         loss = denoising_loss(denoiser, x0, sigma, noise, sigma_data=sigma_data).mean().item()
         assert loss == pytest.approx(1.0, rel=0.05)
+
+
+def test_an_ensembles_loss_is_the_mean_of_its_members_losses():
+    gen = torch.Generator().manual_seed(3)
+    x0 = torch.randn(5, 4, generator=gen)
+    noise = torch.randn(5, 4, generator=gen)
+    sigma = torch.tensor([0.1, 0.5, 1.0, 2.0, 5.0])
+    shifts = torch.tensor([0.0, 0.3, -0.7])
+
+    def each(x, s, cond=None):  # three members, each off by its own shift
+        return torch.stack([x * 0.5 + d for d in shifts])
+
+    def member(k):
+        return lambda x, s, cond=None: x * 0.5 + shifts[k]
+
+    got = denoising_loss(each, x0, sigma, noise, sigma_data=0.8)
+    singles = [denoising_loss(member(k), x0, sigma, noise, sigma_data=0.8) for k in range(3)]
+    assert got.shape == (5,)
+    torch.testing.assert_close(got, torch.stack(singles).mean(dim=0))

@@ -148,3 +148,53 @@ def test_distinct_rows_groups_equal_rows_exactly():
     assert len(rows) == 3 and torch.equal(x[rows][inverse], x)
     assert inverse[0] == inverse[2] != inverse[3]
     assert distinct_rows(torch.tensor([[float("nan"), 1.0], [float("nan"), 1.0]])) is None
+
+
+def _ensemble(n_models=3, seed=0):
+    torch.manual_seed(seed)
+    return Denoiser(
+        GENES,
+        categorical={"pert": 3, "cell_type": 2},
+        continuous=["dose"],
+        config=NetworkConfig(width=16, depth=2, emb_dim=8, n_models=n_models),
+        sigma_data=1.0,
+    )
+
+
+def _perturbed(net):
+    # the output layers start at zero (every member equal to c_skip x): move them apart
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return net
+
+
+def test_an_ensemble_denoises_as_the_mean_of_its_members():
+    x, sigma, cond = _inputs()
+    net = _perturbed(_ensemble(3))
+    each = net(x, sigma, cond, each=True)
+    assert each.shape == (3, N, GENES)
+    # the members differ (their own weights), and the denoiser is their mean
+    assert (each[0] - each[1]).abs().max() > 1e-3
+    torch.testing.assert_close(net(x, sigma, cond), each.mean(dim=0))
+
+
+def test_one_network_ignores_each():
+    x, sigma, cond = _inputs()
+    net = _perturbed(_denoiser())
+    assert net.n_models == 1
+    torch.testing.assert_close(net(x, sigma, cond, each=True), net(x, sigma, cond))
+
+
+def test_ensemble_members_start_from_their_own_weights():
+    net = _ensemble(2)
+    a, b = net.net.members
+    assert not torch.equal(a.proj_in.weight, b.proj_in.weight)
+    assert not torch.equal(a.blocks[0].fc1.weight, b.blocks[0].fc1.weight)
+
+
+def test_n_models_must_be_positive():
+    from rnadiff._errors import InputError
+
+    with pytest.raises(InputError, match="n_models"):
+        NetworkConfig(n_models=0)

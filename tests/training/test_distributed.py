@@ -1,5 +1,6 @@
 """The training loop under an initialized process group (what torchrun sets up)."""
 
+import pytest
 import torch
 import torch.distributed as dist
 
@@ -8,13 +9,13 @@ from rnadiff.networks import Denoiser
 from rnadiff.training import Trainer
 
 
-def _trained(n_steps: int) -> dict[str, torch.Tensor]:
+def _trained(n_steps: int, n_models: int = 1) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     net = Denoiser(
         6,
         categorical={"pert": 3},
         continuous=["dose"],
-        config=NetworkConfig(width=16, depth=1, emb_dim=8),
+        config=NetworkConfig(width=16, depth=1, emb_dim=8, n_models=n_models),
         sigma_data=1.0,
     )
     g = torch.Generator().manual_seed(1)
@@ -33,16 +34,19 @@ def _trained(n_steps: int) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in net.state_dict().items()}
 
 
-def test_single_process_group_trains_like_plain_training(tmp_path):
-    plain = _trained(5)
+@pytest.mark.parametrize("n_models", [1, 2])
+def test_single_process_group_trains_like_plain_training(tmp_path, n_models):
+    plain = _trained(5, n_models)
     dist.init_process_group(
         "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
     )
     try:
         assert dist.is_initialized()
-        ddp = _trained(5)  # wrapped in DistributedDataParallel: every parameter must get grads
+        # wrapped in DistributedDataParallel: every parameter must get grads
+        ddp = _trained(5, n_models)
     finally:
         dist.destroy_process_group()
-    assert any(not torch.equal(plain[k], v) for k, v in _trained(1).items())  # training moves
+    moved = _trained(1, n_models)  # training moves the weights
+    assert any(not torch.equal(plain[k], v) for k, v in moved.items())
     for key in plain:
         torch.testing.assert_close(ddp[key], plain[key])

@@ -26,10 +26,14 @@ def denoising_loss(
 ) -> torch.Tensor:
     """Per-cell weighted denoising loss ``lambda(sigma) * ||D(x0 + sigma n) - x0||^2 / n_genes``.
 
+    A denoiser that returns one estimate per ensemble member (shape ``(n_models, n_cells,
+    n_genes)``) is scored member by member, and the members' losses averaged: each member
+    learns to denoise on its own.
+
     Parameters
     ----------
     denoiser
-        ``denoiser(x, sigma, cond) -> x0_hat``.
+        ``denoiser(x, sigma, cond) -> x0_hat``, shaped like ``x`` or ``(n_models, *x.shape)``.
     x0
         Clean profiles, shape ``(n_cells, n_genes)``.
     sigma
@@ -48,5 +52,7 @@ def denoising_loss(
     """
     x_noisy = x0 + sigma[:, None] * noise
     x0_hat = denoiser(x_noisy, sigma, cond)
-    err = (x0_hat - x0).pow(2).mean(dim=1)
+    err = (x0_hat - x0).pow(2).mean(dim=-1)
+    if err.dim() == 2:  # one row per ensemble member
+        err = err.mean(dim=0)
     return edm_loss_weight(sigma, sigma_data) * err

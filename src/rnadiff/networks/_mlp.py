@@ -95,6 +95,19 @@ class ResidualMLP(nn.Module):
         return [layer(emb) for layer in layers]
 
 
+class MLPEnsemble(nn.Module):
+    """``n_models`` :class:`ResidualMLP` with their own weights (their own random
+    initialisation): ``forward`` stacks their outputs, shape ``(n_models, n_cells, n_genes)``.
+    Keyword arguments: those of :class:`ResidualMLP`."""
+
+    def __init__(self, n_genes: int, n_models: int, **kwargs):
+        super().__init__()
+        self.members = nn.ModuleList(ResidualMLP(n_genes, **kwargs) for _ in range(n_models))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x, emb) for member in self.members])
+
+
 def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """One row index per distinct row of ``x`` and each row's group: ``x[rows][inverse]``
     equals ``x``. Rows are grouped by a random projection (a 1-d sort, much cheaper than

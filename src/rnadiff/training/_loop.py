@@ -297,6 +297,8 @@ class Trainer:
         net = nn.parallel.DistributedDataParallel(self.model) if distributed else self.model
         if self.compile:  # the forward and backward as one graph (worth it on a GPU)
             net = torch.compile(net)
+        # an ensemble's members are trained each on its own loss (rnadiff.networks.Denoiser)
+        each = functools.partial(net, each=True) if getattr(self.model, "n_models", 1) > 1 else net
         bf16 = cfg.precision == "bf16"
         assemble = functools.partial(
             self._batch, data, conds, rank=rank, world=world, corrupt=corrupt
@@ -330,7 +332,7 @@ class Trainer:
                     torch.manual_seed(batch.dropout_seed)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                         loss = denoising_loss(
-                            net,
+                            each,
                             x0,
                             sigma,
                             noise,
