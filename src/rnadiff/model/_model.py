@@ -21,7 +21,6 @@ import torch
 
 from rnadiff._config import ModelConfig, TrainConfig
 from rnadiff._errors import InputError
-from rnadiff.conditioning._anchors import Anchors
 from rnadiff.data._covariates import CovariateRegistry, conditions_frame
 from rnadiff.data._preprocessing import fit_preprocessing, scale
 from rnadiff.design._phenotype import Phenotype, as_phenotype
@@ -97,6 +96,7 @@ class RNADiffusion(Calibration):
     effect_scales = EngineField("effect_scales")
     gene_vectors = EngineField("gene_vectors")
     prior = EngineField("prior_fit")
+    anchors = EngineField("anchors")
 
     def __init__(
         self,
@@ -130,7 +130,7 @@ class RNADiffusion(Calibration):
         self._trainer_state: tuple[dict, dict] | None = None
         self.step, self.history, self.adata = 0, [], None
         self.spread_scale = 1.0  # calibrate_spread(): widening of counterfactual cells
-        self.anchors: Anchors | None = None  # calibrate_means(): residuals of measured means
+        self.anchors = None  # calibrate_means(): residuals of measured means (on the engine)
         self.passthrough: Passthrough | None = None  # training means of unmodelled genes
         self.fingerprint: dict | None = None  # of the training data (resume checks it)
 
