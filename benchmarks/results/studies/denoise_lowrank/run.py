@@ -88,15 +88,32 @@ def fit(counts, seed: int, ensemble: int = 1, **kw) -> np.ndarray:
     return np.mean(fits, axis=0)
 
 
-def main(name: str, seed: int, variants: dict, tag: str) -> None:
+def cases(name: str, seed: int):
+    """``(rate, half, other)`` per depth of ``name``: the shallow counts' two MCV halves (the
+    one a method denoises, the one it is scored on), cells with counts in the first only."""
     deep, rates = load(name, seed)
-    rows = []
     for r, rate in enumerate(rates):
         shallow = den.thin(deep, rate, seed=seed * 1000 + r) if rate < 1 else deep
         shallow = shallow[shallow.sum(1) > 0]
         half, other = den.mcv_split(shallow, p=0.5, seed=seed * 1000 + 500 + r)
         usable = half.sum(1) > 0
-        half, other = half[usable], other[usable]
+        yield rate, half[usable], other[usable]
+
+
+def scored(expr, other, row: dict) -> list[dict]:
+    """One row per score of ``expr`` against the held-out half ``other`` (printed too)."""
+    scores = {
+        "mcv_loss": den.mcv_loss(expr, other),
+        "gene_gene_corr_mcv": den.gene_correlation_recovery_mcv(expr, other),
+    }
+    print(*(row[k] for k in ("dataset", "seed", "rate", "method")), scores,
+          f"{row['seconds']:.0f} s", flush=True)  # fmt: skip
+    return [row | {"metric": metric, "value": value} for metric, value in scores.items()]
+
+
+def main(name: str, seed: int, variants: dict, tag: str) -> None:
+    rows = []
+    for rate, half, other in cases(name, seed):
         methods = {
             f"rnadiff ({v})": (lambda c, kw=kw: fit(c, seed, **kw)) for v, kw in variants.items()
         }
@@ -106,14 +123,8 @@ def main(name: str, seed: int, variants: dict, tag: str) -> None:
             t0 = time.perf_counter()
             expr = fn(half)
             seconds = time.perf_counter() - t0
-            scores = {
-                "mcv_loss": den.mcv_loss(expr, other),
-                "gene_gene_corr_mcv": den.gene_correlation_recovery_mcv(expr, other),
-            }
-            for metric, value in scores.items():
-                rows.append(dict(dataset=name, seed=seed, rate=rate, method=method,
-                                 metric=metric, value=value, seconds=seconds))  # fmt: skip
-            print(name, seed, rate, method, scores, f"{seconds:.0f} s", flush=True)
+            rows += scored(expr, other, dict(dataset=name, seed=seed, rate=rate, method=method,
+                                             seconds=seconds))  # fmt: skip
     pd.DataFrame(rows).to_csv(HERE / f"rows{tag}_{name}_{seed}.csv", index=False)
 
 

@@ -21,7 +21,7 @@ from rnadiff.evaluation import _denoise as den
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import fit, load  # noqa: E402
+from run import cases, fit, scored  # noqa: E402
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -33,28 +33,15 @@ def smoothed(expr: np.ndarray, weight: float, *, k: int = 15, seed: int = 0) -> 
 
 
 def main(name: str, seed: int) -> None:
-    deep, rates = load(name, seed)
     rows = []
-    for r, rate in enumerate(rates):
-        shallow = den.thin(deep, rate, seed=seed * 1000 + r) if rate < 1 else deep
-        shallow = shallow[shallow.sum(1) > 0]
-        half, other = den.mcv_split(shallow, p=0.5, seed=seed * 1000 + 500 + r)
-        usable = half.sum(1) > 0
-        half, other = half[usable], other[usable]
+    for rate, half, other in cases(name, seed):
         t0 = time.perf_counter()
         base = fit(half, seed, ensemble=3)
         seconds = time.perf_counter() - t0
         for w in WEIGHTS:
-            expr = smoothed(base, w, seed=seed)
-            scores = {
-                "mcv_loss": den.mcv_loss(expr, other),
-                "gene_gene_corr_mcv": den.gene_correlation_recovery_mcv(expr, other),
-            }
             method = f"rnadiff (ensemble of 3, smoothed {w})"
-            for metric, value in scores.items():
-                rows.append(dict(dataset=name, seed=seed, rate=rate, method=method,
-                                 metric=metric, value=value, seconds=seconds))  # fmt: skip
-            print(name, seed, rate, method, scores, f"{seconds:.0f} s", flush=True)
+            rows += scored(smoothed(base, w, seed=seed), other, dict(dataset=name, seed=seed,
+                           rate=rate, method=method, seconds=seconds))  # fmt: skip
     pd.DataFrame(rows).to_csv(HERE / f"rows_round4_{name}_{seed}.csv", index=False)
 
 
