@@ -26,12 +26,15 @@ import _nested  # noqa: E402
 from rnadiff.data import _splits as splits  # noqa: E402
 from rnadiff.evaluation._benchmark import BenchConfig, prepare, rnadiff_predictions  # noqa: E402
 
-RULES = ("data", "network")
+RULES = (("data", None), ("network", None))
 
 
-def both(split, level: str, outer: str, config: BenchConfig | None = None) -> list[dict]:
+def both(
+    split, level: str, outer: str, config: BenchConfig | None = None, rules=RULES, set_near=None
+) -> list[dict]:
     """One model trained as the benchmark trains it (or with ``config``); its counterfactual
-    under each rule."""
+    under each rule of ``rules``: ``(context_profiles, near)``, ``near`` passed to
+    ``set_near`` first when given (``ramp.py``)."""
     config = config or BenchConfig()
     prep = prepare(split, config)
     _, _, model = rnadiff_predictions(split, config)
@@ -39,13 +42,16 @@ def both(split, level: str, outer: str, config: BenchConfig | None = None) -> li
     genes = list(model.preprocess.all_genes)
     kw = dict(steps=config.sampler_steps, seed=split.seed, progress=False, prior=True)
     rows = []
-    for rule in RULES:
+    for rule, near in rules:
         model.engine = dataclasses.replace(model.engine, context_profiles=rule)
+        if near is not None:
+            set_near(near)
         x = model.predict(ev.source, target=ev.target, **kw)[:, genes].X
         m = _nested._scores(split, prep, np.asarray(x))
+        label = rule if near is None else f"{rule} {near}"
         rows.append(dict(level=level, outer=outer, fold=split.fold, seed=split.seed,
-                         rule=rule, **m))  # fmt: skip
-        print(level, outer, split.fold, split.seed, rule, m, flush=True)
+                         rule=label, **m))  # fmt: skip
+        print(level, outer, split.fold, split.seed, label, m, flush=True)
     return rows
 
 

@@ -8,7 +8,6 @@ scale function of ``rnadiff.sampling._transfer_plan`` for the run).
     python ramp.py SEED [FOLD,...]   (rows appended to rows_ramp.csv)
 """
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -20,9 +19,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # benchmarks/
 import _nested  # noqa: E402
 
+sys.path.insert(0, str(HERE))
+import nested  # noqa: E402
+
 import rnadiff.sampling._transfer_plan as plan  # noqa: E402
 from rnadiff.data import _splits as splits  # noqa: E402
-from rnadiff.evaluation._benchmark import BenchConfig, prepare, rnadiff_predictions  # noqa: E402
 
 CANDIDATES = (("network", 1.0), ("data", 1.0), ("data", 1.15), ("data", 1.3))
 
@@ -35,23 +36,12 @@ def ramp(near: float):
     return scale
 
 
+def set_near(near: float) -> None:
+    plan.distance_transfer_scale = ramp(near)
+
+
 def every(split, level: str, outer: str) -> list[dict]:
-    config = BenchConfig()
-    prep = prepare(split, config)
-    _, _, model = rnadiff_predictions(split, config)
-    (ev,) = split.evaluations
-    genes = list(model.preprocess.all_genes)
-    kw = dict(steps=config.sampler_steps, seed=split.seed, progress=False, prior=True)
-    rows = []
-    for rule, near in CANDIDATES:
-        model.engine = dataclasses.replace(model.engine, context_profiles=rule)
-        plan.distance_transfer_scale = ramp(near)
-        x = model.predict(ev.source, target=ev.target, **kw)[:, genes].X
-        m = _nested._scores(split, prep, np.asarray(x))
-        rows.append(dict(level=level, outer=outer, fold=split.fold, seed=split.seed,
-                         rule=f"{rule} {near}", **m))  # fmt: skip
-        print(level, outer, split.fold, split.seed, rule, near, m, flush=True)
-    return rows
+    return nested.both(split, level, outer, rules=CANDIDATES, set_near=set_near)
 
 
 def main(seed: int, only: list[str] | None) -> None:
