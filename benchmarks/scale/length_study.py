@@ -1,7 +1,8 @@
 """Training length at scale: does a run of N steps on a large file need more passes?
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale/length_study.py --size 1M
-        --steps 4000,16000 [--batch-size 128] [--ref 100k] [--cells-per-group 200] [--out DIR]
+        --steps 4000,16000 [--batch-size 128] [--seed 0] [--ref 100k] [--cells-per-group 200]
+        [--out DIR]
 
 For each step count, in a fresh process (``--one``): the model is built on the synthetic file
 (``make_files.py``; read backed), trained for exactly that many steps at the default batch or
@@ -89,15 +90,16 @@ def one(args) -> dict:
 
     torch.set_num_threads(args.threads)
     record: dict = {"size": args.size, "steps": args.one, "threads": args.threads}
+    record["seed"] = args.seed
     t0 = time.perf_counter()
     adata = ad.read_h5ad(args.data / f"synthetic_{args.size}.h5ad", backed="r")
     RNADiffusion.setup_anndata(
         adata, perturbation_key=PERTURBATION_KEY, control=CONTROL, cell_type_key=CELL_TYPE_KEY
     )
-    model = RNADiffusion(adata)
+    model = RNADiffusion(adata, seed=args.seed)
     record["preprocess_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model.train(max_steps=args.one, batch_size=args.batch_size, progress=False)
+    model.train(max_steps=args.one, batch_size=args.batch_size, seed=args.seed, progress=False)
     record["train_s"] = time.perf_counter() - t0
     record["batch_size"] = model.train_config.batch_size
     record["passes"] = args.one * record["batch_size"] / adata.n_obs
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cells-per-group", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=None, help="default: TrainConfig's")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="the model's and its training's seed")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
@@ -151,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         cmd += ["--ref", args.ref, "--threads", str(args.threads), "--data", str(args.data)]
         cmd += ["--cells-per-group", str(args.cells_per_group)]
         cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+        cmd += ["--seed", str(args.seed)]
         env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "PYTHONWARNINGS": "ignore"}
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
