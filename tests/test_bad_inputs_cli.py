@@ -602,3 +602,18 @@ def test_bad_input_is_one_error_line_and_changes_nothing(case, root, monkeypatch
     for word in words:
         assert word in lines[0], (word, lines[0])
     assert {p: _sha(p) for p in inputs} == before  # nothing of the user's changed
+
+
+@pytest.mark.parametrize("change", [_dup_genes, _dup_cells])
+def test_duplicate_names_are_said_once_by_rnadiff_not_by_anndata(root, change):
+    import warnings
+
+    from rnadiff.cli._common import _read
+
+    path = _variant(root, f"dup_{change.__name__}", change)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        adata = _read(path)
+    assert not any("not unique" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    # the names are read as they are: rnadiff's checks then refuse them in one error line
+    assert not (adata.var_names.is_unique and adata.obs_names.is_unique)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -251,7 +252,9 @@ def _read(path: Path, what: str = "input", backed: bool | None = False) -> ad.An
 
     protect(path)  # never an output of this command
     try:
-        return ad.read_h5ad(path, backed="r" if backed else None)
+        with warnings.catch_warnings():  # rnadiff's own checks say it in one error line
+            warnings.filterwarnings("ignore", r"(Observation|Variable) names are not unique")
+            return ad.read_h5ad(path, backed="r" if backed else None)
     except Exception as err:  # h5py/anndata raise many types for a bad file
         raise InputError(f"cannot read {path} as .h5ad: {str(err).splitlines()[0]}") from None
 
