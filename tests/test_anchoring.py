@@ -279,20 +279,22 @@ def test_predict_by_generation_moves_cells_as_generate_does(model, screen):
 def test_compose_places_contexts_by_their_training_control_means(model):
     import dataclasses
 
+    from rnadiff.sampling._transfer_plan import measured_profiles
+
     engine = dataclasses.replace(model.engine, context_profiles="data")
     cats = [c.key for c in model.registry.covariates if c.categorical]
     ip = cats.index("perturbation")
     contexts = [("celltype_0",), ("celltype_1",)]
-    got = engine._measured_profiles(contexts, ip, "control")
+    got = measured_profiles(engine, contexts, ip, "control")
     obs = model.adata.obs
     for ct, profile in zip(("celltype_0", "celltype_1"), got, strict=True):
         keep = (obs["perturbation"] == "control").to_numpy() & (obs["cell_type"] == ct).to_numpy()
         mean = model.log_expression(model.adata[keep]).mean(0)
         np.testing.assert_allclose(profile, engine.to_model(mean), rtol=1e-4, atol=1e-4)
     # a context without measured controls, the network rule or no anchors: the network's own
-    assert engine._measured_profiles([("celltype_9",)], ip, "control") is None
-    assert model.engine._measured_profiles(contexts, ip, "control") is None  # the default
+    assert measured_profiles(engine, [("celltype_9",)], ip, "control") is None
+    assert measured_profiles(model.engine, contexts, ip, "control") is None  # the default
     assert (
-        dataclasses.replace(engine, anchors=None)._measured_profiles(contexts, ip, "control")
+        measured_profiles(dataclasses.replace(engine, anchors=None), contexts, ip, "control")
         is None
     )

@@ -253,6 +253,38 @@ class Anchors:
         )
 
     # ----------------------------------------------------------------- lookup
+    def level(
+        self, registry: CovariateRegistry, row: tuple, values: np.ndarray, *, control: bool = False
+    ) -> np.ndarray | None:
+        """The training mean (log expression) of condition ``row`` (categorical tuple, None:
+        unset) at continuous ``values`` (order of ``keys``; NaN: unset), or of its context's
+        control (``control``; its dose is 0): the measured rows that match, mixed by their
+        cells; None when none matches, or without levels (older checkpoints)."""
+        if self.levels is None:
+            return None
+        ip = conditions.perturbation_index(registry)
+        want = (*row[:ip], registry.control, *row[ip + 1 :]) if control else tuple(row)
+        if not control and want[ip] is None:
+            return None  # a mixture over perturbations
+        given = [  # continuous values asked for (the control's dose is 0 whatever is asked)
+            j
+            for j, key in enumerate(self.keys)
+            if not np.isnan(values[j]) and not (control and key == registry.dose_key)
+        ]
+        match = []
+        for i, r in enumerate(self.rows):
+            if len(r) != len(want):
+                continue
+            if any(v is not None and v != w for v, w in zip(want, r, strict=True)):
+                continue
+            if all(np.isclose(values[j], self.values[i, j]) for j in given):
+                match.append(i)
+        if not match:
+            return None
+        weights = self.n_cells[match].astype(np.float64)
+        levels = self.levels[match].astype(np.float64)
+        return (weights[:, None] * levels).sum(0) / weights.sum()
+
     def residual(
         self, row: tuple, values: np.ndarray, source: np.ndarray | None = None
     ) -> np.ndarray | None:

@@ -4,7 +4,8 @@ Cells generated from noise carry the network's own generation bias: on Papalexi'
 conditions their mean misses the training mean by about as much for the non-targeting cells as
 for any knock-out (``benchmarks/results/studies/generation_anchor``). With :math:`\bar{x}(t)`
 the training mean of a measured condition ``t`` (kept by :meth:`RNADiffusion.calibrate_means`;
-covariates left unset: the measured conditions that match, weighted by their cells):
+:meth:`rnadiff.conditioning._anchors.Anchors.level`: covariates left unset, the measured
+conditions that match, weighted by their cells):
 
 - a **measured** condition's cells :math:`\hat{x}_i(t)` are shifted gene by gene,
   :math:`\max(0, \hat{x}_{ig}(t) + s_g)`, with :math:`s_g` such that their mean is
@@ -60,37 +61,6 @@ def control_frame(registry, frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def level(
-    model: RNADiffusion, row: tuple, values: np.ndarray, *, control: bool = False
-) -> np.ndarray | None:
-    """The training mean of condition ``row`` (categorical tuple, None: unset) at continuous
-    ``values`` (NaN: unset), or of its context's control (``control``; its dose is 0): the
-    measured rows that match, mixed by their cells; None when none matches."""
-    anchors, registry = model.anchors, model.registry
-    ip = conditions.perturbation_index(registry)
-    want = (*row[:ip], registry.control, *row[ip + 1 :]) if control else tuple(row)
-    if not control and want[ip] is None:
-        return None  # a mixture over perturbations: left to the control's bias
-    given = [  # continuous values asked for (the control's dose is 0 whatever is asked)
-        j
-        for j, key in enumerate(anchors.keys)
-        if not np.isnan(values[j]) and not (control and key == registry.dose_key)
-    ]
-    match = []
-    for i, r in enumerate(anchors.rows):
-        if len(r) != len(want):
-            continue
-        if any(v is not None and v != w for v, w in zip(want, r, strict=True)):
-            continue
-        if all(np.isclose(values[j], anchors.values[i, j]) for j in given):
-            match.append(i)
-    if not match:
-        return None
-    weights = anchors.n_cells[match].astype(np.float64)
-    levels = anchors.levels[match].astype(np.float64)
-    return (weights[:, None] * levels).sum(0) / weights.sum()
-
-
 def _shifted(x: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """``x + shift``, negative values set to 0 (exact zeros, as real cells have)."""
     return np.maximum(x + shift, 0.0).astype(x.dtype)
@@ -140,7 +110,7 @@ def anchored(
     for g in np.unique(group):  # measured conditions: their own level
         cells = group == g
         first = int(np.flatnonzero(cells)[0])
-        found = level(model, rows[first], values[first])
+        found = model.anchors.level(registry, rows[first], values[first])
         if found is None:
             unmeasured.append(g)
             continue
@@ -154,7 +124,7 @@ def anchored(
     for g in unmeasured:  # the control's generation bias, then the perturbation's anchors
         cells = group == g
         first = int(np.flatnonzero(cells)[0])
-        found = level(model, rows[first], values[first], control=True)
+        found = model.anchors.level(registry, rows[first], values[first], control=True)
         if found is None:
             continue
         # the control decodes' generation bias, added (a shift solved to reach the control's

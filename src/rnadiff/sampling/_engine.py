@@ -34,16 +34,10 @@ from rnadiff.conditioning._anchors import Anchors
 from rnadiff.conditioning._calibration import cell_effect_scales
 from rnadiff.conditioning._features import TokenFeatures
 from rnadiff.conditioning._prior import prior_weights, soft_prior
-from rnadiff.conditioning._transfer import (
-    context_of,
-    measured_contexts,
-    nearest_context_weights,
-    relative_transfer_distance,
-)
 from rnadiff.data._covariates import CovariateRegistry
 from rnadiff.data._preprocessing import PreprocessState, scale, unscale
 from rnadiff.diffusion import karras_sigmas
-from rnadiff.sampling import _known
+from rnadiff.sampling import _known, _transfer_plan
 from rnadiff.sampling._guidance import (
     classifier_free_guidance,
     combination_composition,
@@ -287,61 +281,9 @@ class SamplingEngine:
     def context_plan(
         self, mask: np.ndarray, rows: list[tuple]
     ) -> tuple[list[tuple], np.ndarray, np.ndarray] | None:
-        """Where ``"compose"`` takes each transferred cell's perturbation effect from: the
-        measured context (values of the other categorical covariates, with both that
-        perturbation and the control in training) nearest to the cell's own context, by the
-        model's mean control profile of each context (the denoised estimate from pure noise);
-        ties share the weight. Returns (the measured contexts, weights ``(n_cells,
-        n_contexts)``, each cell's :func:`rnadiff.conditioning.relative_transfer_distance`),
-        or None when no cell has such a context (the composition then uses the marginal
-        effect)."""
-        pkey, control = self.registry.perturbation_key, self.registry.control
-        cats = [c.key for c in self.registry.covariates if c.categorical]
-        ip = cats.index(pkey)
-        others = cats[:ip] + cats[ip + 1 :]
-        contexts, measured = measured_contexts(self.seen, ip, control)
-        cells = [i for i in np.flatnonzero(mask) if None not in context_of(rows[i], ip)]
-        if not contexts or not cells:
-            return None
-        own = sorted({context_of(rows[i], ip) for i in cells} - set(contexts))
-        everyone = contexts + own
-        frame = pd.DataFrame(everyone, columns=others).assign(**{pkey: control})
-        n = len(everyone)
-        profiles = self._measured_profiles(everyone, ip, control)
-        if profiles is None:
-            with torch.no_grad():  # the model's mean control profile of each context
-                profiles = self.network(
-                    torch.zeros(n, self.n_genes),
-                    torch.full((n,), float(self.diffusion.sigma_max)),
-                    self.cond(frame, allow_missing=True),
-                ).numpy()
-        profile = dict(zip(everyone, profiles, strict=True))
-        weights = nearest_context_weights(rows, cells, ip, contexts, measured, profile)
-        if not weights.any():
-            return None
-        relative = relative_transfer_distance(rows, cells, ip, contexts, measured, profile)
-        return contexts, weights, relative
-
-    def _measured_profiles(self, contexts: list[tuple], ip: int, control: str) -> np.ndarray | None:
-        """Each context's control profile in the model's space, from the training mean of its
-        control cells (the anchors' levels, cells-weighted over continuous values); None
-        when ``context_profiles`` is "network" or a context has no measured control. The
-        network's estimate from pure noise (the alternative) is an extrapolation: training
-        rarely reaches ``sigma_max``, and on Kang 2018 it moved the relative distance of the
-        same two cell types from 0.88 to 0.63 between one network and an ensemble of three
-        (benchmarks/results/studies/ensemble)."""
-        a = self.anchors
-        if self.context_profiles != "data" or a is None or a.levels is None:
-            return None
-        out = []
-        for c in contexts:
-            found = a._by_row.get((*c[:ip], control, *c[ip:]))
-            if not found:
-                return None
-            w = a.n_cells[found].astype(np.float64)
-            level = (w[:, None] * a.levels[found]).sum(0) / w.sum()
-            out.append(self.to_model(level))
-        return np.stack(out)
+        """Where ``"compose"`` takes each transferred cell's effect from:
+        :func:`rnadiff.sampling._transfer_plan.context_plan`."""
+        return _transfer_plan.context_plan(self, mask, rows)
 
     def transfer_contexts(
         self, mask: np.ndarray, rows: list[tuple]
