@@ -154,12 +154,16 @@ class ModelConfig:
         )
 
 
+AUTO_BATCH = (128, 512)  # TrainConfig.batch_for's minibatch: small and large data
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     max_steps: int = 4000  # optimizer steps at most (a resumed run continues up to its length)
     min_steps: int = 800  # optimizer steps at least, unless max_epochs comes first
     epochs: float | None = 12.0  # passes over the cells a run aims for (None: max_steps steps)
-    batch_size: int = 128
+    # cells per (global) minibatch; None: follows the data (batch_for): 128 or 512
+    batch_size: int | None = None
     lr: float = 2e-3  # peak learning rate of AdamW
     weight_decay: float = 1e-4
     warmup_steps: int = 50  # linear warm-up, then cosine decay to lr_min_ratio * lr
@@ -180,13 +184,15 @@ class TrainConfig:
     anchor_cells: int = 64
     thinning: float = 0.0  # share of each batch corrupted by thinning its counts (raw counts only)
     max_epochs: float | None = 200.0  # passes over the cells at most (None: no cap)
-    # passes over the cells at least (at most epochs), past max_steps: data sets of > 256k
-    # cells at batch 128 train 2 passes, not max_steps (benchmarks/scale/length_study.py)
+    # passes over the cells at least (at most epochs), past max_steps: data sets of > 1.024M
+    # cells at batch 512 train 2 passes, not max_steps (benchmarks/scale/length_study.py)
     min_epochs: float | None = 2.0
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of the forward pass (GPU)
 
     def __post_init__(self):
-        _positive(self, "max_steps", "batch_size", "lr", "grad_clip", "checkpoint_minutes")
+        _positive(self, "max_steps", "lr", "grad_clip", "checkpoint_minutes")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1 or None, got {self.batch_size}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise InputError(f"checkpoint_every must be >= 1 or None, got {self.checkpoint_every}")
         if self.min_steps < 1:
@@ -212,6 +218,23 @@ class TrainConfig:
         """Steps between checkpoints of a run of ``steps`` steps."""
         return self.checkpoint_every or max(1, math.ceil(steps / 4))
 
+    def batch_for(self, n_cells: int) -> int:
+        """Cells per minibatch of a run on ``n_cells`` cells: ``batch_size``, else (None) 128,
+        or 512 where ``epochs`` passes (12 when ``epochs`` is None) at 512 still take
+        ``min_steps`` steps (by default from 34,134 cells).
+
+        A larger batch runs more cells per second (a CPU step of 512 cells: 1.4x the cells/s
+        of 128, 54% against 37% of the matmul peak), but where the step floor sets the length
+        (small data) it trains more cells and takes longer; so the batch grows only where
+        the data fill the floor at 512. No data set of the benchmark changes (a Kang fold,
+        1,402 cells; Papalexi, 12,873; HSMM, 192). Chosen on simulated files of 100k and 1M
+        cells (``benchmarks/scale/length_study.py``, docs/guide/scale.md)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        passes = self.epochs if self.epochs is not None else TrainConfig.epochs
+        small, large = AUTO_BATCH
+        return large if passes * n_cells / large >= self.min_steps else small
+
     def steps_for(self, n_cells: int) -> int:
         """Optimizer steps of a run on ``n_cells`` cells.
 
@@ -222,11 +245,13 @@ class TrainConfig:
         (``max_epochs``). The defaults come from training-length studies on the benchmark's
         splits (README): 600, 800 and 1200 steps score alike on Kang; on Papalexi 8 passes
         (800 steps) score lower, and 12 to 30 passes alike. Past ``max_steps``, at least
-        ``min_epochs`` passes: a 1M-cell file trains 15,625 steps (2 passes), not 4,000 (half
-        a pass); on the scale benchmark's simulated 1M cells, 2 passes brought the effect
-        correlation on the genes each perturbation moves from 0.56 to 0.65 (0.66 between two
-        draws of held-out cells; benchmarks/results/scale/length_study.csv)."""
-        per_step = min(self.batch_size, n_cells)
+        ``min_epochs`` passes: a 5M-cell file trains 19,532 steps of 512 (2 passes), not 4,000;
+        at batch 128, a 1M-cell file 15,625 (2 passes), not 4,000 (half a pass). On the
+        scale benchmark's simulated 1M cells, 2 passes brought the effect correlation on
+        the genes each perturbation moves from 0.56 to 0.65 (0.66 between two draws of
+        held-out cells; benchmarks/results/scale/length_study.csv). The minibatch is
+        :meth:`batch_for`'s."""
+        per_step = min(self.batch_for(n_cells), n_cells)
         if self.epochs is None:
             steps = self.max_steps
         else:

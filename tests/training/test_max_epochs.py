@@ -29,18 +29,25 @@ KANG_SETUP = {"perturbation_key": "group_id", "control": "ctrl", "cell_type_key"
         (192, {}, 300),  # the HSMM time course: 200 passes of 192 cells in batches of 128
         (1402, {}, 800),  # a Kang fold: min_steps (12 passes would be 132 steps)
         (12873, {}, 1207),  # Papalexi: ceil(12 * 12873 / 128)
-        (42_667, {}, 4000),  # 12 passes reach max_steps
-        (256_000, {}, 4000),  # 2 passes = max_steps
-        (10**6, {}, 15_625),  # past max_steps: min_epochs = 2 passes, not half a pass
-        (10**6, {"min_epochs": None}, 4000),  # without the floor, max_steps bounds the run
-        (10**6, {"min_epochs": 1.0}, 7813),  # ceil(10**6 / 128)
+        (34_133, {}, 3200),  # the largest data set at batch 128: 12 passes
+        (34_134, {}, 801),  # batch 512 from here: 12 passes of 512 fill min_steps
+        (100_000, {}, 2344),  # 12 passes of 512
+        (10**6, {}, 4000),  # 2 passes of 512 = 3907 < max_steps
+        (5 * 10**6, {}, 19_532),  # past max_steps: min_epochs = 2 passes, not 0.4
+        (42_667, {"batch_size": 128}, 4000),  # 12 passes reach max_steps
+        (256_000, {"batch_size": 128}, 4000),  # 2 passes = max_steps
+        (10**6, {"batch_size": 128}, 15_625),  # min_epochs = 2 passes, not half a pass
+        (10**6, {"batch_size": 128, "min_epochs": None}, 4000),  # max_steps bounds the run
+        (10**6, {"batch_size": 128, "min_epochs": 1.0}, 7813),  # ceil(10**6 / 128)
         (10**6, {"batch_size": 1024}, 4000),  # 2 passes of 1024 = 1954 < max_steps
-        (10**6, {"epochs": 0.5}, 3907),  # never more passes than epochs asks for
+        (10**6, {"batch_size": 128, "epochs": 0.5}, 3907),  # never more passes than epochs
+        (10**6, {"epochs": 0.5}, 977),  # half a pass of 512 fills min_steps: batch 512
         (10**6, {"epochs": None}, 4000),  # no rule: max_steps exactly
         (192, {"max_epochs": None}, 800),
         (192, {"max_epochs": None, "epochs": None}, 4000),  # no rule: max_steps
         (12873, {"epochs": None, "max_steps": 1200}, 1200),
-        (12873, {"epochs": 2, "min_steps": 10}, 202),
+        (12873, {"epochs": 2, "min_steps": 10, "batch_size": 128}, 202),
+        (12873, {"epochs": 2, "min_steps": 10}, 51),  # 2 passes of 512 fill 10 steps
         (50, {"max_epochs": 3}, 3),  # fewer cells than a batch: one step is one pass
         (1000, {"max_epochs": 0.01}, 1),  # at least one step
         (300, {"max_epochs": 10, "batch_size": 64}, 47),  # ceil(10 * 300 / 64)
@@ -48,6 +55,57 @@ KANG_SETUP = {"perturbation_key": "group_id", "control": "ctrl", "cell_type_key"
 )
 def test_steps_for(n_cells, kwargs, expected):
     assert TrainConfig(**kwargs).steps_for(n_cells) == expected
+
+
+@pytest.mark.parametrize(
+    ("n_cells", "kwargs", "expected"),
+    [
+        (192, {}, 128),  # HSMM
+        (1402, {}, 128),  # a Kang fold
+        (20_729, {}, 128),  # all of Papalexi
+        (34_133, {}, 128),  # 12 * 34,133 / 512 = 799.99 < min_steps
+        (34_134, {}, 512),
+        (10**6, {}, 512),
+        (10**6, {"batch_size": 128}, 128),  # a batch given is kept
+        (100_000, {"min_steps": 2400}, 128),  # 12 passes of 512 = 2344 steps < 2400
+        (100_000, {"epochs": 2}, 128),  # 2 passes of 512 = 391 steps
+        (30_000, {"epochs": None}, 128),  # a fixed length: judged at 12 passes
+        (40_000, {"epochs": None}, 512),
+    ],
+)
+def test_batch_for(n_cells, kwargs, expected):
+    assert TrainConfig(**kwargs).batch_for(n_cells) == expected
+
+
+def test_batch_size_must_be_positive():
+    with pytest.raises(InputError, match="batch_size must be >= 1"):
+        TrainConfig(batch_size=0)
+
+
+def test_training_records_the_batch_that_follows_the_data(
+    kang_small, tiny_model_config, one_thread, tmp_path
+):
+    """400 cells, 2 passes and a floor of one step: 512 fills the floor (each step is the
+    whole data set), stored in the config and in the checkpoint as the global batch."""
+    model = _model(kang_small, tiny_model_config)
+    model.train(
+        config=TrainConfig(
+            epochs=2, min_steps=1, calibration_cells=0, spread_cells=0, anchor_cells=0
+        ),
+        progress=False,
+    )
+    assert model.train_config.batch_size == 512
+    assert model.step == 2  # one pass of 400 cells per step
+    model.save(tmp_path / "m")
+    (meta,) = [
+        json.loads(p.read_text())
+        for p in (tmp_path / "m").glob("*.json")
+        if "distributed" in json.loads(p.read_text())
+    ]
+    assert meta["distributed"]["global_batch"] == 512
+    small = _model(kang_small.copy(), tiny_model_config)
+    small.train(config=TrainConfig(max_steps=2, calibration_cells=0), progress=False)
+    assert small.train_config.batch_size == 128  # 12 passes of 512 < 800 steps
 
 
 @pytest.mark.parametrize("value", [0, -1, float("inf"), float("nan")])

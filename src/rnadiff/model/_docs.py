@@ -114,7 +114,9 @@ max_steps, epochs, min_steps, max_epochs, batch_size, lr, seed, checkpoint_every
     ``min_steps`` and ``max_steps`` (:meth:`TrainConfig.steps_for`); by default at least
     ``min_epochs`` (2) passes past the default ``max_steps`` (large data; a ``max_steps``
     given here is a hard cap); training stops after ``max_epochs`` passes (small data sets
-    memorize their cells with many; ``max_epochs=0``: no cap).
+    memorize their cells with many; ``max_epochs=0``: no cap). ``batch_size`` (the
+    global minibatch under torchrun) follows the data by default
+    (:meth:`TrainConfig.batch_for`: 128, or 512 on large data).
 checkpoint_dir
     Save checkpoints here (four per run and every ``checkpoint_minutes``, and at the
     end); an interrupted run continues, exactly as it would have gone, with

@@ -62,6 +62,8 @@ def train(
     data = CellMatrix.of(model.adata, model.preprocess, source_for(model, model.adata, None))
     cond = ConditionTable(model.registry, model.adata.obs)
     n = len(data)
+    # the minibatch that follows the data is fixed for the run (and stored: a resumed run keeps it)
+    cfg = dataclasses.replace(cfg, batch_size=cfg.batch_for(n))
     steps = cfg.steps_for(n)
     uncapped = dataclasses.replace(cfg, max_epochs=None).steps_for(n)
     if steps < uncapped:
