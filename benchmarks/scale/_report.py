@@ -36,7 +36,10 @@ NOTE = (
     "% matmul peak: 3 x the forward FLOPs of the denoiser's Linear layers per step over the step "
     "time, over the best fp32 square `torch.mm` at the same thread count. Cells per CPU s: "
     "training cells/s over CPU/wall, the loop's cells per CPU second; on a shared machine the "
-    "closer figure to what the code does with a core to itself (1 thread)."
+    "closer figure to what the code does with a core to itself (1 thread). Batch: each tool's "
+    "default minibatch (rnadiff's follows the data, `TrainConfig.batch_for`: 128 below 34,134 "
+    "cells, 512 above; scVI's is 128); the rows of a file measured in an earlier run keep "
+    "that run's code (`rnadiff_code` in results.csv)."
 )
 ORDER = ["10k", "100k", "1M", "100k_20k"]
 GIB = 1024.0  # MiB
@@ -157,10 +160,10 @@ def targets(df: pd.DataFrame, t: int) -> list[tuple[str, str, str]]:
 
 def table(df: pd.DataFrame, t: int) -> list[str]:
     head = ["file", "cells x genes (modelled)", "rnadiff", "read s", "preprocess s",
-            "train cells/s", "step ms", "% matmul peak", "peak RSS train GiB",
-            "peak RSS GiB", "sample cells/s", "scVI cells/s", "scVI peak RSS GiB",
-            "rnadiff / scVI", "CPU/wall rnadiff, scVI", "cells per CPU s rnadiff, scVI",
-            "rnadiff / scVI per CPU s"]  # fmt: skip
+            "batch rnadiff, scVI", "train cells/s", "step ms", "% matmul peak",
+            "peak RSS train GiB", "peak RSS GiB", "sample cells/s", "scVI cells/s",
+            "scVI peak RSS GiB", "rnadiff / scVI", "CPU/wall rnadiff, scVI",
+            "cells per CPU s rnadiff, scVI", "rnadiff / scVI per CPU s"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for size in ORDER:
         r, s = _row(df, size, t, "rnadiff"), _row(df, size, t, "scvi")
@@ -182,6 +185,7 @@ def table(df: pd.DataFrame, t: int) -> list[str]:
             _fmt(s.get("train_cells_per_s")) if _trained(s) else f"failed: {s.get('error')}"
         )  # fmt: skip
         cols = [size, cells, status, _fmt(r.get("read_s"), 1), _fmt(r.get("preprocess_s"), 1),
+                f"{_fmt(r.get('batch_size'))}, {_fmt(s and s.get('batch_size'))}",
                 _fmt(r.get("train_cells_per_s")), _fmt(r.get("step_ms"), 1),
                 _fmt(share and 100 * share), _fmt(r.get("peak_rss_train_mib"), 2, GIB),
                 _fmt(r.get("peak_rss_mib"), 2, GIB), _fmt(r.get("sample_cells_per_s")),
