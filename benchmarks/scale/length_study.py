@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale/length_study.py --size 1M
         --steps 4000,16000 [--batch-size 128] [--seed 0] [--ref 100k] [--cells-per-group 200]
-        [--ref-cells N] [--out DIR]
+        [--ref-cells N] [--width W] [--out DIR]
 
 For each step count, in a fresh process (``--one``): the model is built on the synthetic file
 (``make_files.py``; read backed), trained for exactly that many steps at the default batch or
@@ -87,7 +87,7 @@ def one(args) -> dict:
     """One trained model and its scores (run in a fresh process)."""
     import torch
 
-    from rnadiff import RNADiffusion
+    from rnadiff import ModelConfig, NetworkConfig, RNADiffusion
 
     torch.set_num_threads(args.threads)
     record: dict = {"size": args.size, "steps": args.one, "threads": args.threads}
@@ -97,7 +97,9 @@ def one(args) -> dict:
     RNADiffusion.setup_anndata(
         adata, perturbation_key=PERTURBATION_KEY, control=CONTROL, cell_type_key=CELL_TYPE_KEY
     )
-    model = RNADiffusion(adata, seed=args.seed)
+    config = ModelConfig(network=NetworkConfig(width=args.width)) if args.width else None
+    model = RNADiffusion(adata, config=config, seed=args.seed)
+    record["width"] = model.config.network.width
     record["preprocess_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     model.train(max_steps=args.one, batch_size=args.batch_size, seed=args.seed, progress=False)
@@ -144,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ref", default="100k", help="the independent file the scores use")
     p.add_argument("--cells-per-group", type=int, default=200)
     p.add_argument("--ref-cells", type=int, default=None, help="a random subset of --ref")
+    p.add_argument("--width", type=int, default=None, help="the denoiser's hidden width")
     p.add_argument("--batch-size", type=int, default=None, help="default: TrainConfig's")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="the model's and its training's seed")
@@ -163,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
         cmd += ["--seed", str(args.seed)]
         cmd += ["--ref-cells", str(args.ref_cells)] if args.ref_cells else []
+        cmd += ["--width", str(args.width)] if args.width else []
         env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "PYTHONWARNINGS": "ignore"}
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
