@@ -1,0 +1,95 @@
+"""Where rnadiff loses to linear interpolation at an unseen dose (issue 22, sim_dose).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/results/studies/dose_interp/diag.py WORLD
+
+A simulated world with ``sim_dose``'s protocol (8 drugs x 0.1/0.3/1/3/10 uM, 2 cell types;
+1 and 10 uM of every drug held out) at a seed the benchmark does not score (>= 10), rnadiff
+trained as the benchmark trains it. For each held-out (cell type, drug, dose), Pearson delta
+top-50 and R² of means against the held-out cells of:
+
+- ``anchored``: ``predict`` (the default: network + interpolated residuals, shrunk);
+- ``network``: ``predict(anchor=False)``;
+- ``linear``: the benchmark's baseline, linear in log dose between the measured means;
+- ``linear+curvature``: linear + [network(d) - the network's own linear interpolation at d]
+  (the residuals interpolated unshrunk);
+- ``nearest``: the nearest measured dose's mean; ``nearest+network``: the nearest dose's
+  mean + [network(d) - network(nearest)];
+- the oracle (2,000 fresh cells of the true condition).
+
+Prints a table; rows to ``diag.csv``.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[2]))  # benchmarks/
+import _drug_tasks as dt  # noqa: E402
+
+from rnadiff.evaluation._benchmark import BenchConfig  # noqa: E402
+
+
+def main(world: int) -> pd.DataFrame:
+    torch.set_num_threads(1)
+    config = BenchConfig()
+    adata, truth = dt.sim_dose_world(world)
+    obs = adata.obs
+    perturbed = (obs.perturbation != "control").to_numpy()
+    held = perturbed & obs.dose.isin([1.0, 10.0]).to_numpy()
+    train = adata[~held]
+    model, _ = dt._train(train, dt._sim_setup(), config, world)
+    tobs = train.obs
+    rows = []
+    kw = dict(steps=config.sampler_steps, seed=world, progress=False)
+    for ct in sorted(set(obs.cell_type)):
+        in_ct = (obs.cell_type == ct).to_numpy()
+        source = adata[in_ct & ~perturbed]
+        control = model.log_expression(source)
+        shift = control.mean(0)
+        t_ct = (tobs.cell_type == ct).to_numpy()
+        for drug in sorted(set(obs.perturbation[perturbed])):
+            mine = t_ct & (tobs.perturbation == drug).to_numpy()
+            doses = sorted(set(tobs.dose[mine]))
+            means = [dt._mean(model, train, mine & (tobs.dose == d).to_numpy()) for d in doses]
+
+            def net(d, drug=drug):
+                p = model.predict(source, target={"perturbation": drug, "dose": d}, anchor=False, **kw)
+                return model.log_expression(p).mean(0)
+
+            net_measured = [net(d) for d in doses]
+            for fold, dose in (("interpolation", 1.0), ("extrapolation", 10.0)):
+                real_mask = in_ct & (obs.perturbation == drug).to_numpy() & (obs.dose == dose).to_numpy()
+                real = model.log_expression(adata[real_mask])
+                anchored = model.log_expression(
+                    model.predict(source, target={"perturbation": drug, "dose": dose}, **kw)
+                )
+                nd = net(dose)
+                lin = dt._log_interp(doses, means, dose)
+                curv = nd - dt._log_interp(doses, net_measured, dose)
+                near = dt._nearest_dose(doses, means, dose)
+                near_net = dt._nearest_dose(doses, net_measured, dose)
+                preds = {
+                    "anchored": anchored,
+                    "network": nd,
+                    "linear": lin,
+                    "linear+curvature": lin + curv,
+                    "nearest": near,
+                    "nearest+network": near + (nd - near_net),
+                    "oracle": dt._oracle(model, truth, ct, drug, dose, world),
+                }
+                preds = {m: p if p.ndim == 2 else control + (p - shift) for m, p in preds.items()}
+                rows += dt._scores("diag", fold, world, f"{ct}:{drug}@{dose:g}", preds, real, control)
+    df = pd.DataFrame(rows)
+    csv = HERE / "diag.csv"
+    old = pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
+    pd.concat([old, df], ignore_index=True).to_csv(csv, index=False)
+    return df
+
+
+if __name__ == "__main__":
+    df = main(int(sys.argv[1]))
+    print(df.pivot_table(index="method", columns=["fold", "metric"], values="value").round(3))
