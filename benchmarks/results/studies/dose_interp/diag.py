@@ -1,6 +1,6 @@
 """Where rnadiff loses to linear interpolation at an unseen dose (issue 22, sim_dose).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/results/studies/dose_interp/diag.py WORLD
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/results/studies/dose_interp/diag.py WORLD LABEL
 
 A simulated world with ``sim_dose``'s protocol (8 drugs x 0.1/0.3/1/3/10 uM, 2 cell types;
 1 and 10 uM of every drug held out) at a seed the benchmark does not score (>= 10), rnadiff
@@ -16,13 +16,12 @@ top-50 and R² of means against the held-out cells of:
   mean + [network(d) - network(nearest)];
 - the oracle (2,000 fresh cells of the true condition).
 
-Prints a table; rows to ``diag.csv``.
+Prints a table; rows to ``diag.csv`` (``code``: LABEL, which anchoring rule the code had).
 """
 
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -33,7 +32,7 @@ import _drug_tasks as dt  # noqa: E402
 from rnadiff.evaluation._benchmark import BenchConfig  # noqa: E402
 
 
-def main(world: int) -> pd.DataFrame:
+def main(world: int, label: str) -> pd.DataFrame:
     torch.set_num_threads(1)
     config = BenchConfig()
     adata, truth = dt.sim_dose_world(world)
@@ -56,13 +55,15 @@ def main(world: int) -> pd.DataFrame:
             doses = sorted(set(tobs.dose[mine]))
             means = [dt._mean(model, train, mine & (tobs.dose == d).to_numpy()) for d in doses]
 
-            def net(d, drug=drug):
-                p = model.predict(source, target={"perturbation": drug, "dose": d}, anchor=False, **kw)
+            def net(d, drug=drug, source=source):
+                target = {"perturbation": drug, "dose": d}
+                p = model.predict(source, target=target, anchor=False, **kw)
                 return model.log_expression(p).mean(0)
 
             net_measured = [net(d) for d in doses]
             for fold, dose in (("interpolation", 1.0), ("extrapolation", 10.0)):
-                real_mask = in_ct & (obs.perturbation == drug).to_numpy() & (obs.dose == dose).to_numpy()
+                real_mask = in_ct & (obs.perturbation == drug).to_numpy()
+                real_mask &= (obs.dose == dose).to_numpy()
                 real = model.log_expression(adata[real_mask])
                 anchored = model.log_expression(
                     model.predict(source, target={"perturbation": drug, "dose": dose}, **kw)
@@ -82,8 +83,9 @@ def main(world: int) -> pd.DataFrame:
                     "oracle": dt._oracle(model, truth, ct, drug, dose, world),
                 }
                 preds = {m: p if p.ndim == 2 else control + (p - shift) for m, p in preds.items()}
-                rows += dt._scores("diag", fold, world, f"{ct}:{drug}@{dose:g}", preds, real, control)
-    df = pd.DataFrame(rows)
+                name = f"{ct}:{drug}@{dose:g}"
+                rows += dt._scores("diag", fold, world, name, preds, real, control)
+    df = pd.DataFrame(rows).assign(code=label)
     csv = HERE / "diag.csv"
     old = pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
     pd.concat([old, df], ignore_index=True).to_csv(csv, index=False)
@@ -91,5 +93,5 @@ def main(world: int) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    df = main(int(sys.argv[1]))
+    df = main(int(sys.argv[1]), sys.argv[2])
     print(df.pivot_table(index="method", columns=["fold", "metric"], values="value").round(3))
