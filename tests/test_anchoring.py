@@ -88,16 +88,14 @@ def test_a_pair_measured_nowhere_takes_its_parts_residuals(model, screen):
     combos = {}
     for p in [*parts, "control"]:
         row[ip] = p
-        combos[p] = model.anchors.combination(tuple(row), values, raw=True)
+        combos[p] = model.anchors.combination(tuple(row), values)
     k = len(parts) - 1
 
-    def composed(array, raw=None):
-        total = sum(model.anchors._apply(combos[p], array, raw) for p in parts)
-        return total - k * model.anchors._apply(combos["control"], array, raw)
+    def composed(array):
+        total = sum(model.anchors._apply(combos[p], array) for p in parts)
+        return total - k * model.anchors._apply(combos["control"], array)
 
-    anchors = model.anchors
-    expected = composed(anchors.residuals, anchors.raw)
-    reference = composed(anchors.means)
+    expected, reference = composed(model.anchors.residuals), composed(model.anchors.means)
     assert np.abs(expected).max() > 0
     genes = model.genes
     n = source.n_obs
@@ -250,8 +248,6 @@ def test_training_means_are_saved_with_the_anchors(model, tmp_path):
     model.save(tmp_path / "m")
     loaded = RNADiffusion.load(tmp_path / "m")
     np.testing.assert_array_equal(loaded.anchors.levels, model.anchors.levels)
-    assert model.anchors.raw is not None and model.anchors.raw.shape == model.anchors.levels.shape
-    np.testing.assert_array_equal(loaded.anchors.raw, model.anchors.raw)
     condition = {"perturbation": "control", "cell_type": "celltype_1"}
     a = model.generate(condition, n_cells=20, seed=0, progress=False)
     b = loaded.generate(condition, n_cells=20, seed=0, progress=False)
@@ -302,26 +298,3 @@ def test_compose_places_contexts_by_their_training_control_means(model):
         measured_profiles(dataclasses.replace(engine, anchors=None), contexts, ip, "control")
         is None
     )
-
-
-def test_off_the_measured_values_residuals_are_taken_before_shrinkage():
-    """Between and beyond measured doses the unshrunk residuals are interpolated (log dose);
-    at a measured dose the shrunk one is taken; without raw residuals (older checkpoints,
-    time-course transports) the shrunk ones everywhere."""
-    from rnadiff.conditioning._anchors import Anchors
-
-    shrunk = np.array([[0.0, 1.0], [0.0, 3.0]], dtype=np.float32)
-    raw = np.array([[0.5, 1.0], [1.5, 3.0]], dtype=np.float32)
-    kw = dict(means=np.ones((2, 2), np.float32), n_cells=np.array([10, 10]))
-    rows, values = (("A",), ("A",)), np.array([[0.1], [10.0]])
-    anchors = Anchors(rows, ("dose",), (True,), values, shrunk, **kw, raw=raw)
-    np.testing.assert_allclose(anchors.residual(("A",), np.array([0.1])), [0.0, 1.0])
-    np.testing.assert_allclose(anchors.residual(("A",), np.array([1.0])), [1.0, 2.0])  # middle
-    np.testing.assert_allclose(anchors.residual(("A",), np.array([100.0])), [1.5, 3.0])
-    found = anchors.combination(("A",), np.array([1.0]), raw=True)
-    assert set(found) == {~0, ~1} and sum(found.values()) == pytest.approx(1.0)
-    np.testing.assert_allclose(anchors._apply(found, anchors.means), [1.0, 1.0])
-    plain = anchors.combination(("A",), np.array([1.0]))  # raw=False: the shrunk ones
-    np.testing.assert_allclose(anchors._apply(plain, shrunk, raw), [0.0, 2.0])
-    older = Anchors(rows, ("dose",), (True,), values, shrunk, **kw)
-    np.testing.assert_allclose(older.residual(("A",), np.array([1.0])), [0.0, 2.0])

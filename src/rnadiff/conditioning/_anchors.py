@@ -25,14 +25,8 @@ A predicted cell whose source is its context's control takes:
 
 - a measured condition: its residual;
 - a measured perturbation at an unmeasured continuous value: the residuals of the measured
-  values *before shrinkage* interpolated linearly (in log dose for a dose) between the two
-  neighbours, the nearest one outside the measured range; at dose 0, the control's. Off the
-  measured values the network's own estimate is worse than at them, so the shrinkage towards
-  it costs more than the training means' noise it saves: on ``sim_dose``'s protocol in two
-  simulated worlds the benchmark does not score (seeds 10, 11), Pearson delta top-50 at the
-  held-out 1 uM 0.864 / 0.785 with shrunk residuals against 0.888 / 0.806 unshrunk, at 10 uM
-  (beyond the range) 0.888 / 0.816 against 0.903 / 0.861
-  (``benchmarks/results/studies/dose_interp``);
+  values interpolated linearly (in log dose for a dose) between the two neighbours, the nearest
+  one outside the measured range; at dose 0, the control's;
 - a combination of ``k`` parts measured in the context:
   :math:`\\sum_j r(c, p_j) - (k - 1)\\, r(c, \\text{control})`;
 - with its interaction taken from measured contexts ``c_i`` (weights ``w_i``, see
@@ -209,10 +203,6 @@ class Anchors:
     # each condition's training mean (log expression; None: a checkpoint from before they were
     # kept), the level generate() moves its cells to
     levels: np.ndarray | None = None
-    # each anchor's residual before shrinkage (None: a time course's transports, or a
-    # checkpoint from before they were kept), taken where a condition lies between or beyond
-    # the measured values of a continuous covariate
-    raw: np.ndarray | None = None
     _by_row: dict = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -240,12 +230,7 @@ class Anchors:
 
     @classmethod
     def from_json(
-        cls,
-        meta: dict,
-        residuals: np.ndarray,
-        means: np.ndarray,
-        levels: np.ndarray | None = None,
-        raw: np.ndarray | None = None,
+        cls, meta: dict, residuals: np.ndarray, means: np.ndarray, levels: np.ndarray | None = None
     ) -> Anchors:
         shape = (len(meta["rows"]), len(meta["keys"]))
 
@@ -265,7 +250,6 @@ class Anchors:
             np.asarray(meta["n_cells"], dtype=np.int64),
             sources,
             None if levels is None else np.asarray(levels, dtype=np.float32),
-            None if raw is None else np.asarray(raw, dtype=np.float32),
         )
 
     # ----------------------------------------------------------------- lookup
@@ -306,23 +290,17 @@ class Anchors:
     ) -> np.ndarray | None:
         """The residual of categorical condition ``row`` at continuous ``values`` (order of
         ``keys``), see :meth:`combination`; None without one."""
-        found = self.combination(row, values, source, raw=source is None)
-        return None if found is None else self._apply(found, self.residuals, self.raw)
+        found = self.combination(row, values, source)
+        return None if found is None else self._apply(found, self.residuals)
 
     def combination(
-        self,
-        row: tuple,
-        values: np.ndarray,
-        source: np.ndarray | None = None,
-        *,
-        raw: bool = False,
+        self, row: tuple, values: np.ndarray, source: np.ndarray | None = None
     ) -> Combination | None:
         """The anchors (index -> weight) of categorical condition ``row`` at continuous
         ``values``: measured, interpolated along one continuous covariate (the others as
         measured), or the nearest measured value outside the range; None without one.
         ``source``: the continuous values of a transport's source (None: the context's
-        control). ``raw``: off the measured values (interpolated or beyond the range), the
-        residuals before shrinkage (keys ``~i``: see :meth:`_apply`), where kept."""
+        control)."""
         found = self._by_row.get(tuple(row))
         if not found:
             return None
@@ -342,10 +320,7 @@ class Anchors:
             x = values[j]
             cand = idx[others & np.isfinite(grid[:, j])]
             if len(cand) and np.isfinite(x):
-                found = self._along(cand, j, x)  # None at dose 0: the control
-                if found is None or not raw or self.raw is None:
-                    return found
-                return {~i: w for i, w in found.items()}
+                return self._along(cand, j, x)  # None at dose 0: the control
             unset = idx[others & np.isnan(grid[:, j])]
             if len(unset):  # measured without that covariate (e.g. a knock-out's dose)
                 return {int(unset[0]): 1.0}
@@ -368,15 +343,8 @@ class Anchors:
         return {int(cand[hi - 1]): 1 - w, int(cand[hi]): w}
 
     @staticmethod
-    def _apply(
-        combination: Combination, array: np.ndarray, raw: np.ndarray | None = None
-    ) -> np.ndarray:
-        """sum of weight x row: key ``i`` is ``array[i]``, key ``~i`` (negative, from
-        :meth:`combination` with ``raw``) is ``raw[~i]`` (``array[~i]`` without ``raw``:
-        anchors' means are the same either way)."""
-        alt = array if raw is None else raw
-        total = sum(w * (array[i] if i >= 0 else alt[~i]) for i, w in combination.items())
-        return total.astype(np.float32)
+    def _apply(combination: Combination, array: np.ndarray) -> np.ndarray:
+        return sum(w * array[i] for i, w in combination.items()).astype(np.float32)
 
     def shifts(
         self,
@@ -451,8 +419,7 @@ class Anchors:
             if key not in cache:
                 combination = find()
                 cache[key] = None if combination is None else (
-                    self._apply(combination, self.residuals, self.raw),
-                    self._apply(combination, self.means),
+                    self._apply(combination, self.residuals), self._apply(combination, self.means)
                 )  # fmt: skip
             if cache[key] is not None:
                 shift[i], reference[i] = cache[key]
@@ -461,7 +428,7 @@ class Anchors:
 
     def _cell(self, row, values, ip, cov, control, contexts, weights) -> Combination | None:
         def at(ctx: tuple, p: str) -> Combination | None:
-            return self.combination((*ctx[:ip], p, *ctx[ip:]), values, raw=True)
+            return self.combination((*ctx[:ip], p, *ctx[ip:]), values)
 
         ctx = context_of(row, ip)
         own = at(ctx, row[ip])

@@ -150,14 +150,14 @@ def unseen_drug_shifts(
         groups.setdefault((tuple(t), conts[i].tobytes()), []).append(i)
 
     def level(combination) -> np.ndarray:  # an anchored condition's mean
-        return anchors._apply(combination, anchors.residuals, anchors.raw) + anchors._apply(
+        return anchors._apply(combination, anchors.residuals) + anchors._apply(
             combination, anchors.means
         )
 
     used: dict[str, dict[str, float]] = {}
     for (row, _), cells in groups.items():
         values, ctx, drug = conts[cells[0]], context_of(row, ip), row[ip]
-        base = anchors.combination((*ctx[:ip], control, *ctx[ip:]), values, raw=True)
+        base = anchors.combination((*ctx[:ip], control, *ctx[ip:]), values)
         if base is None:
             continue
         base_mean = level(base)
@@ -165,7 +165,7 @@ def unseen_drug_shifts(
         for token in registry[pkey].tokens:
             if token in unseen or token == control:
                 continue
-            found = anchors.combination((*ctx[:ip], token, *ctx[ip:]), values, raw=True)
+            found = anchors.combination((*ctx[:ip], token, *ctx[ip:]), values)
             if found is not None:
                 changes[token] = level(found) - base_mean
         weights = weights_of(drug, list(changes)) if changes else {}

@@ -426,7 +426,6 @@ def calibrate_means(
     rows: list = [None] * len(found)
     levels = [means[at[t.tobytes()]].astype(np.float32) for _, _, t in found]
     residuals: list = [None] * len(found)
-    raws: list = [None] * len(found)  # before shrinkage: off the measured values (not transports)
     predicted: list = [None] * len(found)
     bar = tqdm(total=len(found), disable=not progress, desc="anchoring means", leave=False)
     for key, members in by_source.items():
@@ -448,7 +447,7 @@ def calibrate_means(
                 r = means[at[target.tobytes()]] - ctrl_means[position[key]] - change.mean(0)
                 noise = residual_noise(within, len(target), len(source), pred, own)
                 kept = shrink(r, noise) if axes is None else pooled_shrink(r, noise, axes)
-                residuals[i], raws[i] = kept.astype(np.float32), r.astype(np.float32)
+                residuals[i] = kept.astype(np.float32)
                 name = conditions.describe(registry, adata.obs.iloc[target[0]], {}, True)
                 if transports:  # a time course: from which measured condition
                     origin = conditions.describe(registry, adata.obs.iloc[source[0]], {}, True)
@@ -476,7 +475,6 @@ def calibrate_means(
         np.array([len(t) for _, _, t in found]),
         origin if transports else None,  # a time course's sources; else the controls
         np.stack(levels),
-        None if transports else np.stack(raws),
     )
     table = pd.DataFrame(rows, columns=MEAN_COLUMNS)
     logger.info(

@@ -77,8 +77,6 @@ def save(model: RNADiffusion, path: str | os.PathLike) -> None:
         weights["anchors.means"] = torch.from_numpy(model.anchors.means)
         if model.anchors.levels is not None:
             weights["anchors.levels"] = torch.from_numpy(model.anchors.levels)
-        if model.anchors.raw is not None:
-            weights["anchors.raw"] = torch.from_numpy(model.anchors.raw)
     if model.passthrough is not None:
         weights["passthrough.means"] = torch.from_numpy(model.passthrough.means)
         weights["passthrough.overall"] = torch.from_numpy(
@@ -159,7 +157,6 @@ def _build(cls, meta: dict, tensors: dict) -> RNADiffusion:
             weights["anchors.residuals"].numpy(),
             weights["anchors.means"].numpy(),
             weights["anchors.levels"].numpy() if "anchors.levels" in weights else None,
-            weights["anchors.raw"].numpy() if "anchors.raw" in weights else None,
         )
     if meta.get("library_sizes") is not None:  # older checkpoints: none (no counts out)
         model._library_sizes = _counts.LibrarySizes.from_json(meta["library_sizes"])
