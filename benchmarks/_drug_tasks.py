@@ -416,23 +416,17 @@ def _sim_setup(**extra) -> dict:
     ) | extra  # fmt: skip
 
 
-@register_standalone("sim_dose")
-def sim_dose(seed: int, config):
-    """Held-out doses on the simulator (see the module doc)."""
-    adata, truth = sim_dose_world(seed)
-    obs = adata.obs
-    folds = {"interpolation": 1.0, "extrapolation": 10.0}
+def dose_cases(adata, train, model: RNADiffusion, folds: dict[str, float]):
+    """``sim_dose``'s held-out cases, one dict per (cell type, drug, fold): the cell type's
+    control cells (``source``) and their log expression (``control``), the training mean of its
+    perturbed cells, the drug's measured doses and their training means, the fold's held-out
+    dose and its real cells' log expression (``real``)."""
+    obs, tobs = adata.obs, train.obs
     perturbed = (obs.perturbation != "control").to_numpy()
-    held = perturbed & obs.dose.isin(list(folds.values())).to_numpy()
-    train = adata[~held]
-    model, train_s = _train(train, _sim_setup(), config, seed)
-    tobs = train.obs
-    rows, predict_s = [], 0.0
     for ct in sorted(set(obs.cell_type)):
         in_ct = (obs.cell_type == ct).to_numpy()
         source = adata[in_ct & ~perturbed]
         control = model.log_expression(source)
-        shift = control.mean(0)
         t_ct = (tobs.cell_type == ct).to_numpy()
         t_pert = t_ct & (tobs.perturbation != "control").to_numpy()
         train_mean = _mean(model, train, t_pert)
@@ -444,22 +438,43 @@ def sim_dose(seed: int, config):
                 real_mask = in_ct & (obs.perturbation == drug).to_numpy()
                 real_mask &= (obs.dose == dose).to_numpy()
                 real = model.log_expression(adata[real_mask])
-                t0 = time.perf_counter()
-                pred = model.predict(
-                    source, target={"perturbation": drug, "dose": dose},
-                    steps=config.sampler_steps, seed=seed, progress=False,
+                yield dict(
+                    cell_type=ct, drug=drug, fold=fold, dose=dose, source=source, control=control,
+                    train_mean=train_mean, doses=doses, means=means, real=real,
                 )  # fmt: skip
-                predict_s += time.perf_counter() - t0
-                preds = {
-                    "rnadiff (counterfactual)": model.log_expression(pred),
-                    "baseline: nearest measured dose": _nearest_dose(doses, means, dose),
-                    "baseline: linear in log dose": _log_interp(doses, means, dose),
-                    "baseline: train mean": train_mean,
-                    ORACLE: _oracle(model, truth, ct, drug, dose, seed),
-                }
-                preds = {m: p if p.ndim == 2 else control + (p - shift) for m, p in preds.items()}
-                ev = f"{ct}:{drug}@{dose:g}"
-                rows += _scores("sim_dose", fold, seed, ev, preds, real, control)
+
+
+@register_standalone("sim_dose")
+def sim_dose(seed: int, config):
+    """Held-out doses on the simulator (see the module doc)."""
+    adata, truth = sim_dose_world(seed)
+    obs = adata.obs
+    folds = {"interpolation": 1.0, "extrapolation": 10.0}
+    perturbed = (obs.perturbation != "control").to_numpy()
+    held = perturbed & obs.dose.isin(list(folds.values())).to_numpy()
+    train = adata[~held]
+    model, train_s = _train(train, _sim_setup(), config, seed)
+    rows, predict_s = [], 0.0
+    for case in dose_cases(adata, train, model, folds):
+        ct, drug, dose, control = case["cell_type"], case["drug"], case["dose"], case["control"]
+        doses, means = case["doses"], case["means"]
+        t0 = time.perf_counter()
+        pred = model.predict(
+            case["source"], target={"perturbation": drug, "dose": dose},
+            steps=config.sampler_steps, seed=seed, progress=False,
+        )  # fmt: skip
+        predict_s += time.perf_counter() - t0
+        preds = {
+            "rnadiff (counterfactual)": model.log_expression(pred),
+            "baseline: nearest measured dose": _nearest_dose(doses, means, dose),
+            "baseline: linear in log dose": _log_interp(doses, means, dose),
+            "baseline: train mean": case["train_mean"],
+            ORACLE: _oracle(model, truth, ct, drug, dose, seed),
+        }
+        shift = control.mean(0)
+        preds = {m: p if p.ndim == 2 else control + (p - shift) for m, p in preds.items()}
+        ev = f"{ct}:{drug}@{dose:g}"
+        rows += _scores("sim_dose", case["fold"], seed, ev, preds, case["real"], control)
     return pd.DataFrame(rows), _timings(train_s, predict_s)
 
 

@@ -38,53 +38,45 @@ def main(world: int, label: str) -> pd.DataFrame:
     adata, truth = dt.sim_dose_world(world)
     obs = adata.obs
     perturbed = (obs.perturbation != "control").to_numpy()
-    held = perturbed & obs.dose.isin([1.0, 10.0]).to_numpy()
+    folds = {"interpolation": 1.0, "extrapolation": 10.0}
+    held = perturbed & obs.dose.isin(list(folds.values())).to_numpy()
     train = adata[~held]
     model, _ = dt._train(train, dt._sim_setup(), config, world)
-    tobs = train.obs
-    rows = []
+    rows, measured = [], {}
     kw = dict(steps=config.sampler_steps, seed=world, progress=False)
-    for ct in sorted(set(obs.cell_type)):
-        in_ct = (obs.cell_type == ct).to_numpy()
-        source = adata[in_ct & ~perturbed]
-        control = model.log_expression(source)
+    for case in dt.dose_cases(adata, train, model, folds):
+        ct, drug, dose, source = case["cell_type"], case["drug"], case["dose"], case["source"]
+        doses, means, control = case["doses"], case["means"], case["control"]
+
+        def net(d, drug=drug, source=source):
+            target = {"perturbation": drug, "dose": d}
+            p = model.predict(source, target=target, anchor=False, **kw)
+            return model.log_expression(p).mean(0)
+
+        if (ct, drug) not in measured:  # the network at the measured doses, once per pair
+            measured[ct, drug] = [net(d) for d in doses]
+        net_measured = measured[ct, drug]
+        anchored = model.log_expression(
+            model.predict(source, target={"perturbation": drug, "dose": dose}, **kw)
+        )
+        nd = net(dose)
+        lin = dt._log_interp(doses, means, dose)
+        curv = nd - dt._log_interp(doses, net_measured, dose)
+        near = dt._nearest_dose(doses, means, dose)
+        near_net = dt._nearest_dose(doses, net_measured, dose)
+        preds = {
+            "anchored": anchored,
+            "network": nd,
+            "linear": lin,
+            "linear+curvature": lin + curv,
+            "nearest": near,
+            "nearest+network": near + (nd - near_net),
+            "oracle": dt._oracle(model, truth, ct, drug, dose, world),
+        }
         shift = control.mean(0)
-        t_ct = (tobs.cell_type == ct).to_numpy()
-        for drug in sorted(set(obs.perturbation[perturbed])):
-            mine = t_ct & (tobs.perturbation == drug).to_numpy()
-            doses = sorted(set(tobs.dose[mine]))
-            means = [dt._mean(model, train, mine & (tobs.dose == d).to_numpy()) for d in doses]
-
-            def net(d, drug=drug, source=source):
-                target = {"perturbation": drug, "dose": d}
-                p = model.predict(source, target=target, anchor=False, **kw)
-                return model.log_expression(p).mean(0)
-
-            net_measured = [net(d) for d in doses]
-            for fold, dose in (("interpolation", 1.0), ("extrapolation", 10.0)):
-                real_mask = in_ct & (obs.perturbation == drug).to_numpy()
-                real_mask &= (obs.dose == dose).to_numpy()
-                real = model.log_expression(adata[real_mask])
-                anchored = model.log_expression(
-                    model.predict(source, target={"perturbation": drug, "dose": dose}, **kw)
-                )
-                nd = net(dose)
-                lin = dt._log_interp(doses, means, dose)
-                curv = nd - dt._log_interp(doses, net_measured, dose)
-                near = dt._nearest_dose(doses, means, dose)
-                near_net = dt._nearest_dose(doses, net_measured, dose)
-                preds = {
-                    "anchored": anchored,
-                    "network": nd,
-                    "linear": lin,
-                    "linear+curvature": lin + curv,
-                    "nearest": near,
-                    "nearest+network": near + (nd - near_net),
-                    "oracle": dt._oracle(model, truth, ct, drug, dose, world),
-                }
-                preds = {m: p if p.ndim == 2 else control + (p - shift) for m, p in preds.items()}
-                name = f"{ct}:{drug}@{dose:g}"
-                rows += dt._scores("diag", fold, world, name, preds, real, control)
+        preds = {m: p if p.ndim == 2 else control + (p - shift) for m, p in preds.items()}
+        name = f"{ct}:{drug}@{dose:g}"
+        rows += dt._scores("diag", case["fold"], world, name, preds, case["real"], control)
     df = pd.DataFrame(rows).assign(code=label)
     csv = HERE / "diag.csv"
     old = pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
