@@ -529,6 +529,11 @@ def test_train_min_epochs_option(kang_file, tmp_path):
     bad = runner.invoke(app, [str(a) for a in bad])
     assert bad.exit_code != 0 and "--min-epochs must be >= 0" in str(bad.exception)
     assert not (tmp_path / "c" / "config.json").exists()
+    bad = runner.invoke(
+        app, [str(a) for a in [*base, "--out", tmp_path / "f", "--batch-size", "0"]]
+    )
+    assert bad.exit_code != 0 and "--batch-size must be at least 1" in str(bad.exception)
+    assert not (tmp_path / "f").exists()
 
 
 def test_denoise_writes_denoised_cells_with_their_obs(model_dir, kang_file, tmp_path):

@@ -341,6 +341,11 @@ def train(
     length = dict(max_steps=max_steps, epochs=epochs, min_steps=min_steps, max_epochs=max_epochs)
     if min_epochs is not None and min_epochs < 0:
         raise InputError(f"--min-epochs must be >= 0 (0: no floor), got {min_epochs:g}")
+    if batch_size is not None and batch_size < 1:
+        raise InputError(
+            f"--batch-size must be at least 1, got {batch_size} (leave it out to let it "
+            "follow the data)"
+        )
     # TrainConfig's floor of passes (None: none); not given: the default or the checkpoint's
     floor = {} if min_epochs is None else {"min_epochs": min_epochs or None}
     adata = _read(data, backed=backed)
