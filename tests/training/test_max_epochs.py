@@ -83,17 +83,19 @@ def test_batch_size_must_be_positive():
 
 
 def test_training_records_the_batch_that_follows_the_data(
-    kang_small, tiny_model_config, one_thread, tmp_path
+    kang_small, tiny_model_config, one_thread, tmp_path, caplog
 ):
     """400 cells, 2 passes and a floor of one step: 512 fills the floor (each step is the
     whole data set), stored in the config and in the checkpoint as the global batch."""
     model = _model(kang_small, tiny_model_config)
-    model.train(
-        config=TrainConfig(
-            epochs=2, min_steps=1, calibration_cells=0, spread_cells=0, anchor_cells=0
-        ),
-        progress=False,
-    )
+    with caplog.at_level(logging.INFO, logger="rnadiff"):
+        model.train(
+            config=TrainConfig(
+                epochs=2, min_steps=1, calibration_cells=0, spread_cells=0, anchor_cells=0
+            ),
+            progress=False,
+        )
+    assert "training 2 steps of 512 cells (2 passes over 400 cells)" in caplog.text
     assert model.train_config.batch_size == 512
     assert model.step == 2  # one pass of 400 cells per step
     model.save(tmp_path / "m")

@@ -12,7 +12,7 @@ from rnadiff._errors import InputError
 from rnadiff.data._loader import CellMatrix, ConditionTable
 from rnadiff.model._data import source_for
 from rnadiff.training import Trainer
-from rnadiff.training._distributed import shared, world_size
+from rnadiff.training._distributed import is_main, shared, world_size
 from rnadiff.training._thinning import CountThinning
 
 if TYPE_CHECKING:
@@ -75,6 +75,15 @@ def train(
             uncapped,
             cfg.max_epochs,
             n,
+        )
+    if is_main() and model.step < steps:  # the run's plan, once (rank 0 under torchrun)
+        logger.info(
+            "rnadiff: training %d steps of %d cells (%.3g passes over %d cells)%s",
+            steps,
+            cfg.batch_size,
+            steps * min(cfg.batch_size, n) / n,
+            n,
+            f", from step {model.step}" if model.step else "",
         )
     trainer = Trainer(
         model.denoiser,
