@@ -444,18 +444,28 @@ def dose_cases(adata, train, model: RNADiffusion, folds: dict[str, float]):
                 )  # fmt: skip
 
 
+DOSE_FOLDS = {"interpolation": 1.0, "extrapolation": 10.0}  # sim_dose's held-out doses
+
+
+def dose_split(world: int, config):
+    """``sim_dose``'s world ``world`` with every drug's held-out doses (:data:`DOSE_FOLDS`) left
+    out, and rnadiff trained on the rest as the task trains it: ``(adata, truth, train, model,
+    train_s)``."""
+    adata, truth = sim_dose_world(world)
+    obs = adata.obs
+    perturbed = (obs.perturbation != "control").to_numpy()
+    held = perturbed & obs.dose.isin(list(DOSE_FOLDS.values())).to_numpy()
+    train = adata[~held]
+    model, train_s = _train(train, _sim_setup(), config, world)
+    return adata, truth, train, model, train_s
+
+
 @register_standalone("sim_dose")
 def sim_dose(seed: int, config):
     """Held-out doses on the simulator (see the module doc)."""
-    adata, truth = sim_dose_world(seed)
-    obs = adata.obs
-    folds = {"interpolation": 1.0, "extrapolation": 10.0}
-    perturbed = (obs.perturbation != "control").to_numpy()
-    held = perturbed & obs.dose.isin(list(folds.values())).to_numpy()
-    train = adata[~held]
-    model, train_s = _train(train, _sim_setup(), config, seed)
+    adata, truth, train, model, train_s = dose_split(seed, config)
     rows, predict_s = [], 0.0
-    for case in dose_cases(adata, train, model, folds):
+    for case in dose_cases(adata, train, model, DOSE_FOLDS):
         ct, drug, dose, control = case["cell_type"], case["drug"], case["dose"], case["control"]
         doses, means = case["doses"], case["means"]
         t0 = time.perf_counter()

@@ -18,7 +18,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # benchmarks/
-from _drug_tasks import _log_interp, _mean, _nearest_dose, _sim, _sim_setup, _train
+from _drug_tasks import (
+    DOSE_FOLDS,
+    _log_interp,
+    _mean,
+    _nearest_dose,
+    _sim,
+    _sim_setup,
+    _train,
+    dose_cases,
+    dose_split,
+)
 from run import bench_config
 
 from rnadiff.evaluation import response_metrics
@@ -100,38 +110,26 @@ if kind == "combo":
                         anchor=True)  # fmt: skip
                 write(fold, f"{ct}:{combo}", preds, real, control)
 else:
-    adata, _ = _sim(world, 9000, n_genetic=0, n_combinations=0, n_drugs=8, times=(24.0,),
-                    doses=(0.1, 0.3, 1.0, 3.0, 10.0))  # fmt: skip
-    obs = adata.obs
-    folds = {"interpolation": 1.0, "extrapolation": 10.0}
-    perturbed = (obs.perturbation != "control").to_numpy()
-    held = perturbed & obs.dose.isin(list(folds.values())).to_numpy()
-    train = adata[~held]
-    model, _ = _train(train, _sim_setup(), config, world)
-    tobs = train.obs
-    for ct in sorted(set(obs.cell_type)):
-        in_ct = (obs.cell_type == ct).to_numpy()
-        source = adata[in_ct & ~perturbed]
-        control = model.log_expression(source)
-        t_ct = (tobs.cell_type == ct).to_numpy()
-        for drug in sorted(set(obs.perturbation[perturbed])):
-            mine = t_ct & (tobs.perturbation == drug).to_numpy()
-            doses = sorted(set(tobs.dose[mine]))
-            means = [_mean(model, train, mine & (tobs.dose == d).to_numpy()) for d in doses]
-            res = [m - predict_mean(model, source, {"perturbation": drug, "dose": d}).mean(0)
-                   for m, d in zip(means, doses, strict=True)]  # fmt: skip
-            for fold, dose in folds.items():
-                mask = in_ct & (obs.perturbation == drug).to_numpy() & (obs.dose == dose).to_numpy()
-                real = model.log_expression(adata[mask])
-                pred = predict_mean(model, source, {"perturbation": drug, "dose": dose})
-                preds = {"rnadiff": pred,
-                         "rnadiff anchored": pred + _log_interp(doses, res, dose),
-                         "rnadiff anchored (nearest)": pred + _nearest_dose(doses, res, dose),
-                         "linear in log dose": _log_interp(doses, means, dose),
-                         "nearest dose": _nearest_dose(doses, means, dose)}  # fmt: skip
-                if builtin:
-                    preds["rnadiff anchor=True"] = predict_mean(
-                        model, source, {"perturbation": drug, "dose": dose}, anchor=True
-                    )
-                write(fold, f"{ct}:{drug}@{dose:g}", preds, real, control)
+    adata, _, train, model, _ = dose_split(world, config)
+    residuals = {}  # (cell type, drug) -> each measured dose's residual
+    for case in dose_cases(adata, train, model, DOSE_FOLDS):
+        ct, drug, dose, source = case["cell_type"], case["drug"], case["dose"], case["source"]
+        doses, means, control = case["doses"], case["means"], case["control"]
+        if (ct, drug) not in residuals:
+            residuals[ct, drug] = [
+                m - predict_mean(model, source, {"perturbation": drug, "dose": d}).mean(0)
+                for m, d in zip(means, doses, strict=True)
+            ]
+        res = residuals[ct, drug]
+        pred = predict_mean(model, source, {"perturbation": drug, "dose": dose})
+        preds = {"rnadiff": pred,
+                 "rnadiff anchored": pred + _log_interp(doses, res, dose),
+                 "rnadiff anchored (nearest)": pred + _nearest_dose(doses, res, dose),
+                 "linear in log dose": _log_interp(doses, means, dose),
+                 "nearest dose": _nearest_dose(doses, means, dose)}  # fmt: skip
+        if builtin:
+            preds["rnadiff anchor=True"] = predict_mean(
+                model, source, {"perturbation": drug, "dose": dose}, anchor=True
+            )
+        write(case["fold"], f"{ct}:{drug}@{dose:g}", preds, case["real"], control)
 print(f"world {world} {kind}: done")

@@ -35,16 +35,10 @@ from rnadiff.evaluation._benchmark import BenchConfig  # noqa: E402
 def main(world: int, label: str) -> pd.DataFrame:
     torch.set_num_threads(1)
     config = BenchConfig()
-    adata, truth = dt.sim_dose_world(world)
-    obs = adata.obs
-    perturbed = (obs.perturbation != "control").to_numpy()
-    folds = {"interpolation": 1.0, "extrapolation": 10.0}
-    held = perturbed & obs.dose.isin(list(folds.values())).to_numpy()
-    train = adata[~held]
-    model, _ = dt._train(train, dt._sim_setup(), config, world)
+    adata, truth, train, model, _ = dt.dose_split(world, config)
     rows, measured = [], {}
     kw = dict(steps=config.sampler_steps, seed=world, progress=False)
-    for case in dt.dose_cases(adata, train, model, folds):
+    for case in dt.dose_cases(adata, train, model, dt.DOSE_FOLDS):
         ct, drug, dose, source = case["cell_type"], case["drug"], case["dose"], case["source"]
         doses, means, control = case["doses"], case["means"], case["control"]
 
