@@ -104,6 +104,8 @@ def test_generate_writes_cells_with_conditions(model_dir, tmp_path):
     assert gen.n_obs == 7
     assert set(gen.obs["group_id"]) == {"stim"} and set(gen.obs["cluster_id"]) == {"B cells"}
     assert gen.uns["rnadiff"]["guidance"] == {"group_id": 2.0}
+    # X is log1p of expression per 10,000 per cell (a counts model), and says so
+    assert gen.uns["rnadiff"]["scale"] == 1e4
 
 
 def test_generate_from_a_csv_of_conditions(model_dir, tmp_path):

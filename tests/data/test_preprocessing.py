@@ -15,6 +15,7 @@ from rnadiff._errors import InputError
 from rnadiff.data._expression import choose_source
 from rnadiff.data._genes import select_genes
 from rnadiff.data._preprocessing import (
+    PreprocessState,
     fit_preprocessing,
     log_expression,
     scale,
@@ -337,3 +338,63 @@ def test_log_expression_of_counts_with_the_training_genes_does_not_warn(kang_sma
     with caplog.at_level(logging.WARNING, logger="rnadiff"):
         log_expression(kang_small[:, ::-1].copy(), state)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+# ------------------------------------------------------------------ the scale of log values
+def _lognorm_at(adata: ad.AnnData, target_sum: float, base: float = np.e) -> ad.AnnData:
+    """``adata``'s counts as ``log_base(1 + x)`` of counts per ``target_sum`` (sparse)."""
+    x = reference_log_normalize(dense(adata.X), target_sum) / np.log(base)
+    out = ad.AnnData(X=sp.csr_matrix(x.astype(np.float32)), obs=adata.obs.copy())
+    out.var_names = adata.var_names
+    return out
+
+
+def test_lognorm_training_records_its_scale(kang_small):
+    state = fit_preprocessing(_lognorm_at(kang_small, 1e4), config=PreprocessConfig())
+    assert state.log_total == pytest.approx(1e4, rel=1e-4)
+    assert 0 < state.log_total_modelled <= state.log_total * (1 + 1e-6)
+    assert state.scale == state.log_total
+    again = PreprocessState.from_json(state.to_json(), state.mean, state.std)
+    assert (again.log_total, again.log_total_modelled) == (
+        state.log_total,
+        state.log_total_modelled,
+    )
+    counts = fit_preprocessing(kang_small, config=PreprocessConfig())
+    assert counts.log_total is None and counts.scale == 1e4
+
+
+@pytest.mark.parametrize(("target_sum", "base"), [(1e6, 2.0), (1e3, np.e)])
+def test_lognorm_data_of_another_scale_are_brought_to_the_models(
+    kang_small, caplog, target_sum, base
+):
+    train = _lognorm_at(kang_small, 1e4)
+    state = fit_preprocessing(train, config=PreprocessConfig(n_top_genes=60))
+    expected = log_expression(train, state)
+    with caplog.at_level(logging.WARNING, logger="rnadiff"):
+        got = log_expression(_lognorm_at(kang_small, target_sum, base), state)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "rescaled to the model's scale" in said and f"x {1e4 / target_sum:.4g}" in said
+    # without every training gene, the modelled genes' scale decides
+    only_modelled = _lognorm_at(kang_small, target_sum, base)[:, list(state.genes)].copy()
+    np.testing.assert_allclose(log_expression(only_modelled, state), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_lognorm_data_within_the_tolerance_are_used_as_they_are(kang_small, caplog):
+    state = fit_preprocessing(_lognorm_at(kang_small, 1e4), config=PreprocessConfig())
+    near = _lognorm_at(kang_small, 1.2e4)
+    with caplog.at_level(logging.WARNING, logger="rnadiff"):
+        got = log_expression(near, state)
+    np.testing.assert_array_equal(got, dense(near[:, list(state.genes)].X).astype(np.float32))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_model_without_a_recorded_scale_reads_log_values_as_they_are(kang_small):
+    import dataclasses
+
+    state = fit_preprocessing(_lognorm_at(kang_small, 1e4), config=PreprocessConfig())
+    old = dataclasses.replace(state, log_total=None, log_total_modelled=None)  # before 2026-12-08
+    far = _lognorm_at(kang_small, 1e6)
+    np.testing.assert_array_equal(
+        log_expression(far, old), dense(far[:, list(state.genes)].X).astype(np.float32)
+    )

@@ -27,7 +27,7 @@ from rnadiff._config import PreprocessConfig
 from rnadiff._errors import InputError
 from rnadiff.data._expression import Source, columns, detect, matrix
 from rnadiff.data._genes import gene_moments, iter_row_chunks, pearson_residual_variance
-from rnadiff.data._inputs import LOG_BASES, InputInfo, detect_input
+from rnadiff.data._inputs import LOG_BASES, InputInfo, detect_input, sample_rows
 from rnadiff.data._validation import check_matrix, check_unique_names
 
 logger = logging.getLogger("rnadiff")
@@ -62,6 +62,11 @@ class PreprocessState:
     log_base: str | int = "e"  # log-normalized input: the base it came in
     input_genes: tuple[str, ...] | None = None  # every gene of the training data (outputs)
     selection: str = "all"  # how the modelled genes were chosen
+    # log-normalized input only (None otherwise): the training cells' scale, the median of
+    # each cell's inverse-log values summed over every input gene / over the modelled genes
+    # (1e4 for log1p of counts per 10,000), to bring new data of another scale to it
+    log_total: float | None = None
+    log_total_modelled: float | None = None
 
     def to_json(self) -> dict:
         return {
@@ -73,6 +78,8 @@ class PreprocessState:
             "log_base": self.log_base,
             "input_genes": None if self.input_genes is None else list(self.input_genes),
             "selection": self.selection,
+            "log_total": self.log_total,
+            "log_total_modelled": self.log_total_modelled,
         }
 
     @classmethod
@@ -92,11 +99,20 @@ class PreprocessState:
             d.get("log_base", "e"),
             None if genes is None else tuple(genes),
             d.get("selection", "highly_variable_genes"),
+            d.get("log_total"),
+            d.get("log_total_modelled"),
         )
 
     @property
     def description(self) -> str:
         return describe_input(self.input_type, self.target_sum, self.log_base)
+
+    @property
+    def scale(self) -> float | None:
+        """The expression per cell that log values are ``log1p`` of: ``target_sum`` for
+        counts and normalized input, the training data's :attr:`log_total` for
+        log-normalized input (None when unknown: models saved before 2026-12-08)."""
+        return self.log_total if self.input_type == "lognorm" else float(self.target_sum)
 
     @property
     def all_genes(self) -> tuple[str, ...]:
@@ -309,7 +325,10 @@ def fit_preprocessing(
         std = np.maximum(np.sqrt(var), config.min_std)
     else:
         std = np.ones_like(mean)
-    depth = expr_mean = None
+    depth = expr_mean = log_total = log_total_modelled = None
+    if input_type == "lognorm":
+        log_total = log_scale(M, cols, log_base)
+        log_total_modelled = log_scale(M, cols[idx], log_base)
     if input_type == "counts":
         depth = float(np.median(cell_totals))
         linear = _View(M, cols[idx], _normalizer(input_type, log_base, log=False, **norm))
@@ -326,6 +345,8 @@ def fit_preprocessing(
         log_base,
         tuple(str(g) for g in input_genes),
         selection,
+        log_total,
+        log_total_modelled,
     )
 
 
@@ -381,7 +402,58 @@ def log_expression(
                 M.shape[1],
                 state.n_input_genes,
             )
-    return log_values(M, cols, input_type, log_base, state.target_sum, cell_totals)
+    out = log_values(M, cols, input_type, log_base, state.target_sum, cell_totals)
+    if input_type == "lognorm":
+        out = _to_training_scale(out, M, names, state, log_base, what)
+    return out
+
+
+SCALE_TOLERANCE = 1.25  # log-normalized data whose scale is off by more are rescaled
+
+
+def log_scale(M, cols, log_base, *, sample_cells: int = 2000, seed: int = 0) -> float | None:
+    """The scale of log-normalized values: over a seeded sample of cells, the median of each
+    cell's inverse-log values ``b**v - 1`` summed over columns ``cols`` (1e4 for ``log1p`` of
+    counts per 10,000 and every gene; None when no sampled cell has a value there)."""
+    sample = sample_rows(M, sample_cells=sample_cells, seed=seed)[:, np.asarray(cols)]
+    factor = np.log(np.e if log_base == "e" else float(log_base))
+    inverse = sample.astype(np.float64)
+    inverse.data = np.expm1(inverse.data * factor)
+    cell = np.asarray(inverse.sum(axis=1)).ravel()
+    cell = cell[cell > 0]
+    return float(np.median(cell)) if len(cell) else None
+
+
+def rescale_log(values: np.ndarray, factor: float) -> np.ndarray:
+    """Natural log values ``ln(1 + x)`` as ``ln(1 + factor x)`` (float32)."""
+    return np.log1p(np.expm1(values.astype(np.float64)) * factor).astype(np.float32)
+
+
+def _to_training_scale(values, M, names, state: PreprocessState, log_base, what: str):
+    """Log-normalized ``values`` of new cells brought to the training cells' scale when theirs
+    differs by more than :data:`SCALE_TOLERANCE` (e.g. log1p of counts per million given to a
+    model trained on counts per 10,000), with a warning; as they are otherwise. The scales are
+    compared over every training gene when the data hold them all, else over the modelled
+    genes (models saved before 2026-12-08 have no scale and are not checked)."""
+    every = state.input_genes is not None and set(state.input_genes) <= set(names)
+    reference = state.log_total if every else state.log_total_modelled
+    if not reference:
+        return values
+    genes = state.input_genes if every else state.genes
+    found = log_scale(M, columns(names, genes, what), log_base)
+    if not found or 1 / SCALE_TOLERANCE <= reference / found <= SCALE_TOLERANCE:
+        return values
+    logger.warning(
+        "rnadiff: %s holds log values of about %.4g per cell (inverse of the log summed over "
+        "%s), the model's training data %.4g: rescaled to the model's scale (x %.4g); "
+        "normalize both alike to silence this",
+        what,
+        found,
+        "the training genes" if every else "the modelled genes",
+        reference,
+        reference / found,
+    )
+    return rescale_log(values, reference / found)
 
 
 def detect_input_type(X) -> str:

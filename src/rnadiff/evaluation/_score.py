@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -9,7 +11,13 @@ import pandas as pd
 from rnadiff._config import PreprocessConfig
 from rnadiff._errors import InputError
 from rnadiff.data._expression import Source, detect, matrix
-from rnadiff.data._preprocessing import log_values, totals
+from rnadiff.data._preprocessing import (
+    SCALE_TOLERANCE,
+    log_scale,
+    log_values,
+    rescale_log,
+    totals,
+)
 from rnadiff.data._validation import check_genes, check_matrix
 from rnadiff.evaluation._metrics import (
     discrimination_score,
@@ -17,6 +25,8 @@ from rnadiff.evaluation._metrics import (
     target_gene_columns,
 )
 from rnadiff.model._data import check_cells
+
+logger = logging.getLogger("rnadiff")
 
 
 def _check_genes(available, genes: list[str], *, what: str) -> None:
@@ -34,10 +44,11 @@ def _check_genes(available, genes: list[str], *, what: str) -> None:
 
 def _log_values(
     adata: ad.AnnData, genes: list[str], *, what: str, layer: str | None = None
-) -> np.ndarray:
+) -> tuple[np.ndarray, float | None]:
     """Natural log-normalized values of ``genes`` (of ``X`` or ``layer``): counts and
     unlogged values are normalized to 1e4 per cell first, log2 / log10 values converted;
-    a matrix whose kind cannot be told is an error."""
+    a matrix whose kind cannot be told is an error. With their scale: 1e4, or for
+    log-normalized values :func:`rnadiff.data._preprocessing.log_scale` over every gene."""
     check_cells(adata, what)
     source = Source(layer=layer)
     X = matrix(adata, source)[0]
@@ -53,7 +64,93 @@ def _log_values(
         )
     base = info.log_base or "e"
     cell_totals = None if info.kind == "lognorm" else totals(X)
-    return log_values(X, columns, info.kind, base, PreprocessConfig().target_sum, cell_totals)
+    target = PreprocessConfig().target_sum
+    values = log_values(X, columns, info.kind, base, target, cell_totals)
+    scale = target if info.kind != "lognorm" else log_scale(X, np.arange(X.shape[1]), base)
+    return values, scale
+
+
+def _rescaled(x: np.ndarray, factor: float | None, why: str) -> np.ndarray:
+    """``ln(1 + factor y)`` of ``x = ln(1 + y)`` when ``factor`` is beyond
+    ``SCALE_TOLERANCE`` either way (with a warning that says ``why``); ``x`` otherwise."""
+    if not factor or not np.isfinite(factor):
+        return x
+    if 1 / SCALE_TOLERANCE <= factor <= SCALE_TOLERANCE:
+        return x
+    logger.warning(
+        "rnadiff: %s: rescaled by x %.4g before scoring (the metrics use log1p of expression "
+        "per 10,000 per cell)",
+        why,
+        factor,
+    )
+    return rescale_log(x, factor)
+
+
+def _common_scale(x_pred, x_real, x_ctrl, real_scale, ctrl_scale, pred_scale=None):
+    """Every population's log values in the metrics' units, ``ln(1 + x)`` of expression per
+    ``target_sum`` (10,000) per cell, as counts are normalized here.
+
+    Log-normalized real or control cells of another scale (counts per million, or the median
+    depth of ``sc.pp.normalize_total``; ``*_scale``: measured over all their genes) are
+    rescaled to it, and predicted cells to the real cells' scale (:func:`_relative_scale`: a
+    prediction may hold only some genes), each with a warning when it moves by more than
+    ``SCALE_TOLERANCE``: the same cells in counts, log counts per 10,000 or log counts per
+    million score the same. ``pred_scale``: the predicted cells' own scale when known
+    (rnadiff's outputs record it in ``uns['rnadiff']['scale']``), used instead."""
+    target = PreprocessConfig().target_sum
+    for what, scale in (("real", real_scale), ("control", ctrl_scale)):
+        why = (
+            f"the {what} cells' log values are of about {scale:.4g} per cell (the inverse of "
+            f"the log summed over all their genes), not {target:.4g}"
+        )
+        factor = target / scale if scale else None
+        if what == "real":
+            x_real = _rescaled(x_real, factor, why)
+        else:
+            x_ctrl = _rescaled(x_ctrl, factor, why)
+    if pred_scale:
+        why = (
+            f"the predicted cells' log values are of {pred_scale:.4g} per cell "
+            f"(uns['rnadiff']['scale']), not {target:.4g}"
+        )
+        return _rescaled(x_pred, target / pred_scale, why), x_real, x_ctrl
+    found = _relative_scale(x_pred, x_real)
+    why = (
+        f"the predicted cells' expression is about {found:.4g} times the real cells' (median "
+        "over the 200 genes most expressed in the real cells)"
+    )
+    x_pred = _rescaled(x_pred, 1 / found if found else None, why)
+    return x_pred, x_real, x_ctrl
+
+
+def _own_scale(adata: ad.AnnData) -> float | None:
+    """The scale rnadiff recorded in its output's ``uns['rnadiff']['scale']``, if any."""
+    info = adata.uns.get("rnadiff")
+    value = info.get("scale") if isinstance(info, dict) else None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
+def _gene_means(x: np.ndarray) -> np.ndarray:
+    """Each gene's mean of ``exp(x) - 1`` (the linear expression), a block of cells at a time."""
+    total = np.zeros(x.shape[1])
+    for i in range(0, len(x), 8192):
+        total += np.expm1(x[i : i + 8192].astype(np.float64)).sum(axis=0)
+    return total / max(len(x), 1)
+
+
+def _relative_scale(x: np.ndarray, reference: np.ndarray, n_genes: int = 200) -> float | None:
+    """The scale of ``x`` relative to ``reference`` (the same genes): over the ``n_genes``
+    genes most expressed in ``reference``, the median of their linear means' ratios, ``c``
+    exactly when ``x`` is ``ln(1 + c y)`` of the reference's ``y``; a median over genes, so a
+    prediction's errors in a few genes (even extreme values) do not move it."""
+    mine, theirs = _gene_means(x), _gene_means(reference)
+    top = np.argsort(-theirs)[:n_genes]
+    top = top[(theirs[top] > 0) & (mine[top] > 0)]
+    return float(np.median(mine[top] / theirs[top])) if len(top) else None
 
 
 def score(
@@ -76,7 +173,10 @@ def score(
     real, control
         Real perturbed and real control cells of the same context; raw counts (normalized to
         1e4 per cell and log1p-transformed here, with size factors over all their genes) or
-        log-normalized values. Both must contain every gene of ``pred``.
+        log-normalized values. Both must contain every gene of ``pred``. The metrics use
+        ``log1p`` of expression per 1e4 per cell: log values of another scale (e.g. counts per
+        million) are rescaled to it, and ``pred`` to the real cells' scale, with a warning
+        (:func:`_common_scale`).
     top_n
         Sizes of the DE gene sets (top Wilcoxon genes of real vs control).
     distributional
@@ -94,9 +194,12 @@ def score(
     genes = [str(g) for g in pred.var_names]
     _check_genes(real.var_names, genes, what="the real cells")
     _check_genes(control.var_names, genes, what="the control cells")
-    x_pred = _log_values(pred, genes, what="pred")
-    x_real = _log_values(real, genes, what="real", layer=layer)
-    x_ctrl = _log_values(control, genes, what="control", layer=layer)
+    x_pred, _ = _log_values(pred, genes, what="pred")
+    x_real, real_scale = _log_values(real, genes, what="real", layer=layer)
+    x_ctrl, ctrl_scale = _log_values(control, genes, what="control", layer=layer)
+    x_pred, x_real, x_ctrl = _common_scale(
+        x_pred, x_real, x_ctrl, real_scale, ctrl_scale, _own_scale(pred)
+    )
     metrics = response_metrics(
         x_pred, x_real, x_ctrl, top_n=top_n, distributional=distributional, seed=seed
     )
@@ -189,9 +292,12 @@ def score_conditions(
             f"predicted conditions without real cells in column {by!r}: {unknown[:10]}"
             f"{' ...' if len(unknown) > 10 else ''}; real conditions: {candidates[:10]}"
         )
-    x_pred = _log_values(pred, genes, what="pred")
-    x_real = _log_values(real, genes, what="real", layer=layer)
-    x_ctrl = _log_values(control, genes, what="control", layer=layer)
+    x_pred, _ = _log_values(pred, genes, what="pred")
+    x_real, real_scale = _log_values(real, genes, what="real", layer=layer)
+    x_ctrl, ctrl_scale = _log_values(control, genes, what="control", layer=layer)
+    x_pred, x_real, x_ctrl = _common_scale(
+        x_pred, x_real, x_ctrl, real_scale, ctrl_scale, _own_scale(pred)
+    )
     rows = {}
     for c in conditions:
         p, r = x_pred[pred_labels == c], x_real[real_labels == c]

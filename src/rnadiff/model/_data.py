@@ -16,6 +16,7 @@ from rnadiff._errors import InputError
 from rnadiff.data._covariates import CovariateRegistry
 from rnadiff.data._expression import Source, choose_source, matrix
 from rnadiff.data._genes import iter_row_chunks
+from rnadiff.data._preprocessing import SCALE_TOLERANCE, rescale_log
 from rnadiff.data._preprocessing import log_expression as state_log_expression
 from rnadiff.data._validation import check_genes, check_unique_names
 
@@ -144,7 +145,19 @@ def log_expression(model: RNADiffusion, adata: ad.AnnData, layer=None, genes=Non
     check_genes(adata.var_names, genes, what="the data")
     if "rnadiff" in adata.uns and layer is None:  # rnadiff's own output: natural log already
         x = adata[:, genes].X
-        return np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
+        x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
+        info = adata.uns["rnadiff"]
+        theirs, ours = info.get("scale") if isinstance(info, dict) else None, model.preprocess.scale
+        if theirs and ours and not 1 / SCALE_TOLERANCE <= ours / theirs <= SCALE_TOLERANCE:
+            logger.warning(
+                "rnadiff: these cells (rnadiff output) are log values of %.4g per cell, the "
+                "model's of %.4g: rescaled to the model's scale (x %.4g)",
+                theirs,
+                ours,
+                ours / theirs,
+            )
+            x = rescale_log(x, ours / theirs)
+        return x
     source = source_for(model, adata, layer)
     return state_log_expression(
         adata, model.preprocess, layer=source.layer, use_raw=source.use_raw, genes=genes

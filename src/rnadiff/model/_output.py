@@ -73,6 +73,8 @@ def to_anndata(
         "rnadiff_version": __version__,
         "input": state.description,
         "n_modelled_genes": len(genes),
+        # X is ln(1 + x) of expression x per this many per cell (None: unknown)
+        "scale": state.scale,
     }
     return out
 
