@@ -96,6 +96,35 @@ def test_same_seed_same_result(shallow):
     np.testing.assert_array_equal(a.layers["rnadiff_denoised"], b.layers["rnadiff_denoised"])
 
 
+def test_log_values_in_x_with_counts_beside_them_are_denoised_from_the_counts(shallow, caplog):
+    cells, _ = shallow
+    kw = dict(inplace=False, max_steps=20, progress=False, seed=4, n_models=1)
+    expected = rnadiff.denoise(cells, **kw).layers["rnadiff_denoised"]
+    counts = cells.X.toarray()
+    logged = ad.AnnData(
+        np.log1p(counts / counts.sum(1, keepdims=True) * 1e4).astype(np.float32),
+        obs=cells.obs.copy(),
+        layers={"counts": cells.X.copy()},
+    )
+    logged.var_names = cells.var_names
+    with caplog.at_level(logging.INFO, logger="rnadiff"):
+        out = rnadiff.denoise(logged, **kw)  # as training does: the counts layer is read
+    np.testing.assert_array_equal(out.layers["rnadiff_denoised"], expected)
+    assert out.uns["rnadiff_denoised"]["layer"] == "counts"
+    assert "reading the raw counts in adata.layers['counts']" in caplog.text
+    # adata.raw with more genes than adata: adata's genes are denoised, in its order
+    raw = ad.AnnData(
+        sp.hstack([cells.X, sp.csr_matrix(np.ones((cells.n_obs, 3), np.float32))]).tocsr()
+    )
+    raw.var_names = [*cells.var_names, "x1", "x2", "x3"]
+    logged = ad.AnnData(logged.X[:, ::-1].copy(), obs=cells.obs.copy())
+    logged.var_names, logged.raw = cells.var_names[::-1], raw
+    out = rnadiff.denoise(logged, **kw)
+    assert out.uns["rnadiff_denoised"]["use_raw"]
+    assert out.layers["rnadiff_denoised"].shape == (cells.n_obs, cells.n_vars)
+    assert out.layers["rnadiff_denoised"].max() > 0
+
+
 def test_an_ensemble_is_the_mean_of_its_networks(shallow):
     cells, _ = shallow
     kw = dict(inplace=False, max_steps=20, progress=False)

@@ -14,11 +14,12 @@ from collections.abc import Callable
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
 from rnadiff._errors import InputError
-from rnadiff.data._expression import Source, matrix
+from rnadiff.data._expression import choose_source, matrix
 from rnadiff.data._inputs import detect_input
 from rnadiff.data._preprocessing import totals
 from rnadiff.model._data import check_cells
@@ -181,7 +182,9 @@ def denoise(
     adata
         Cells x genes with raw counts (integers) in ``X`` or ``layer``; at least 20 cells.
     layer
-        Layer holding the counts (default ``X``).
+        Layer holding the counts (default: ``X``, or when ``X`` holds other values the raw
+        counts beside it, as in training: a layer named ``counts``, ``raw_counts`` or
+        ``umi_counts``, or ``adata.raw``; the log says which).
     key_added
         Layer (and ``uns`` key) written.
     inplace
@@ -227,13 +230,18 @@ def denoise(
             f"self-supervised denoising needs at least {MIN_CELLS} cells to learn from, got "
             f"{adata.n_obs}; denoise with a reference model (RNADiffusion.denoise) instead"
         )
-    counts, _ = matrix(adata, Source(layer=layer))
+    # X, or the raw counts beside log values in X (a counts layer, adata.raw), as training
+    source, _ = choose_source(adata, layer=layer)
+    counts, names = matrix(adata, source)
     if adata.isbacked:
         counts = counts[:]
+    if source.use_raw:  # adata.raw may hold more genes than adata: adata's, in its order
+        counts = counts[:, pd.Index(names).get_indexer(adata.var_names)]
     if detect_input(counts).kind != "counts":
         raise InputError(
             f"self-supervised denoising needs raw counts (integers): it splits each cell's "
-            f"UMIs; {'X' if layer is None else f'layer {layer!r}'} holds other values"
+            f"UMIs; {source.what} holds other values (give the layer of raw counts with "
+            "layer=...)"
         )
     expression, fits = fit_denoisers(
         counts,
@@ -262,7 +270,8 @@ def denoise(
     adata.layers[key_added] = np.log1p(expression(counts)).astype(np.float32)
     adata.uns[key_added] = {
         "method": "self-supervised (binomial split of each cell's UMIs)",
-        "layer": layer,
+        "layer": source.layer,
+        "use_raw": source.use_raw,
         "target_sum": target_sum,
         "width": width,
         "seed": seed,
