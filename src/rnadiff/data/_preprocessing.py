@@ -366,9 +366,11 @@ def check_compatible(info: InputInfo, state: PreprocessState, what: str) -> tupl
             "(layer=...)"
         )
     if kind == "lognorm":
+        trained = {"counts": "raw counts", "normalized": "normalized unlogged values (TPM, CPM)"}
+        trained = trained.get(state.input_type, state.input_type)
         raise InputError(
-            f"the model was trained on {state.input_type} but {what} looks log-normalized "
-            "(non-integers below 30); pass raw counts, or the layer that holds them (layer=...)"
+            f"the model was trained on {trained} but {what} looks log-normalized (non-integers "
+            f"below 30); pass {trained}, or the layer that holds them (layer=...)"
         )
     return state.input_type, "e"
 
