@@ -256,7 +256,7 @@ def test_predict_lognorm_source_on_a_counts_model(model, ctrl_cells):
     ctrl_cells.X = ctrl_cells.layers["logcounts"].copy()
     with pytest.raises(InputError) as info:
         model.predict(ctrl_cells, perturbation="stim", **FAST)
-    assert_names(info, "trained on counts", "log-normalized", "raw counts")
+    assert_names(info, "trained on raw counts", "log-normalized", "raw counts")
 
 
 def test_predict_source_with_duplicate_gene_names(model, ctrl_cells):
