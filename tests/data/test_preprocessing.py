@@ -398,3 +398,25 @@ def test_a_model_without_a_recorded_scale_reads_log_values_as_they_are(kang_smal
     np.testing.assert_array_equal(
         log_expression(far, old), dense(far[:, list(state.genes)].X).astype(np.float32)
     )
+
+
+def test_half_floats_are_read_as_float32(kang_small):
+    """A dense float16 X (to save space) reads as the same values in float32 would, through
+    preprocessing, the minibatch loader and training (scipy.sparse has no float16)."""
+    from rnadiff import RNADiffusion, TrainConfig
+
+    x = np.minimum(dense(kang_small.X), 2048)  # integers float16 holds exactly
+    half, full = kang_small.copy(), kang_small.copy()
+    half.X, full.X = x.astype(np.float16), x.astype(np.float32)
+    s16 = fit_preprocessing(half, config=PreprocessConfig())
+    s32 = fit_preprocessing(full, config=PreprocessConfig())
+    assert s16.genes == s32.genes and s16.input_type == "counts"
+    np.testing.assert_array_equal(s16.mean, s32.mean)
+    np.testing.assert_array_equal(log_expression(half, s16), log_expression(full, s32))
+    weights = []
+    for adata in (half, full):
+        RNADiffusion.setup_anndata(adata, perturbation_key="group_id", control="ctrl")
+        model = RNADiffusion(adata)
+        model.train(config=TrainConfig(max_steps=3, calibration_cells=0, spread_cells=0))
+        weights.append(next(model.denoiser.parameters()).detach().clone())
+    np.testing.assert_array_equal(weights[0].numpy(), weights[1].numpy())

@@ -33,7 +33,15 @@ def iter_row_chunks(X, *, chunk_size: int = 10000) -> Iterator[tuple[slice, obje
     n_cells = X.shape[0]
     for start in range(0, n_cells, chunk_size):
         rows = slice(start, min(start + chunk_size, n_cells))
-        yield rows, X[rows]
+        yield rows, widen_half(X[rows])
+
+
+def widen_half(block):
+    """A dense block of half floats (float16) as float32 (scipy.sparse and most of numpy's
+    linear algebra have no float16); any other block as it is."""
+    if not sp.issparse(block) and getattr(block, "dtype", None) == np.float16:
+        return np.asarray(block, dtype=np.float32)
+    return block
 
 
 def iter_dense_blocks(

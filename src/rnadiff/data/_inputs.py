@@ -65,6 +65,8 @@ def sample_rows(X, *, sample_cells: int = 2000, seed: int = 0) -> sp.csr_matrix:
     blocks = []
     for start in range(0, len(rows), 256):
         block = X[rows[start : start + 256]]
+        if not sp.issparse(block) and np.asarray(block).dtype == np.float16:
+            block = np.asarray(block, dtype=np.float32)  # scipy.sparse has no float16
         blocks.append(sp.csr_matrix(block) if not sp.issparse(block) else block.tocsr())
     if not blocks:
         return sp.csr_matrix((0, X.shape[1]))

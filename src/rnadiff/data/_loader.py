@@ -21,6 +21,7 @@ import torch
 
 from rnadiff.data._covariates import CovariateRegistry
 from rnadiff.data._expression import Source, columns, matrix
+from rnadiff.data._genes import widen_half
 from rnadiff.data._preprocessing import PreprocessState, totals
 
 BLOCK = 256  # cells read from disk at once (one contiguous read)
@@ -194,7 +195,7 @@ def _read_rows(M, start: int, stop: int) -> sp.csr_matrix:
         lo, hi = int(indptr[0]), int(indptr[-1])
         arrays = (np.asarray(group["data"][lo:hi]), np.asarray(group["indices"][lo:hi]))
         return sp.csr_matrix((*arrays, indptr - lo), shape=(stop - start, M.shape[1]))
-    return sp.csr_matrix(M[start:stop])
+    return sp.csr_matrix(widen_half(M[start:stop]))
 
 
 def _gathered(M: sp.csr_matrix, idx: np.ndarray):
