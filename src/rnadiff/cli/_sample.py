@@ -50,7 +50,10 @@ Counts = Annotated[
         help="Also raw counts (models trained on raw counts only): integers in "
         "layers['counts'] at library sizes drawn from each cell's condition (predict: each "
         "source cell keeps its depth's rank), obs['total_counts'], and X their "
-        "log-normalized values. Not with chunked output (cells above --chunk-cells).",
+        "log-normalized values. Use it for differential expression of predicted against "
+        "real cells (Wilcoxon tests, cell-eval): without it, genes at zero in real cells get "
+        "small non-zero values that such tests call significant. Not with chunked output "
+        "(cells above --chunk-cells).",
     ),
 ]
 
