@@ -91,3 +91,15 @@ def test_conditions_are_scored_in_one_unit_too(kang, caplog):
         got = score_conditions(pred, real, _log_at(ctrl, 1e6), by="condition", distributional=False)
     pd.testing.assert_frame_equal(got, expected, rtol=1e-4, atol=1e-5)
     assert "rescaled" in _warnings(caplog)
+
+
+def test_the_same_cells_as_real_and_control_are_warned_about(kang, caplog):
+    pred, stim, ctrl = kang
+    with caplog.at_level(logging.WARNING, logger="rnadiff"):
+        got = score(pred, ctrl, ctrl, distributional=False)
+    assert np.isnan(got["pearson_delta_all"])
+    assert "have the control cells' mean expression" in _warnings(caplog)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rnadiff"):
+        score(pred, stim, ctrl, distributional=False)
+    assert not _warnings(caplog)

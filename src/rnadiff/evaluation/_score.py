@@ -203,7 +203,20 @@ def score(
     metrics = response_metrics(
         x_pred, x_real, x_ctrl, top_n=top_n, distributional=distributional, seed=seed
     )
+    _warn_no_change(x_real, x_ctrl)
     return pd.Series(metrics, name="value")
+
+
+def _warn_no_change(x_real: np.ndarray, x_ctrl: np.ndarray, what: str = "the real cells") -> None:
+    """Pearson delta is undefined (NaN) when the real cells' mean equals the control cells':
+    say so, since it usually means the same cells were given as both."""
+    if np.array_equal(x_real.mean(axis=0), x_ctrl.mean(axis=0)):
+        logger.warning(
+            "rnadiff: %s have the control cells' mean expression (the same cells as both?), "
+            "so there is no change to compare with: Pearson delta is NaN; give the perturbed "
+            "and the control cells apart (rnadiff evaluate: --real-where, --control-where)",
+            what,
+        )
 
 
 def _labels(adata: ad.AnnData, by: str, *, what: str) -> np.ndarray:

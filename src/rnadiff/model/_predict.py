@@ -57,9 +57,10 @@ def warn_outside(engine, obs: pd.DataFrame) -> None:
     the cells' condition: the network extrapolates there."""
     for key, (n, lo, hi) in engine.outside_range(obs).items():
         logger.warning(
-            "rnadiff: %d cells ask for %s outside the range measured for their condition "
+            "rnadiff: %d %s for %s outside the range measured for their condition "
             "(%g to %g): the network extrapolates there, check such predictions",
             n,
+            "cell asks" if n == 1 else "cells ask",
             key,
             lo,
             hi,
