@@ -114,8 +114,9 @@ def test_unknown_value_of_a_plain_category_is_named(kang_small):
     registry = CovariateRegistry.fit(kang_small.obs, KANG_SETUP)
     obs = kang_small.obs.iloc[:3].copy()
     obs["cluster_id"] = ["B cells", "Neurons", "B cells"]
-    with pytest.raises(InputError, match=r"unknown value 'Neurons' in column 'cluster_id'"):
+    with pytest.raises(InputError, match=r"unknown value 'Neurons' in column 'cluster_id'") as e:
         registry.encode(obs)
+    assert "train with some of its cells" in str(e.value)  # what to do about it
 
 
 # ------------------------------------------------------------------ continuous

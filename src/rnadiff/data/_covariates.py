@@ -227,6 +227,13 @@ class CovariateRegistry:
                     if cov.molecules
                     else ""
                 )
+                if cov.role != "perturbation":
+                    hint = (
+                        f"; a {cov.key} never seen in training cannot be encoded: train with "
+                        "some of its cells (its control cells are enough to predict their "
+                        "response, as in a leave-one-cell-type-out split), or give these "
+                        "cells a value the model knows"
+                    )
                 raise InputError(
                     f"unknown {what} {unknown[0]!r} in column {cov.key!r}; the model knows "
                     f"{len(cov.tokens)}: {list(cov.tokens)[:20]}{hint}"
