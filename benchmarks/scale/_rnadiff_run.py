@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--sample-cells", type=int, default=20_000)
     p.add_argument("--no-calibration", action="store_true", help="no calibration after training")
+    p.add_argument("--precision", default=None, help="pass --precision to rnadiff train")
     args = p.parse_args(argv)
 
     record: dict = {"tool": "rnadiff", "status": "started"}
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     cli += ["--backed"] if args.backed else []
     cli += ["--in-memory"] if args.in_memory else []
     cli += ["--calibration-cells", "0", "--spread-cells", "0"] if args.no_calibration else []
+    cli += ["--precision", args.precision] if args.precision else []
     record["command"] = "rnadiff " + " ".join(cli)
     record["backed_via"] = "cli" if args.backed else ("harness" if args.open_backed else None)
     write()

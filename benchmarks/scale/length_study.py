@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale/length_study.py --size 1M
         --steps 4000,16000 [--batch-size 128] [--seed 0] [--ref 100k] [--cells-per-group 200]
-        [--ref-cells N] [--width W] [--out DIR]
+        [--ref-cells N] [--width W] [--precision fp32|bf16] [--out DIR]
 
 For each step count, in a fresh process (``--one``): the model is built on the synthetic file
 (``make_files.py``; read backed), trained for exactly that many steps at the default batch or
@@ -102,7 +102,17 @@ def one(args) -> dict:
     record["width"] = model.config.network.width
     record["preprocess_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model.train(max_steps=args.one, batch_size=args.batch_size, seed=args.seed, progress=False)
+    from rnadiff import TrainConfig
+
+    train = TrainConfig(precision=args.precision) if args.precision != "fp32" else None
+    model.train(
+        max_steps=args.one,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        config=train,
+        progress=False,
+    )
+    record["precision"] = args.precision
     record["train_s"] = time.perf_counter() - t0
     record["batch_size"] = model.train_config.batch_size
     record["passes"] = args.one * record["batch_size"] / adata.n_obs
@@ -148,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ref-cells", type=int, default=None, help="a random subset of --ref")
     p.add_argument("--width", type=int, default=None, help="the denoiser's hidden width")
     p.add_argument("--batch-size", type=int, default=None, help="default: TrainConfig's")
+    p.add_argument("--precision", default="fp32", help="TrainConfig.precision: fp32 or bf16")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="the model's and its training's seed")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -167,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         cmd += ["--seed", str(args.seed)]
         cmd += ["--ref-cells", str(args.ref_cells)] if args.ref_cells else []
         cmd += ["--width", str(args.width)] if args.width else []
+        cmd += ["--precision", args.precision]
         env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "PYTHONWARNINGS": "ignore"}
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)

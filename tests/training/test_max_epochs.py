@@ -257,3 +257,48 @@ def test_predict_keeps_continuous_values_numeric(one_thread):
     assert pd.api.types.is_float_dtype(gen.obs["dose"]) and (gen.obs["dose"] == 5.0).all()
     with pytest.raises(InputError, match="'dose' is continuous; 'high' is not a number"):
         model.generate({"drug": "A", "dose": "high"}, n_cells=2, **fast)
+
+
+@pytest.mark.parametrize(
+    ("precision", "batch", "device", "native", "expected"),
+    [
+        ("auto", 512, "cpu", True, "bf16"),  # large data on a CPU with native bf16
+        ("auto", 1024, "cpu", True, "bf16"),
+        ("auto", 128, "cpu", True, "fp32"),  # small data: no faster, fp32
+        ("auto", 512, "cpu", False, "fp32"),  # emulated bf16 would be slower
+        ("auto", 512, "cuda", True, "fp32"),  # not measured on a GPU
+        ("fp32", 512, "cpu", True, "fp32"),  # given: kept
+        ("bf16", 128, "cpu", False, "bf16"),
+    ],
+)
+def test_precision_for(monkeypatch, precision, batch, device, native, expected):
+    import rnadiff._config as config
+
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: native)
+    assert TrainConfig(precision=precision).precision_for(batch, device) == expected
+
+
+def test_precision_must_be_known():
+    with pytest.raises(InputError, match="precision must be 'auto', 'fp32' or 'bf16'"):
+        TrainConfig(precision="fp16")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_training_records_the_precision_it_ran_at(
+    kang_small, tiny_model_config, one_thread, monkeypatch, caplog, native
+):
+    """At batch 512 on a CPU with native bf16 the run autocasts to bf16 (said in the plan,
+    stored in the run's config, so a resumed run keeps it); without, fp32. Both train."""
+    import rnadiff._config as config
+
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: native)
+    model = _model(kang_small, tiny_model_config)
+    quick = dict(calibration_cells=0, spread_cells=0, anchor_cells=0)
+    with caplog.at_level(logging.INFO, logger="rnadiff"):
+        model.train(config=TrainConfig(max_steps=2, batch_size=512, **quick), progress=False)
+    assert model.train_config.precision == ("bf16" if native else "fp32")
+    assert ("bf16 autocast" in caplog.text) == native
+    assert np.isfinite(model.history[-1]["loss"])
+    small = _model(kang_small.copy(), tiny_model_config)
+    small.train(config=TrainConfig(max_steps=2, **quick), progress=False)
+    assert small.train_config.precision == "fp32"  # batch 128

@@ -302,8 +302,12 @@ def train(
     device: Device = "auto",
     precision: Annotated[
         str,
-        typer.Option(help="fp32, or bf16 (autocast of the forward pass; for GPUs)."),
-    ] = "fp32",
+        typer.Option(
+            help="auto, fp32, or bf16 (autocast of the forward pass, fp32 weights). auto: bf16 "
+            "for minibatches of 512 or more cells (large data) on a CPU that computes bf16 "
+            "natively (AVX512-BF16 or AMX: 1.1-1.5x faster, same quality), fp32 otherwise."
+        ),
+    ] = "auto",
     compile: Annotated[
         bool, typer.Option("--compile", help="torch.compile the training step (GPU).")
     ] = False,

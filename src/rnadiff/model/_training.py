@@ -13,6 +13,7 @@ from rnadiff.data._loader import CellMatrix, ConditionTable
 from rnadiff.model._data import source_for
 from rnadiff.training import Trainer
 from rnadiff.training._distributed import is_main, shared, world_size
+from rnadiff.training._loop import resolve_device
 from rnadiff.training._thinning import CountThinning
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ def train(
     n = len(data)
     # the minibatch that follows the data is fixed for the run (and stored: a resumed run keeps it)
     cfg = dataclasses.replace(cfg, batch_size=cfg.batch_for(n))
+    # and so is the precision (auto: bf16 for large batches on a CPU with native bf16)
+    precision = cfg.precision_for(cfg.batch_size, resolve_device(device).type)
+    cfg = dataclasses.replace(cfg, precision=precision)
     steps = cfg.steps_for(n)
     uncapped = dataclasses.replace(cfg, max_epochs=None).steps_for(n)
     if steps < uncapped:
@@ -78,11 +82,12 @@ def train(
         )
     if is_main() and model.step < steps:  # the run's plan, once (rank 0 under torchrun)
         logger.info(
-            "rnadiff: training %d steps of %d cells (%.3g passes over %d cells)%s",
+            "rnadiff: training %d steps of %d cells (%.3g passes over %d cells)%s%s",
             steps,
             cfg.batch_size,
             steps * min(cfg.batch_size, n) / n,
             n,
+            ", bf16 autocast" if cfg.precision == "bf16" else "",
             f", from step {model.step}" if model.step else "",
         )
     trainer = Trainer(

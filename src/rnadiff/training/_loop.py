@@ -299,7 +299,7 @@ class Trainer:
             net = torch.compile(net)
         # an ensemble's members are trained each on its own loss (rnadiff.networks.Denoiser)
         each = functools.partial(net, each=True) if getattr(self.model, "n_models", 1) > 1 else net
-        bf16 = cfg.precision == "bf16"
+        bf16 = cfg.precision_for(cfg.batch_size, device) == "bf16"
         assemble = functools.partial(
             self._batch, data, conds, rank=rank, world=world, corrupt=corrupt
         )
