@@ -18,8 +18,8 @@ KEY = ["size", "threads", "tool"]
 COLUMNS = [
     *KEY,
     "n_cells", "n_genes", "status", "error", "backed", "backed_via", "mode", "n_genes_modelled",
-    "read_s", "init_s", "data_to_loop_s", "preprocess_s", "steps", "batch_size", "train_s",
-    "train_cells_per_s", "step_ms", "calibrate_s", "checkpoint_s", "save_s",
+    "read_s", "init_s", "data_to_loop_s", "preprocess_s", "steps", "batch_size", "precision",
+    "train_s", "train_cells_per_s", "step_ms", "calibrate_s", "checkpoint_s", "save_s",
     "peak_rss_train_mib", "peak_rss_mib", "peak_rss_wait4_mib", "sample_cells", "sample_s",
     "sample_cells_per_s", "forward_gflop", "step_gflop", "linear_layers", "step_gflops",
     "matmul_peak_gflops", "matmul_start_gflops", "matmul_end_gflops", "step_share_of_peak",
@@ -38,7 +38,9 @@ NOTE = (
     "training cells/s over CPU/wall, the loop's cells per CPU second; on a shared machine the "
     "closer figure to what the code does with a core to itself (1 thread). Batch: each tool's "
     "default minibatch (rnadiff's follows the data, `TrainConfig.batch_for`: 128 below 34,134 "
-    "cells, 512 above; scVI's is 128); the rows of a file measured in an earlier run keep "
+    "cells, 512 above; scVI's is 128; `(bf16)`: rnadiff's step autocast to bf16, "
+    "`TrainConfig.precision_for`, whose % matmul peak is still against the fp32 peak); the "
+    "rows of a file measured in an earlier run keep "
     "that run's code (`rnadiff_code` in results.csv)."
 )
 ORDER = ["10k", "100k", "1M", "100k_20k"]
@@ -158,6 +160,11 @@ def targets(df: pd.DataFrame, t: int) -> list[tuple[str, str, str]]:
     return out
 
 
+def _precision(r) -> str:
+    """`` (bf16)`` for a run that autocast to bf16 (``TrainConfig.precision``), else nothing."""
+    return " (bf16)" if r.get("precision") == "bf16" else ""
+
+
 def table(df: pd.DataFrame, t: int) -> list[str]:
     head = ["file", "cells x genes (modelled)", "rnadiff", "read s", "preprocess s",
             "batch rnadiff, scVI", "train cells/s", "step ms", "% matmul peak",
@@ -185,7 +192,7 @@ def table(df: pd.DataFrame, t: int) -> list[str]:
             _fmt(s.get("train_cells_per_s")) if _trained(s) else f"failed: {s.get('error')}"
         )  # fmt: skip
         cols = [size, cells, status, _fmt(r.get("read_s"), 1), _fmt(r.get("preprocess_s"), 1),
-                f"{_fmt(r.get('batch_size'))}, {_fmt(s and s.get('batch_size'))}",
+                f"{_fmt(r.get('batch_size'))}{_precision(r)}, {_fmt(s and s.get('batch_size'))}",
                 _fmt(r.get("train_cells_per_s")), _fmt(r.get("step_ms"), 1),
                 _fmt(share and 100 * share), _fmt(r.get("peak_rss_train_mib"), 2, GIB),
                 _fmt(r.get("peak_rss_mib"), 2, GIB), _fmt(r.get("sample_cells_per_s")),

@@ -96,6 +96,7 @@ def instrument(timers: Timers, record: dict) -> None:
             record["fit_cpu_s"] = record.get("fit_cpu_s", 0.0) + time.process_time() - cpu0
             record["steps"] = record.get("steps", 0) + self.step - first
             record["batch_size"] = getattr(self.config, "batch_size", None)
+            record["precision"] = getattr(self.config, "precision", None)
 
     Trainer.fit = timed_fit
 
