@@ -536,6 +536,11 @@ def test_train_min_epochs_option(kang_file, tmp_path):
     )
     assert bad.exit_code != 0 and "--batch-size must be at least 1" in str(bad.exception)
     assert not (tmp_path / "f").exists()
+    bad = runner.invoke(
+        app, [str(a) for a in [*base, "--out", tmp_path / "g", "--precision", "fp16"]]
+    )
+    assert bad.exit_code != 0 and "--precision must be auto, fp32 or bf16" in str(bad.exception)
+    assert not (tmp_path / "g").exists()
 
 
 def test_denoise_writes_denoised_cells_with_their_obs(model_dir, kang_file, tmp_path):

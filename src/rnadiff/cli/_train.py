@@ -350,6 +350,8 @@ def train(
             f"--batch-size must be at least 1, got {batch_size} (leave it out to let it "
             "follow the data)"
         )
+    if precision not in ("auto", "fp32", "bf16"):
+        raise InputError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
     # TrainConfig's floor of passes (None: none); not given: the default or the checkpoint's
     floor = {} if min_epochs is None else {"min_epochs": min_epochs or None}
     adata = _read(data, backed=backed)
