@@ -382,7 +382,7 @@ def test_lognorm_data_of_another_scale_are_brought_to_the_models(
 
 def test_lognorm_data_within_the_tolerance_are_used_as_they_are(kang_small, caplog):
     state = fit_preprocessing(_lognorm_at(kang_small, 1e4), config=PreprocessConfig())
-    near = _lognorm_at(kang_small, 1.2e4)
+    near = _lognorm_at(kang_small, 1.8e4)  # a subset of size-factor data may sit this far off
     with caplog.at_level(logging.WARNING, logger="rnadiff"):
         got = log_expression(near, state)
     np.testing.assert_array_equal(got, dense(near[:, list(state.genes)].X).astype(np.float32))

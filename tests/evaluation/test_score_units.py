@@ -103,3 +103,15 @@ def test_the_same_cells_as_real_and_control_are_warned_about(kang, caplog):
     with caplog.at_level(logging.WARNING, logger="rnadiff"):
         score(pred, stim, ctrl, distributional=False)
     assert not _warnings(caplog)
+
+
+def test_real_and_control_of_near_scales_take_one_factor(kang, caplog):
+    """Two populations of one unit whose medians differ a little (per-cell size factors) are
+    moved by the same factor: the change between them is not altered."""
+    pred, stim, ctrl = kang
+    # both by 1e4 / 1.1e6: the real cells to 1e4, the control cells to 1e4 / 1.1
+    expected = score(pred, _log_at(stim, 1e4), _log_at(ctrl, 1e4 / 1.1), distributional=False)
+    with caplog.at_level(logging.WARNING, logger="rnadiff"):
+        got = score(pred, _log_at(stim, 1.1e6), _log_at(ctrl, 1e6), distributional=False)
+    pd.testing.assert_series_equal(got, expected, rtol=1e-4, atol=1e-5)
+    assert "the control cells' log values are of about 1.1e+06" in _warnings(caplog)

@@ -410,7 +410,11 @@ def log_expression(
     return out
 
 
-SCALE_TOLERANCE = 1.25  # log-normalized data whose scale is off by more are rescaled
+SCALE_TOLERANCE = 1.25  # scoring: populations whose log scales differ by more are rescaled
+# new cells given to a model: a subset of cells (one cell type, a condition) of data normalized
+# by per-cell size factors can sit well off the training median, so only a clear difference of
+# units (counts per 10,000 against per million, or against a data set's median depth) counts
+MODEL_SCALE_TOLERANCE = 2.0
 
 
 def log_scale(M, cols, log_base, *, sample_cells: int = 2000, seed: int = 0) -> float | None:
@@ -433,7 +437,7 @@ def rescale_log(values: np.ndarray, factor: float) -> np.ndarray:
 
 def _to_training_scale(values, M, names, state: PreprocessState, log_base, what: str):
     """Log-normalized ``values`` of new cells brought to the training cells' scale when theirs
-    differs by more than :data:`SCALE_TOLERANCE` (e.g. log1p of counts per million given to a
+    differs by more than :data:`MODEL_SCALE_TOLERANCE` (e.g. log1p of counts per million given to a
     model trained on counts per 10,000), with a warning; as they are otherwise. The scales are
     compared over every training gene when the data hold them all, else over the modelled
     genes (models saved before 2026-12-08 have no scale and are not checked)."""
@@ -443,7 +447,7 @@ def _to_training_scale(values, M, names, state: PreprocessState, log_base, what:
         return values
     genes = state.input_genes if every else state.genes
     found = log_scale(M, columns(names, genes, what), log_base)
-    if not found or 1 / SCALE_TOLERANCE <= reference / found <= SCALE_TOLERANCE:
+    if not found or 1 / MODEL_SCALE_TOLERANCE <= reference / found <= MODEL_SCALE_TOLERANCE:
         return values
     logger.warning(
         "rnadiff: %s holds log values of about %.4g per cell (inverse of the log summed over "

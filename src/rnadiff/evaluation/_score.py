@@ -92,18 +92,26 @@ def _common_scale(x_pred, x_real, x_ctrl, real_scale, ctrl_scale, pred_scale=Non
 
     Log-normalized real or control cells of another scale (counts per million, or the median
     depth of ``sc.pp.normalize_total``; ``*_scale``: measured over all their genes) are
-    rescaled to it, and predicted cells to the real cells' scale (:func:`_relative_scale`: a
+    rescaled to it (by one factor when their scales are within ``SCALE_TOLERANCE`` of each
+    other), and predicted cells to the real cells' scale (:func:`_relative_scale`: a
     prediction may hold only some genes), each with a warning when it moves by more than
     ``SCALE_TOLERANCE``: the same cells in counts, log counts per 10,000 or log counts per
     million score the same. ``pred_scale``: the predicted cells' own scale when known
     (rnadiff's outputs record it in ``uns['rnadiff']['scale']``), used instead."""
     target = PreprocessConfig().target_sum
+    ratio = real_scale / ctrl_scale if real_scale and ctrl_scale else None
+    if ratio and 1 / SCALE_TOLERANCE <= ratio <= SCALE_TOLERANCE:
+        # one unit (e.g. the two populations of one file normalized by per-cell size factors,
+        # whose medians differ a little): one factor for both, so no change is made up
+        ctrl_scale = real_scale
     for what, scale in (("real", real_scale), ("control", ctrl_scale)):
+        if not scale:  # no value to measure it on (all zeros): as it is
+            continue
         why = (
             f"the {what} cells' log values are of about {scale:.4g} per cell (the inverse of "
             f"the log summed over all their genes), not {target:.4g}"
         )
-        factor = target / scale if scale else None
+        factor = target / scale
         if what == "real":
             x_real = _rescaled(x_real, factor, why)
         else:
@@ -115,11 +123,13 @@ def _common_scale(x_pred, x_real, x_ctrl, real_scale, ctrl_scale, pred_scale=Non
         )
         return _rescaled(x_pred, target / pred_scale, why), x_real, x_ctrl
     found = _relative_scale(x_pred, x_real)
+    if not found:
+        return x_pred, x_real, x_ctrl
     why = (
         f"the predicted cells' expression is about {found:.4g} times the real cells' (median "
         "over the 200 genes most expressed in the real cells)"
     )
-    x_pred = _rescaled(x_pred, 1 / found if found else None, why)
+    x_pred = _rescaled(x_pred, 1 / found, why)
     return x_pred, x_real, x_ctrl
 
 
