@@ -155,6 +155,7 @@ class ModelConfig:
 
 
 AUTO_BATCH = (128, 512)  # TrainConfig.batch_for's minibatch: small and large data
+PRECISIONS = ("auto", "fp32", "bf16")  # TrainConfig.precision
 
 
 def cpu_has_native_bf16() -> bool:
@@ -227,7 +228,7 @@ class TrainConfig:
             raise InputError(f"max_epochs must be positive or None, got {self.max_epochs}")
         if self.min_epochs is not None and not (0 < self.min_epochs < float("inf")):
             raise InputError(f"min_epochs must be positive or None, got {self.min_epochs}")
-        if self.precision not in ("auto", "fp32", "bf16"):
+        if self.precision not in PRECISIONS:
             raise InputError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
 
     def checkpoint_interval(self, steps: int) -> int:

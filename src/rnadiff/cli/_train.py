@@ -329,6 +329,7 @@ def train(
         RNADiffusion,
         TrainConfig,
     )
+    from rnadiff._config import PRECISIONS
     from rnadiff.data._io import check_creatable, check_not_over, check_replaceable
     from rnadiff.data._molecules import read_smiles_table
     from rnadiff.training._checkpoint import checkpoint_files
@@ -350,7 +351,7 @@ def train(
             f"--batch-size must be at least 1, got {batch_size} (leave it out to let it "
             "follow the data)"
         )
-    if precision not in ("auto", "fp32", "bf16"):
+    if precision not in PRECISIONS:
         raise InputError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
     # TrainConfig's floor of passes (None: none); not given: the default or the checkpoint's
     floor = {} if min_epochs is None else {"min_epochs": min_epochs or None}

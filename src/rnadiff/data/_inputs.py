@@ -21,6 +21,8 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
+from rnadiff.data._genes import widen_half
+
 InputKind = Literal["counts", "lognorm", "normalized"]
 LogBase = Literal["e", 2, 10]
 LOG_BASES: dict[str, LogBase] = {"lognorm": "e", "log2": 2, "log10": 10}  # `input` option -> base
@@ -64,9 +66,7 @@ def sample_rows(X, *, sample_cells: int = 2000, seed: int = 0) -> sp.csr_matrix:
         rows = np.sort(np.random.default_rng(seed).choice(n_cells, sample_cells, replace=False))
     blocks = []
     for start in range(0, len(rows), 256):
-        block = X[rows[start : start + 256]]
-        if not sp.issparse(block) and np.asarray(block).dtype == np.float16:
-            block = np.asarray(block, dtype=np.float32)  # scipy.sparse has no float16
+        block = widen_half(X[rows[start : start + 256]])  # scipy.sparse has no float16
         blocks.append(sp.csr_matrix(block) if not sp.issparse(block) else block.tocsr())
     if not blocks:
         return sp.csr_matrix((0, X.shape[1]))

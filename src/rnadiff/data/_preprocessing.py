@@ -435,6 +435,16 @@ def rescale_log(values: np.ndarray, factor: float) -> np.ndarray:
     return np.log1p(np.expm1(values.astype(np.float64)) * factor).astype(np.float32)
 
 
+def rescaled(values: np.ndarray, factor: float | None, *, tolerance: float, why: str, done: str):
+    """``values`` (``ln(1 + x)``) as ``ln(1 + factor x)`` when ``factor`` is beyond
+    ``tolerance`` either way, with the warning ``rnadiff: {why}: {done} (x factor)``; as they
+    are otherwise (also without a finite factor)."""
+    if not factor or not np.isfinite(factor) or 1 / tolerance <= factor <= tolerance:
+        return values
+    logger.warning("rnadiff: %s: %s (x %.4g)", why, done, factor)
+    return rescale_log(values, factor)
+
+
 def _to_training_scale(values, M, names, state: PreprocessState, log_base, what: str):
     """Log-normalized ``values`` of new cells brought to the training cells' scale when theirs
     differs by more than :data:`MODEL_SCALE_TOLERANCE` (e.g. log1p of counts per million given to a
@@ -447,19 +457,15 @@ def _to_training_scale(values, M, names, state: PreprocessState, log_base, what:
         return values
     genes = state.input_genes if every else state.genes
     found = log_scale(M, columns(names, genes, what), log_base)
-    if not found or 1 / MODEL_SCALE_TOLERANCE <= reference / found <= MODEL_SCALE_TOLERANCE:
-        return values
-    logger.warning(
-        "rnadiff: %s holds log values of about %.4g per cell (inverse of the log summed over "
-        "%s), the model's training data %.4g: rescaled to the model's scale (x %.4g); "
-        "normalize both alike to silence this",
-        what,
-        found,
-        "the training genes" if every else "the modelled genes",
-        reference,
-        reference / found,
+    over = "the training genes" if every else "the modelled genes"
+    return rescaled(
+        values,
+        reference / found if found else None,
+        tolerance=MODEL_SCALE_TOLERANCE,
+        why=f"{what} holds log values of about {found or 0:.4g} per cell (inverse of the log "
+        f"summed over {over}), the model's training data {reference:.4g}",
+        done="rescaled to the model's scale; normalize both alike to silence this",
     )
-    return rescale_log(values, reference / found)
 
 
 def detect_input_type(X) -> str:

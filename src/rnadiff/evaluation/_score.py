@@ -15,7 +15,7 @@ from rnadiff.data._preprocessing import (
     SCALE_TOLERANCE,
     log_scale,
     log_values,
-    rescale_log,
+    rescaled,
     totals,
 )
 from rnadiff.data._validation import check_genes, check_matrix
@@ -71,19 +71,9 @@ def _log_values(
 
 
 def _rescaled(x: np.ndarray, factor: float | None, why: str) -> np.ndarray:
-    """``ln(1 + factor y)`` of ``x = ln(1 + y)`` when ``factor`` is beyond
-    ``SCALE_TOLERANCE`` either way (with a warning that says ``why``); ``x`` otherwise."""
-    if not factor or not np.isfinite(factor):
-        return x
-    if 1 / SCALE_TOLERANCE <= factor <= SCALE_TOLERANCE:
-        return x
-    logger.warning(
-        "rnadiff: %s: rescaled by x %.4g before scoring (the metrics use log1p of expression "
-        "per 10,000 per cell)",
-        why,
-        factor,
-    )
-    return rescale_log(x, factor)
+    """``x`` moved by ``factor`` beyond ``SCALE_TOLERANCE``, with a warning saying ``why``."""
+    done = "rescaled before scoring, to the metrics' log1p of expression per 10,000 per cell"
+    return rescaled(x, factor, tolerance=SCALE_TOLERANCE, why=why, done=done)
 
 
 def _common_scale(x_pred, x_real, x_ctrl, real_scale, ctrl_scale, pred_scale=None):
@@ -104,18 +94,17 @@ def _common_scale(x_pred, x_real, x_ctrl, real_scale, ctrl_scale, pred_scale=Non
         # one unit (e.g. the two populations of one file normalized by per-cell size factors,
         # whose medians differ a little): one factor for both, so no change is made up
         ctrl_scale = real_scale
-    for what, scale in (("real", real_scale), ("control", ctrl_scale)):
-        if not scale:  # no value to measure it on (all zeros): as it is
-            continue
-        why = (
+
+    def why(what: str, scale: float) -> str:
+        return (
             f"the {what} cells' log values are of about {scale:.4g} per cell (the inverse of "
             f"the log summed over all their genes), not {target:.4g}"
         )
-        factor = target / scale
-        if what == "real":
-            x_real = _rescaled(x_real, factor, why)
-        else:
-            x_ctrl = _rescaled(x_ctrl, factor, why)
+
+    if real_scale:  # none: no value to measure it on (all zeros), as it is
+        x_real = _rescaled(x_real, target / real_scale, why("real", real_scale))
+    if ctrl_scale:
+        x_ctrl = _rescaled(x_ctrl, target / ctrl_scale, why("control", ctrl_scale))
     if pred_scale:
         why = (
             f"the predicted cells' log values are of {pred_scale:.4g} per cell "

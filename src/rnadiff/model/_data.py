@@ -16,7 +16,7 @@ from rnadiff._errors import InputError
 from rnadiff.data._covariates import CovariateRegistry
 from rnadiff.data._expression import Source, choose_source, matrix
 from rnadiff.data._genes import iter_row_chunks
-from rnadiff.data._preprocessing import MODEL_SCALE_TOLERANCE, rescale_log
+from rnadiff.data._preprocessing import MODEL_SCALE_TOLERANCE, rescaled
 from rnadiff.data._preprocessing import log_expression as state_log_expression
 from rnadiff.data._validation import check_genes, check_unique_names
 
@@ -148,16 +148,15 @@ def log_expression(model: RNADiffusion, adata: ad.AnnData, layer=None, genes=Non
         x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
         info = adata.uns["rnadiff"]
         theirs, ours = info.get("scale") if isinstance(info, dict) else None, model.preprocess.scale
-        tolerance = MODEL_SCALE_TOLERANCE
-        if theirs and ours and not 1 / tolerance <= ours / theirs <= tolerance:
-            logger.warning(
-                "rnadiff: these cells (rnadiff output) are log values of %.4g per cell, the "
-                "model's of %.4g: rescaled to the model's scale (x %.4g)",
-                theirs,
-                ours,
+        if theirs and ours:
+            x = rescaled(
+                x,
                 ours / theirs,
+                tolerance=MODEL_SCALE_TOLERANCE,
+                why=f"these cells (rnadiff output) are log values of {theirs:.4g} per cell, "
+                f"the model's of {ours:.4g}",
+                done="rescaled to the model's scale",
             )
-            x = rescale_log(x, ours / theirs)
         return x
     source = source_for(model, adata, layer)
     return state_log_expression(

@@ -20,7 +20,6 @@ import torch
 
 from rnadiff._errors import InputError
 from rnadiff.data._expression import choose_source, matrix
-from rnadiff.data._inputs import detect_input
 from rnadiff.data._preprocessing import totals
 from rnadiff.model._data import check_cells
 from rnadiff.networks._count_denoiser import CountDenoiser
@@ -231,13 +230,13 @@ def denoise(
             f"{adata.n_obs}; denoise with a reference model (RNADiffusion.denoise) instead"
         )
     # X, or the raw counts beside log values in X (a counts layer, adata.raw), as training
-    source, _ = choose_source(adata, layer=layer)
+    source, found = choose_source(adata, layer=layer)
     counts, names = matrix(adata, source)
     if adata.isbacked:
         counts = counts[:]
     if source.use_raw:  # adata.raw may hold more genes than adata: adata's, in its order
         counts = counts[:, pd.Index(names).get_indexer(adata.var_names)]
-    if detect_input(counts).kind != "counts":
+    if found.kind != "counts":
         raise InputError(
             f"self-supervised denoising needs raw counts (integers): it splits each cell's "
             f"UMIs; {source.what} holds other values (give the layer of raw counts with "
